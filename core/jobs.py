@@ -1,0 +1,137 @@
+"""Progress reporting, cancellation and atomic outputs shared by every long-running stage.
+
+The GUI and the CLI pass the same two things into `core`: a `ProgressFn` (called with plain `Progress` records, safe to
+forward through a Qt signal) and a `CancelToken` (set from another thread; the stage raises `Cancelled` at its next
+check). Outputs are written to a temporary sibling and renamed into place, so a cancelled or failed stage never leaves
+a half-written file or folder behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import TweetyError
+
+
+class Cancelled(Exception):
+    """Raised inside a stage when the user asked to stop."""
+
+
+class CancelToken:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str  # short, user-facing: "Training tokenizer"
+    done: float
+    total: float | None  # None: no estimate (indeterminate bar)
+    message: str = ""
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+class Reporter:
+    """What a stage holds: one call both reports progress and honours cancellation."""
+
+    def __init__(self, progress: ProgressFn | None, cancel: CancelToken | None, stage: str):
+        self._progress, self._cancel, self.stage = progress, cancel, stage
+
+    def __call__(self, done: float, total: float | None = None, message: str = "") -> None:
+        if self._cancel is not None:
+            self._cancel.check()
+        if self._progress is not None:
+            self._progress(Progress(self.stage, done, total, message))
+
+    def check(self) -> None:
+        if self._cancel is not None:
+            self._cancel.check()
+
+    def wait(self, thread: threading.Thread, message: str = "", poll: float = 0.1) -> None:
+        """Wait for a worker thread running native code (which cannot be interrupted), staying cancellable and
+        reporting elapsed time. On cancel the thread is abandoned; it only writes into a temporary folder."""
+        start = time.monotonic()
+        while thread.is_alive():
+            self(time.monotonic() - start, None, message)
+            thread.join(poll)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes private files; outputs should look like any other file
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, *, replace_ours: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary folder next to `path`; move it into place only if the block succeeds.
+
+    An existing `path` is replaced only if it is empty or was written by us (has `.tweety` marker) — never a
+    user's own folder."""
+    path = Path(path)
+    check_output_dir(path, replace_ours=replace_ours)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        (tmp / MARKER).write_text("written by Tweety Studio; safe to replace\n")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+MARKER = ".tweety"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_dir(path: Path, *, replace_ours: bool = True) -> None:
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise TweetyError("the output exists and is a file", path=path, fix="choose a new folder name")
+    if any(path.iterdir()) and not (replace_ours and (path / MARKER).exists()):
+        raise TweetyError("the output folder exists and is not empty; Tweety Studio never overwrites your files",
+                          path=path, fix="choose a new or empty folder")

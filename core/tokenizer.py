@@ -1,0 +1,175 @@
+"""Target tokenizer: a SentencePiece model trained on target-language text, saved as a Hugging Face tokenizer folder.
+
+Choices that matter (see DEVELOPERS.md):
+- Exact round trip: `identity` normalisation, no whitespace collapsing, byte fallback — so decode(encode(x)) == x
+  for any text (a lossy tokenizer flatters bits-per-byte and breaks chat).
+- The source model's special and chat-control tokens (`<|im_start|>`, `<|im_end|>`, `<s>` …) become control pieces
+  of the new vocabulary, so the chat template and stop tokens keep working; they map 1:1 onto the source rows.
+- The HF tokenizer is built directly from the SentencePiece pieces and scores (Unigram or BPE model + Metaspace
+  pre-tokenizer), so it does not depend on transformers' converters; a check after training proves both agree.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import TweetyError
+from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
+
+log = logging.getLogger(__name__)
+
+UNK = "<unk>"
+SPACE = "▁"  # SentencePiece's visible space
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    vocab_size: int = 16000
+    model_type: str = "unigram"  # or "bpe"
+    max_sentences: int = 2_000_000  # SentencePiece samples this many lines at most
+    seed: int = 0
+
+
+def source_special_tokens(source_tokenizer) -> list[str]:
+    """The source tokenizer's added/special tokens in id order (BOS/EOS/PAD, chat-control tokens, …)."""
+    added = getattr(source_tokenizer, "added_tokens_decoder", {}) or {}
+    tokens = [t.content for _, t in sorted(added.items())]
+    for t in source_tokenizer.all_special_tokens:
+        if t not in tokens:
+            tokens.append(t)
+    return [t for t in tokens if t and t != UNK]
+
+
+def source_adds_bos(source_tokenizer) -> bool:
+    bos = source_tokenizer.bos_token_id
+    return bos is not None and source_tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Path,
+                    settings: TokenizerSettings = TokenizerSettings(), *,
+                    progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Path:
+    """Train the target tokenizer on `target_lines` and save it (HF files + `tokenizer.model`) in `out_dir`."""
+    import sentencepiece as spm
+
+    report = Reporter(progress, cancel, "Training tokenizer")
+    specials = source_special_tokens(source_tokenizer)
+    minimum = 256 + len(specials) + 100
+    if settings.vocab_size < minimum:
+        raise TweetyError(f"a vocabulary of {settings.vocab_size} is too small: 256 byte pieces and "
+                          f"{len(specials)} special tokens alone need {256 + len(specials)}",
+                          fix=f"choose at least {minimum} (typical: 8000–32000)")
+    if settings.model_type not in {"unigram", "bpe"}:
+        raise TweetyError(f"unknown tokenizer model {settings.model_type!r}", fix="use unigram or bpe")
+    lines = [line for line in target_lines if line.strip()]
+    if len(lines) < 10:
+        raise TweetyError(f"only {len(lines)} non-empty lines of target text", fix="provide more target-language text")
+    rng = random.Random(settings.seed)
+    if len(lines) > settings.max_sentences:
+        lines = rng.sample(lines, settings.max_sentences)
+
+    model = io.BytesIO()
+    errors: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(lines), model_writer=model, vocab_size=settings.vocab_size,
+                model_type=settings.model_type, byte_fallback=True, normalization_rule_name="identity",
+                remove_extra_whitespaces=False, add_dummy_prefix=True, split_digits=True,
+                allow_whitespace_only_pieces=True, hard_vocab_limit=False, unk_id=0, unk_piece=UNK, bos_id=-1,
+                eos_id=-1, pad_id=-1, control_symbols=specials, num_threads=os.cpu_count() or 1,
+                minloglevel=2)
+        except BaseException as e:  # reported on the calling thread
+            errors.append(e)
+
+    worker = threading.Thread(target=train, daemon=True)
+    worker.start()
+    report.wait(worker, f"{len(lines):,} lines, vocabulary {settings.vocab_size:,}")
+    if errors:
+        raise TweetyError(f"SentencePiece could not train on this text ({errors[0]})",
+                          fix="provide more (or more varied) target text, or a smaller vocabulary")
+    proto = model.getvalue()
+    hf = build_hf_tokenizer(proto, source_tokenizer)
+    _check_round_trip(hf, lines[:200])
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "tokenizer.model").write_bytes(proto)
+        hf.save_pretrained(tmp)
+    report(1, 1, f"{len(hf):,} tokens")
+    return Path(out_dir)
+
+
+def build_hf_tokenizer(proto: bytes, source_tokenizer):
+    """A transformers fast tokenizer equivalent to the SentencePiece model `proto`."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    m = pb.ModelProto()
+    m.ParseFromString(proto)
+    pieces = [(p.piece, p.score) for p in m.pieces]
+    vocab = {piece: i for i, (piece, _) in enumerate(pieces)}
+    if m.trainer_spec.model_type == pb.TrainerSpec.UNIGRAM:
+        model = models.Unigram(pieces, unk_id=0, byte_fallback=True)
+    else:
+        merges = _bpe_merges(pieces, vocab)
+        model = models.BPE(vocab, merges, unk_token=UNK, byte_fallback=True, fuse_unk=True)
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(content=" ", left=1, right=0)])
+    specials = [p.piece for p in m.pieces if p.type == pb.ModelProto.SentencePiece.CONTROL]
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    names = {k: getattr(source_tokenizer, k) for k in ("bos_token", "eos_token", "pad_token")}
+    names = {k: v for k, v in names.items() if v in vocab}
+    if names.get("bos_token") and source_adds_bos(source_tokenizer):
+        bos = names["bos_token"]
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, vocab[bos])])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=UNK, **names)
+    hf.chat_template = getattr(source_tokenizer, "chat_template", None)
+    return hf
+
+
+def _bpe_merges(pieces: list[tuple[str, float]], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """Recover BPE merges from a SentencePiece BPE vocabulary: every piece that splits into two pieces,
+    ordered by the piece's score (SentencePiece BPE scores are merge ranks)."""
+    merges = []
+    for piece, score in pieces:
+        for i in range(1, len(piece)):
+            left, right = piece[:i], piece[i:]
+            if left in vocab and right in vocab:
+                merges.append((score, vocab[left], vocab[right], left, right))
+    merges.sort(key=lambda m: (-m[0], m[1], m[2]))
+    return [(m[3], m[4]) for m in merges]
+
+
+def _check_round_trip(hf, lines: list[str]) -> None:
+    for line in lines:
+        ids = hf(line, add_special_tokens=False)["input_ids"]
+        if hf.decode(ids) != line:
+            raise RuntimeError(f"tokenizer does not round-trip {line!r}")  # a bug, not a user error
+
+
+def load_tokenizer(folder: str | Path):
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    if not (folder / "tokenizer.json").exists():
+        raise TweetyError("no tokenizer here (tokenizer.json missing)", path=folder,
+                          fix="choose the folder written by `tweety tokenizer`")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def piece_bytes(piece: str) -> bytes | None:
+    """The exact UTF-8 bytes a target piece stands for (`▁` is a space, `<0xC3>` one raw byte)."""
+    m = _BYTE_PIECE.match(piece)
+    if m:
+        return bytes([int(m.group(1), 16)])
+    return piece.replace(SPACE, " ").encode("utf-8")
