@@ -8,7 +8,6 @@ that they differ only where the methods differ. Tied models stay tied.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +49,10 @@ def weighted_rows(mapping: sp.csr_matrix, source_rows, device=None):
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     m = mapping.tocsr()
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     csr = torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
                                   torch.from_numpy(m.indices.astype(np.int64)),
-                                  torch.from_numpy(m.data.astype(np.float32)), size=m.shape, device=device)
+                                  torch.from_numpy(m.data.astype(np.float32)), size=m.shape, device=device,
+                                  check_invariants=True)
     dense = source_rows.detach().to(device=device, dtype=torch.float32)
     out = csr @ dense
     empty = torch.from_numpy(np.diff(m.indptr) == 0).to(device)

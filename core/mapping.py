@@ -177,7 +177,7 @@ def _dictionary_counts(entries: list[DictionaryEntry], source_tokenizer, target_
     if not entries:
         return sp.csr_matrix(shape, dtype=np.float64)
     # Words appear after a space in running text, so that is the form whose tokens we want on both sides.
-    tgt = target_tokenizer([e.target for e in entries], add_special_tokens=False)["input_ids"]
+    tgt = target_tokenizer([" " + e.target for e in entries], add_special_tokens=False)["input_ids"]
     src = source_tokenizer([" " + e.source for e in entries], add_special_tokens=False)["input_ids"]
     rows, cols, vals = [], [], []
     for e, t_ids, s_ids in zip(entries, tgt, src):

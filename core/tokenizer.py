@@ -1,12 +1,12 @@
 """Target tokenizer: a SentencePiece model trained on target-language text, saved as a Hugging Face tokenizer folder.
 
 Choices that matter (see DEVELOPERS.md):
-- Exact round trip: `identity` normalisation, no whitespace collapsing, byte fallback — so decode(encode(x)) == x
-  for any text (a lossy tokenizer flatters bits-per-byte and breaks chat).
+- Exact round trip: `identity` normalisation, no whitespace collapsing, no dummy-prefix space, byte fallback — so
+  decode(encode(x)) == x for any text (a lossy tokenizer flatters bits-per-byte and breaks chat).
 - The source model's special and chat-control tokens (`<|im_start|>`, `<|im_end|>`, `<s>` …) become control pieces
   of the new vocabulary, so the chat template and stop tokens keep working; they map 1:1 onto the source rows.
-- The HF tokenizer is built directly from the SentencePiece pieces and scores (Unigram or BPE model + Metaspace
-  pre-tokenizer), so it does not depend on transformers' converters; a check after training proves both agree.
+- The HF tokenizer is built directly from the SentencePiece pieces and scores (Unigram or BPE model, spaces as
+  `▁`), so it does not depend on transformers' converters; a check after training proves both agree.
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Pa
             spm.SentencePieceTrainer.train(
                 sentence_iterator=iter(lines), model_writer=model, vocab_size=settings.vocab_size,
                 model_type=settings.model_type, byte_fallback=True, normalization_rule_name="identity",
-                remove_extra_whitespaces=False, add_dummy_prefix=True, split_digits=True,
+                remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,
                 allow_whitespace_only_pieces=True, hard_vocab_limit=False, unk_id=0, unk_piece=UNK, bos_id=-1,
                 eos_id=-1, pad_id=-1, control_symbols=specials, num_threads=os.cpu_count() or 1,
                 minloglevel=2)
@@ -108,7 +108,7 @@ def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Pa
 def build_hf_tokenizer(proto: bytes, source_tokenizer):
     """A transformers fast tokenizer equivalent to the SentencePiece model `proto`."""
     from sentencepiece import sentencepiece_model_pb2 as pb
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
     from transformers import PreTrainedTokenizerFast
 
     m = pb.ModelProto()
@@ -121,9 +121,10 @@ def build_hf_tokenizer(proto: bytes, source_tokenizer):
         merges = _bpe_merges(pieces, vocab)
         model = models.BPE(vocab, merges, unk_token=UNK, byte_fallback=True, fuse_unk=True)
     tok = Tokenizer(model)
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="first", split=False)
-    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(content=" ", left=1, right=0)])
+    # No dummy prefix (as in byte-level BPE sources): a space is always a `▁`, text is never altered, and text
+    # after a special token is tokenized exactly like text at the start of a line.
+    tok.normalizer = normalizers.Replace(" ", SPACE)
+    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
     specials = [p.piece for p in m.pieces if p.type == pb.ModelProto.SentencePiece.CONTROL]
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     names = {k: getattr(source_tokenizer, k) for k in ("bos_token", "eos_token", "pad_token")}

@@ -1,0 +1,87 @@
+"""End to end through the `tweety` command line, on a few hundred real verse pairs and the real SmolLM2 weights."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import demo_lines, write_lines
+from core.mapping import Mapping
+
+
+def tweety(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"tweety {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, pairs):
+    d = tmp_path_factory.mktemp("cli")
+    en, es = pairs
+    write_lines(d / "train.en", en[:300])
+    write_lines(d / "train.es", es[:300])
+    write_lines(d / "heldout.es", demo_lines("bible.heldout.es.gz", 40))
+    (d / "dict.tsv").write_text("God\tDios\nearth\ttierra\nwaters\taguas\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def adapted(files):
+    out = files / "adapted"
+    tweety("adapt", "--source-model", "default", "--target-text", files / "train.es", "--parallel",
+           files / "train.en", files / "train.es", "--dictionary", files / "dict.tsv", "--vocab-size", 1000,
+           "--init", "transtok", "--out", out)
+    return out
+
+
+def test_adapt_writes_a_model_folder_and_project(adapted):
+    state = json.loads((adapted / "project.json").read_text())
+    assert set(state["stages"]) == {"tokenizer", "align", "map", "init"}
+    assert state["stages"]["align"]["summary"]["pairs"] == 300
+    coverage = state["stages"]["map"]["summary"]
+    assert coverage["alignment"] + coverage["alignment+dictionary"] > 200 and coverage["special"] == 17
+    assert (adapted / "model.safetensors").exists() and (adapted / "work" / "mapping" / "mapping.jsonl").exists()
+    assert not list(adapted.parent.glob(".adapted.*"))  # no temporary leftovers
+
+
+def test_eval_json_and_trans_tokenization_beats_mean(files, adapted):
+    result = json.loads(tweety("eval", "--model", adapted, "--text", files / "heldout.es", "--json").stdout)
+    assert set(result) >= {"bits_per_byte", "token_ppl", "tokens_per_byte"}
+    text = (files / "heldout.es").read_text().rstrip("\n")
+    assert result["bytes"] == len(text.encode())
+    tweety("init", "--tokenizer", adapted / "work" / "tokenizer", "--mapping", adapted / "work" / "mapping",
+           "--init", "mean", "--out", files / "mean")
+    mean = json.loads(tweety("eval", "--model", files / "mean", "--text", files / "heldout.es", "--json").stdout)
+    assert mean["tokens_per_byte"] == result["tokens_per_byte"]  # same tokenizer
+    assert result["bits_per_byte"] < mean["bits_per_byte"] - 0.5
+
+
+def test_stepwise_commands_reproduce_adapt(files, adapted):
+    d = files / "steps"
+    tweety("align", "--tokenizer", adapted / "work" / "tokenizer", "--parallel", files / "train.en",
+           files / "train.es", "--out", d / "align")
+    tweety("map", "--tokenizer", adapted / "work" / "tokenizer", "--alignment", d / "align", "--dictionary",
+           files / "dict.tsv", "--out", d / "map")
+    ours, theirs = Mapping.load(d / "map"), Mapping.load(adapted / "work" / "mapping")
+    assert (ours.origin == theirs.origin).all()
+    np.testing.assert_allclose((ours.matrix - theirs.matrix).toarray(), 0, atol=1e-6)
+
+
+def test_never_overwrites_a_users_folder_and_reports_bad_input(files, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    r = tweety("adapt", "--target-text", files / "train.es", "--parallel", files / "train.en", files / "train.es",
+               "--vocab-size", 1000, "--out", mine, check=False)
+    assert r.returncode == 2 and "never overwrites your files" in r.stderr
+    assert (mine / "thesis.txt").read_text() == "precious"
+    write_lines(tmp_path / "short.en", ["one", "two"])
+    r = tweety("adapt", "--target-text", files / "train.es", "--parallel", tmp_path / "short.en", files / "train.es",
+               "--vocab-size", 1000, "--out", tmp_path / "new", check=False)
+    assert r.returncode == 2 and "has 2 lines but train.es has 300" in r.stderr
+    assert not (tmp_path / "new").exists()

@@ -1,0 +1,110 @@
+"""Alignment and mapping on small real data: known translations are recovered, bytes map exactly."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from core.align import align_corpus, load_counts
+from core.errors import TweetyError
+from core.mapping import Mapping, Origin, build_mapping
+from core.resources import DictionaryEntry, ParallelCorpus
+from core.tokenizer import TokenizerSettings, load_tokenizer, train_tokenizer
+
+# English words that are one SmolLM2 token each (with their leading space) and invented target words.
+SOURCE_WORDS = ["house", "king", "water", "bread", "city", "mountain", "river", "sword", "horse", "night"]
+TARGET_WORDS = ["zuk", "pelom", "trav", "miso", "quend", "borlat", "fiwa", "gostra", "yelk", "nuvi"]
+PERMUTATION = [3, 7, 0, 9, 1, 5, 2, 8, 6, 4]  # source word i translates to target word PERMUTATION[i]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory, source_tokenizer):
+    rng = random.Random(1)
+    src, tgt = [], []
+    for _ in range(600):
+        words = rng.sample(range(10), 5)
+        src.append(" ".join(SOURCE_WORDS[i] for i in words))
+        target_order = words[:]
+        if rng.random() < 0.5:  # word order differs half the time
+            rng.shuffle(target_order)
+        tgt.append(" ".join(TARGET_WORDS[PERMUTATION[i]] for i in target_order))
+    folder = tmp_path_factory.mktemp("synthetic")
+    train_tokenizer(tgt, source_tokenizer, folder / "tok", TokenizerSettings(vocab_size=400))
+    target_tok = load_tokenizer(folder / "tok")
+    stats = align_corpus(ParallelCorpus(src, tgt), source_tokenizer, target_tok, folder / "align")
+    return target_tok, load_counts(folder / "align"), stats
+
+
+def _single(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 1, (text, tokenizer.convert_ids_to_tokens(ids))
+    return ids[0]
+
+
+def test_word_i_always_translating_to_word_j_is_recovered(synthetic, source_tokenizer):
+    target_tok, counts, stats = synthetic
+    assert stats.pairs == 600 and stats.links > 0.8 * stats.target_tokens
+    m = build_mapping(source_tokenizer, target_tok, alignment_counts=counts)
+    for i, word in enumerate(SOURCE_WORDS):
+        t = _single(target_tok, " " + TARGET_WORDS[PERMUTATION[i]])
+        row = m.matrix[t].toarray().ravel()
+        assert m.origin[t] == Origin.ALIGNMENT
+        assert row.argmax() == _single(source_tokenizer, " " + word)
+        assert row.max() > 0.8
+
+
+def test_weights_sum_to_one_and_save_load(synthetic, source_tokenizer, tmp_path):
+    target_tok, counts, _ = synthetic
+    m = build_mapping(source_tokenizer, target_tok, alignment_counts=counts)
+    sums = np.asarray(m.matrix.sum(axis=1)).ravel()
+    has_rows = m.origin != Origin.MEAN
+    np.testing.assert_allclose(sums[has_rows], 1.0, atol=1e-5)
+    assert (sums[~has_rows] == 0).all()
+    assert (m.matrix.data > 0).all()
+    m.save(tmp_path / "map", target_tok, source_tokenizer)
+    again = Mapping.load(tmp_path / "map")
+    assert (again.matrix != m.matrix).nnz == 0 and (again.origin == m.origin).all()
+    assert sum(m.coverage().values()) == len(target_tok)
+
+
+def test_bytes_specials_and_numbers_map_exactly(target_tokenizer, source_tokenizer):
+    m = build_mapping(source_tokenizer, target_tokenizer)  # no resources: FVT/identical only
+    src = source_tokenizer.get_vocab()
+
+    def sources(piece: str) -> dict[str, float]:
+        t = target_tokenizer.convert_tokens_to_ids(piece)
+        row = m.matrix[t]
+        return {source_tokenizer.convert_ids_to_tokens(int(j)): float(w) for j, w in zip(row.indices, row.data)}
+
+    assert sources("<0x0A>") == {"Ċ": 1.0}  # newline byte → byte-level newline, not "<", "x", "0", "A"
+    assert sources("<0xC3>") == {"Ã": 1.0}  # first byte of "é"
+    assert sources("<|im_end|>") == {"<|im_end|>": 1.0}
+    assert m.origin[target_tokenizer.convert_tokens_to_ids("<|im_end|>")] == Origin.SPECIAL
+    assert m.origin[target_tokenizer.convert_tokens_to_ids("<0x31>")] == Origin.IDENTICAL
+    assert sources("<0x31>") == {"1": 1.0}
+    # a word piece with a leading space maps onto the byte-level tokens of " word"
+    word = next(p for p in target_tokenizer.get_vocab() if p.startswith("▁") and len(p) > 4 and p[1:].isalpha())
+    expected = source_tokenizer(" " + word[1:], add_special_tokens=False)["input_ids"]
+    assert sorted(src[s] for s in sources(word)) == sorted(set(expected))
+
+
+def test_dictionary_only_spreads_over_source_word_tokens(target_tokenizer, source_tokenizer):
+    target = "▁Dios"
+    assert target in target_tokenizer.get_vocab()
+    entries = [DictionaryEntry("God", "Dios", 1.0), DictionaryEntry("deity", "Dios", 1.0)]
+    m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
+    t = target_tokenizer.convert_tokens_to_ids(target)
+    row = m.matrix[t]
+    got = {source_tokenizer.convert_ids_to_tokens(int(j)): float(w) for j, w in zip(row.indices, row.data)}
+    deity = source_tokenizer(" deity", add_special_tokens=False)["input_ids"]
+    assert got["ĠGod"] == pytest.approx(0.5)  # two entries of weight 1; " God" is one token
+    for s in deity:  # " deity" is several tokens: its half is spread evenly
+        assert got[source_tokenizer.convert_ids_to_tokens(s)] == pytest.approx(0.5 / len(deity))
+    assert m.origin[t] == Origin.DICTIONARY
+
+
+def test_alignment_counts_for_other_vocabularies_are_refused(synthetic, target_tokenizer, source_tokenizer):
+    _, counts, _ = synthetic
+    with pytest.raises(TweetyError, match="re-run `tweety align`"):
+        build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts)
