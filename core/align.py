@@ -1,7 +1,7 @@
 """Token alignment of a parallel corpus: the source side in source-model tokens, the target side in target tokens.
 
 Uses fast_align's model (IBM Model 2 with a diagonal prior, `-d -o -v`) from the `systran-align` wheel: no external
-binary, both directions, symmetrised with grow-diag-final-and. The result kept on disk is the sparse table of link
+binary, both directions, symmetrised with grow-diag-final-and, deterministic (same input, same counts). The result kept on disk is the sparse table of link
 counts `counts[target_token, source_token]`, which is all the mapping stage needs (and lets the mapping be re-run in
 seconds without realigning).
 """
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,22 +79,17 @@ def align_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer, out
         with open(work / "corpus.txt", "w", encoding="utf-8") as f:
             for s, t in zip(src_words, tgt_words):
                 f.write(f"{' '.join(s)} ||| {' '.join(t)}\n")
-        errors: list[BaseException] = []
-
-        def train() -> None:
-            try:
-                systran_align.generate_alignment_probabilities(
-                    str(work / "corpus.txt"), str(work / "forward"), str(work / "backward"),
-                    iterations=settings.iterations, favor_diagonal=True, optimize_tension=True,
-                    variational_bayes=True)
-            except BaseException as e:
-                errors.append(e)
-
-        worker = threading.Thread(target=train, daemon=True)
+        # A child process, so that cancel really stops it (native code cannot be interrupted in a thread).
+        worker = multiprocessing.get_context("spawn").Process(
+            target=_train_models, args=(str(work), settings.iterations), daemon=True)
         worker.start()
-        report.wait(worker, f"training IBM models on {len(keep):,} pairs (both directions)")
-        if errors:
-            raise RuntimeError(f"fast_align training failed: {errors[0]}")
+        try:
+            report.wait(worker, f"training IBM models on {len(keep):,} pairs (both directions)")
+        finally:
+            if worker.is_alive():
+                worker.kill()
+        if worker.exitcode != 0:
+            raise RuntimeError(f"fast_align training failed (exit code {worker.exitcode})")
         aligner = systran_align.Aligner(str(work / "forward"), str(work / "backward"))
         rows: list[np.ndarray] = []
         cols: list[np.ndarray] = []
@@ -123,6 +119,18 @@ def align_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer, out
         (tmp / STATS_FILE).write_text(json.dumps(asdict(stats), indent=2))
     report(len(keep), len(keep), f"{stats.links:,} links")
     return stats
+
+
+def _train_models(work: str, iterations: int) -> None:
+    """Runs in a child process. One OpenMP thread: fast_align's parallel E-step adds counts in whatever order the
+    threads finish, so with several threads two runs on the same corpus give (slightly) different tables; with one,
+    the same input always gives the same mapping."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import systran_align
+
+    systran_align.generate_alignment_probabilities(
+        f"{work}/corpus.txt", f"{work}/forward", f"{work}/backward", iterations=iterations, favor_diagonal=True,
+        optimize_tension=True, variational_bayes=True)
 
 
 def save_counts(path: Path, matrix: sp.csr_matrix) -> None:

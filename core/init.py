@@ -48,7 +48,9 @@ def weighted_rows(mapping: sp.csr_matrix, source_rows, device=None):
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    m = mapping.tocsr()
+    m = sp.csr_matrix(mapping, dtype=np.float32)  # a copy: canonical form (sorted, no duplicates) is required
+    m.sum_duplicates()
+    m.sort_indices()
     csr = torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
                                   torch.from_numpy(m.indices.astype(np.int64)),
                                   torch.from_numpy(m.data.astype(np.float32)), size=m.shape, device=device,

@@ -8,6 +8,7 @@ a half-written file or folder behind.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.process
 import os
 import shutil
 import tempfile
@@ -67,9 +68,10 @@ class Reporter:
         if self._cancel is not None:
             self._cancel.check()
 
-    def wait(self, thread: threading.Thread, message: str = "", poll: float = 0.1) -> None:
-        """Wait for a worker thread running native code (which cannot be interrupted), staying cancellable and
-        reporting elapsed time. On cancel the thread is abandoned; it only writes into a temporary folder."""
+    def wait(self, thread: threading.Thread | multiprocessing.process.BaseProcess, message: str = "",
+             poll: float = 0.1) -> None:
+        """Wait for a worker thread or process running native code, staying cancellable and reporting elapsed time.
+        On cancel a thread is abandoned (it only writes into a temporary folder); the caller kills a process."""
         start = time.monotonic()
         while thread.is_alive():
             self(time.monotonic() - start, None, message)

@@ -44,7 +44,7 @@ def test_adapt_writes_a_model_folder_and_project(adapted):
     assert set(state["stages"]) == {"tokenizer", "align", "map", "init"}
     assert state["stages"]["align"]["summary"]["pairs"] == 300
     coverage = state["stages"]["map"]["summary"]
-    assert coverage["alignment"] + coverage["alignment+dictionary"] > 200 and coverage["special"] == 17
+    assert coverage["alignment"] + coverage["alignment+dictionary"] > 50 and coverage["special"] == 17
     assert (adapted / "model.safetensors").exists() and (adapted / "work" / "mapping" / "mapping.jsonl").exists()
     assert not list(adapted.parent.glob(".adapted.*"))  # no temporary leftovers
 
@@ -58,7 +58,7 @@ def test_eval_json_and_trans_tokenization_beats_mean(files, adapted):
            "--init", "mean", "--out", files / "mean")
     mean = json.loads(tweety("eval", "--model", files / "mean", "--text", files / "heldout.es", "--json").stdout)
     assert mean["tokens_per_byte"] == result["tokens_per_byte"]  # same tokenizer
-    assert result["bits_per_byte"] < mean["bits_per_byte"] - 0.5
+    assert result["bits_per_byte"] < mean["bits_per_byte"] - 0.2
 
 
 def test_stepwise_commands_reproduce_adapt(files, adapted):
