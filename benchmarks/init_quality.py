@@ -9,17 +9,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import DEMO, ROOT, StageTimer
 
-from core import align, init, mapping, models, resources, tokenizer  # noqa: E402
-from core.evaluate import bits_per_byte  # noqa: E402
-
-DEMO = ROOT / "resources" / "demo"
+from core import align, init, mapping, models, resources, tokenizer
+from core.evaluate import bits_per_byte
 
 
 def main() -> None:
@@ -30,14 +25,7 @@ def main() -> None:
     p.add_argument("--json", help="also write the results to this JSON file")
     a = p.parse_args()
     out = Path(a.out)
-    times: dict[str, float] = {}
-
-    def timed(stage, fn, *args, **kw):
-        start = time.monotonic()
-        result = fn(*args, **kw)
-        times[stage] = round(time.monotonic() - start, 2)
-        print(f"  {stage:<22} {times[stage]:7.2f} s", flush=True)
-        return result
+    timed = StageTimer()
 
     print("Stages:")
     corpus = timed("read corpus", resources.read_parallel, DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz")
@@ -70,7 +58,7 @@ def main() -> None:
         print(f"{name:<30} {r.bits_per_byte:>10.4f} {r.token_ppl:>12.1f} {r.tokens_per_byte:>12.4f}")
     print("Coverage: " + ", ".join(f"{k} {v:,}" for k, v in m.coverage().items() if v))
     if a.json:
-        Path(a.json).write_text(json.dumps({"times": times, "coverage": m.coverage(), "results": {
+        Path(a.json).write_text(json.dumps({"times": timed.seconds, "coverage": m.coverage(), "results": {
             name: r.__dict__ for name, r in rows}}, indent=2))
 
 

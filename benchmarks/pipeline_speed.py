@@ -7,31 +7,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import DEMO, StageTimer
 
-from core import align, init, mapping, models, resources, tokenizer  # noqa: E402
-
-DEMO = ROOT / "resources" / "demo"
+from core import align, init, mapping, models, resources, tokenizer
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vocab-size", type=int, default=16000)
     a = p.parse_args()
-    times: dict[str, float] = {}
-
-    def timed(stage, fn, *args, **kw):
-        start = time.monotonic()
-        result = fn(*args, **kw)
-        times[stage] = time.monotonic() - start
-        print(f"  {stage:<18} {times[stage]:7.2f} s", flush=True)
-        return result
+    timed = StageTimer()
+    times = timed.seconds
 
     print(f"{os.cpu_count()} CPU cores")
     corpus = timed("read corpus", resources.read_parallel, DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz")
