@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 from core import align, init, mapping, models, pipeline, resources, tokenizer
 from core.errors import TweetyError

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
