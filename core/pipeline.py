@@ -28,6 +28,7 @@ class AdaptSettings:
     parallel: tuple[str, str] | None = None  # (source side, target side); one TSV/TMX file: (file, "")
     dictionary: str | None = None
     out: str = ""
+    language: str | None = None  # target language code, e.g. "es" (recorded; written into the GGUF)
     tokenizer: tokenizer.TokenizerSettings = field(default_factory=tokenizer.TokenizerSettings)
     align: align.AlignSettings = field(default_factory=align.AlignSettings)
     mapping: mapping.MappingSettings = field(default_factory=mapping.MappingSettings)
@@ -47,6 +48,11 @@ def read_parallel_setting(parallel: tuple[str, str] | None) -> resources.Paralle
         return None
     source, target = parallel
     return resources.read_parallel(source, target or None)
+
+
+def _digests(settings: AdaptSettings) -> dict[str, str]:
+    files = [settings.target_text, settings.dictionary, *(settings.parallel or ())]
+    return {Path(f).name: resources.sha256_file(f) for f in files if f}
 
 
 def adapt(settings: AdaptSettings, *, progress: ProgressFn | None = None,
@@ -75,7 +81,8 @@ def adapt(settings: AdaptSettings, *, progress: ProgressFn | None = None,
     lap("load model")
     state = ProjectState(source_model=str(settings.source_model), target_text=settings.target_text,
                          parallel=list(settings.parallel) if settings.parallel else None,
-                         dictionary=settings.dictionary,
+                         dictionary=settings.dictionary, language=settings.language,
+                         inputs_sha256=_digests(settings),
                          settings={k: asdict(getattr(settings, k)) for k in ("tokenizer", "align", "mapping", "init")})
     with atomic_dir(settings.out) as out:
         work = out / "work"

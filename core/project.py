@@ -26,6 +26,8 @@ class ProjectState:
     target_text: str | None = None
     parallel: list[str] | None = None
     dictionary: str | None = None
+    language: str | None = None  # target language code (ISO 639), e.g. "es"
+    inputs_sha256: dict[str, str] = field(default_factory=dict)  # input file name → sha256, for provenance
     settings: dict = field(default_factory=dict)
     stages: dict[str, StageRecord] = field(default_factory=dict)
 

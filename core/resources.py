@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import re
 import unicodedata
@@ -89,6 +90,14 @@ def read_lines(path: str | Path, *, allow_empty_lines: bool = True) -> list[str]
             raise TweetyError("empty line", path=path, line=number, fix="remove it or fill it in")
         out.append(text)
     return out
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_text(path: str | Path) -> str:
