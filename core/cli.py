@@ -256,7 +256,11 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> None:
             raise TweetyError("give the text to translate, or --input FILE (not both)")
         llm, _ = _runtime(a)
         if a.text:
-            print(runtime.translate(llm, a.text, a.source, a.target))
+            text = runtime.translate(llm, a.text, a.source, a.target)
+            if not text:
+                print("(no translation: the model ended its answer at once — a model fresh from adaptation often "
+                      "needs fine-tuning first)", file=sys.stderr)
+            print(text)
         else:
             out = a.output or f"{a.input}.{a.target}.txt"
             n = runtime.translate_file(llm, a.input, out, a.source, a.target, **kw)

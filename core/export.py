@@ -52,12 +52,29 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
+class _Stored:
+    """Where one tensor lies in a .safetensors file (read straight from its JSON header)."""
+    file: Path
+    dtype: str  # F32 | F16 | BF16
+    shape: tuple[int, ...]
+    start: int  # absolute byte offsets in the file
+    end: int
+
+
+@dataclass(frozen=True)
 class _Tensor:
     hf_name: str
     gguf_name: str
-    file: Path
-    shape: tuple[int, ...]
+    stored: _Stored
     permute_heads: int = 0  # Q/K: number of heads to permute by
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored.shape
+
+    @property
+    def file(self) -> Path:
+        return self.stored.file
 
 
 @dataclass
@@ -152,23 +169,24 @@ def _tensor_type(t: _Tensor, qtype):
     return qtype
 
 
-def _read_tensors(tensors: list[_Tensor]) -> Iterator[np.ndarray]:
-    """Each tensor as contiguous float32 in GGUF row order, read one at a time."""
-    from safetensors import safe_open
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
-    handles: dict[Path, object] = {}
-    try:
-        for t in tensors:
-            if t.file not in handles:
-                handles[t.file] = safe_open(t.file, framework="pt")
-            w = handles[t.file].get_tensor(t.hf_name).float().numpy()
-            if t.permute_heads:
-                n = t.permute_heads
-                rows, cols = w.shape
-                w = w.reshape(n, 2, rows // n // 2, cols).swapaxes(1, 2).reshape(rows, cols)
-            yield np.ascontiguousarray(w)
-    finally:
-        handles.clear()
+
+def _read_tensors(tensors: list[_Tensor]) -> Iterator[np.ndarray]:
+    """Each tensor as contiguous float32 in GGUF row order, read one at a time with plain file reads (no memory
+    map), so memory holds one tensor at a time and is returned to the system after each."""
+    for t in tensors:
+        s = t.stored
+        with open(s.file, "rb") as f:
+            f.seek(s.start)
+            raw = np.frombuffer(f.read(s.end - s.start), dtype=_DTYPES[s.dtype]).reshape(s.shape)
+        # bfloat16 is the top half of a float32
+        w = (raw.astype(np.uint32) << 16).view(np.float32) if s.dtype == "BF16" else raw.astype(np.float32)
+        if t.permute_heads:
+            n = t.permute_heads
+            rows, cols = w.shape
+            w = w.reshape(n, 2, rows // n // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+        yield np.ascontiguousarray(w)
 
 
 def _project(model_dir: Path) -> dict:
@@ -294,22 +312,37 @@ def _weight_files(model_dir: Path) -> list[Path]:
     return files
 
 
-def _safetensors_headers(files: list[Path]) -> dict[str, tuple[Path, tuple[int, ...]]]:
-    from safetensors import SafetensorError, safe_open
-
+def _safetensors_headers(files: list[Path]) -> dict[str, _Stored]:
+    """Every tensor's place, from the files' headers; a damaged or truncated file is caught here, before writing."""
     out = {}
     for f in files:
+        size = f.stat().st_size
         try:
-            with safe_open(f, framework="pt") as st:
-                for name in st.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
-                    out[name] = (f, tuple(st.get_slice(name).get_shape()))
-        except (SafetensorError, OSError) as e:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if not 2 <= n <= min(size - 8, 100 << 20):
+                    raise ValueError("bad header length")
+                header = json.loads(fh.read(n))
+            end = 0
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                dtype, shape, (start, stop) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+                if dtype not in _DTYPES:
+                    raise ValueError(f"tensor {name} has unsupported type {dtype}")
+                if stop - start != int(np.prod(shape)) * np.dtype(_DTYPES[dtype]).itemsize:
+                    raise ValueError(f"tensor {name} has a size that does not match its shape")
+                out[name] = _Stored(f, dtype, shape, 8 + n + start, 8 + n + stop)
+                end = max(end, stop)
+            if 8 + n + end != size:
+                raise ValueError(f"the file is {size:,} bytes but its header describes {8 + n + end:,}")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise TweetyError(f"the weights file is damaged or incomplete ({e})", path=f,
                               fix="copy it again, or re-run the adaptation") from None
     return out
 
 
-def _tensor_plan(config: dict, available: dict[str, tuple[Path, tuple[int, ...]]], tied: bool,
+def _tensor_plan(config: dict, available: dict[str, _Stored], tied: bool,
                  model_dir: Path) -> list[_Tensor]:
     import gguf
 
@@ -318,15 +351,15 @@ def _tensor_plan(config: dict, available: dict[str, tuple[Path, tuple[int, ...]]
     kv_heads = config.get("num_key_value_heads", heads)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
     plan = []
-    for hf_name, (file, shape) in available.items():
+    for hf_name, stored in available.items():
         if hf_name.endswith(_SKIPPED) or (tied and hf_name == "lm_head.weight"):
             continue
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise TweetyError(f"unexpected tensor {hf_name!r} for a Llama-architecture model", path=file,
+            raise TweetyError(f"unexpected tensor {hf_name!r} for a Llama-architecture model", path=stored.file,
                               fix="only plain Llama/Mistral checkpoints can be exported")
         permute = heads if ".attn_q." in gguf_name else kv_heads if ".attn_k." in gguf_name else 0
-        plan.append(_Tensor(hf_name, gguf_name, file, shape, permute))
+        plan.append(_Tensor(hf_name, gguf_name, stored, permute))
     have = {t.gguf_name for t in plan}
     needed = ["token_embd.weight", "output_norm.weight"] + ([] if tied else ["output.weight"]) + [
         f"blk.{i}.{p}.weight" for i in range(n_layers) for p in (

@@ -47,3 +47,241 @@ class ProjectState:
                               fix="choose a folder created by Tweety Studio") from None
         except (json.JSONDecodeError, TypeError) as e:
             raise TweetyError(f"project.json is damaged ({e})", path=path, fix="restore it or start a new project")
+
+
+# --- a project folder, stage by stage (what the desktop wizard drives) ----------------------------------------------
+
+STAGES = ("data", "tokenizer", "align", "map", "init", "evaluate", "export")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the user chose on the data page; paths are kept as given (the files stay where the user keeps them)."""
+    language_name: str
+    language_code: str
+    target_text: str
+    parallel: tuple[str, str] | None = None  # (source side, target side); one TSV/TMX file: (file, "")
+    dictionary: str | None = None
+    heldout_text: str | None = None  # for evaluation; without it the last 5% of the target text is used
+
+
+class Project:
+    """A project folder: `project.json` plus one sub-folder per stage (`work/tokenizer`, `work/alignment`,
+    `work/mapping`, `model/`, `export/`). Each stage method runs the core function, records what it did and saves
+    the state, so a reopened project resumes after its last finished stage. Stages only read earlier stages' folders.
+    """
+
+    def __init__(self, folder: str | Path, state: ProjectState):
+        self.folder, self.state = Path(folder), state
+        self._source = None  # (model, tokenizer), loaded once per session
+
+    # -- folders --
+    tokenizer_dir = property(lambda self: self.folder / "work" / "tokenizer")
+    alignment_dir = property(lambda self: self.folder / "work" / "alignment")
+    mapping_dir = property(lambda self: self.folder / "work" / "mapping")
+    model_dir = property(lambda self: self.folder / "model")
+    export_dir = property(lambda self: self.folder / "export")
+
+    @staticmethod
+    def create(folder: str | Path, source_model: str = "default") -> "Project":
+        """A new project in `folder`, which must be new or empty (never a user's folder with files in it)."""
+        from core.jobs import MARKER, check_output_dir
+
+        folder = Path(folder)
+        check_output_dir(folder, replace_ours=False)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MARKER).write_text("written by Tweety Studio\n")
+        project = Project(folder, ProjectState(source_model=str(source_model)))
+        project.save()
+        return project
+
+    @staticmethod
+    def open(folder: str | Path) -> "Project":
+        return Project(folder, ProjectState.load(folder))
+
+    def save(self) -> None:
+        self.state.save(self.folder)
+
+    @property
+    def finished(self) -> list[str]:
+        return [s for s in STAGES if s in self.state.stages]
+
+    @property
+    def next_stage(self) -> str | None:
+        """The first stage not yet run (where a reopened project resumes)."""
+        return next((s for s in STAGES if s not in self.state.stages), None)
+
+    def _record(self, stage: str, seconds: float, output: str, summary: dict) -> None:
+        # A re-run building stage makes every later stage stale: they are forgotten, not silently kept.
+        # (Evaluating or exporting again changes nothing the other stages read.)
+        later = STAGES[STAGES.index(stage):] if stage not in ("evaluate", "export") else (stage,)
+        for name in later:
+            self.state.stages.pop(name, None)
+        self.state.stages[stage] = StageRecord(round(seconds, 2), output, summary)
+        self.save()
+
+    # -- source model --
+    def set_source_model(self, spec: str) -> None:
+        if spec != self.state.source_model:
+            self.state.source_model, self._source = str(spec), None
+            self.state.stages.clear()
+            self.save()
+
+    def source(self):
+        """(model, tokenizer) of the source model, loaded on first use."""
+        from core.models import load_model
+
+        if self._source is None:
+            self._source = load_model(self.state.source_model)
+        return self._source
+
+    # -- stages --
+    def set_inputs(self, inputs: Inputs) -> dict[str, int]:
+        """Validate every input file (raises `TweetyError` naming file and line) and record them. Returns counts."""
+        import time
+
+        from core import resources
+
+        start = time.monotonic()
+        counts = {"target lines": len(resources.read_lines(inputs.target_text))}
+        if inputs.parallel:
+            counts["parallel pairs"] = len(resources.read_parallel(inputs.parallel[0], inputs.parallel[1] or None))
+        if inputs.dictionary:
+            counts["dictionary entries"] = len(resources.read_dictionary(inputs.dictionary))
+        if inputs.heldout_text:
+            counts["held-out lines"] = len(resources.read_lines(inputs.heldout_text))
+        if not inputs.parallel and not inputs.dictionary:
+            raise TweetyError("trans-tokenization needs a translation resource",
+                              fix="add a parallel corpus and/or a bilingual dictionary")
+        s = self.state
+        s.target_text, s.dictionary, s.language = inputs.target_text, inputs.dictionary, inputs.language_code
+        s.parallel = list(inputs.parallel) if inputs.parallel else None
+        s.settings["inputs"] = asdict(inputs)
+        files = [inputs.target_text, inputs.dictionary, *(inputs.parallel or ())]
+        s.inputs_sha256 = {Path(f).name: resources.sha256_file(f) for f in files if f}
+        self._record("data", time.monotonic() - start, ".", counts)
+        return counts
+
+    def inputs(self) -> Inputs:
+        data = self.state.settings.get("inputs")
+        if data is None:
+            raise TweetyError("no input files chosen yet", fix="fill in the Language & data page first")
+        data = dict(data)
+        data["parallel"] = tuple(data["parallel"]) if data.get("parallel") else None
+        return Inputs(**data)
+
+    def train_tokenizer(self, settings=None, *, progress=None, cancel=None):
+        """Train the target tokenizer; returns it (a transformers tokenizer)."""
+        import time
+
+        from core import resources, tokenizer
+
+        settings = settings or tokenizer.TokenizerSettings()
+        start = time.monotonic()
+        _, source_tok = self.source()
+        tokenizer.train_tokenizer(resources.read_lines(self.inputs().target_text), source_tok, self.tokenizer_dir,
+                                  settings, progress=progress, cancel=cancel)
+        tok = tokenizer.load_tokenizer(self.tokenizer_dir)
+        self.state.settings["tokenizer"] = asdict(settings)
+        self._record("tokenizer", time.monotonic() - start, "work/tokenizer", {"vocab_size": len(tok)})
+        return tok
+
+    def target_tokenizer(self):
+        from core import tokenizer
+
+        return tokenizer.load_tokenizer(self.tokenizer_dir)
+
+    def align(self, settings=None, *, progress=None, cancel=None):
+        """Align the parallel corpus (skipped, recorded as such, when there is none). Returns `AlignmentStats`."""
+        import time
+
+        from core import align, resources
+
+        start = time.monotonic()
+        inputs = self.inputs()
+        if not inputs.parallel:
+            self._record("align", 0, "", {"skipped": "no parallel corpus"})
+            return None
+        settings = settings or align.AlignSettings()
+        corpus = resources.read_parallel(inputs.parallel[0], inputs.parallel[1] or None)
+        stats = align.align_corpus(corpus, self.source()[1], self.target_tokenizer(), self.alignment_dir, settings,
+                                   progress=progress, cancel=cancel)
+        self.state.settings["align"] = asdict(settings)
+        self._record("align", time.monotonic() - start, "work/alignment", asdict(stats))
+        return stats
+
+    def build_mapping(self, settings=None, *, progress=None, cancel=None):
+        """Build and save the target→source mapping; returns it."""
+        import time
+
+        from core import align, mapping, resources
+
+        start = time.monotonic()
+        settings = settings or mapping.MappingSettings()
+        inputs = self.inputs()
+        counts = align.load_counts(self.alignment_dir) if inputs.parallel else None
+        dictionary = resources.read_dictionary(inputs.dictionary) if inputs.dictionary else None
+        source_tok, target_tok = self.source()[1], self.target_tokenizer()
+        m = mapping.build_mapping(source_tok, target_tok, alignment_counts=counts, dictionary=dictionary,
+                                  settings=settings, progress=progress, cancel=cancel)
+        m.save(self.mapping_dir, target_tok, source_tok)
+        self.state.settings["mapping"] = asdict(settings)
+        self._record("map", time.monotonic() - start, "work/mapping", m.coverage())
+        return m
+
+    def initialise(self, settings=None, *, progress=None, cancel=None) -> Path:
+        """Write the adapted model (`model/`), initialised from the mapping. The source model stays untouched."""
+        import copy
+        import time
+
+        from core import init, mapping
+
+        start = time.monotonic()
+        settings = settings or init.InitSettings()
+        model, source_tok = self.source()
+        target_tok = self.target_tokenizer()
+        m = init.mapping_for_method(settings.method, mapping.Mapping.load(self.mapping_dir), source_tok, target_tok)
+        adapted = init.initialise(copy.deepcopy(model), m, settings, progress=progress, cancel=cancel)
+        init.save_adapted(adapted, target_tok, self.model_dir)
+        self.state.settings["init"] = asdict(settings)
+        # The model folder carries the provenance the GGUF export reads.
+        ProjectState(**{**asdict(self.state), "stages": {}}).save(self.model_dir)
+        self._record("init", time.monotonic() - start, "model", {"method": settings.method})
+        return self.model_dir
+
+    def evaluate(self, *, max_bytes: int = 0, progress=None, cancel=None) -> dict[str, dict]:
+        """Bits per byte of the source model (own tokenizer) and the adapted model on the held-out text."""
+        import time
+
+        from core import resources
+        from core.evaluate import bits_per_byte
+        from core.models import load_model
+
+        start = time.monotonic()
+        inputs = self.inputs()
+        if inputs.heldout_text:
+            text = resources.read_text(inputs.heldout_text)
+        else:  # no held-out file: the last 5% of the target text (it was also seen by the tokenizer)
+            lines = resources.read_lines(inputs.target_text)
+            text = "\n".join(lines[-max(1, len(lines) // 20):])
+        if max_bytes:
+            text = text.encode()[:max_bytes].decode("utf-8", errors="ignore")
+        results = {"source model": asdict(bits_per_byte(*self.source(), text, progress=progress, cancel=cancel))}
+        adapted = load_model(self.model_dir)
+        results["adapted model"] = asdict(bits_per_byte(*adapted, text, progress=progress, cancel=cancel))
+        self._record("evaluate", time.monotonic() - start, ".", results)
+        return results
+
+    def export(self, settings=None, out_file: str | Path | None = None, *, progress=None, cancel=None):
+        """Export `model/` as GGUF (default `export/<project>-<type>.gguf`). Returns `ExportResult`."""
+        import time
+
+        from core import export
+
+        start = time.monotonic()
+        settings = settings or export.ExportSettings()
+        out = Path(out_file) if out_file else self.export_dir / f"{self.folder.name}-{settings.type}.gguf"
+        result = export.export_gguf(self.model_dir, out, settings, progress=progress, cancel=cancel)
+        self._record("export", time.monotonic() - start, str(out), {"file": str(out), "type": result.type,
+                                                                   "bytes": result.bytes})
+        return result

@@ -79,12 +79,19 @@ def load(path: str | Path, settings: RuntimeSettings = RuntimeSettings()):
 
 
 def model_card(llm) -> ModelCard:
-    md = llm.metadata
+    md = llm.metadata  # llama.cpp leaves arrays out of it; general.languages is read from the file itself
     name = md.get("general.name", "model")
     template = md.get("tokenizer.chat_template")
     family = "tower" if "tower" in name.lower() else "chat" if template else "base"
-    languages = [x for x in md.get("general.languages", "").split(",") if x]  # llama.cpp joins arrays
-    return ModelCard(name, languages, family, llm.n_vocab(), llm.n_ctx(), md.get("tweety.source_model"))
+    return ModelCard(name, _languages(llm.model_path), family, llm.n_vocab(), llm.n_ctx(),
+                     md.get("tweety.source_model"))
+
+
+def _languages(path: str) -> list[str]:
+    import gguf
+
+    field = gguf.GGUFReader(path).fields.get("general.languages")
+    return list(field.contents()) if field is not None else []
 
 
 def _stream(chunks: Iterable[dict], key: Callable[[dict], str | None], on_text: TextFn | None,

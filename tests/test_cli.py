@@ -85,3 +85,20 @@ def test_never_overwrites_a_users_folder_and_reports_bad_input(files, tmp_path):
                "--vocab-size", 1000, "--out", tmp_path / "new", check=False)
     assert r.returncode == 2 and "has 2 lines but train.es has 300" in r.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_export_translate_and_chat_commands(files, adapted):
+    gguf = files / "model.gguf"
+    out = tweety("export", "--model", adapted, "--out", gguf, "--type", "q8_0", "--language", "es").stdout
+    assert "q8_0" in out and gguf.stat().st_size > 50e6
+    again = tweety("export", "--model", adapted, "--out", gguf, check=False)
+    assert again.returncode == 2 and "never overwrites" in again.stderr
+    # At step 0 (no fine-tuning) a tiny model may answer with nothing; the command must still work and say so.
+    r = tweety("translate", "--gguf", gguf, "--from", "en", "--to", "es", "In the beginning God created")
+    assert r.stdout.strip() or "no translation" in r.stderr
+    write_lines(files / "verses.en", ["And God said.", "", "And it was so."])
+    tweety("translate", "--gguf", gguf, "--from", "en", "--to", "es", "--input", files / "verses.en")
+    assert (files / "verses.en.es.txt").read_text(encoding="utf-8").count("\n") == 3
+    chat = subprocess.run([sys.executable, "-m", "core.cli", "chat", "--gguf", str(gguf), "--temperature", "0"],
+                          input="Hola\n/reset\n/quit\n", capture_output=True, text=True, timeout=300)
+    assert chat.returncode == 0 and chat.stdout.count("model> ") == 1 and "Chat started" in chat.stderr
