@@ -1,0 +1,727 @@
+"""The wizard's pages. Each one gathers settings, calls one `Project` method through `window.run_job`, and shows the
+result; the work itself lives in `core`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.workers import TextRelay
+from core.errors import TweetyError
+
+if TYPE_CHECKING:
+    from app.window import MainWindow
+
+TIPS = {
+    "vocab": "Vocabulary size: how many distinct pieces (words and word parts) the new tokenizer may use. Bigger "
+             "vocabularies cut text into fewer, longer pieces but need more text to learn.",
+    "align": "Alignment: finding which source-language pieces correspond to which target-language pieces in "
+             "translated sentence pairs.",
+    "mapping": "Mapping: for every new target token, the source-model tokens (with weights) whose embeddings "
+               "initialise it.",
+    "bpb": "Bits per byte: how surprised the model is by held-out text, normalised by text length so that models "
+           "with different tokenizers compare fairly. Lower is better.",
+    "tpb": "Tokens per byte: how many tokens the tokenizer needs per byte of text. Lower means shorter sequences.",
+}
+
+
+def red(label: QLabel) -> QLabel:
+    label.setStyleSheet("color: #b00020;")
+    label.setWordWrap(True)
+    return label
+
+
+class FileRow(QWidget):
+    """A path field with a Browse… button (file, folder or save-as): the one file picker every page uses."""
+    changed = Signal(str)
+
+    def __init__(self, mode: str = "open", placeholder: str = "", filter: str = "All files (*)"):
+        super().__init__()
+        self.mode, self.filter = mode, filter
+        self.edit = QLineEdit(placeholderText=placeholder)
+        self.edit.editingFinished.connect(lambda: self.changed.emit(self.path))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(browse)
+
+    @property
+    def path(self) -> str:
+        return self.edit.text().strip()
+
+    def set_path(self, path: str | Path | None) -> None:
+        self.edit.setText(str(path or ""))
+        self.changed.emit(self.path)
+
+    def _browse(self) -> None:
+        if self.mode == "dir":
+            path = QFileDialog.getExistingDirectory(self, "Choose a folder", self.path)
+        elif self.mode == "save":
+            path, _ = QFileDialog.getSaveFileName(self, "Save as", self.path, self.filter)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Choose a file", self.path, self.filter)
+        if path:
+            self.set_path(path)
+
+
+def fill_table(table: QTableWidget, headers: list[str], rows: list[list[Any]]) -> None:
+    table.clear()
+    table.setColumnCount(len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.setRowCount(len(rows))
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
+            table.setItem(r, c, QTableWidgetItem(str(text)))
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+
+
+def table() -> QTableWidget:
+    t = QTableWidget()
+    t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    t.verticalHeader().setVisible(False)
+    return t
+
+
+class Page(QWidget):
+    key = ""
+    title = ""
+    intro = ""
+    available = True  # False: shown greyed out in the step list
+    fills = False  # True: the page has a widget that should take the spare height (no trailing stretch)
+
+    def __init__(self, window: MainWindow):
+        super().__init__()
+        self.window_ = window
+        self.layout_ = QVBoxLayout(self)
+        heading = QLabel(f"<h2>{self.title}</h2><p>{self.intro}</p>")
+        heading.setWordWrap(True)
+        self.layout_.addWidget(heading)
+        self.build()
+        if not self.fills:
+            self.layout_.addStretch(1)
+
+    @property
+    def project(self):
+        return self.window_.project
+
+    def build(self) -> None: ...
+
+    def project_changed(self) -> None:
+        """A project was opened or a stage finished: show what it already has."""
+
+    def shown(self) -> None:
+        """The user switched to this page."""
+
+    def run(self, fn, on_done, name: str, **kw):
+        return self.window_.run_job(fn, on_done, name=name, **kw)
+
+    def button(self, text: str, slot, tip: str = "") -> QPushButton:
+        b = QPushButton(text)
+        b.clicked.connect(slot)
+        b.setToolTip(tip)
+        return b
+
+
+class ProjectPage(Page):
+    key, title = "project", "Project"
+    intro = ("A project is a folder holding everything Tweety Studio makes for one language. Start a new one in an "
+             "empty folder, or open an existing one to continue where you left off.")
+
+    def build(self) -> None:
+        row = QHBoxLayout()
+        row.addWidget(self.button("New project…", self._new))
+        row.addWidget(self.button("Open project…", self._open))
+        row.addStretch(1)
+        self.layout_.addLayout(row)
+        self.status = QLabel("No project open.")
+        self.status.setWordWrap(True)
+        self.layout_.addWidget(self.status)
+        self.stages = table()
+        self.layout_.addWidget(self.stages)
+
+    def _new(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a new, empty folder for the project")
+        if folder:
+            self._try(self.window_.new_project, folder)
+
+    def _open(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a project folder")
+        if folder:
+            self._try(self.window_.open_project, folder)
+
+    def _try(self, action, folder: str) -> None:
+        try:
+            action(folder)
+        except TweetyError as e:
+            self.window_.show_warning(str(e))
+
+    def project_changed(self) -> None:
+        p = self.project
+        self.status.setText(f"<b>{p.folder}</b><br>Source model: {p.state.source_model}<br>"
+                            f"Next step: {p.next_stage or 'all done — chat with the model'}")
+        fill_table(self.stages, ["Stage", "Seconds", "Summary"],
+                   [[name, rec.seconds, ", ".join(f"{k}: {v}" for k, v in rec.summary.items()
+                                                  if not isinstance(v, dict))]
+                    for name, rec in p.state.stages.items()])
+
+
+class SourcePage(Page):
+    key, title = "source", "Source model"
+    intro = ("The existing language model whose knowledge is transferred to the new language. The embedded "
+             "default (SmolLM2-135M) is small and fast; any Llama-architecture model works.")
+    KINDS = ("Embedded default (SmolLM2-135M)", "Hugging Face model folder", "GGUF file")
+
+    def build(self) -> None:
+        self.group = QButtonGroup(self)
+        for i, text in enumerate(self.KINDS):
+            radio = QRadioButton(text)
+            self.group.addButton(radio, i)
+            self.layout_.addWidget(radio)
+        self.group.button(0).setChecked(True)
+        self.file = FileRow("dir", "model folder or .gguf file")
+        self.group.idToggled.connect(self._kind_changed)
+        self.layout_.addWidget(self.file)
+        row = QHBoxLayout()
+        row.addWidget(self.button("Inspect", self.inspect, "Read the model's configuration (size, vocabulary)"))
+        row.addWidget(self.button("Use this model", self.use, "Changing the model clears every finished stage"))
+        row.addStretch(1)
+        self.layout_.addLayout(row)
+        self.info = QLabel()
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.layout_.addWidget(self.info)
+        self._kind_changed()
+
+    def _kind_changed(self, *_args) -> None:
+        kind = self.group.checkedId()
+        self.file.setEnabled(kind != 0)
+        self.file.mode = "dir" if kind == 1 else "open"
+        self.file.filter = "GGUF models (*.gguf)"
+
+    def spec(self) -> str:
+        return "default" if self.group.checkedId() == 0 else self.file.path
+
+    def project_changed(self) -> None:
+        spec = self.project.state.source_model
+        self.group.button(0 if spec == "default" else 2 if spec.endswith(".gguf") else 1).setChecked(True)
+        self.file.set_path("" if spec == "default" else spec)
+
+    def inspect(self) -> None:
+        spec = self.spec()
+
+        def fn(progress, cancel):
+            import torch
+
+            from core.models import model_info
+
+            device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
+            return model_info(spec), device
+
+        self.run(fn, self._show_info, "Inspecting model")
+
+    def _show_info(self, result) -> None:
+        info, device = result
+        self.info.setText(f"Type: <b>{info.model_type}</b> &nbsp; Layers: {info.n_layers} &nbsp; Hidden size: "
+                          f"{info.hidden_size} &nbsp; Vocabulary: {info.vocab_size:,} &nbsp; Parameters: "
+                          f"~{info.parameters / 1e6:,.0f} M &nbsp; Tied embeddings: {info.tied_embeddings}<br>"
+                          f"Runs on: {device}")
+
+    def use(self) -> None:
+        if self.spec() != self.project.state.source_model and self.project.finished and not self.window_.confirm(
+                "Changing the source model discards every finished stage. Continue?"):
+            return
+        self.project.set_source_model(self.spec())
+        self.window_.log(f"Source model: {self.spec()}")
+        self.window_.stage_done()
+
+
+class DataPage(Page):
+    key, title = "data", "Language & data"
+    intro = ("Name the new language and choose its text. A parallel corpus (the same sentences in the source "
+             "model's language and the new one, one per line) and/or a bilingual dictionary tell Tweety Studio "
+             "which words correspond.")
+    FILES = {"target": "Target-language text", "parallel_source": "Parallel corpus: source side",
+             "parallel_target": "Parallel corpus: target side", "dictionary": "Bilingual dictionary (optional)",
+             "heldout": "Held-out text for evaluation (optional)"}
+
+    def build(self) -> None:
+        form = QFormLayout()
+        self.name = QLineEdit(placeholderText="e.g. Spanish")
+        self.code = QLineEdit(placeholderText="e.g. es")
+        self.code.setMaximumWidth(80)
+        form.addRow("Language name", self.name)
+        form.addRow("Language code (ISO 639)", self.code)
+        self.rows: dict[str, FileRow] = {}
+        self.errors: dict[str, QLabel] = {}
+        self.previews = QTabWidget()
+        self.preview_text: dict[str, QPlainTextEdit] = {}
+        for key, label in self.FILES.items():
+            row = FileRow("open", filter="Text files (*.txt *.gz *.tsv *.tmx *.dict *.index);;All files (*)")
+            row.changed.connect(lambda _path, k=key: self.preview(k))
+            self.rows[key], self.errors[key] = row, red(QLabel())
+            self.errors[key].hide()
+            form.addRow(label, row)
+            form.addRow("", self.errors[key])
+            self.preview_text[key] = QPlainTextEdit(readOnly=True)
+            self.previews.addTab(self.preview_text[key], label.split(" (")[0])
+        self.layout_.addLayout(form)
+        self.previews.setMaximumHeight(170)
+        self.layout_.addWidget(self.previews)
+        row = QHBoxLayout()
+        row.addWidget(self.button("Use these files", self.use, "Check every file and record them in the project"))
+        self.counts = QLabel()
+        row.addWidget(self.counts, 1)
+        self.layout_.addLayout(row)
+        self.error = red(QLabel())
+        self.layout_.addWidget(self.error)
+
+    def preview(self, key: str) -> None:
+        """First rows of the chosen file, or what is wrong with it (`core` names file, line and the fix)."""
+        from core import resources
+
+        path, label, view = self.rows[key].path, self.errors[key], self.preview_text[key]
+        label.hide()
+        view.clear()
+        if not path:
+            return
+        try:
+            if key == "dictionary":
+                rows = [f"{e.source}  →  {e.target}" for e in resources.read_dictionary(path)]
+            elif key.startswith("parallel"):
+                other = self.rows["parallel_target" if key == "parallel_source" else "parallel_source"].path
+                rows = resources.read_lines(path)
+                if other:  # both sides chosen: check that they line up
+                    src, tgt = (path, other) if key == "parallel_source" else (other, path)
+                    corpus = resources.read_parallel(src, tgt)
+                    self.errors["parallel_source"].hide()
+                    self.errors["parallel_target"].hide()
+                    rows = [f"{s}  ‖  {t}" for s, t in zip(corpus.source[:5], corpus.target[:5])]
+            else:
+                rows = resources.read_lines(path)
+        except TweetyError as e:
+            label.setText(str(e))
+            label.show()
+            return
+        view.setPlainText(f"{len(rows):,} rows\n" + "\n".join(rows[:5]))
+
+    def inputs(self):
+        from core.project import Inputs
+
+        r = {k: row.path or None for k, row in self.rows.items()}
+        parallel = (r["parallel_source"], r["parallel_target"] or "") if r["parallel_source"] else None
+        return Inputs(self.name.text().strip() or self.code.text().strip(), self.code.text().strip(),
+                      r["target"] or "", parallel, r["dictionary"], r["heldout"])
+
+    def use(self) -> None:
+        inputs = self.inputs()
+        self.error.clear()
+        if not inputs.language_code or not inputs.target_text:
+            self.error.setText("Fill in at least the language code and the target-language text.")
+            return
+        project = self.project
+        self.run(lambda progress, cancel: project.set_inputs(inputs), self._done, "Checking input files",
+                 on_error=self.error.setText)
+
+    def _done(self, counts: dict) -> None:
+        self.counts.setText(" · ".join(f"{v:,} {k}" for k, v in counts.items()))
+        self.window_.stage_done()
+
+    def project_changed(self) -> None:
+        try:
+            inputs = self.project.inputs()
+        except TweetyError:
+            return
+        self.name.setText(inputs.language_name)
+        self.code.setText(inputs.language_code)
+        values = {"target": inputs.target_text, "dictionary": inputs.dictionary, "heldout": inputs.heldout_text,
+                  "parallel_source": inputs.parallel[0] if inputs.parallel else None,
+                  "parallel_target": inputs.parallel[1] if inputs.parallel else None}
+        for key, value in values.items():
+            self.rows[key].set_path(value)
+
+
+class TokenizerPage(Page):
+    key, title = "tokenizer", "Tokenizer"
+    intro = ("Learn how to cut the new language's text into pieces. The model gets one embedding per piece.")
+
+    def build(self) -> None:
+        form = QFormLayout()
+        self.vocab = QSpinBox(minimum=500, maximum=256_000, singleStep=1000, value=16000)
+        self.vocab.setToolTip(TIPS["vocab"])
+        label = QLabel("Vocabulary size")
+        label.setToolTip(TIPS["vocab"])
+        form.addRow(label, self.vocab)
+        self.layout_.addLayout(form)
+        self.layout_.addWidget(self.button("Train tokenizer", self.train, TIPS["vocab"]), 0,
+                               Qt.AlignmentFlag.AlignLeft)
+        self.result = QLabel()
+        self.samples = QPlainTextEdit(readOnly=True, placeholderText="Sample segmentations appear here")
+        self.samples.setMaximumHeight(200)
+        self.layout_.addWidget(self.result)
+        self.layout_.addWidget(self.samples)
+
+    def train(self) -> None:
+        from core.tokenizer import TokenizerSettings
+
+        project, settings = self.project, TokenizerSettings(vocab_size=self.vocab.value())
+
+        def fn(progress, cancel):
+            tok = project.train_tokenizer(settings, progress=progress, cancel=cancel)
+            return len(tok), segmentations(project, tok)
+
+        self.run(fn, self._done, "Training tokenizer")
+
+    def _done(self, result) -> None:
+        size, samples = result
+        self.result.setText(f"Trained: {size:,} tokens. Pieces are separated by “ | ”; ▁ marks a word start.")
+        self.samples.setPlainText("\n\n".join(samples))
+        self.window_.stage_done()
+
+    def project_changed(self) -> None:
+        settings = self.project.state.settings.get("tokenizer")
+        if settings:
+            self.vocab.setValue(settings["vocab_size"])
+
+
+def segmentations(project, tok, n: int = 3) -> list[str]:
+    from core.resources import read_lines
+
+    lines = [line for line in read_lines(project.inputs().target_text) if line.strip()][:n]
+    return [f"{line}\n→ {' | '.join(tok.tokenize(line))}" for line in lines]
+
+
+class MappingModel(QAbstractTableModel):
+    """Rows of `mapping.jsonl`: one per target token, with its strongest source tokens."""
+    HEADERS = ("ID", "Token", "Origin", "Top source tokens (weight)")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def set_rows(self, rows: list[dict]) -> None:
+        self.beginResetModel()
+        self.rows = [(str(r["id"]), r["token"], r["origin"],
+                      ", ".join(f"{piece} ({weight:.2f})" for piece, _id, weight in r["sources"][:5]))
+                     for r in rows]
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return len(self.HEADERS)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.rows[index.row()][index.column()]
+        return None
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+
+def read_mapping(project) -> list[dict]:
+    from core.mapping import TABLE_FILE
+
+    with open(project.mapping_dir / TABLE_FILE, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class AlignPage(Page):
+    key, title = "align", "Align & map"
+    fills = True
+    intro = ("Find which source pieces correspond to each new piece (alignment), turn that into a weighted "
+             "mapping, and initialise the adapted model's embeddings from it.")
+
+    def build(self) -> None:
+        go = self.button("Align, map and initialise", self.go, TIPS["align"] + "\n\n" + TIPS["mapping"])
+        self.layout_.addWidget(go, 0, Qt.AlignmentFlag.AlignLeft)
+        self.coverage = table()
+        self.coverage.setMaximumHeight(62)
+        self.coverage.setToolTip("How each new token was initialised")
+        self.layout_.addWidget(self.coverage)
+        self.filter = QLineEdit(placeholderText="Filter tokens, e.g. ▁Dios")
+        self.filter.setToolTip(TIPS["mapping"])
+        self.model = MappingModel()
+        self.proxy = QSortFilterProxyModel()
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setFilterKeyColumn(1)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.verticalHeader().setVisible(False)
+        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view.setMinimumHeight(260)
+        self.layout_.addWidget(self.filter)
+        self.layout_.addWidget(self.view, 1)
+
+    def go(self) -> None:
+        project = self.project
+
+        def fn(progress, cancel):
+            project.align(progress=progress, cancel=cancel)
+            coverage = project.build_mapping(progress=progress, cancel=cancel).coverage()
+            project.initialise(progress=progress, cancel=cancel)
+            return coverage, read_mapping(project)
+
+        self.run(fn, self._done, "Aligning, mapping and initialising")
+
+    def _done(self, result) -> None:
+        coverage, rows = result
+        self.show_mapping(coverage, rows)
+        self.window_.stage_done()
+
+    def show_mapping(self, coverage: dict, rows: list[dict]) -> None:
+        fill_table(self.coverage, list(coverage), [list(coverage.values())])
+        self.model.set_rows(rows)
+        self.view.resizeColumnsToContents()
+
+    def project_changed(self) -> None:
+        if "map" in self.project.state.stages:
+            try:
+                self.show_mapping(self.project.state.stages["map"].summary, read_mapping(self.project))
+            except OSError:
+                pass
+        else:
+            self.model.set_rows([])
+            self.coverage.clear()
+
+
+class FineTunePage(Page):
+    key, title = "finetune", "Fine-tune"
+    intro = ("<b>Coming soon</b> — fine-tuning lands with its own issue. The adapted model from “Align & map” "
+             "can already be evaluated, exported and tried.")
+    available = False
+
+
+class EvaluatePage(Page):
+    key, title = "evaluate", "Evaluate"
+    intro = ("Compare the source model (with its own tokenizer) and the adapted model on held-out text in the new "
+             "language.")
+    max_bytes = 0  # 0: all held-out text; tests use a small slice
+
+    def build(self) -> None:
+        self.layout_.addWidget(self.button("Run evaluation", self.go, TIPS["bpb"]), 0, Qt.AlignmentFlag.AlignLeft)
+        self.results = table()
+        self.results.setMaximumHeight(140)
+        self.results.setToolTip(TIPS["bpb"] + "\n\n" + TIPS["tpb"])
+        self.layout_.addWidget(self.results)
+
+    def go(self) -> None:
+        project, max_bytes = self.project, self.max_bytes
+        self.run(lambda progress, cancel: project.evaluate(max_bytes=max_bytes, progress=progress, cancel=cancel),
+                 self._done, "Evaluating")
+
+    def _done(self, results: dict) -> None:
+        self.show_results(results)
+        self.window_.stage_done()
+
+    def show_results(self, results: dict) -> None:
+        metrics = (("Bits per byte (lower is better)", "bits_per_byte"), ("Tokens per byte", "tokens_per_byte"),
+                   ("Token perplexity", "token_ppl"), ("Bytes evaluated", "bytes"))
+        fill_table(self.results, ["Metric", *results], [[label, *(r[key] for r in results.values())]
+                                                         for label, key in metrics])
+        self.results.item(0, 0).setToolTip(TIPS["bpb"])
+        self.results.item(1, 0).setToolTip(TIPS["tpb"])
+
+    def project_changed(self) -> None:
+        record = self.project.state.stages.get("evaluate")
+        if record:
+            self.show_results(record.summary)
+        else:
+            self.results.clear()
+
+
+class ExportPage(Page):
+    key, title = "export", "Export"
+    intro = "Write the adapted model as a single GGUF file that llama.cpp-based apps (and the Chat page) can run."
+
+    def build(self) -> None:
+        form = QFormLayout()
+        self.type = QComboBox()
+        self.type.addItems(["q8_0", "f16", "f32"])
+        self.type.setToolTip("q8_0: 8-bit, about a quarter of f32's size, nearly lossless")
+        self.type.currentTextChanged.connect(lambda _t: self.project and self._default_path())
+        self.dest = FileRow("save", filter="GGUF models (*.gguf)")
+        form.addRow("Type", self.type)
+        form.addRow("Destination", self.dest)
+        self.layout_.addLayout(form)
+        self.layout_.addWidget(self.button("Export", self.go), 0, Qt.AlignmentFlag.AlignLeft)
+        self.result = QLabel()
+        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.layout_.addWidget(self.result)
+
+    def _default_path(self) -> None:
+        p = self.project
+        self.dest.set_path(p.export_dir / f"{p.folder.name}-{self.type.currentText()}.gguf")
+
+    def go(self) -> None:
+        from core.export import ExportSettings
+
+        out = self.dest.path or None
+        # The QFileDialog already asked before replacing a file it picked; a typed path is asked about here.
+        overwrite = bool(out) and Path(out).exists() and self.window_.confirm(f"{out} exists. Replace it?")
+        if out and Path(out).exists() and not overwrite:
+            return
+        project, settings = self.project, ExportSettings(type=self.type.currentText(), overwrite=overwrite)
+        self.run(lambda progress, cancel: project.export(settings, out, progress=progress, cancel=cancel),
+                 self._done, "Exporting")
+
+    def _done(self, result) -> None:
+        self.result.setText(f"Wrote <b>{result.path}</b> ({result.bytes / 1e6:,.1f} MB, {result.type})")
+        self.window_.pages["chat"].file.set_path(result.path)
+        self.window_.stage_done()
+
+    def project_changed(self) -> None:
+        self._default_path()
+
+
+class ChatPage(Page):
+    key, title = "chat", "Chat & Translate"
+    intro = "Try the exported model: chat with it, or translate a text. Everything runs on this computer."
+    max_tokens = 256  # longest reply; tests use fewer
+    fills = True
+
+    def build(self) -> None:
+        from core.runtime import Chat  # noqa: F401 - fail early if the runtime module is broken
+
+        self.llm = None
+        self.chat = None
+        row = QHBoxLayout()
+        self.file = FileRow("open", "exported .gguf file", "GGUF models (*.gguf)")
+        row.addWidget(self.file, 1)
+        row.addWidget(self.button("Load model", self.load))
+        self.layout_.addLayout(row)
+        self.card = QLabel("No model loaded.")
+        self.layout_.addWidget(self.card)
+
+        chat = QGroupBox("Chat")
+        col = QVBoxLayout(chat)
+        self.transcript = QPlainTextEdit(readOnly=True)
+        self.input = QLineEdit(placeholderText="Type a message and press Enter")
+        self.input.returnPressed.connect(self.send)
+        send_row = QHBoxLayout()
+        send_row.addWidget(self.input, 1)
+        send_row.addWidget(self.button("Send", self.send))
+        send_row.addWidget(self.button("Stop", self.window_.cancel_job, "Stop the reply being written"))
+        col.addWidget(self.transcript)
+        col.addLayout(send_row)
+
+        box = QGroupBox("Translate")
+        grid = QVBoxLayout(box)
+        langs = QHBoxLayout()
+        self.src = QLineEdit("en")
+        self.tgt = QLineEdit()
+        for label, edit in (("From", self.src), ("To", self.tgt)):
+            edit.setMaximumWidth(70)
+            langs.addWidget(QLabel(label))
+            langs.addWidget(edit)
+        langs.addWidget(self.button("Translate", self.translate))
+        langs.addStretch(1)
+        self.text_in = QPlainTextEdit(placeholderText="Text to translate")
+        self.text_out = QPlainTextEdit(readOnly=True, placeholderText="Translation")
+        grid.addLayout(langs)
+        grid.addWidget(self.text_in)
+        grid.addWidget(self.text_out)
+        split = QHBoxLayout()
+        split.addWidget(chat, 3)
+        split.addWidget(box, 2)
+        self.layout_.addLayout(split, 1)
+        self.relay = TextRelay()
+        self._sink: QPlainTextEdit = self.transcript
+        self.relay.text.connect(self._append)
+
+    def project_changed(self) -> None:
+        self.tgt.setText(self.project.state.language or "")
+        record = self.project.state.stages.get("export")
+        if record:
+            self.file.set_path(record.summary.get("file", ""))
+
+    def shown(self) -> None:
+        if not self.tgt.text() and self.project is not None:  # the language may have been set after opening
+            self.tgt.setText(self.project.state.language or "")
+
+    def load(self) -> None:
+        from core.runtime import RuntimeSettings, load, model_card
+
+        path, max_tokens = self.file.path, self.max_tokens
+
+        def fn(progress, cancel):
+            llm = load(path, RuntimeSettings(max_tokens=max_tokens))
+            return llm, model_card(llm)
+
+        self.run(fn, self._loaded, "Loading model")
+
+    def _loaded(self, result) -> None:
+        from core.runtime import Chat, RuntimeSettings
+
+        self.llm, card = result
+        self.chat = Chat(self.llm, RuntimeSettings(max_tokens=self.max_tokens))
+        self.card.setText(f"Loaded <b>{card.name}</b> · vocabulary {card.vocab_size:,} · context {card.context:,}"
+                          f" · languages: {', '.join(card.languages) or 'unknown'}")
+
+    def _append(self, text: str) -> None:
+        self._sink.moveCursor(self._sink.textCursor().MoveOperation.End)
+        self._sink.insertPlainText(text)
+
+    def _ready(self) -> bool:
+        if self.chat is None:
+            self.window_.show_warning("Load a model first.")
+        return self.chat is not None
+
+    def send(self) -> None:
+        text = self.input.text().strip()
+        if not text or not self._ready():
+            return
+        self.input.clear()
+        self._sink = self.transcript
+        self.transcript.appendPlainText(f"You: {text}\nModel: ")
+        chat, emit = self.chat, self.relay.text.emit
+        self.run(lambda progress, cancel: chat.send(text, on_text=emit, cancel=cancel), lambda _reply: None,
+                 "Chatting", on_end=lambda: self.transcript.appendPlainText(""))
+
+    def translate(self) -> None:
+        from core.runtime import translate
+
+        text = self.text_in.toPlainText().strip()
+        if not text or not self._ready():
+            return
+        self._sink = self.text_out
+        self.text_out.clear()
+        llm, src, tgt, emit = self.llm, self.src.text().strip(), self.tgt.text().strip(), self.relay.text.emit
+        max_tokens = self.max_tokens
+        self.run(lambda progress, cancel: translate(llm, text, src, tgt, max_tokens=max_tokens, on_text=emit,
+                                                    cancel=cancel),
+                 lambda _out: None, "Translating")
+
+
+PAGES = (ProjectPage, SourcePage, DataPage, TokenizerPage, AlignPage, FineTunePage, EvaluatePage, ExportPage,
+         ChatPage)

@@ -1,0 +1,108 @@
+"""Running `core` calls off the GUI thread: one `Job` type reused by every page.
+
+A job wraps `fn(progress=..., cancel=token)`; `core` calls `progress` from the worker thread with plain
+`core.jobs.Progress` records, which we forward through a Qt signal (queued onto the GUI thread), so widgets are only
+ever touched from the GUI thread."""
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from core.errors import TweetyError
+from core.jobs import Cancelled, CancelToken, Progress
+
+JobFn = Callable[..., Any]  # fn(progress=ProgressFn, cancel=CancelToken) -> result
+
+
+class JobSignals(QObject):
+    progress = Signal(object)  # core.jobs.Progress
+    finished = Signal(object)  # the fn's return value
+    failed = Signal(str)  # a TweetyError's message: the user can act on it
+    crashed = Signal(str)  # any other exception's traceback: a bug, logged in full
+    cancelled = Signal()
+
+
+class Job(QRunnable):
+    """One call of `fn` on the global thread pool. Exactly one of finished/failed/crashed/cancelled is emitted."""
+
+    PROGRESS_INTERVAL = 0.05  # seconds; stages may report per item and a flood of signals would stall the GUI
+
+    def __init__(self, fn: JobFn, name: str = "job"):
+        super().__init__()
+        self.setAutoDelete(False)  # the window keeps a reference while it runs; Qt must not delete it under us
+        self.fn, self.name = fn, name
+        self.token = CancelToken()
+        self.signals = JobSignals()
+        self.running = False
+        self._last_progress = 0.0
+
+    def start(self, pool: QThreadPool | None = None) -> Job:
+        self.running = True
+        (pool or QThreadPool.globalInstance()).start(self)
+        return self
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def _progress(self, p: Progress) -> None:
+        now = time.monotonic()
+        final = p.total is not None and p.done >= p.total
+        if final or now - self._last_progress >= self.PROGRESS_INTERVAL:
+            self._last_progress = now
+            self.signals.progress.emit(p)
+
+    def run(self) -> None:  # worker thread
+        try:
+            result = self.fn(progress=self._progress, cancel=self.token)
+        except Cancelled:
+            self._done(self.signals.cancelled.emit)
+        except TweetyError as error:
+            message = str(error)
+            self._done(lambda: self.signals.failed.emit(message))
+        except BaseException:  # noqa: BLE001 - shown to the user as a bug report, never swallowed
+            tb = traceback.format_exc()
+            self._done(lambda: self.signals.crashed.emit(tb))
+        else:
+            # Returned normally: the work is done (and recorded) even if Cancel came too late to stop it; streaming
+            # chat also returns normally on cancel, with the reply so far.
+            self._done(lambda: self.signals.finished.emit(result))
+
+    def _done(self, emit: Callable[[], None]) -> None:
+        self.running = False
+        emit()
+
+
+class TextRelay(QObject):
+    """Streams text (chat tokens) from a worker thread to the GUI: pass `relay.text.emit` as `on_text`."""
+    text = Signal(str)
+
+
+class Eta:
+    """Time left, from the average rate since the stage's first report (stages report steady, even steps)."""
+
+    def __init__(self) -> None:
+        self._stage: str | None = None
+        self._start = 0.0
+        self._first = 0.0
+
+    def update(self, p: Progress, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        if p.stage != self._stage:
+            self._stage, self._start, self._first = p.stage, now, p.done
+        if p.total is None or p.total <= 0:  # no estimate possible: say what it is doing and for how long
+            return f"{p.stage} — {p.message + ' — ' if p.message else ''}{format_seconds(now - self._start)} elapsed"
+        fraction = min(1.0, p.done / p.total)
+        text = f"{p.stage} — {fraction:.0%}"
+        progressed, elapsed = p.done - self._first, now - self._start
+        if progressed > 0 and elapsed > 0.5 and fraction < 1:
+            text += f" — about {format_seconds((p.total - p.done) * elapsed / progressed)} left"
+        return text
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
