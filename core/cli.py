@@ -44,6 +44,11 @@ def _add_source(p: argparse.ArgumentParser) -> None:
                    help="`default` (embedded SmolLM2-135M-Instruct), a Hugging Face folder or a .gguf file")
 
 
+def _add_tokenizer_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer-model", choices=("bpe", "unigram"), default=tokenizer.TokenizerSettings.model_type,
+                   help="bpe (default) tokenizes identically in llama.cpp after export; unigram does not")
+
+
 def _add_parallel(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--parallel", nargs="+", metavar="FILE", required=required,
                    help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file")
@@ -82,8 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parallel(p)
     p.add_argument("--dictionary", help="bilingual dictionary (.tsv/.csv, dictd .index/.dict.dz, .tmx)")
     p.add_argument("--vocab-size", type=int, required=True, help="size of the new vocabulary (e.g. 16000)")
-    p.add_argument("--tokenizer-model", choices=("bpe", "unigram"), default=tokenizer.TokenizerSettings.model_type,
-                   help="bpe (default) tokenizes identically in llama.cpp after export; unigram does not")
+    _add_tokenizer_model(p)
     p.add_argument("--init", choices=init.METHODS, default="transtok")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
@@ -94,8 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(p)
     p.add_argument("--target-text", required=True)
     p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--tokenizer-model", choices=("bpe", "unigram"), default=tokenizer.TokenizerSettings.model_type,
-                   help="bpe (default) tokenizes identically in llama.cpp after export; unigram does not")
+    _add_tokenizer_model(p)
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("align", help="align a parallel corpus token by token")
@@ -163,8 +166,6 @@ def _runtime(a: argparse.Namespace, **kw):
 
 def chat_loop(chat: runtime.Chat) -> None:
     """Interactive chat on the terminal: replies stream; Ctrl-C stops a reply, Ctrl-C or Ctrl-D at the prompt quits."""
-    from core.jobs import CancelToken
-
     print("Chat started. /reset forgets the conversation; Ctrl-C stops a reply; Ctrl-D quits.", file=sys.stderr)
     while True:
         try:
@@ -179,10 +180,9 @@ def chat_loop(chat: runtime.Chat) -> None:
             continue
         if not text:
             continue
-        cancel = CancelToken()
         print("model> ", end="", flush=True)
         try:
-            chat.send(text, on_text=lambda t: print(t, end="", flush=True), cancel=cancel)
+            chat.send(text, on_text=lambda t: print(t, end="", flush=True))
         except KeyboardInterrupt:
             print(" [stopped]", end="")
         print()

@@ -50,11 +50,6 @@ def read_parallel_setting(parallel: tuple[str, str] | None) -> resources.Paralle
     return resources.read_parallel(source, target or None)
 
 
-def _digests(settings: AdaptSettings) -> dict[str, str]:
-    files = [settings.target_text, settings.dictionary, *(settings.parallel or ())]
-    return {Path(f).name: resources.sha256_file(f) for f in files if f}
-
-
 def adapt(settings: AdaptSettings, *, progress: ProgressFn | None = None,
           cancel: CancelToken | None = None, model_and_tokenizer=None) -> AdaptResult:
     """Run every stage. `model_and_tokenizer` lets a caller that already holds the source model skip reloading it."""
@@ -82,7 +77,8 @@ def adapt(settings: AdaptSettings, *, progress: ProgressFn | None = None,
     state = ProjectState(source_model=str(settings.source_model), target_text=settings.target_text,
                          parallel=list(settings.parallel) if settings.parallel else None,
                          dictionary=settings.dictionary, language=settings.language,
-                         inputs_sha256=_digests(settings),
+                         inputs_sha256=resources.sha256_by_name(
+                             [settings.target_text, settings.dictionary, *(settings.parallel or ())]),
                          settings={k: asdict(getattr(settings, k)) for k in ("tokenizer", "align", "mapping", "init")})
     with atomic_dir(settings.out) as out:
         work = out / "work"

@@ -157,8 +157,7 @@ class Project:
         s.target_text, s.dictionary, s.language = inputs.target_text, inputs.dictionary, inputs.language_code
         s.parallel = list(inputs.parallel) if inputs.parallel else None
         s.settings["inputs"] = asdict(inputs)
-        files = [inputs.target_text, inputs.dictionary, *(inputs.parallel or ())]
-        s.inputs_sha256 = {Path(f).name: resources.sha256_file(f) for f in files if f}
+        s.inputs_sha256 = resources.sha256_by_name([inputs.target_text, inputs.dictionary, *(inputs.parallel or ())])
         self._record("data", time.monotonic() - start, ".", counts)
         return counts
 

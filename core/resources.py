@@ -100,6 +100,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def sha256_by_name(paths: list[str | None]) -> dict[str, str]:
+    """File name → sha256 of each given input file (None/"" skipped): the provenance written into project.json."""
+    return {Path(p).name: sha256_file(p) for p in paths if p}
+
+
 def read_text(path: str | Path) -> str:
     """Target-language text as one string (lines joined with newlines), for tokenizer training and evaluation."""
     return "\n".join(read_lines(path))
