@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from dataclasses import asdict
 
-from core import align, export, init, mapping, models, pipeline, resources, runtime, tokenizer
+from core import align, export, finetune, init, mapping, models, pipeline, resources, runtime, tokenizer
 from core.errors import TweetyError
 from core.evaluate import bits_per_byte
-from core.jobs import Cancelled, Progress
+from core.jobs import Cancelled, CancelToken, Progress
 
 
 class ProgressBars:
@@ -129,6 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=512, help="context window in tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
+    p = sub.add_parser("finetune", help="train the new embeddings (and a few outer layers) on target text")
+    d = finetune.FinetuneSettings()
+    p.add_argument("--model", required=True, help="adapted model folder (from `tweety adapt` or `tweety init`)")
+    p.add_argument("--text", required=True, help="target-language training text, one sentence/paragraph per line")
+    p.add_argument("--heldout", help="held-out target text: bits per byte every --eval-every steps")
+    p.add_argument("--stage", choices=finetune.STAGES, default=d.stage,
+                   help="embeddings: embeddings and LM head only; outer-layers: also the first and last N layers")
+    p.add_argument("--outer-layers", type=int, default=d.outer_layers, help="N for the outer-layers stage")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--schedule", choices=finetune.SCHEDULES, default=d.schedule)
+    p.add_argument("--warmup", type=int, default=d.warmup_steps, help="warm-up steps")
+    p.add_argument("--block-size", type=int, default=d.block_size, help="tokens per training sequence")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per micro-batch")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-max-bytes", type=int, default=d.eval_max_bytes, help="cut held-out text (0: all)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--out", required=True, help="output model folder (new, empty, or an earlier Tweety output)")
+
     p = sub.add_parser("export", help="write an adapted model as a GGUF file for llama.cpp")
     p.add_argument("--model", required=True, help="adapted model folder")
     p.add_argument("--out", required=True, help="destination .gguf file")
@@ -188,7 +213,23 @@ def chat_loop(chat: runtime.Chat) -> None:
         print()
 
 
-def run(a: argparse.Namespace, bars: ProgressBars) -> None:
+@contextlib.contextmanager
+def _ctrl_c_cancels(cancel: CancelToken):
+    """The first Ctrl-C asks the stage to stop at its next safe point (fine-tuning: the end of a step, which it
+    checkpoints); a second one interrupts at once."""
+    def first(*_):
+        cancel.cancel()
+        print("\nstopping after this step (Ctrl-C again to abort at once)", file=sys.stderr)
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run(a: argparse.Namespace, bars: ProgressBars) -> int:
     kw = {"progress": bars}
     if a.command == "adapt":
         settings = pipeline.AdaptSettings(
@@ -240,6 +281,27 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> None:
         else:
             print(f"bits per byte {result.bits_per_byte:.4f}, token perplexity {result.token_ppl:.2f}, "
                   f"tokens per byte {result.tokens_per_byte:.4f}")
+    elif a.command == "finetune":
+        settings = finetune.FinetuneSettings(
+            stage=a.stage, steps=a.steps, outer_layers=a.outer_layers, block_size=a.block_size,
+            batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr, schedule=a.schedule, warmup_steps=a.warmup,
+            eval_every=a.eval_every, eval_max_bytes=a.eval_max_bytes, checkpoint_every=a.checkpoint_every,
+            seed=a.seed, device=a.device)
+        cancel = CancelToken()
+        try:
+            with _ctrl_c_cancels(cancel):
+                result = finetune.finetune(a.model, a.text, a.heldout, a.out, settings, resume=a.resume,
+                                           cancel=cancel, **kw)
+        except Cancelled:
+            bars.close()
+            print(f"stopped; the last finished step is checkpointed in {a.out} — add --resume to continue",
+                  file=sys.stderr)
+            return 130
+        bars.close()
+        if result.initial_bpb is not None:
+            print(f"held-out bits per byte {result.initial_bpb:.4f} → {result.final_bpb:.4f}")
+        print(f"{result.steps} steps, {result.tokens_per_s:,.0f} tokens/s; model written to {result.out} "
+              f"(curve: {result.out}/{finetune.TRAINING}/curve.png)")
     elif a.command == "export":
         result = export.export_gguf(a.model, a.out, export.ExportSettings(
             type=a.type, name=a.name, languages=tuple(a.language), overwrite=a.force), **kw)
@@ -287,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     bars = ProgressBars()
     start = time.monotonic()
     try:
-        run(a, bars)
+        code = run(a, bars)
     except TweetyError as e:
         bars.close()
         print(f"error: {e}", file=sys.stderr)
@@ -298,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     bars.close()
     logging.getLogger(__name__).info("done in %.1f s", time.monotonic() - start)
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

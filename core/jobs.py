@@ -26,17 +26,34 @@ class Cancelled(Exception):
 
 
 class CancelToken:
+    """Set from another thread. `pause()` makes the next `check()` block until `resume()` (or `cancel()`), so a
+    stage pauses at a consistent point without knowing about pausing."""
+
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
 
     def cancel(self) -> None:
         self._event.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
 
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
     def check(self) -> None:
+        self._running.wait()
         if self._event.is_set():
             raise Cancelled()
 
@@ -47,6 +64,7 @@ class Progress:
     done: float
     total: float | None  # None: no estimate (indeterminate bar)
     message: str = ""
+    metrics: dict[str, float] | None = None  # figures a stage reports as it goes (fine-tuning: loss, BPB, tokens/s)
 
 
 ProgressFn = Callable[[Progress], None]
@@ -58,11 +76,12 @@ class Reporter:
     def __init__(self, progress: ProgressFn | None, cancel: CancelToken | None, stage: str):
         self._progress, self._cancel, self.stage = progress, cancel, stage
 
-    def __call__(self, done: float, total: float | None = None, message: str = "") -> None:
+    def __call__(self, done: float, total: float | None = None, message: str = "",
+                 metrics: dict[str, float] | None = None) -> None:
         if self._cancel is not None:
             self._cancel.check()
         if self._progress is not None:
-            self._progress(Progress(self.stage, done, total, message))
+            self._progress(Progress(self.stage, done, total, message, metrics))
 
     def check(self) -> None:
         if self._cancel is not None:
@@ -108,6 +127,7 @@ def atomic_dir(path: str | Path, *, replace_ours: bool = True) -> Iterator[Path]
     try:
         yield tmp
         (tmp / MARKER).write_text("written by Tweety Studio; safe to replace\n")
+        unprivate(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -121,6 +141,14 @@ def atomic_dir(path: str | Path, *, replace_ours: bool = True) -> Iterator[Path]
 
 
 MARKER = ".tweety"
+
+
+def unprivate(folder: Path) -> None:
+    """Give files written privately (safetensors writes 0600) the permissions any other output file gets."""
+    mode = 0o666 & ~_umask()
+    for f in folder.rglob("*"):
+        if f.is_file() and not f.stat().st_mode & 0o077:
+            f.chmod(mode)
 
 
 def _umask() -> int:

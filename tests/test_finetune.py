@@ -1,0 +1,188 @@
+"""Fine-tuning on real weights (SmolLM2-135M truncated to 4 layers, adapted to a 800-token Spanish vocabulary):
+the right tensors train, frozen ones stay bit-identical, a cancelled run resumes to the same curve, bad input is
+refused with a clear message."""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+
+import pytest
+import torch
+from conftest import demo_lines, write_lines
+from safetensors.torch import load_file
+
+from core.errors import TweetyError
+from core.finetune import BlockOrder, FinetuneSettings, RunState, finetune, learning_rate, pack_blocks
+from core.jobs import Cancelled, CancelToken
+
+QUICK = dict(block_size=32, batch_size=2, warmup_steps=2, eval_every=100, checkpoint_every=100, lr=2e-3)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, source, target_tokenizer, pairs):
+    """A 4-layer cut of the real SmolLM2 weights, FVT-initialised for the 800-token target tokenizer, plus texts."""
+    from core.init import initialise, save_adapted
+    from core.mapping import fvt_mapping
+
+    model, source_tok = source
+    cut = copy.deepcopy(model)
+    cut.model.layers = cut.model.layers[:4]
+    cut.config.num_hidden_layers = 4
+    if getattr(cut.config, "layer_types", None):
+        cut.config.layer_types = cut.config.layer_types[:4]
+    initialise(cut, fvt_mapping(source_tok, target_tokenizer))
+    d = tmp_path_factory.mktemp("finetune")
+    save_adapted(cut, target_tokenizer, d / "model")
+    write_lines(d / "train.es", pairs[1])
+    write_lines(d / "heldout.es", demo_lines("bible.heldout.es.gz", 15))
+    return d
+
+
+def tensors(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def test_embeddings_stage_trains_only_embeddings_and_lowers_heldout_bpb(small, tmp_path):
+    events = []
+    result = finetune(small / "model", small / "train.es", small / "heldout.es", tmp_path / "ft",
+                      FinetuneSettings(steps=8, **QUICK | {"eval_every": 4}), progress=events.append)
+    before, after = tensors(small / "model"), tensors(tmp_path / "ft")
+    assert set(before) == set(after)
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed == {"model.embed_tokens.weight"}  # tied: the head is this matrix
+    assert result.final_bpb < result.initial_bpb - 0.05
+    assert [r.step for r in result.curve] == list(range(1, 9))
+    assert [r.step for r in result.curve if r.heldout_bpb is not None] == [4, 8]
+    steps = [e.metrics for e in events if e.metrics]
+    assert [m["step"] for m in steps] == list(range(1, 9)) and all(m["tokens_per_s"] > 0 for m in steps)
+    # The optimizer holds moments for the trainable matrix only (what keeps a 7B body free of optimizer memory).
+    moments = load_file(tmp_path / "ft" / "training" / "checkpoint" / "optimizer.safetensors")
+    assert sum(v.numel() for k, v in moments.items() if not k.endswith(".step")) == 2 * before[
+        "model.embed_tokens.weight"].numel()
+    # Logs: CSV and JSON rows per step, a PNG curve; the output loads as a normal model.
+    csv_rows = (tmp_path / "ft" / "training" / "log.csv").read_text().splitlines()
+    assert len(csv_rows) == 9 and csv_rows[0].startswith("step,loss")
+    assert (tmp_path / "ft" / "training" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    from core.evaluate import bits_per_byte
+    from core.models import load_model
+    from core.resources import read_text
+
+    model, tok = load_model(tmp_path / "ft")
+    held = read_text(small / "heldout.es")[:FinetuneSettings().eval_max_bytes]
+    assert bits_per_byte(model, tok, held).bits_per_byte == pytest.approx(result.final_bpb, abs=1e-4)
+
+
+def test_outer_layers_stage_trains_first_and_last_layers(small, tmp_path):
+    finetune(small / "model", small / "train.es", None, tmp_path / "ft",
+             FinetuneSettings(stage="outer-layers", outer_layers=1, steps=2, **QUICK))
+    before, after = tensors(small / "model"), tensors(tmp_path / "ft")
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    layers = {int(n.split(".")[2]) for n in changed if ".layers." in n}
+    assert layers == {0, 3}
+    assert {"model.embed_tokens.weight", "model.norm.weight"} <= changed
+    assert not any(".layers.1." in n or ".layers.2." in n for n in changed)
+
+
+def test_cancelled_run_resumes_to_the_uninterrupted_curve(small, tmp_path):
+    settings = FinetuneSettings(steps=6, **QUICK)
+    whole = finetune(small / "model", small / "train.es", None, tmp_path / "whole", settings)
+
+    cancel = CancelToken()
+
+    def stop_after_3(p):
+        if p.metrics and p.metrics["step"] == 3:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        finetune(small / "model", small / "train.es", None, tmp_path / "split", settings, progress=stop_after_3,
+                 cancel=cancel)
+    state = RunState.load(tmp_path / "split" / "training" / "checkpoint" / "state.json")
+    assert state.step == 3 and not state.finished
+    assert not (tmp_path / "split" / "config.json").exists()  # not a model until finished
+    with pytest.raises(TweetyError, match="unfinished fine-tuning run"):
+        finetune(small / "model", small / "train.es", None, tmp_path / "split", settings)
+    with pytest.raises(TweetyError, match="different lr"):
+        finetune(small / "model", small / "train.es", None, tmp_path / "split",
+                 FinetuneSettings(steps=6, **QUICK | {"lr": 1e-4}), resume=True)
+
+    resumed = finetune(small / "model", small / "train.es", None, tmp_path / "split", settings, resume=True)
+    assert resumed.resumed_from == 3
+    assert [r.loss for r in resumed.curve] == pytest.approx([r.loss for r in whole.curve], abs=1e-4)
+    a, b = tensors(tmp_path / "whole"), tensors(tmp_path / "split")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
+def test_bad_inputs_are_refused_clearly(small, tmp_path):
+    quick = FinetuneSettings(steps=1, **QUICK)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(TweetyError, match="empty"):
+        finetune(small / "model", tmp_path / "empty.txt", None, tmp_path / "a", quick)
+    write_lines(tmp_path / "short.txt", ["Y dijo Dios."])
+    with pytest.raises(TweetyError, match="shorter than one block") as e:
+        finetune(small / "model", tmp_path / "short.txt", None, tmp_path / "b", quick)
+    assert "short.txt" in str(e.value)
+    (tmp_path / "notmodel").mkdir()
+    with pytest.raises(TweetyError, match="no config.json"):
+        finetune(tmp_path / "notmodel", small / "train.es", None, tmp_path / "c", quick)
+    with pytest.raises(TweetyError, match="nothing|no fine-tuning run to resume"):
+        finetune(small / "model", small / "train.es", None, tmp_path / "d", quick, resume=True)
+    with pytest.raises(TweetyError, match="unknown stage"):
+        finetune(small / "model", small / "train.es", None, tmp_path / "e", FinetuneSettings(stage="all"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(TweetyError, match="never overwrites"):
+        finetune(small / "model", small / "train.es", None, mine, quick)
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_schedule_and_block_order():
+    s = FinetuneSettings(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(s, 0) == pytest.approx(0.1) and learning_rate(s, 9) == pytest.approx(1.0)
+    assert learning_rate(s, 10) == pytest.approx(1.0) and learning_rate(s, 100) == pytest.approx(0.1)
+    assert learning_rate(s, 55) == pytest.approx(0.55)  # cosine midpoint between 1.0 and 0.1
+    linear = FinetuneSettings(steps=100, lr=1.0, warmup_steps=10, schedule="linear")
+    assert learning_rate(linear, 55) == pytest.approx(0.5) and learning_rate(linear, 100) == 0
+    order = BlockOrder(7, seed=3)
+    first, second = order.indices(0, 7), order.indices(7, 7)
+    assert sorted(first) == sorted(second) == list(range(7)) and first != second  # each epoch: all, reshuffled
+    assert BlockOrder(7, seed=3).indices(9, 3) == second[2:5]  # depends on the position only (exact resume)
+
+
+def test_blocks_open_with_the_document_start_token(small, target_tokenizer):
+    from core.evaluate import document_start_id
+    from core.resources import read_lines
+
+    blocks = pack_blocks(target_tokenizer, read_lines(small / "train.es"), 64)
+    assert blocks.shape[1] == 64 and blocks.shape[0] > 100
+    assert (blocks[:, 0] == document_start_id(target_tokenizer)).all()
+    text = target_tokenizer.decode(blocks[:2, 1:].flatten().tolist())
+    assert text.startswith(read_lines(small / "train.es")[0])
+
+
+def test_pause_blocks_at_the_next_check_until_resumed():
+    token = CancelToken()
+    token.pause()
+    passed = threading.Event()
+    worker = threading.Thread(target=lambda: (token.check(), passed.set()))
+    worker.start()
+    assert not passed.wait(0.3)
+    token.resume()
+    assert passed.wait(5)
+    worker.join()
+
+
+def test_cli_finetune_writes_model_and_curve(small, tmp_path):
+    from test_cli import tweety
+
+    result = tweety("finetune", "--model", small / "model", "--text", small / "train.es", "--heldout",
+                    small / "heldout.es", "--steps", 2, "--block-size", 32, "--batch-size", 2, "--warmup", 1,
+                    "--out", tmp_path / "ft")
+    assert "held-out bits per byte" in result.stdout
+    log = json.loads((tmp_path / "ft" / "training" / "log.json").read_text())
+    assert [r["step"] for r in log["curve"]] == [1, 2] and log["curve"][-1]["heldout_bpb"] < log["initial_bpb"]
+    bad = tweety("finetune", "--model", small / "model", "--text", small / "train.es", "--heldout",
+                 small / "heldout.es", "--out", tmp_path / "ft", "--resume", "--steps", 2, "--block-size", 32, "--batch-size", 2, "--warmup", 1, check=False)
+    assert bad.returncode == 2 and "already has 2 steps" in bad.stderr
