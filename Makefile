@@ -23,7 +23,8 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) benchmarks/init_quality.py --out demo-output
-	$(PY) benchmarks/export_speed.py --model demo-output/model-transtok --out demo-output
+	$(PY) benchmarks/finetune.py --model demo-output/model-transtok --out demo-output/model-finetuned --trainer-steps 0
+	$(PY) benchmarks/export_speed.py --model demo-output/model-finetuned --out demo-output
 
 app: $(STAMP)
 	$(VENV)/bin/tweety-studio

@@ -10,6 +10,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -44,6 +45,11 @@ TIPS = {
                "initialise it.",
     "bpb": "Bits per byte: how surprised the model is by held-out text, normalised by text length so that models "
            "with different tokenizers compare fairly. Lower is better.",
+    "stage": "Embeddings and output layer: only the new vocabulary's vectors train, the rest of the model stays as "
+             "it was (fast, safe). With outer layers, the first and last transformer layers also adapt to the "
+             "language (slower, more gain, needs more text).",
+    "steps": "Training steps. Each step reads batch size × sequence length tokens of your target text; a few "
+             "hundred steps already help, a GPU makes thousands practical.",
     "tpb": "Tokens per byte: how many tokens the tokenizer needs per byte of text. Lower means shorter sequences.",
 }
 
@@ -99,6 +105,13 @@ def fill_table(table: QTableWidget, headers: list[str], rows: list[list[Any]]) -
             text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
             table.setItem(r, c, QTableWidgetItem(str(text)))
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+
+
+def spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
+    box = QSpinBox(minimum=low, maximum=high, value=value)
+    box.setGroupSeparatorShown(True)
+    box.setToolTip(tip)
+    return box
 
 
 def table() -> QTableWidget:
@@ -517,15 +530,189 @@ class AlignPage(Page):
 
 class FineTunePage(Page):
     key, title = "finetune", "Fine-tune"
-    intro = ("<b>Coming soon</b> — fine-tuning lands with its own issue. The adapted model from “Align & map” "
-             "can already be evaluated, exported and tried.")
-    available = False
+    intro = ("Optional, and where most of the gain is: train the new embeddings on your target text so the model "
+             "really reads the language. Held-out bits per byte should fall as it trains. Pause or stop at any "
+             "time: a stopped run resumes where it left off.")
+    fills = True
+
+    def build(self) -> None:
+        import pyqtgraph as pg
+
+        from core.finetune import FinetuneSettings
+
+        d = FinetuneSettings()
+        form = QFormLayout()
+        self.stage = QComboBox()
+        self.stage.addItem("Embeddings and output layer", "embeddings")
+        self.stage.addItem("Embeddings, output layer and outer transformer layers", "outer-layers")
+        self.stage.setToolTip(TIPS["stage"])
+        self.outer = spin(1, 64, d.outer_layers, "How many of the first and of the last transformer layers train "
+                                                 "in the outer-layers stage")
+        self.stage.currentIndexChanged.connect(lambda _i: self.outer.setEnabled(self.stage.currentIndex() == 1))
+        self.outer.setEnabled(False)
+        self.steps = spin(1, 1_000_000, d.steps, TIPS["steps"])
+        self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-4, value=d.lr)
+        self.lr.setToolTip("Learning rate: how big each training step is. The default suits the embeddings stage; "
+                           "use a smaller one (e.g. 0.0002) when transformer layers train too.")
+        self.batch = spin(1, 1024, d.batch_size, "Sequences per step. Larger batches use more memory.")
+        self.block = spin(16, 8192, d.block_size, "Tokens per training sequence")
+        form.addRow("What trains", self.stage)
+        form.addRow("Outer layers", self.outer)
+        form.addRow("Steps", self.steps)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Sequence length", self.block)
+        self.device = QLabel()
+        form.addRow("Trains on", self.device)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        self.layout_.addLayout(form)
+        row = QHBoxLayout()
+        self.start_button = self.button("Start", self.start, "Start a new run (from the initialised model)")
+        self.resume_button = self.button("Resume", self.resume, "Continue the stopped run from its last step")
+        self.pause_button = self.button("Pause", self.toggle_pause, "Pause training (the Cancel button stops it)")
+        self.pause_button.setEnabled(False)
+        self.resume_button.setEnabled(False)
+        for b in (self.start_button, self.resume_button, self.pause_button):
+            row.addWidget(b)
+        self.status = QLabel()
+        row.addWidget(self.status, 1)
+        self.layout_.addLayout(row)
+
+        pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+        plots = pg.GraphicsLayoutWidget()
+        self.loss_plot = plots.addPlot(title="Training loss")
+        self.bpb_plot = plots.addPlot(title="Held-out bits per byte (lower is better)")
+        for plot in (self.loss_plot, self.bpb_plot):
+            plot.setLabel("bottom", "step")
+            plot.showGrid(x=True, y=True, alpha=0.3)
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#4c72b0", width=1.5))
+        self.bpb_curve = self.bpb_plot.plot(pen=pg.mkPen("#dd8452", width=2), symbol="o", symbolSize=6,
+                                            symbolBrush="#dd8452")
+        plots.setToolTip(TIPS["bpb"])
+        plots.setMinimumHeight(260)
+        self.layout_.addWidget(plots, 1)
+        self.job = None
+        self.points: dict[str, list[tuple[float, float]]] = {"loss": [], "bpb": []}
+
+    def settings(self, steps_only_from_run: dict | None = None):
+        from core.finetune import FinetuneSettings
+
+        if steps_only_from_run:  # resuming: the run's own settings, only the number of steps may change
+            return FinetuneSettings(**{**steps_only_from_run, "steps": self.steps.value()})
+        return FinetuneSettings(stage=self.stage.currentData(), outer_layers=self.outer.value(),
+                                steps=self.steps.value(), lr=self.lr.value(), batch_size=self.batch.value(),
+                                block_size=self.block.value())
+
+    def start(self) -> None:
+        run = self.project.finetune_checkpoint()
+        if run and not run.finished and not self.window_.confirm(
+                f"A stopped run (step {run.step} of {run.settings['steps']}) would be discarded. Start over?"):
+            return
+        self.project.discard_finetune()
+        self._go(self.settings(), resume=False)
+
+    def resume(self) -> None:
+        run = self.project.finetune_checkpoint()
+        if run is None:
+            return
+        self._go(self.settings(run.settings), resume=True)
+
+    def _go(self, settings, *, resume: bool) -> None:
+        project = self.project
+        self._plot_run(project.finetune_checkpoint() if resume else None)
+        self.job = self.run(lambda progress, cancel: project.finetune(settings, resume=resume, progress=progress,
+                                                                      cancel=cancel),
+                            self._done, "Fine-tuning", on_end=self._ended)
+        if self.job is not None:
+            self.job.signals.progress.connect(self._progress)
+            self.pause_button.setEnabled(True)
+            for b in (self.start_button, self.resume_button):
+                b.setEnabled(False)
+
+    def toggle_pause(self) -> None:
+        token = self.job.token
+        if token.paused:
+            token.resume()
+            self.pause_button.setText("Pause")
+            self.window_.log("Fine-tuning: continued")
+        else:
+            token.pause()
+            self.pause_button.setText("Continue")
+            self.status.setText(self.status.text() + " — pausing after this step")
+            self.window_.log("Fine-tuning: paused")
+
+    def _progress(self, p) -> None:
+        m = p.metrics
+        if not m:
+            return
+        if "loss" in m:
+            self.points["loss"].append((m["step"], m["loss"]))
+        if "heldout_bpb" in m:
+            self.points["bpb"].append((m["step"], m["heldout_bpb"]))
+        self._redraw()
+        if "loss" in m:
+            bpb = self.points["bpb"][-1][1] if self.points["bpb"] else None
+            self.status.setText(f"Step {m['step']:,} of {p.total:,.0f} · loss {m['loss']:.3f}"
+                                + (f" · held-out {bpb:.3f} bits/byte" if bpb is not None else "")
+                                + f" · {m['tokens_per_s']:,.0f} tokens/s")
+
+    def _redraw(self) -> None:
+        for key, curve in (("loss", self.loss_curve), ("bpb", self.bpb_curve)):
+            xs, ys = zip(*self.points[key]) if self.points[key] else ((), ())
+            curve.setData(list(xs), list(ys))
+
+    def _plot_run(self, run) -> None:
+        self.points = {"loss": [], "bpb": []}
+        if run is not None:
+            if run.initial_bpb is not None:
+                self.points["bpb"].append((0, run.initial_bpb))
+            for r in run.curve:
+                self.points["loss"].append((r.step, r.loss))
+                if r.heldout_bpb is not None:
+                    self.points["bpb"].append((r.step, r.heldout_bpb))
+        self._redraw()
+
+    def _done(self, result) -> None:
+        self.window_.stage_done()
+
+    def _ended(self) -> None:
+        self.job = None
+        self.pause_button.setText("Pause")
+        self.pause_button.setEnabled(False)
+        self.start_button.setEnabled(True)
+        self._show_state()
+
+    def _show_state(self) -> None:
+        run = self.project.finetune_checkpoint()
+        self.resume_button.setEnabled(run is not None)
+        if run is None:
+            self.status.setText("Not fine-tuned yet: the Evaluate and Export pages use the initialised model.")
+        elif not run.finished:
+            self.status.setText(f"Stopped at step {run.step:,} of {run.settings['steps']:,}. "
+                                "Resume continues from there.")
+        else:
+            bpbs = [r.heldout_bpb for r in run.curve if r.heldout_bpb is not None]
+            self.status.setText(f"Done: {run.step:,} steps; held-out bits per byte {run.initial_bpb:.3f} → "
+                                f"{bpbs[-1]:.3f}. Resume with more steps to train further."
+                                if bpbs and run.initial_bpb is not None else f"Done: {run.step:,} steps.")
+
+    def project_changed(self) -> None:
+        if self.job is not None:
+            return
+        self._plot_run(self.project.finetune_checkpoint())
+        self._show_state()
+
+    def shown(self) -> None:
+        import torch  # already loaded by the earlier stages' workers: no wait here
+
+        self.device.setText(f"GPU ({torch.cuda.get_device_name(0)}, bf16)" if torch.cuda.is_available() else
+                            "CPU — works, but a GPU is many times faster for more than a few hundred steps")
 
 
 class EvaluatePage(Page):
     key, title = "evaluate", "Evaluate"
-    intro = ("Compare the source model (with its own tokenizer) and the adapted model on held-out text in the new "
-             "language.")
+    intro = ("Compare the source model (with its own tokenizer), the adapted model as initialised and, once "
+             "fine-tuned, the fine-tuned model on held-out text in the new language.")
     max_bytes = 0  # 0: all held-out text; tests use a small slice
 
     def build(self) -> None:

@@ -31,7 +31,7 @@ SETTINGS = ("Tweety Studio", "Tweety Studio")
 
 # Where a reopened project resumes: the page that runs its first unfinished stage.
 STAGE_PAGE = {"data": "data", "tokenizer": "tokenizer", "align": "align", "map": "align", "init": "align",
-              "evaluate": "evaluate", "export": "export", None: "chat"}
+              "finetune": "finetune", "evaluate": "evaluate", "export": "export", None: "chat"}
 
 
 class MainWindow(QMainWindow):

@@ -51,7 +51,8 @@ class Job(QRunnable):
     def _progress(self, p: Progress) -> None:
         now = time.monotonic()
         final = p.total is not None and p.done >= p.total
-        if final or now - self._last_progress >= self.PROGRESS_INTERVAL:
+        # Events with metrics are points of a curve (one per fine-tuning step): never dropped.
+        if final or p.metrics or now - self._last_progress >= self.PROGRESS_INTERVAL:
             self._last_progress = now
             self.signals.progress.emit(p)
 
@@ -88,18 +89,24 @@ class Eta:
         self._stage: str | None = None
         self._start = 0.0
         self._first = 0.0
+        self._eta: float | None = None
+        self._told = False  # the stage reports its own ETA
 
     def update(self, p: Progress, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
         if p.stage != self._stage:
-            self._stage, self._start, self._first = p.stage, now, p.done
+            self._stage, self._start, self._first, self._eta, self._told = p.stage, now, p.done, None, False
         if p.total is None or p.total <= 0:  # no estimate possible: say what it is doing and for how long
             return f"{p.stage} — {p.message + ' — ' if p.message else ''}{format_seconds(now - self._start)} elapsed"
         fraction = min(1.0, p.done / p.total)
         text = f"{p.stage} — {fraction:.0%}"
         progressed, elapsed = p.done - self._first, now - self._start
-        if progressed > 0 and elapsed > 0.5 and fraction < 1:
-            text += f" — about {format_seconds((p.total - p.done) * elapsed / progressed)} left"
+        if p.metrics and "eta_s" in p.metrics:  # the stage knows better (fine-tuning: evaluations included)
+            self._eta, self._told = p.metrics["eta_s"], True
+        elif not self._told and progressed > 0 and elapsed > 0.5 and fraction < 1:
+            self._eta = (p.total - p.done) * elapsed / progressed
+        if self._eta is not None and fraction < 1:
+            text += f" — about {format_seconds(self._eta)} left"
         return text
 
 

@@ -89,7 +89,7 @@ def main() -> None:
         if len(ours) == len(theirs) or token == llm.token_eos():
             break
         ours.append(token)
-    print(f"\nGreedy continuation of {PROMPT!r} (adapted model at step 0, no fine-tuning):")
+    print(f"\nGreedy continuation of {PROMPT!r} ({Path(a.model).name}):")
     print(f"  llama.cpp (f32 GGUF): {tok.decode(ours)!r}")
     print(f"  transformers:         {tok.decode(theirs)!r}")
     print("  identical token ids" if ours == theirs[:len(ours)] else "  token ids DIFFER")

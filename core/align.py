@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
 from core.resources import ParallelCorpus
+from core.tokenizer import encode_many
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,6 @@ class AlignmentStats:
     seconds: float
 
 
-def tokenize_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer
-                    ) -> tuple[list[list[int]], list[list[int]]]:
-    src = source_tokenizer(corpus.source, add_special_tokens=False)["input_ids"]
-    tgt = target_tokenizer(corpus.target, add_special_tokens=False)["input_ids"]
-    return src, tgt
-
-
 def align_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer, out_dir: str | Path,
                  settings: AlignSettings = AlignSettings(), *, progress: ProgressFn | None = None,
                  cancel: CancelToken | None = None) -> AlignmentStats:
@@ -64,8 +58,8 @@ def align_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer, out
 
     start = time.monotonic()
     report = Reporter(progress, cancel, "Aligning")
-    report(0, None, "tokenizing")
-    src_ids, tgt_ids = tokenize_corpus(corpus, source_tokenizer, target_tokenizer)
+    src_ids = encode_many(source_tokenizer, corpus.source, report, "tokenizing the source side")
+    tgt_ids = encode_many(target_tokenizer, corpus.target, report, "tokenizing the target side")
     keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids))
             if 0 < len(s) <= settings.max_tokens and 0 < len(t) <= settings.max_tokens]
     if not keep:

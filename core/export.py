@@ -427,6 +427,9 @@ def _write_metadata(writer, plan: _Plan, model_dir: Path, settings: ExportSettin
         writer.add_string("tweety.source_model", source)
     if init_method:
         writer.add_string("tweety.init_method", init_method)
+    tuned = project.get("settings", {}).get("finetune")
+    if tuned:
+        writer.add_string("tweety.finetune", f"{tuned['stage']}, {tuned['steps']} steps")
     inputs = project.get("inputs_sha256") or {}
     if inputs:
         writer.add_array("tweety.inputs_sha256", [f"{digest}  {name}" for name, digest in sorted(inputs.items())])

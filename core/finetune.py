@@ -134,19 +134,13 @@ def pack_blocks(tokenizer, lines: list[str], block_size: int, *, path: str | Pat
     import torch
 
     from core.evaluate import document_start_id
+    from core.tokenizer import encode_many
 
     start = document_start_id(tokenizer)
-    ids: list[int] = []
-    # Pieces of 250 lines, 8 per tokenizer call: a batch keeps every core busy, and the call returns often enough
-    # to report progress and honour cancel. (A newline at a piece's end is tokenized alone; harmless for training.)
-    piece, per_call = 250, 8
-    for i in range(0, len(lines), piece * per_call):
-        if report is not None:
-            report(i, len(lines), "tokenizing")
-        texts = ["\n".join(lines[j:j + piece]) + "\n"
-                 for j in range(i, min(i + piece * per_call, len(lines)), piece)]
-        for encoded in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-            ids.extend(encoded)
+    # The text in pieces of 250 lines, tokenized in batches (see encode_many). A newline at a piece's end is
+    # tokenized on its own rather than merged with what follows: harmless for training.
+    pieces = ["\n".join(lines[j:j + 250]) + "\n" for j in range(0, len(lines), 250)]
+    ids = [i for piece in encode_many(tokenizer, pieces, report, batch=8) for i in piece]
     step = block_size - 1
     n = len(ids) // step
     if n == 0:
@@ -251,7 +245,7 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay,
                                   fused=True)
     if state.step:
-        _load_checkpoint(ckpt, model, optimizer, names, device)
+        _load_checkpoint(ckpt, model, optimizer, names)
 
     blocks = pack_blocks(tokenizer, lines, settings.block_size, path=text,
                          report=Reporter(progress, cancel, "Preparing text"))
@@ -273,6 +267,9 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
     if state.initial_bpb is None:
         report(0, settings.steps, "evaluating before training")
         state.initial_bpb = evaluate()
+        if state.initial_bpb is not None:
+            report(0, settings.steps, f"held-out {state.initial_bpb:.3f} bits/byte before training",
+                   {"step": 0, "heldout_bpb": state.initial_bpb})
     tokens_per_step = settings.batch_size * settings.grad_accum * settings.block_size
     session_start, session_steps, session_seconds = time.monotonic(), 0, 0.0
     model.train()
@@ -319,7 +316,7 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
                 _save_checkpoint(ckpt, model, optimizer, names, state)
             wall = (time.monotonic() - session_start) / session_steps
             eta = wall * (settings.steps - state.step)
-            report(state.step, settings.steps, _message(record, eta),
+            report(state.step, settings.steps, _message(record),
                    {k: v for k, v in asdict(record).items() if v is not None} | {"eta_s": eta})
     except Cancelled:
         if state.step > resumed_from:
@@ -336,7 +333,7 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
                           state.curve)
 
 
-def _message(r: StepRecord, eta: float) -> str:
+def _message(r: StepRecord) -> str:
     bpb = f" · held-out {r.heldout_bpb:.3f} bits/byte" if r.heldout_bpb is not None else ""
     return f"loss {r.loss:.3f}{bpb} · {r.tokens_per_s:,.0f} tokens/s"
 
@@ -408,7 +405,7 @@ def _save_checkpoint(ckpt: Path, model, optimizer, names: set[str], state: RunSt
     write_logs(ckpt.parent, state)
 
 
-def _load_checkpoint(ckpt: Path, model, optimizer, names: set[str], device: str) -> None:
+def _load_checkpoint(ckpt: Path, model, optimizer, names: set[str]) -> None:
     import torch
     from safetensors.torch import load_file
 

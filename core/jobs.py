@@ -78,10 +78,11 @@ class Reporter:
 
     def __call__(self, done: float, total: float | None = None, message: str = "",
                  metrics: dict[str, float] | None = None) -> None:
-        if self._cancel is not None:
-            self._cancel.check()
+        # Report first, then honour cancel/pause: what was done is always told (a curve never misses a point).
         if self._progress is not None:
             self._progress(Progress(self.stage, done, total, message, metrics))
+        if self._cancel is not None:
+            self._cancel.check()
 
     def check(self) -> None:
         if self._cancel is not None:

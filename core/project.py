@@ -4,6 +4,7 @@ The GUI reopens a project from it; the CLI writes it so a run can be inspected l
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,8 @@ class ProjectState:
 
 # --- a project folder, stage by stage (what the desktop wizard drives) ----------------------------------------------
 
-STAGES = ("data", "tokenizer", "align", "map", "init", "evaluate", "export")
+STAGES = ("data", "tokenizer", "align", "map", "init", "finetune", "evaluate", "export")
+OPTIONAL = {"finetune"}
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class Inputs:
 
 class Project:
     """A project folder: `project.json` plus one sub-folder per stage (`work/tokenizer`, `work/alignment`,
-    `work/mapping`, `model/`, `export/`). Each stage method runs the core function, records what it did and saves
+    `work/mapping`, `model/`, `finetuned/`, `export/`). Each stage method runs the core function, records what it did and saves
     the state, so a reopened project resumes after its last finished stage. Stages only read earlier stages' folders.
     """
 
@@ -80,6 +82,8 @@ class Project:
     alignment_dir = property(lambda self: self.folder / "work" / "alignment")
     mapping_dir = property(lambda self: self.folder / "work" / "mapping")
     model_dir = property(lambda self: self.folder / "model")
+    finetune_dir = property(lambda self: self.folder / "finetuned")
+    split_dir = property(lambda self: self.folder / "work" / "split")
     export_dir = property(lambda self: self.folder / "export")
 
     @staticmethod
@@ -108,8 +112,13 @@ class Project:
 
     @property
     def next_stage(self) -> str | None:
-        """The first stage not yet run (where a reopened project resumes)."""
-        return next((s for s in STAGES if s not in self.state.stages), None)
+        """The first stage not yet run (where a reopened project resumes). Fine-tuning is optional: once a later
+        stage ran without it, it is not what the project waits for."""
+        done = self.state.stages
+        for i, stage in enumerate(STAGES):
+            if stage not in done and not (stage in OPTIONAL and any(s in done for s in STAGES[i + 1:])):
+                return stage
+        return None
 
     def _record(self, stage: str, seconds: float, output: str, summary: dict) -> None:
         # A re-run building stage makes every later stage stale: they are forgotten, not silently kept.
@@ -242,14 +251,68 @@ class Project:
         m = init.mapping_for_method(settings.method, mapping.Mapping.load(self.mapping_dir), source_tok, target_tok)
         adapted = init.initialise(copy.deepcopy(model), m, settings, progress=progress, cancel=cancel)
         init.save_adapted(adapted, target_tok, self.model_dir)
+        shutil.rmtree(self.finetune_dir, ignore_errors=True)  # fine-tuned from the old initialisation: stale
         self.state.settings["init"] = asdict(settings)
         # The model folder carries the provenance the GGUF export reads.
         ProjectState(**{**asdict(self.state), "stages": {}}).save(self.model_dir)
         self._record("init", time.monotonic() - start, "model", {"method": settings.method})
         return self.model_dir
 
+    def texts(self) -> tuple[Path, Path]:
+        """(training text, held-out text) for fine-tuning and evaluation. Without a held-out file the last 5% of the
+        target text is held out (written once to `work/split/`) and not trained on; the tokenizer did see it."""
+        from core import resources
+
+        inputs = self.inputs()
+        if inputs.heldout_text:
+            return Path(inputs.target_text), Path(inputs.heldout_text)
+        train, held = self.split_dir / "train.txt", self.split_dir / "heldout.txt"
+        if not held.exists():
+            lines = resources.read_lines(inputs.target_text)
+            cut = len(lines) - max(1, len(lines) // 20)
+            for path, part in ((train, lines[:cut]), (held, lines[cut:])):
+                with atomic_file(path) as tmp:
+                    tmp.write_text("\n".join(part) + "\n", encoding="utf-8")
+        return train, held
+
+    def finetune(self, settings=None, *, resume: bool = False, progress=None, cancel=None):
+        """Fine-tune `model/` into `finetuned/` (see core.finetune); `resume` continues a stopped run. A cancelled
+        run records nothing but keeps its checkpoint (`finetune_checkpoint`). Returns `FinetuneResult`."""
+        import time
+
+        from core import finetune
+
+        start = time.monotonic()
+        settings = settings or finetune.FinetuneSettings()
+        train, held = self.texts()
+        result = finetune.finetune(self.model_dir, train, held, self.finetune_dir, settings, resume=resume,
+                                   progress=progress, cancel=cancel)
+        self.state.settings["finetune"] = asdict(settings)
+        self._record("finetune", time.monotonic() - start, "finetuned", {
+            "stage": settings.stage, "steps": result.steps, "initial_bpb": result.initial_bpb,
+            "final_bpb": result.final_bpb, "tokens_per_s": round(result.tokens_per_s, 1)})
+        return result
+
+    def finetune_checkpoint(self):
+        """The state of the last fine-tuning run's checkpoint (`RunState`), or None."""
+        from core import finetune
+
+        path = self.finetune_dir / finetune.TRAINING / "checkpoint" / "state.json"
+        return finetune.RunState.load(path) if path.exists() else None
+
+    def discard_finetune(self) -> None:
+        self.state.stages.pop("finetune", None)
+        shutil.rmtree(self.finetune_dir, ignore_errors=True)
+        self.save()
+
+    @property
+    def final_model_dir(self) -> Path:
+        """The model to evaluate, export and chat with: the fine-tuned one when there is one."""
+        return self.finetune_dir if "finetune" in self.state.stages else self.model_dir
+
     def evaluate(self, *, max_bytes: int = 0, progress=None, cancel=None) -> dict[str, dict]:
-        """Bits per byte of the source model (own tokenizer) and the adapted model on the held-out text."""
+        """Bits per byte of the source model (own tokenizer), the adapted model as initialised and, when there is
+        one, the fine-tuned model, on the held-out text."""
         import time
 
         from core import resources
@@ -257,22 +320,21 @@ class Project:
         from core.models import load_model
 
         start = time.monotonic()
-        inputs = self.inputs()
-        if inputs.heldout_text:
-            text = resources.read_text(inputs.heldout_text)
-        else:  # no held-out file: the last 5% of the target text (it was also seen by the tokenizer)
-            lines = resources.read_lines(inputs.target_text)
-            text = "\n".join(lines[-max(1, len(lines) // 20):])
+        text = resources.read_text(self.texts()[1])
         if max_bytes:
             text = text.encode()[:max_bytes].decode("utf-8", errors="ignore")
         results = {"source model": asdict(bits_per_byte(*self.source(), text, progress=progress, cancel=cancel))}
-        adapted = load_model(self.model_dir)
-        results["adapted model"] = asdict(bits_per_byte(*adapted, text, progress=progress, cancel=cancel))
+        models = {"adapted model": self.model_dir}
+        if "finetune" in self.state.stages:
+            models["fine-tuned model"] = self.finetune_dir
+        for name, folder in models.items():
+            results[name] = asdict(bits_per_byte(*load_model(folder), text, progress=progress, cancel=cancel))
         self._record("evaluate", time.monotonic() - start, ".", results)
         return results
 
     def export(self, settings=None, out_file: str | Path | None = None, *, progress=None, cancel=None):
-        """Export `model/` as GGUF (default `export/<project>-<type>.gguf`). Returns `ExportResult`."""
+        """Export the final model (fine-tuned when there is one) as GGUF (default `export/<project>-<type>.gguf`).
+        Returns `ExportResult`."""
         import time
 
         from core import export
@@ -280,7 +342,7 @@ class Project:
         start = time.monotonic()
         settings = settings or export.ExportSettings()
         out = Path(out_file) if out_file else self.export_dir / f"{self.folder.name}-{settings.type}.gguf"
-        result = export.export_gguf(self.model_dir, out, settings, progress=progress, cancel=cancel)
+        result = export.export_gguf(self.final_model_dir, out, settings, progress=progress, cancel=cancel)
         self._record("export", time.monotonic() - start, str(out), {"file": str(out), "type": result.type,
                                                                    "bytes": result.bytes})
         return result

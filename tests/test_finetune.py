@@ -54,7 +54,9 @@ def test_embeddings_stage_trains_only_embeddings_and_lowers_heldout_bpb(small, t
     assert result.final_bpb < result.initial_bpb - 0.05
     assert [r.step for r in result.curve] == list(range(1, 9))
     assert [r.step for r in result.curve if r.heldout_bpb is not None] == [4, 8]
-    steps = [e.metrics for e in events if e.metrics]
+    assert [e.metrics for e in events if e.metrics and "loss" not in e.metrics] == [
+        {"step": 0, "heldout_bpb": result.initial_bpb}]
+    steps = [e.metrics for e in events if e.metrics and "loss" in e.metrics]
     assert [m["step"] for m in steps] == list(range(1, 9)) and all(m["tokens_per_s"] > 0 for m in steps)
     # The optimizer holds moments for the trainable matrix only (what keeps a 7B body free of optimizer memory).
     moments = load_file(tmp_path / "ft" / "training" / "checkpoint" / "optimizer.safetensors")
