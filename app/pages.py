@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.workers import TextRelay
+from app.workers import Job, TextRelay
 from core.errors import TweetyError
 
 if TYPE_CHECKING:
@@ -312,35 +312,42 @@ class DataPage(Page):
         self.layout_.addLayout(row)
         self.error = red(QLabel())
         self.layout_.addWidget(self.error)
+        self._wanted: dict[str, tuple] = {}  # per file row: the choice whose preview is awaited
+        self._jobs: dict[str, Job] = {}  # running previews (Qt must not delete them under us)
 
     def preview(self, key: str) -> None:
-        """First rows of the chosen file, or what is wrong with it (`core` names file, line and the fix)."""
-        from core import resources
-
+        """First rows and count of the chosen file, or what is wrong with it (`core` names file, line and fix).
+        Read in the thread pool — a corpus can be gigabytes — and shown only if the choice is still the same."""
         path, label, view = self.rows[key].path, self.errors[key], self.preview_text[key]
         label.hide()
         view.clear()
         if not path:
             return
-        try:
-            if key == "dictionary":
-                rows = [f"{e.source}  →  {e.target}" for e in resources.read_dictionary(path)]
-            elif key.startswith("parallel"):
-                other = self.rows["parallel_target" if key == "parallel_source" else "parallel_source"].path
-                rows = resources.read_lines(path)
-                if other:  # both sides chosen: check that they line up
-                    src, tgt = (path, other) if key == "parallel_source" else (other, path)
-                    corpus = resources.read_parallel(src, tgt)
-                    self.errors["parallel_source"].hide()
-                    self.errors["parallel_target"].hide()
-                    rows = [f"{s}  ‖  {t}" for s, t in zip(corpus.source[:5], corpus.target[:5])]
-            else:
-                rows = resources.read_lines(path)
-        except TweetyError as e:
-            label.setText(str(e))
-            label.show()
-            return
-        view.setPlainText(f"{len(rows):,} rows\n" + "\n".join(rows[:5]))
+        other = None
+        if key.startswith("parallel"):
+            other = self.rows["parallel_target" if key == "parallel_source" else "parallel_source"].path or None
+        view.setPlainText("Reading…")
+        self._wanted[key] = wanted = (path, other)
+        job = Job(lambda progress, cancel: preview_rows(key, path, other), f"preview of {path}")
+
+        def unless_stale(show):  # a newer choice in the same row makes this result stale
+            return lambda value: self._wanted.get(key) == wanted and show(value)
+
+        job.signals.finished.connect(unless_stale(lambda result: self._show_preview(key, *result)))
+        job.signals.failed.connect(unless_stale(lambda message: self._show_error(key, message)))
+        job.signals.crashed.connect(unless_stale(lambda tb: self._show_error(key, tb.strip().splitlines()[-1])))
+        self._jobs[key] = job.start(self.window_.pool)
+
+    def _show_preview(self, key: str, text: str, paired: bool) -> None:
+        if paired:  # both sides line up: an earlier mismatch message on either side is gone
+            self.errors["parallel_source"].hide()
+            self.errors["parallel_target"].hide()
+        self.preview_text[key].setPlainText(text)
+
+    def _show_error(self, key: str, message: str) -> None:
+        self.preview_text[key].clear()
+        self.errors[key].setText(message)
+        self.errors[key].show()
 
     def inputs(self):
         from core.project import Inputs
@@ -376,6 +383,24 @@ class DataPage(Page):
                   "parallel_target": inputs.parallel[1] if inputs.parallel else None}
         for key, value in values.items():
             self.rows[key].set_path(value)
+
+
+def preview_rows(key: str, path: str, other: str | None) -> tuple[str, bool]:
+    """(count and first rows of a data-page file, whether it was checked against the other parallel side)."""
+    from core import resources
+
+    paired = key.startswith("parallel") and bool(other)
+    if key == "dictionary":
+        entries = resources.read_dictionary(path)
+        n, first = len(entries), [f"{e.source}  →  {e.target}" for e in entries[:5]]
+    elif paired:
+        src, tgt = (path, other) if key == "parallel_source" else (other, path)
+        corpus = resources.read_parallel(src, tgt)
+        n, first = len(corpus.source), [f"{s}  ‖  {t}" for s, t in zip(corpus.source[:5], corpus.target[:5])]
+    else:
+        lines = resources.read_lines(path)
+        n, first = len(lines), lines[:5]
+    return f"{n:,} rows\n" + "\n".join(first), paired
 
 
 class TokenizerPage(Page):

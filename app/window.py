@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, QThreadPool
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -85,6 +85,12 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(split)
         self._update_steps()
         self.steps.setCurrentRow(0)
+        # Keyboard: Ctrl+PgDown / Ctrl+PgUp step through the wizard (like tabs), Esc cancels the running job.
+        QShortcut(QKeySequence("Ctrl+PgDown"), self, lambda: self.step_by(1))
+        QShortcut(QKeySequence("Ctrl+PgUp"), self, lambda: self.step_by(-1))
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.cancel_job)
+        self.cancel_button.setToolTip("Stop the running job (Esc)")
+        self.steps.setToolTip("Ctrl+PgDown / Ctrl+PgUp: next / previous step")
 
     # -- project --
     def new_project(self, folder: str | Path) -> None:
@@ -113,6 +119,15 @@ class MainWindow(QMainWindow):
 
     def go(self, key: str) -> None:
         self.steps.setCurrentRow(list(self.pages).index(key))
+
+    def step_by(self, delta: int) -> None:
+        """Go to the next (or previous) step that is enabled."""
+        row = self.steps.currentRow() + delta
+        while 0 <= row < self.steps.count():
+            if self.steps.item(row).flags() & Qt.ItemFlag.ItemIsEnabled:
+                self.steps.setCurrentRow(row)
+                return
+            row += delta
 
     def _show_page(self, row: int) -> None:
         self.stack.setCurrentIndex(row)

@@ -45,7 +45,10 @@ def wait_job(qtbot, w, timeout: int = TIMEOUT) -> None:
 
 
 def shot(w, n: int, key: str) -> None:
+    from PySide6.QtWidgets import QApplication
+
     w.go(key)
+    QApplication.processEvents()  # the page's deferred layout (a label's new text) before the grab
     SHOTS.mkdir(parents=True, exist_ok=True)
     assert w.grab().save(str(SHOTS / f"{n:02d}-{key}.png"))
 
@@ -70,7 +73,7 @@ def test_end_to_end(qtbot, window, files, tmp_path):
 
     fill_data_page(w, files)
     data = w.pages["data"]
-    assert "300 rows" in data.preview_text["target"].toPlainText()
+    qtbot.waitUntil(lambda: "300 rows" in data.preview_text["target"].toPlainText())  # read in the pool
     data.use()
     wait_job(qtbot, w)
     assert "300 parallel pairs" in data.counts.text()
@@ -193,20 +196,30 @@ def test_cancel_keeps_gui_responsive(qtbot, window, tmp_path):
 
 
 def test_bad_files_are_explained_inline(qtbot, window, tmp_path):
+    from PySide6.QtCore import Qt
+
     w = window
+    qtbot.keyClick(w, Qt.Key.Key_PageDown, Qt.KeyboardModifier.ControlModifier)
+    assert w.steps.currentRow() == 0  # without a project every other step is disabled
     w.new_project(tmp_path / "proj")
+    qtbot.keyClick(w, Qt.Key.Key_PageDown, Qt.KeyboardModifier.ControlModifier)
+    assert w.stack.currentWidget() is w.pages["data"]  # from Source model, one step on, by keyboard
+    qtbot.keyClick(w, Qt.Key.Key_PageUp, Qt.KeyboardModifier.ControlModifier)
+    assert w.stack.currentWidget() is w.pages["source"]
     page = w.pages["data"]
     binary = tmp_path / "weights.bin"
     binary.write_bytes(bytes(range(256)) * 40)
     page.rows["target"].set_path(binary)
-    assert not page.errors["target"].isHidden() and "weights.bin" in page.errors["target"].text()
+    qtbot.waitUntil(lambda: not page.errors["target"].isHidden())  # files are read in the pool, not the GUI thread
+    assert "weights.bin" in page.errors["target"].text()
 
     short = write_lines(tmp_path / "short.es.txt", demo_lines("bible.train.es.gz", 10))
     en = write_lines(tmp_path / "en.txt", demo_lines("bible.train.en.gz", 12))
     page.rows["parallel_source"].set_path(en)
     page.rows["parallel_target"].set_path(short)
     error = page.errors["parallel_target"]
-    assert not error.isHidden() and "short.es.txt" in error.text() and "lines" in error.text()
+    qtbot.waitUntil(lambda: not error.isHidden())
+    assert "short.es.txt" in error.text() and "lines" in error.text()
 
     # Recording the inputs runs the same checks; the message shows on the page, not in a dialog.
     page.code.setText("es")
