@@ -167,6 +167,7 @@ class Project:
         s.parallel = list(inputs.parallel) if inputs.parallel else None
         s.settings["inputs"] = asdict(inputs)
         s.inputs_sha256 = resources.sha256_by_name([inputs.target_text, inputs.dictionary, *(inputs.parallel or ())])
+        shutil.rmtree(self.split_dir, ignore_errors=True)  # the held-out split of the previous target text
         self._record("data", time.monotonic() - start, ".", counts)
         return counts
 

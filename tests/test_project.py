@@ -73,6 +73,9 @@ def test_finetuning_is_optional_and_held_out_text_is_split_off(tmp_path, pairs):
     train, held = project.texts()
     assert (len(train.read_text().splitlines()), len(held.read_text().splitlines())) == (190, 10)
     assert train.read_text() + held.read_text() == es.read_text()  # nothing lost, nothing trained on twice
+    es2 = write_lines(tmp_path / "es2.txt", pairs[1][200:400])
+    project.set_inputs(Inputs("Spanish", "es", str(es2), dictionary=str(tmp_path / "d.tsv")))
+    assert project.texts()[1].read_text().splitlines() == pairs[1][390:400]  # new text, new split
     for stage in ("tokenizer", "align", "map", "init"):
         project.state.stages[stage] = StageRecord(0, "")
     assert project.next_stage == "finetune"
