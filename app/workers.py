@@ -95,7 +95,8 @@ class Eta:
     def update(self, p: Progress, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
         if p.stage != self._stage:
-            self._stage, self._start, self._first, self._eta, self._told = p.stage, now, p.done, None, False
+            self._stage, self._start, self._first = p.stage, now, p.done
+            self._eta, self._told = None, False
         if p.total is None or p.total <= 0:  # no estimate possible: say what it is doing and for how long
             return f"{p.stage} — {p.message + ' — ' if p.message else ''}{format_seconds(now - self._start)} elapsed"
         fraction = min(1.0, p.done / p.total)

@@ -29,9 +29,7 @@ def main() -> None:
 
     print("Stages:")
     corpus = timed("read corpus", resources.read_parallel, DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz")
-    heldout = resources.read_text(DEMO / "bible.heldout.es.gz")
-    if a.max_bytes:
-        heldout = heldout.encode()[:a.max_bytes].decode("utf-8", errors="ignore")
+    heldout = resources.head_bytes(resources.read_text(DEMO / "bible.heldout.es.gz"), a.max_bytes)
     model, source_tok = timed("load source model", models.load_model, models.DEFAULT_MODEL)
     timed("train tokenizer", tokenizer.train_tokenizer, corpus.target, source_tok, out / "tokenizer",
           tokenizer.TokenizerSettings(vocab_size=a.vocab_size))

@@ -137,9 +137,9 @@ def pack_blocks(tokenizer, lines: list[str], block_size: int, *, path: str | Pat
     from core.tokenizer import encode_many
 
     start = document_start_id(tokenizer)
-    # The text in pieces of 250 lines, tokenized in batches (see encode_many). A newline at a piece's end is
+    # The text in pieces of 32 lines, 8 pieces per tokenizer call (see encode_many). A newline at a piece's end is
     # tokenized on its own rather than merged with what follows: harmless for training.
-    pieces = ["\n".join(lines[j:j + 250]) + "\n" for j in range(0, len(lines), 250)]
+    pieces = ["\n".join(lines[j:j + 32]) + "\n" for j in range(0, len(lines), 32)]
     ids = [i for piece in encode_many(tokenizer, pieces, report, batch=8) for i in piece]
     step = block_size - 1
     n = len(ids) // step
@@ -218,11 +218,9 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
 
     settings.check()
     out = Path(out_dir)
-    ckpt = out / TRAINING / "checkpoint"
+    ckpt = checkpoint_dir(out)
     lines = resources.read_lines(text)
-    heldout_text = resources.read_text(heldout) if heldout else None
-    if heldout_text and settings.eval_max_bytes:
-        heldout_text = heldout_text.encode()[:settings.eval_max_bytes].decode("utf-8", errors="ignore")
+    heldout_text = resources.head_bytes(resources.read_text(heldout), settings.eval_max_bytes) if heldout else None
     state = RunState(asdict(settings), str(Path(model_dir).resolve()), resources.sha256_file(text),
                      resources.sha256_file(heldout) if heldout else None)
     if resume:
@@ -348,12 +346,21 @@ def _device(choice: str) -> str:
     return choice
 
 
+def checkpoint_dir(out: str | Path) -> Path:
+    return Path(out) / TRAINING / "checkpoint"
+
+
+def checkpoint_state(out: str | Path) -> RunState | None:
+    """The state of the run checkpointed in the output folder `out`, or None when there is none."""
+    path = checkpoint_dir(out) / "state.json"
+    return RunState.load(path) if path.exists() else None
+
+
 def _fresh_output(out: Path) -> None:
     """A new run may take an empty folder or one of ours — but never throw away an unfinished run's checkpoint."""
     check_output_dir(out)
-    state = out / TRAINING / "checkpoint" / "state.json"
-    if state.exists():
-        s = RunState.load(state)
+    s = checkpoint_state(out)
+    if s is not None:
         if not s.finished:
             raise TweetyError(f"this folder holds an unfinished fine-tuning run (step {s.step} of "
                               f"{s.settings['steps']})", path=out,
@@ -365,18 +372,18 @@ def _fresh_output(out: Path) -> None:
 
 
 def _resumable(out: Path, fresh: RunState) -> RunState:
-    path = out / TRAINING / "checkpoint" / "state.json"
-    if not path.exists():
+    saved = checkpoint_state(out)
+    if saved is None:
         raise TweetyError("there is no fine-tuning run to resume in this folder", path=out,
                           fix="start a new run (without resume)")
-    saved = RunState.load(path)
     changed = [k for k in fresh.settings if k != "steps" and saved.settings.get(k) != fresh.settings[k]]
     if saved.model != fresh.model:
         changed.append(f"model ({saved.model})")
     if saved.text_sha256 != fresh.text_sha256 or saved.heldout_sha256 != fresh.heldout_sha256:
         changed.append("training or held-out text")
     if changed:
-        raise TweetyError("the checkpoint was made with different " + ", ".join(changed), path=path,
+        raise TweetyError("the checkpoint was made with different " + ", ".join(changed),
+                          path=checkpoint_dir(out) / "state.json",
                           fix="resume with the same model, files and settings (only the number of steps may change)")
     if saved.step >= fresh.settings["steps"]:
         raise TweetyError(f"the run already has {saved.step} steps", path=out, fix="ask for more steps to continue")

@@ -69,8 +69,9 @@ class Inputs:
 
 class Project:
     """A project folder: `project.json` plus one sub-folder per stage (`work/tokenizer`, `work/alignment`,
-    `work/mapping`, `model/`, `finetuned/`, `export/`). Each stage method runs the core function, records what it did and saves
-    the state, so a reopened project resumes after its last finished stage. Stages only read earlier stages' folders.
+    `work/mapping`, `model/`, `finetuned/`, `export/`). Each stage method runs the core function, records what it
+    did and saves the state, so a reopened project resumes after its last finished stage. Stages only read earlier
+    stages' folders.
     """
 
     def __init__(self, folder: str | Path, state: ProjectState):
@@ -296,10 +297,9 @@ class Project:
 
     def finetune_checkpoint(self):
         """The state of the last fine-tuning run's checkpoint (`RunState`), or None."""
-        from core import finetune
+        from core.finetune import checkpoint_state
 
-        path = self.finetune_dir / finetune.TRAINING / "checkpoint" / "state.json"
-        return finetune.RunState.load(path) if path.exists() else None
+        return checkpoint_state(self.finetune_dir)
 
     def discard_finetune(self) -> None:
         self.state.stages.pop("finetune", None)
@@ -321,9 +321,7 @@ class Project:
         from core.models import load_model
 
         start = time.monotonic()
-        text = resources.read_text(self.texts()[1])
-        if max_bytes:
-            text = text.encode()[:max_bytes].decode("utf-8", errors="ignore")
+        text = resources.head_bytes(resources.read_text(self.texts()[1]), max_bytes)
         results = {"source model": asdict(bits_per_byte(*self.source(), text, progress=progress, cancel=cancel))}
         models = {"adapted model": self.model_dir}
         if "finetune" in self.state.stages:

@@ -110,6 +110,11 @@ def read_text(path: str | Path) -> str:
     return "\n".join(read_lines(path))
 
 
+def head_bytes(text: str, max_bytes: int) -> str:
+    """The first `max_bytes` bytes of `text` in UTF-8, never splitting a character (0: all of it)."""
+    return text.encode()[:max_bytes].decode("utf-8", errors="ignore") if max_bytes else text
+
+
 # --- parallel corpora -------------------------------------------------------------------------------------------
 
 def read_parallel(source_path: str | Path, target_path: str | Path | None = None) -> ParallelCorpus:

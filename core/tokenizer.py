@@ -179,10 +179,11 @@ def piece_bytes(piece: str) -> bytes | None:
 
 
 def encode_many(tokenizer, texts: list[str], report=None, message: str = "tokenizing",
-                batch: int = 2000) -> list[list[int]]:
+                batch: int = 256) -> list[list[int]]:
     """Token ids of many texts (no special tokens), `batch` texts per tokenizer call: a call keeps every core busy,
     and between calls the GIL is free (a GUI thread stays responsive) and `report` (a `Reporter`) can show progress
-    and honour cancel. One call over a whole corpus holds the GIL for a noticeable fraction of a second."""
+    and honour cancel. A call holds the GIL while transformers turns its result into Python lists: measured on
+    SmolLM2's tokenizer, 2,000 verses 64–168 ms, 256 verses ~6 ms."""
     ids: list[list[int]] = []
     for i in range(0, len(texts), batch):
         if report is not None:

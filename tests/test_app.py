@@ -159,7 +159,7 @@ def test_end_to_end(qtbot, window, files, tmp_path):
 
 def test_cancel_keeps_gui_responsive(qtbot, window, tmp_path):
     w = window
-    # Enough verse pairs that the IBM models train for a while (core tokenizes in batches of 2,000 lines, so larger
+    # Enough verse pairs that the IBM models train for a while (core tokenizes in batches of 256 lines, so larger
     # corpora keep the GUI as responsive; this size keeps the test short).
     n = 3000
     en = write_lines(tmp_path / "en.txt", demo_lines("bible.train.en.gz", n))

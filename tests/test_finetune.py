@@ -186,5 +186,6 @@ def test_cli_finetune_writes_model_and_curve(small, tmp_path):
     log = json.loads((tmp_path / "ft" / "training" / "log.json").read_text())
     assert [r["step"] for r in log["curve"]] == [1, 2] and log["curve"][-1]["heldout_bpb"] < log["initial_bpb"]
     bad = tweety("finetune", "--model", small / "model", "--text", small / "train.es", "--heldout",
-                 small / "heldout.es", "--out", tmp_path / "ft", "--resume", "--steps", 2, "--block-size", 32, "--batch-size", 2, "--warmup", 1, check=False)
+                 small / "heldout.es", "--out", tmp_path / "ft", "--resume", "--steps", 2, "--block-size", 32,
+                 "--batch-size", 2, "--warmup", 1, check=False)
     assert bad.returncode == 2 and "already has 2 steps" in bad.stderr
