@@ -499,6 +499,25 @@ class AlignPage(Page):
              "mapping, and initialise the adapted model's embeddings from it.")
 
     def build(self) -> None:
+        import importlib.util
+
+        form = QFormLayout()
+        self.aligner = QComboBox()
+        self.aligner.addItem("Tweety's aligner (fast_align's model, fastest)", "torch")
+        self.aligner.addItem("fast_align", "fast_align")
+        if importlib.util.find_spec("eflomal") is not None:
+            self.aligner.addItem("eflomal (slower)", "eflomal")
+        self.aligner.setToolTip(TIPS["align"])
+        self.links = QComboBox()
+        self.links.addItem("Most precise (recommended)", "auto")
+        self.links.addItem("More links", "grow-diag-final-and")
+        self.links.setToolTip("Alignment runs in both directions. Most precise keeps the links both directions agree "
+                              "on (intersection), which initialises best; More links also keeps neighbouring ones "
+                              "(grow-diag-final-and, the only choice fast_align offers).")
+        form.addRow("Aligner", self.aligner)
+        form.addRow("Links", self.links)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        self.layout_.addLayout(form)
         go = self.button("Align, map and initialise", self.go, TIPS["align"] + "\n\n" + TIPS["mapping"])
         self.layout_.addWidget(go, 0, Qt.AlignmentFlag.AlignLeft)
         self.coverage = table()
@@ -522,10 +541,13 @@ class AlignPage(Page):
         self.layout_.addWidget(self.view, 1)
 
     def go(self) -> None:
+        from core.align import AlignSettings
+
         project = self.project
+        settings = AlignSettings(method=self.aligner.currentData(), symmetrize=self.links.currentData())
 
         def fn(progress, cancel):
-            project.align(progress=progress, cancel=cancel)
+            project.align(settings, progress=progress, cancel=cancel)
             coverage = project.build_mapping(progress=progress, cancel=cancel).coverage()
             project.initialise(progress=progress, cancel=cancel)
             return coverage, read_mapping(project)
@@ -543,6 +565,10 @@ class AlignPage(Page):
         self.view.resizeColumnsToContents()
 
     def project_changed(self) -> None:
+        chosen = self.project.state.settings.get("align", {})
+        for combo, key in ((self.aligner, "method"), (self.links, "symmetrize")):
+            if key in chosen and combo.findData(chosen[key]) >= 0:
+                combo.setCurrentIndex(combo.findData(chosen[key]))
         if "map" in self.project.state.stages:
             try:
                 self.show_mapping(self.project.state.stages["map"].summary, read_mapping(self.project))

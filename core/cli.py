@@ -64,6 +64,22 @@ def _parallel(values: list[str] | None) -> tuple[str, str] | None:
     return (values[0], values[1] if len(values) == 2 else "")
 
 
+def _add_aligner(p: argparse.ArgumentParser) -> None:
+    d = align.AlignSettings()
+    p.add_argument("--aligner", choices=align.METHODS, default=d.method,
+                   help="torch: fast_align's model on tensors (GPU when there is one; the fastest); fast_align: the "
+                   "systran-align wheel; eflomal: needs `pip install eflomal`")
+    p.add_argument("--symmetrize", choices=align.SYMMETRIZATIONS, default=d.symmetrize,
+                   help="combine both directions: intersection (precise; auto's choice) or grow-diag-final-and (more "
+                   "links; auto's choice for fast_align)")
+    p.add_argument("--align-device", choices=("auto", "cpu", "cuda"), default=d.device,
+                   help="torch aligner's device")
+
+
+def _align_settings(a: argparse.Namespace) -> align.AlignSettings:
+    return align.AlignSettings(method=a.aligner, symmetrize=a.symmetrize, device=a.align_device)
+
+
 def _add_mapping_options(p: argparse.ArgumentParser) -> None:
     d = mapping.MappingSettings()
     p.add_argument("--min-pair-count", type=int, default=d.min_pair_count,
@@ -93,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=init.METHODS, default="transtok")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
+    _add_aligner(p)
     _add_mapping_options(p)
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier Tweety output)")
 
@@ -107,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(p)
     p.add_argument("--tokenizer", required=True, help="target tokenizer folder")
     _add_parallel(p, required=True)
+    _add_aligner(p)
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("map", help="build the target→source token mapping")
@@ -168,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="system prompt")
     p.add_argument("--temperature", type=float, default=runtime.RuntimeSettings.temperature)
 
-    p = sub.add_parser("translate", help="translate text or a file with an exported GGUF")
-    _add_runtime(p)
+    p = sub.add_parser("translate", help="translate text or a file with an exported GGUF or a Hydra folder")
+    _add_runtime(p, hydra=True)
+    p.add_argument("--max-tokens", type=int, default=256, help="most tokens per translated line (--hydra)")
     p.add_argument("--from", dest="source", required=True, help="source language (code or name)")
     p.add_argument("--to", dest="target", required=True, help="target language (code or name)")
     p.add_argument("text", nargs="?", help="text to translate (or use --input)")
@@ -178,8 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_runtime(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gguf", required=True, help="GGUF file written by `tweety export`")
+def _add_runtime(p: argparse.ArgumentParser, hydra: bool = False) -> None:
+    if hydra:  # translate: a GGUF, or a Hydra (core.hydra) that reads the source language and writes the target's
+        g = p.add_mutually_exclusive_group(required=True)
+        g.add_argument("--gguf", help="GGUF file written by `tweety export`")
+        g.add_argument("--hydra", help="Hydra folder (core.hydra.save_hydra): zero-shot translation, the reply "
+                       "written with the target language's embeddings and head")
+    else:
+        p.add_argument("--gguf", required=True, help="GGUF file written by `tweety export`")
     p.add_argument("--ctx", type=int, default=runtime.RuntimeSettings.n_ctx, help="context length in tokens")
     p.add_argument("--threads", type=int, help="CPU threads (default: all)")
 
@@ -236,7 +261,8 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
             source_model=a.source_model, target_text=a.target_text, parallel=_parallel(a.parallel),
             dictionary=a.dictionary, out=a.out,
             tokenizer=tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
-            mapping=_mapping_settings(a), init=init.InitSettings(method=a.init, seed=a.seed), language=a.language)
+            align=_align_settings(a), mapping=_mapping_settings(a), init=init.InitSettings(method=a.init, seed=a.seed),
+            language=a.language)
         result = pipeline.adapt(settings, **kw)
         bars.close()
         print(f"Adapted model written to {result.out}")
@@ -251,7 +277,8 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
     elif a.command == "align":
         corpus = pipeline.read_parallel_setting(_parallel(a.parallel))
         source_tok = _source_tokenizer(a.source_model)
-        stats = align.align_corpus(corpus, source_tok, tokenizer.load_tokenizer(a.tokenizer), a.out, **kw)
+        stats = align.align_corpus(corpus, source_tok, tokenizer.load_tokenizer(a.tokenizer), a.out,
+                                   _align_settings(a), **kw)
         bars.close()
         print(json.dumps(asdict(stats), indent=2))
     elif a.command == "map":
@@ -316,6 +343,8 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
     elif a.command == "translate":
         if bool(a.text) == bool(a.input):
             raise TweetyError("give the text to translate, or --input FILE (not both)")
+        if a.hydra:
+            return _translate_hydra(a, bars)
         llm, _ = _runtime(a)
         if a.text:
             text = runtime.translate(llm, a.text, a.source, a.target)
@@ -328,6 +357,35 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
             n = runtime.translate_file(llm, a.input, out, a.source, a.target, **kw)
             bars.close()
             print(f"Translated {n:,} lines into {out}")
+
+
+def _translate_hydra(a: argparse.Namespace, bars: ProgressBars) -> int:
+    import torch
+
+    from core import hydra
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    model = hydra.load_hydra(a.hydra, languages=[a.source, a.target])
+    if a.text:
+        text = hydra.translate(model, a.text, a.source, a.target, max_new_tokens=a.max_tokens)
+        if not text:
+            print("(no translation: the model ended its answer at once)", file=sys.stderr)
+        print(text)
+        return 0
+    out = a.output or f"{a.input}.{a.target}.txt"
+    cancel = CancelToken()
+    try:
+        with _ctrl_c_cancels(cancel):
+            n = hydra.translate_file(model, a.input, out, a.source, a.target, max_new_tokens=a.max_tokens,
+                                     progress=bars, cancel=cancel)
+    except Cancelled:
+        bars.close()
+        print("stopped; the lines done are kept — run the same command again to resume", file=sys.stderr)
+        return 130
+    bars.close()
+    print(f"Translated {n:,} lines into {out}")
+    return 0
 
 
 def _source_tokenizer(spec: str):

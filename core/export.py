@@ -67,9 +67,12 @@ class _Tensor:
     gguf_name: str
     stored: _Stored
     permute_heads: int = 0  # Q/K: number of heads to permute by
+    more_rows: tuple[_Stored, ...] = ()  # stacked below `stored` (a Hydra's merged vocabulary tables)
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if self.more_rows:
+            return (sum(s.shape[0] for s in (self.stored, *self.more_rows)), *self.stored.shape[1:])
         return self.stored.shape
 
     @property
@@ -87,13 +90,12 @@ class _Plan:
     special_ids: dict[str, int]
     add_bos: bool
     chat_template: str | None
+    metadata: dict[str, str] = field(default_factory=dict)  # extra string keys (a Hydra's language offsets)
 
 
 def export_gguf(model_dir: str | Path, out_file: str | Path, settings: ExportSettings = ExportSettings(), *,
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ExportResult:
     """Write `model_dir` (an adapted HF model folder) as one GGUF file."""
-    import gguf
-
     start = time.monotonic()
     model_dir, out_file = Path(model_dir), Path(out_file)
     report = Reporter(progress, cancel, "Exporting GGUF")
@@ -104,7 +106,14 @@ def export_gguf(model_dir: str | Path, out_file: str | Path, settings: ExportSet
                           fix="choose another file name (or confirm replacing it)")
     if out_file.suffix.lower() != ".gguf":
         raise TweetyError("the destination should end in .gguf", path=out_file, fix="name the file like model.gguf")
-    plan = _plan(model_dir)
+    return write_plan(_plan(model_dir), model_dir, out_file, settings, report, start)
+
+
+def write_plan(plan: _Plan, model_dir: Path, out_file: Path, settings: ExportSettings, report: Reporter,
+               start: float) -> ExportResult:
+    """Write a checked plan (from `_plan`, or core.hydra's merged-vocabulary plan) as one GGUF file, atomically."""
+    import gguf
+
     warnings = [] if plan.is_bpe else [(
         "unigram vocabulary: llama.cpp segments text by merging pairs (the BPE algorithm), so some words are split "
         "differently than in training; train the tokenizer with the bpe model for exact agreement")]
@@ -176,17 +185,21 @@ def _read_tensors(tensors: list[_Tensor]) -> Iterator[np.ndarray]:
     """Each tensor as contiguous float32 in GGUF row order, read one at a time with plain file reads (no memory
     map), so memory holds one tensor at a time and is returned to the system after each."""
     for t in tensors:
-        s = t.stored
-        with open(s.file, "rb") as f:
-            f.seek(s.start)
-            raw = np.frombuffer(f.read(s.end - s.start), dtype=_DTYPES[s.dtype]).reshape(s.shape)
-        # bfloat16 is the top half of a float32
-        w = (raw.astype(np.uint32) << 16).view(np.float32) if s.dtype == "BF16" else raw.astype(np.float32)
+        w = np.concatenate([_read_stored(s) for s in (t.stored, *t.more_rows)]) if t.more_rows else _read_stored(
+            t.stored)
         if t.permute_heads:
             n = t.permute_heads
             rows, cols = w.shape
             w = w.reshape(n, 2, rows // n // 2, cols).swapaxes(1, 2).reshape(rows, cols)
         yield np.ascontiguousarray(w)
+
+
+def _read_stored(s: _Stored) -> np.ndarray:
+    with open(s.file, "rb") as f:
+        f.seek(s.start)
+        raw = np.frombuffer(f.read(s.end - s.start), dtype=_DTYPES[s.dtype]).reshape(s.shape)
+    # bfloat16 is the top half of a float32
+    return (raw.astype(np.uint32) << 16).view(np.float32) if s.dtype == "BF16" else raw.astype(np.float32)
 
 
 def _project(model_dir: Path) -> dict:
@@ -434,3 +447,5 @@ def _write_metadata(writer, plan: _Plan, model_dir: Path, settings: ExportSettin
     if inputs:
         writer.add_array("tweety.inputs_sha256", [f"{digest}  {name}" for name, digest in sorted(inputs.items())])
     writer.add_string("tweety.tokenizer", "bpe" if plan.is_bpe else "unigram")
+    for key, value in plan.metadata.items():
+        writer.add_string(key, value)

@@ -6,13 +6,15 @@ is set, keeping what was generated so far.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import TweetyError
-from core.jobs import CancelToken, ProgressFn, Reporter, atomic_file
+from core.jobs import Cancelled, CancelToken, ProgressFn, Reporter, atomic_file
 from core.resources import read_lines
 
 TextFn = Callable[[str], None]
@@ -164,19 +166,71 @@ def translate(llm, text: str, source: str, target: str, *, max_tokens: int = 256
 def translate_file(llm, in_path: str | Path, out_path: str | Path, source: str, target: str, *,
                    overwrite: bool = False, progress: ProgressFn | None = None,
                    cancel: CancelToken | None = None) -> int:
-    """Translate a text file line by line (empty lines kept) into `out_path`, written atomically. Returns lines done."""
+    """Translate a text file line by line (empty lines kept) into `out_path`, written atomically; an interrupted run
+    resumes where it stopped (see `translate_lines_to_file`). Returns lines done."""
+    return translate_lines_to_file(read_lines(in_path), lambda line: translate(llm, line, source, target,
+                                                                               cancel=cancel),
+                                   out_path, key=f"gguf {Path(llm.model_path).resolve()} {source}->{target}",
+                                   overwrite=overwrite, progress=progress, cancel=cancel)
+
+
+def translate_lines_to_file(lines: list[str], translate_line: Callable[[str], str], out_path: str | Path, *,
+                            key: str, overwrite: bool = False, progress: ProgressFn | None = None,
+                            cancel: CancelToken | None = None) -> int:
+    """One line in, one line out (empty lines kept), into `out_path`, which appears atomically when every line is
+    done. Each finished line is also appended to a hidden sibling `.NAME.partial`, headed by `key` (the model and
+    languages) and the input's hash: a run stopped by cancel, Ctrl-C or a crash resumes from there when started again
+    with the same input, model and languages (anything else starts afresh). The partial file goes once the output
+    is written. Used by the GGUF runtime and by Hydra models (core.hydra)."""
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
         raise TweetyError("the output file exists; Tweety Studio never overwrites your files", path=out_path,
                           fix="choose another file name")
-    lines = read_lines(in_path)
+    partial = out_path.with_name(f".{out_path.name}.partial")
+    header = json.dumps({"key": key, "input_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()})
+    done = _resumed(partial, header, len(lines))
     report = Reporter(progress, cancel, "Translating")
-    done = []
-    for i, line in enumerate(lines):
-        report(i, len(lines), f"line {i + 1:,} of {len(lines):,}")
-        # One line in, one line out: a translation's own line breaks would shift every later line.
-        done.append(" ".join(translate(llm, line, source, target, cancel=cancel).split()) if line.strip() else "")
+    if done:
+        report(len(done), len(lines), f"resuming after line {len(done):,}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "w" if not done else "a", encoding="utf-8") as log_file:
+        if not done:
+            log_file.write(header + "\n")
+        for i in range(len(done), len(lines)):
+            report(i, len(lines), f"line {i + 1:,} of {len(lines):,}")
+            line = lines[i]
+            # One line in, one line out: a translation's own line breaks would shift every later line.
+            text = " ".join(translate_line(line).split()) if line.strip() else ""
+            if cancel is not None and cancel.cancelled:  # a line cut short by cancel is not a translation
+                raise Cancelled()
+            done.append(text)
+            log_file.write(json.dumps(text, ensure_ascii=False) + "\n")
+            log_file.flush()
     report(len(lines), len(lines), "done")
     with atomic_file(out_path) as tmp:
         tmp.write_text("\n".join(done) + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)
     return len(done)
+
+
+def _resumed(partial: Path, header: str, n_lines: int) -> list[str]:
+    """The lines already translated by an earlier run of the same job (a torn last line is dropped)."""
+    try:
+        first, *rest = partial.read_text(encoding="utf-8").split("\n")
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return []
+    if first != header:
+        return []
+    done = []
+    for row in rest[:n_lines]:
+        try:
+            text = json.loads(row)
+        except json.JSONDecodeError:
+            break
+        if not isinstance(text, str):
+            break
+        done.append(text)
+    # Rewrite without a torn tail, so appending continues from a clean line.
+    partial.write_text("\n".join([header] + [json.dumps(t, ensure_ascii=False) for t in done]) + "\n",
+                       encoding="utf-8")
+    return done

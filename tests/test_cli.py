@@ -35,7 +35,7 @@ def adapted(files):
     out = files / "adapted"
     tweety("adapt", "--source-model", "default", "--target-text", files / "train.es", "--parallel",
            files / "train.en", files / "train.es", "--dictionary", files / "dict.tsv", "--vocab-size", 1000,
-           "--init", "transtok", "--out", out)
+           "--init", "transtok", "--symmetrize", "grow-diag-final-and", "--out", out)
     return out
 
 
@@ -43,6 +43,7 @@ def test_adapt_writes_a_model_folder_and_project(adapted):
     state = json.loads((adapted / "project.json").read_text())
     assert set(state["stages"]) == {"tokenizer", "align", "map", "init"}
     assert state["stages"]["align"]["summary"]["pairs"] == 300
+    assert state["settings"]["align"]["symmetrize"] == "grow-diag-final-and"  # the option reached the aligner
     coverage = state["stages"]["map"]["summary"]
     assert coverage["alignment"] + coverage["alignment+dictionary"] > 50 and coverage["special"] == 17
     assert (adapted / "model.safetensors").exists() and (adapted / "work" / "mapping" / "mapping.jsonl").exists()
@@ -64,7 +65,7 @@ def test_eval_json_and_trans_tokenization_beats_mean(files, adapted):
 def test_stepwise_commands_reproduce_adapt(files, adapted):
     d = files / "steps"
     tweety("align", "--tokenizer", adapted / "work" / "tokenizer", "--parallel", files / "train.en",
-           files / "train.es", "--out", d / "align")
+           files / "train.es", "--symmetrize", "grow-diag-final-and", "--out", d / "align")
     tweety("map", "--tokenizer", adapted / "work" / "tokenizer", "--alignment", d / "align", "--dictionary",
            files / "dict.tsv", "--out", d / "map")
     ours, theirs = Mapping.load(d / "map"), Mapping.load(adapted / "work" / "mapping")
