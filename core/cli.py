@@ -353,10 +353,8 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
                       "needs fine-tuning first)", file=sys.stderr)
             print(text)
         else:
-            out = a.output or f"{a.input}.{a.target}.txt"
-            n = runtime.translate_file(llm, a.input, out, a.source, a.target, **kw)
-            bars.close()
-            print(f"Translated {n:,} lines into {out}")
+            return _translate_file(a, bars, lambda out, **kw: runtime.translate_file(
+                llm, a.input, out, a.source, a.target, **kw))
 
 
 def _translate_hydra(a: argparse.Namespace, bars: ProgressBars) -> int:
@@ -373,12 +371,17 @@ def _translate_hydra(a: argparse.Namespace, bars: ProgressBars) -> int:
             print("(no translation: the model ended its answer at once)", file=sys.stderr)
         print(text)
         return 0
+    return _translate_file(a, bars, lambda out, **kw: hydra.translate_file(
+        model, a.input, out, a.source, a.target, max_new_tokens=a.max_tokens, **kw))
+
+
+def _translate_file(a: argparse.Namespace, bars: ProgressBars, translate_file) -> int:
+    """--input: translate line by line; the first Ctrl-C stops after the current line, keeping the lines done."""
     out = a.output or f"{a.input}.{a.target}.txt"
     cancel = CancelToken()
     try:
         with _ctrl_c_cancels(cancel):
-            n = hydra.translate_file(model, a.input, out, a.source, a.target, max_new_tokens=a.max_tokens,
-                                     progress=bars, cancel=cancel)
+            n = translate_file(out, progress=bars, cancel=cancel)
     except Cancelled:
         bars.close()
         print("stopped; the lines done are kept — run the same command again to resume", file=sys.stderr)

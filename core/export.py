@@ -26,6 +26,7 @@ from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_file
 from core.models import SUPPORTED_TYPES
 from core.project import PROJECT_FILE
+from core.resources import read_json
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def _plan(model_dir: Path) -> _Plan:
     """Read and check everything the export needs, without loading any weights."""
     if not model_dir.is_dir():
         raise TweetyError("model folder not found", path=model_dir, fix="choose an adapted model folder")
-    config = _read_json(model_dir / "config.json", "config.json is missing: this is not a Hugging Face model folder")
+    config = read_json(model_dir / "config.json", "config.json is missing: this is not a Hugging Face model folder")
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_TYPES:
         raise TweetyError(f"model type {model_type!r} cannot be exported; only Llama-architecture models "
@@ -257,15 +258,6 @@ def _rope(config: dict) -> tuple[float, str, float]:
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     theta = config.get("rope_theta") or rope.get("rope_theta") or 10000.0
     return float(theta), rope.get("rope_type", rope.get("type", "default")), float(rope.get("factor", 1.0))
-
-
-def _read_json(path: Path, missing: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TweetyError(missing, path=path.parent, fix="choose the folder of an adapted model") from None
-    except json.JSONDecodeError as e:
-        raise TweetyError(f"damaged JSON ({e})", path=path, fix="restore the file or re-run the adaptation") from None
 
 
 def _sentencepiece(model_dir: Path) -> tuple[list[tuple[str, float, int]], bool, bool]:
@@ -314,7 +306,7 @@ def _special_tokens(model_dir: Path, pieces: list[tuple[str, float, int]]) -> tu
 def _weight_files(model_dir: Path) -> list[Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.exists():
-        names = sorted(set(_read_json(index, "")["weight_map"].values()))
+        names = sorted(set(read_json(index, "")["weight_map"].values()))
         files = [model_dir / n for n in names]
     else:
         files = [model_dir / "model.safetensors"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, atomic_dir, atomic_file
 from core.runtime import translate_lines_to_file, translation_prompt
-from core.resources import read_lines
+from core.resources import read_json, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -284,13 +284,8 @@ def _body_order(body: dict) -> list[str]:
 
 def _check_config(ours: dict, folder: Path) -> None:
     path = folder / "config.json"
-    try:
-        theirs = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TweetyError("this folder has no config.json, so it is not an adapted model", path=folder,
-                          fix="choose the folder written by `tweety adapt`, `init` or `finetune`") from None
-    except json.JSONDecodeError as e:
-        raise TweetyError(f"damaged config.json ({e})", path=path, fix="re-run the adaptation") from None
+    theirs = read_json(path, "this folder has no config.json, so it is not an adapted model",
+                       fix="choose the folder written by `tweety adapt`, `init` or `finetune`")
     for key in _BODY_CONFIG:
         a, b = ours.get(key), theirs.get(key)
         if a is None or b is None:
@@ -402,13 +397,8 @@ def _write_config(folder: Path, source: str, entries: dict) -> None:
 
 def _read_config(folder: Path) -> dict:
     path = folder / HYDRA_FILE
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TweetyError("this folder is not a Hydra (no hydra.json)", path=folder,
-                          fix="choose a folder written by core.hydra.save_hydra") from None
-    except json.JSONDecodeError as e:
-        raise TweetyError(f"damaged hydra.json ({e})", path=path, fix="restore it or save the Hydra again") from None
+    config = read_json(path, "this folder is not a Hydra (no hydra.json)",
+                       fix="choose a folder written by core.hydra.save_hydra")
     if config.get("format") != FORMAT or config.get("source") not in config.get("languages", {}):
         raise TweetyError(f"hydra.json has an unknown format {config.get('format')!r}", path=path,
                           fix="save the Hydra again with this version of Tweety Studio")

@@ -8,6 +8,7 @@ Dictionaries: TSV/CSV `source,target[,weight]`, FreeDict/dictd (`.index` + `.dic
 """
 from __future__ import annotations
 
+import json
 import csv
 import gzip
 import hashlib
@@ -280,3 +281,14 @@ def _dictd_translations(definition: str) -> Iterator[str]:
             part = part.strip(" .\t\"'")
             if part and len(part.split()) <= 3:
                 yield part
+
+
+def read_json(path: Path, missing: str, fix: str = "choose the folder of an adapted model") -> dict:
+    """A JSON file a folder must have: a missing or damaged one is a clear error naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TweetyError(missing, path=path.parent, fix=fix) from None
+    except json.JSONDecodeError as e:
+        raise TweetyError(f"damaged {path.name} ({e})", path=path,
+                          fix="restore the file or re-run the step that wrote it") from None
