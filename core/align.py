@@ -154,6 +154,12 @@ def align_ids(source: Sequence[np.ndarray], target: Sequence[np.ndarray], settin
               report: Reporter | None = None) -> Links:
     """Word-align sentence pairs given as arrays of integer ids (tokens or words), with `settings.method`."""
     settings.check()
+    if len(source) != len(target) or not len(source):
+        raise TweetyError(f"{len(source):,} source but {len(target):,} target sentences",
+                          fix="give the same number of sentences, at least one, on both sides")
+    empty = next((k for k, (s, t) in enumerate(zip(source, target)) if len(s) == 0 or len(t) == 0), None)
+    if empty is not None:
+        raise TweetyError(f"sentence pair {empty + 1:,} is empty on one side", fix="drop empty pairs before aligning")
     report = report or Reporter(None, None, "Aligning")
     if settings.method == "torch":
         return _align_torch(source, target, settings, report)

@@ -186,6 +186,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="system prompt")
     p.add_argument("--temperature", type=float, default=runtime.RuntimeSettings.temperature)
 
+    p = sub.add_parser("hydra", help="build or change a Hydra: one body, a vocabulary table and head per language")
+    hydra_sub = p.add_subparsers(dest="hydra_command", required=True)
+    h = hydra_sub.add_parser("build", help="a new Hydra from the source model and adapted models")
+    _add_source(h)
+    h.add_argument("--source-language", default="en", help="language code of the source model (default en)")
+    h.add_argument("--language", action="append", required=True, metavar="CODE=DIR",
+                   help="an adapted model folder and its language code, e.g. es=adapted (repeatable)")
+    h.add_argument("--out", required=True, help="the new Hydra folder")
+    h = hydra_sub.add_parser("add", help="add a language to a Hydra folder")
+    h.add_argument("--hydra", required=True)
+    h.add_argument("--language", required=True, metavar="CODE=DIR")
+    h = hydra_sub.add_parser("remove", help="remove a language from a Hydra folder")
+    h.add_argument("--hydra", required=True)
+    h.add_argument("--language", required=True, metavar="CODE")
+    h = hydra_sub.add_parser("export", help="one GGUF with every language's vocabulary (runs with core.hydra)")
+    h.add_argument("--hydra", required=True)
+    h.add_argument("--out", required=True, help="destination .gguf file")
+    h.add_argument("--type", choices=export.TYPES, default="f32")
+    h.add_argument("--force", action="store_true", help="replace the destination file if it exists")
+
     p = sub.add_parser("translate", help="translate text or a file with an exported GGUF or a Hydra folder")
     _add_runtime(p, hydra=True)
     p.add_argument("--max-tokens", type=int, default=256, help="most tokens per translated line (--hydra)")
@@ -340,6 +360,8 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
     elif a.command == "chat":
         llm, settings = _runtime(a, temperature=a.temperature)
         chat_loop(runtime.Chat(llm, settings, system=a.system))
+    elif a.command == "hydra":
+        _hydra(a, bars)
     elif a.command == "translate":
         if bool(a.text) == bool(a.input):
             raise TweetyError("give the text to translate, or --input FILE (not both)")
@@ -355,6 +377,34 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
         else:
             return _translate_file(a, bars, lambda out, **kw: runtime.translate_file(
                 llm, a.input, out, a.source, a.target, **kw))
+
+
+def _language_folder(value: str) -> tuple[str, str]:
+    code, sep, folder = value.partition("=")
+    if not sep or not code or not folder:
+        raise TweetyError(f"--language {value!r} should be CODE=FOLDER", fix="e.g. --language es=adapted-es")
+    return code, folder
+
+
+def _hydra(a: argparse.Namespace, bars: ProgressBars) -> None:
+    from core import hydra
+
+    if a.hydra_command == "build":
+        model = hydra.build_hydra(a.source_model, dict(map(_language_folder, a.language)),
+                                  source_language=a.source_language)
+        hydra.save_hydra(model, a.out)
+        print(f"Hydra with {', '.join(model.languages)} written to {a.out}")
+    elif a.hydra_command == "add":
+        hydra.add_language(a.hydra, *_language_folder(a.language))
+        print(f"Added {a.language.partition('=')[0]} to {a.hydra}")
+    elif a.hydra_command == "remove":
+        hydra.remove_language(a.hydra, a.language)
+        print(f"Removed {a.language} from {a.hydra}")
+    else:
+        result = hydra.export_hydra_gguf(a.hydra, a.out, export.ExportSettings(type=a.type, overwrite=a.force),
+                                         progress=bars)
+        bars.close()
+        print(f"Wrote {result.path} ({result.type}, {result.bytes / 1e6:,.1f} MB)")
 
 
 def _translate_hydra(a: argparse.Namespace, bars: ProgressBars) -> int:

@@ -197,3 +197,5 @@ def test_bad_settings_are_refused():
     report = Reporter(None, None, "x")
     with pytest.raises(TweetyError, match="unknown symmetrization"):
         align_ids([np.arange(3)], [np.arange(3)], AlignSettings(symmetrize="union"), report)
+    with pytest.raises(TweetyError, match="sentence pair 2 is empty"):
+        align_ids([np.arange(3), np.arange(2)], [np.arange(3), np.arange(0)], AlignSettings(), report)

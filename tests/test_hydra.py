@@ -239,6 +239,24 @@ def test_cli_translate_with_a_hydra(saved, tmp_path):
     assert bad.returncode == 2 and "no language 'fr'" in bad.stderr
 
 
+def test_cli_builds_and_edits_a_hydra(adapted_es, tmp_path):
+    from core.cli import main
+
+    out = tmp_path / "hydra"
+
+    def languages() -> set[str]:
+        return set(json.loads((out / "hydra.json").read_text())["languages"])
+
+    assert main(["hydra", "build", "--language", f"es={adapted_es}", "--out", str(out)]) == 0
+    assert languages() == {"en", "es"}
+    assert main(["hydra", "remove", "--hydra", str(out), "--language", "es"]) == 0
+    assert languages() == {"en"} and not (out / "languages" / "es.safetensors").exists()
+    assert main(["hydra", "add", "--hydra", str(out), "--language", f"es={adapted_es}"]) == 0
+    assert languages() == {"en", "es"}
+    assert main(["hydra", "add", "--hydra", str(out), "--language", "es"]) == 2  # not CODE=FOLDER
+    assert main(["hydra", "remove", "--hydra", str(out), "--language", "en"]) == 2  # the source language stays
+
+
 def test_gguf_with_merged_vocabulary_greedy_parity(hydra, saved, tmp_path):
     pytest.importorskip("llama_cpp")
     from conftest import demo_lines
