@@ -3,19 +3,28 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+from pathlib import Path
 
 from PySide6.QtCore import QSettings
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
+
+ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "tweety-studio.png"
 
 
 def main() -> int:
-    # Alignment runs in a spawned child process; a frozen (packaged) app must not start a second GUI in it.
+    # The PyPI aligners run in a spawned child process; a frozen (packaged) app must not start a second GUI in it.
     multiprocessing.freeze_support()
+    if "--self-test" in sys.argv[1:]:
+        from app import selftest
+
+        return selftest.run()
     from app.window import SETTINGS, MainWindow
     from core.errors import TweetyError
 
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Tweety Studio")
+    app.setWindowIcon(QIcon(str(ICON)))
     window = MainWindow()
     last = QSettings(*SETTINGS).value("last_project")
     if last:

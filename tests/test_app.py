@@ -228,3 +228,14 @@ def test_bad_files_are_explained_inline(qtbot, window, tmp_path):
     wait_job(qtbot, w)
     assert "weights.bin" in page.error.text()
     assert "data" not in w.project.state.stages
+
+
+def test_self_test_runs_the_whole_product_headless():
+    """`tweety-studio --self-test` (what every installer bundle is checked with) passes from a source checkout."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "app.main", "--self-test"], capture_output=True, text=True,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("\nok    ") + r.stdout.startswith("ok    ") == 5 and "self-test passed" in r.stdout
