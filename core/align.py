@@ -183,17 +183,24 @@ class _Batch:
     m: "torch.Tensor"  # B target lengths
     cell: "torch.Tensor | None" = None  # B×M×N int32 index into the lexical tables; padding → the last slot
 
-    def geometry(self):
-        """Diagonal feature −|i/n − j/m| of every cell (1-based positions) and the masks of real words/cells."""
+    def masks(self):
+        """Which target words (B×M), source words (B×N) and cells (B×M×N) are real rather than padding."""
         import torch
 
-        m_max, n_max = self.tgt.shape[1], self.src.shape[1]
-        j = torch.arange(1, m_max + 1, device=self.tgt.device, dtype=torch.float32)
-        i = torch.arange(1, n_max + 1, device=self.tgt.device, dtype=torch.float32)
-        target_real = j[None, :] <= self.m[:, None]  # B×M
-        source_real = i[None, :] <= self.n[:, None]  # B×N
+        j = torch.arange(1, self.tgt.shape[1] + 1, device=self.tgt.device)
+        i = torch.arange(1, self.src.shape[1] + 1, device=self.tgt.device)
+        target_real = j[None, :] <= self.m[:, None]
+        source_real = i[None, :] <= self.n[:, None]
+        return target_real, source_real, target_real[:, :, None] & source_real[:, None, :]
+
+    def geometry(self):
+        """Diagonal feature −|i/n − j/m| of every cell (1-based positions), then the three masks."""
+        import torch
+
+        j = torch.arange(1, self.tgt.shape[1] + 1, device=self.tgt.device, dtype=torch.float32)
+        i = torch.arange(1, self.src.shape[1] + 1, device=self.tgt.device, dtype=torch.float32)
         feature = -(i[None, None, :] / self.n[:, None, None] - j[None, :, None] / self.m[:, None, None]).abs()
-        return feature, target_real, source_real, target_real[:, :, None] & source_real[:, None, :]
+        return (feature, *self.masks())
 
 
 def _layout(source: Sequence[np.ndarray], target: Sequence[np.ndarray], budget: int, device) -> list[_Batch]:
@@ -228,15 +235,12 @@ def _index_cells(batches: list[_Batch], target_vocab: int):
     """Give every co-occurring (source, target) token pair a slot; returns the pairs' source and target ids."""
     import torch
 
-    keys = []
-    for b in batches:
-        *_, real = b.geometry()
-        keys.append((b.src[:, None, :] * target_vocab + b.tgt[:, :, None])[real])
+    reals = [b.masks()[2] for b in batches]
+    keys = [(b.src[:, None, :] * target_vocab + b.tgt[:, :, None])[real] for b, real in zip(batches, reals)]
     unique, inverse = torch.unique(torch.cat(keys), return_inverse=True)
     pad = len(unique)
     offset = 0
-    for b, k in zip(batches, keys):
-        *_, real = b.geometry()
+    for b, k, real in zip(batches, keys, reals):
         cell = torch.full(real.shape, pad, dtype=torch.int32, device=real.device)
         cell[real] = inverse[offset:offset + len(k)].to(torch.int32)
         b.cell = cell
