@@ -43,6 +43,8 @@ class Origin(IntEnum):
     ALIGNMENT_AND_DICTIONARY = 4
     FVT = 5
     MEAN = 6  # nothing at all (e.g. `<unk>` with no source counterpart): the average source embedding
+    OVERRIDE = 7  # set by the linguist's overrides file
+    KEPT = 8  # vocabulary extension: a source token kept with its own row
 
     @property
     def label(self) -> str:
