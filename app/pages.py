@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from app.workers import Job, TextRelay
 from core.errors import TweetyError
+from core.resources import OverrideLine
 
 if TYPE_CHECKING:
     from app.window import MainWindow
@@ -43,6 +45,8 @@ TIPS = {
              "translated sentence pairs.",
     "mapping": "Mapping: for every new target token, the source-model tokens (with weights) whose embeddings "
                "initialise it.",
+    "edit": "Your corrections go into overrides.tsv in the project folder (you may also edit it by hand); the "
+            "mapping and the model are then rebuilt from the saved alignment in seconds.",
     "bpb": "Bits per byte: how surprised the model is by held-out text, normalised by text length so that models "
            "with different tokenizers compare fairly. Lower is better.",
     "stage": "Embeddings and output layer: only the new vocabulary's vectors train, the rest of the model stays as "
@@ -460,9 +464,11 @@ class MappingModel(QAbstractTableModel):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[tuple[str, str, str, str]] = []
+        self.raw: list[dict] = []
 
     def set_rows(self, rows: list[dict]) -> None:
         self.beginResetModel()
+        self.raw = rows
         self.rows = [(str(r["id"]), r["token"], r["origin"],
                       ", ".join(f"{piece} ({weight:.2f})" for piece, _id, weight in r["sources"][:5]))
                      for r in rows]
@@ -539,6 +545,53 @@ class AlignPage(Page):
         self.view.setMinimumHeight(260)
         self.layout_.addWidget(self.filter)
         self.layout_.addWidget(self.view, 1)
+        edits = QHBoxLayout()
+        for text, slot, tip in (
+                ("Set sources…", self.set_sources, "Choose the source words the selected token's embedding comes "
+                 "from (replaces what was computed)."),
+                ("Remove a link…", self.remove_link, "Take a wrong source token out of the selected token's mix.")):
+            edits.addWidget(self.button(text, slot, tip + "\n\n" + TIPS["edit"]))
+        edits.addStretch(1)
+        self.layout_.addLayout(edits)
+
+    def selected(self) -> dict | None:
+        index = self.proxy.mapToSource(self.view.currentIndex())
+        return self.model.raw[index.row()] if index.isValid() else None
+
+    def set_sources(self) -> None:
+        row = self.selected()
+        if row is None:
+            return self.window_.show_warning("Select a token in the table first.")
+        text, ok = QInputDialog.getText(
+            self, "Set sources", f"Source words for {row['token']}, separated by commas\n"
+            "(a word as in running text, or [piece] for exactly one source token):")
+        words = [w.strip() for w in text.split(",") if w.strip()] if ok else []
+        if words:
+            self.apply_overrides([OverrideLine(f"[{row['token']}]", w) for w in words])
+
+    def remove_link(self) -> None:
+        row = self.selected()
+        if row is None or not row["sources"]:
+            return self.window_.show_warning("Select a token that has source tokens first.")
+        items = [f"[{piece}]" for piece, _id, _weight in row["sources"]]
+        item, ok = QInputDialog.getItem(self, "Remove a link", f"{row['token']} should not come from:", items, 0,
+                                        False)
+        if ok:
+            self.apply_overrides([OverrideLine(f"[{row['token']}]", item, remove=True)])
+
+    def apply_overrides(self, lines: list) -> None:
+        """Record the corrections in the project's overrides file, then rebuild mapping and model from them."""
+        project = self.project
+        try:
+            project.add_overrides(lines)
+        except (OSError, TweetyError) as e:
+            return self.window_.show_warning(str(e))
+
+        def fn(progress, cancel):
+            coverage = project.remap(progress=progress, cancel=cancel).coverage()
+            return coverage, read_mapping(project)
+
+        self.run(fn, self._done, "Applying your corrections")
 
     def go(self) -> None:
         from core.align import AlignSettings
@@ -560,6 +613,7 @@ class AlignPage(Page):
         self.window_.stage_done()
 
     def show_mapping(self, coverage: dict, rows: list[dict]) -> None:
+        coverage = {k: v for k, v in coverage.items() if v}
         fill_table(self.coverage, list(coverage), [list(coverage.values())])
         self.model.set_rows(rows)
         self.view.resizeColumnsToContents()

@@ -65,7 +65,6 @@ def _demo_lines(name: str) -> list[str]:
 
 
 def _adapt(work: Path) -> str:
-    from core.models import load_model
     from core.pipeline import AdaptSettings, adapt
     from core.tokenizer import TokenizerSettings
 
@@ -74,8 +73,7 @@ def _adapt(work: Path) -> str:
     result = adapt(AdaptSettings(target_text=str(work / "train.es"), parallel=(str(work / "train.en"),
                                                                                 str(work / "train.es")),
                                  out=str(work / "adapted"), language="es",
-                                 tokenizer=TokenizerSettings(vocab_size=400)),
-                   model_and_tokenizer=load_model("default"))
+                                 tokenizer=TokenizerSettings(vocab_size=400)))
     return f"{result.alignment.links:,} alignment links, {result.coverage.get('alignment', 0)} tokens mapped"
 
 

@@ -56,6 +56,37 @@ def _add_parallel(p: argparse.ArgumentParser, required: bool = False) -> None:
                    help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file")
 
 
+def _add_resources(p: argparse.ArgumentParser) -> None:
+    """Translation resources of `adapt`: each flag may repeat; weights pair up with their resources in order."""
+    p.add_argument("--parallel", nargs="+", metavar="FILE", action="append",
+                   help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file; may repeat")
+    p.add_argument("--parallel-weight", type=float, action="append", metavar="W",
+                   help="weight of each --parallel in the mixture (default 1; give one per --parallel)")
+    p.add_argument("--dictionary", action="append", metavar="FILE",
+                   help="bilingual dictionary (.tsv/.csv, dictd .index/.dict.dz, .tmx); may repeat")
+    p.add_argument("--dictionary-weight", type=float, action="append", metavar="W",
+                   help="weight of each --dictionary (default 1; give one per --dictionary)")
+    p.add_argument("--resources", metavar="FILE", help="a TOML/JSON list of resources with weights (see README)")
+    p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
+
+
+def _weights(items: list, weights: list[float] | None, flag: str) -> list[float]:
+    if weights is None:
+        return [1.0] * len(items)
+    if len(weights) != len(items):
+        raise TweetyError(f"{len(items)} --{flag} but {len(weights)} --{flag}-weight",
+                          fix=f"give one --{flag}-weight per --{flag}, or none")
+    return weights
+
+
+def _resource_list(a: argparse.Namespace) -> list[resources.Resource]:
+    out = [resources.Resource(resources.PARALLEL, tuple(filter(None, _parallel(files)))) for files in a.parallel or []]
+    out = [resources.Resource(r.kind, r.files, w) for r, w in zip(out, _weights(out, a.parallel_weight, "parallel"))]
+    out += [resources.Resource(resources.DICTIONARY, (f,), w) for f, w in
+            zip(a.dictionary or [], _weights(a.dictionary or [], a.dictionary_weight, "dictionary"))]
+    return out + (resources.read_resource_list(a.resources) if a.resources else [])
+
+
 def _parallel(values: list[str] | None) -> tuple[str, str] | None:
     if not values:
         return None
@@ -102,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("adapt", help="all steps: tokenizer, align, map, init")
     _add_source(p)
     p.add_argument("--target-text", required=True, help="target-language text, one sentence/paragraph per line")
-    _add_parallel(p)
-    p.add_argument("--dictionary", help="bilingual dictionary (.tsv/.csv, dictd .index/.dict.dz, .tmx)")
+    _add_resources(p)
     p.add_argument("--vocab-size", type=int, required=True, help="size of the new vocabulary (e.g. 16000)")
     _add_tokenizer_model(p)
     p.add_argument("--init", choices=init.METHODS, default="transtok")
@@ -130,8 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("map", help="build the target→source token mapping")
     _add_source(p)
     p.add_argument("--tokenizer", required=True, help="target tokenizer folder")
-    p.add_argument("--alignment", help="folder written by `tweety align`")
-    p.add_argument("--dictionary")
+    p.add_argument("--alignment", action="append", metavar="DIR",
+                   help="folder written by `tweety align` (its cached link counts); may repeat")
+    p.add_argument("--alignment-weight", type=float, action="append", metavar="W",
+                   help="weight of each --alignment (default 1; give one per --alignment)")
+    p.add_argument("--dictionary", action="append", metavar="FILE", help="bilingual dictionary; may repeat")
+    p.add_argument("--dictionary-weight", type=float, action="append", metavar="W")
+    p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
     _add_mapping_options(p)
     p.add_argument("--out", required=True)
 
@@ -278,8 +313,8 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
     kw = {"progress": bars}
     if a.command == "adapt":
         settings = pipeline.AdaptSettings(
-            source_model=a.source_model, target_text=a.target_text, parallel=_parallel(a.parallel),
-            dictionary=a.dictionary, out=a.out,
+            source_model=a.source_model, target_text=a.target_text, resources=tuple(_resource_list(a)),
+            overrides=a.overrides, out=a.out,
             tokenizer=tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
             align=_align_settings(a), mapping=_mapping_settings(a), init=init.InitSettings(method=a.init, seed=a.seed),
             language=a.language)
@@ -296,7 +331,7 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
         print(f"Tokenizer written to {a.out}")
     elif a.command == "align":
         corpus = pipeline.read_parallel_setting(_parallel(a.parallel))
-        source_tok = _source_tokenizer(a.source_model)
+        source_tok = models.load_tokenizer(a.source_model)
         stats = align.align_corpus(corpus, source_tok, tokenizer.load_tokenizer(a.tokenizer), a.out,
                                    _align_settings(a), **kw)
         bars.close()
@@ -304,20 +339,27 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
     elif a.command == "map":
         if not a.alignment and not a.dictionary:
             raise TweetyError("nothing to map from", fix="give --alignment DIR and/or --dictionary FILE")
-        source_tok, target_tok = _source_tokenizer(a.source_model), tokenizer.load_tokenizer(a.tokenizer)
+        source_tok, target_tok = models.load_tokenizer(a.source_model), tokenizer.load_tokenizer(a.tokenizer)
+        named = resources.distinct_labels(
+            [resources.Resource(resources.PARALLEL, (d,), w) for d, w in
+             zip(a.alignment or [], _weights(a.alignment or [], a.alignment_weight, "alignment"))] +
+            [resources.Resource(resources.DICTIONARY, (f,), w) for f, w in
+             zip(a.dictionary or [], _weights(a.dictionary or [], a.dictionary_weight, "dictionary"))])
+        evidence = [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(r.files[0]), r.weight)
+                    if r.kind == resources.PARALLEL else
+                    mapping.dictionary_evidence(r.read(), source_tok, target_tok, name=r.label, weight=r.weight)
+                    for r in named]
         m = mapping.build_mapping(
-            source_tok, target_tok, alignment_counts=align.load_counts(a.alignment) if a.alignment else None,
-            dictionary=resources.read_dictionary(a.dictionary) if a.dictionary else None,
-            settings=_mapping_settings(a), **kw)
+            source_tok, target_tok, evidence=evidence, settings=_mapping_settings(a),
+            overrides=resources.read_overrides(a.overrides) if a.overrides else (), **kw)
         m.save(a.out, target_tok, source_tok)
         bars.close()
-        print(json.dumps(m.coverage(), indent=2))
+        print(json.dumps({"origins": m.coverage(), "resources": m.shares()}, indent=2))
     elif a.command == "init":
-        model, source_tok = models.load_model(a.source_model)
-        target_tok = tokenizer.load_tokenizer(a.tokenizer)
+        source_tok, target_tok = models.load_tokenizer(a.source_model), tokenizer.load_tokenizer(a.tokenizer)
         m = init.mapping_for_method(a.init, mapping.Mapping.load(a.mapping), source_tok, target_tok)
-        init.initialise(model, m, init.InitSettings(method=a.init, seed=a.seed), **kw)
-        init.save_adapted(model, target_tok, a.out)
+        init.initialise_folder(models.resolve(a.source_model), m, target_tok, a.out,
+                               init.InitSettings(method=a.init, seed=a.seed), **kw)
         print(f"Initialised model written to {a.out}")
     elif a.command == "eval":
         model, tok = models.load_model(a.model)
@@ -439,12 +481,6 @@ def _translate_file(a: argparse.Namespace, bars: ProgressBars, translate_file) -
     bars.close()
     print(f"Translated {n:,} lines into {out}")
     return 0
-
-
-def _source_tokenizer(spec: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(models.resolve(spec))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,19 +4,22 @@ Evidence, in order of authority:
 1. special tokens map 1:1 onto the same source token (`<|im_end|>` → `<|im_end|>`);
 2. tokens without letters (numbers, punctuation, whitespace, raw bytes) map onto the source tokens of the very same
    UTF-8 bytes — language-neutral, and exact even for a byte-level BPE source (`é` → `Ã©`, `<0x0A>` → `Ċ`);
-3. alignment link counts (pairs seen fewer than `min_pair_count` times are dropped, tokens with fewer than
-   `min_token_count` links get no alignment evidence) and dictionary entries, each normalised per token and mixed
-   by weight;
+3. translation resources — any number of aligned parallel corpora (link counts; pairs seen fewer than
+   `min_pair_count` times are dropped, tokens with fewer than `min_token_count` links get no alignment evidence) and
+   dictionaries — each normalised per token and mixed by the resource's weight;
 4. otherwise FVT: the source tokenization of the target token's own bytes.
+On top of all that, the linguist's overrides file (see `OVERRIDES_HELP`) replaces rows and removes links.
 The result is a sparse row-stochastic matrix (target vocab × source vocab): every operation is a sparse matrix
-operation or one pass over the target vocabulary, so 128k-token vocabularies are fine (no O(V²) work).
+operation or one pass over the target vocabulary, so 128k-token vocabularies are fine (no O(V²) work). The matrix is
+kept as a sum of parts, one per resource plus `override` and `fallback`, so every weight says where it came from.
 """
 from __future__ import annotations
 
 import json
 import logging
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
@@ -25,14 +28,25 @@ import scipy.sparse as sp
 
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
-from core.resources import DictionaryEntry
-from core.tokenizer import piece_bytes
+from core.resources import DictionaryEntry, OverrideLine
+from core.tokenizer import is_byte_level, piece_bytes
 
 log = logging.getLogger(__name__)
 
 MATRIX_FILE = "mapping.safetensors"
 TABLE_FILE = "mapping.jsonl"
 COVERAGE_FILE = "coverage.json"
+OVERRIDE, FALLBACK = "override", "fallback"  # names of the parts that are not translation resources
+
+OVERRIDES_HELP = """\
+# Mapping overrides for Tweety Studio: one correction per line, columns separated by a TAB.
+#   TARGET<TAB>SOURCE[<TAB>WEIGHT]   TARGET's tokens get their embedding from SOURCE's tokens; several lines for the
+#                                    same target are mixed by WEIGHT (default 1); the computed evidence is replaced.
+#   -<TAB>TARGET<TAB>SOURCE          remove a wrong link: SOURCE's tokens no longer contribute to TARGET's tokens.
+# A word stands for its tokens as they appear after a space in running text; [piece] is exactly one token, written
+# as the mapping table shows it (e.g. [▁Jehová] on the target side, [ĠLORD] on the source side).
+# Lines starting with # are comments.
+"""
 
 
 class Origin(IntEnum):
@@ -59,27 +73,62 @@ class MappingSettings:
     min_pair_count: int = 5
     min_token_count: int = 20
     top_k: int = 3  # keep the k heaviest source tokens per target token
-    alignment_weight: float = 1.0
-    dictionary_weight: float = 1.0
+
+
+ALIGNMENT_KIND, DICTIONARY_KIND = "alignment", "dictionary"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One translation resource's raw links, target tokens × source tokens: alignment link counts of one parallel
+    corpus, or dictionary entry weights. `name` labels its share in the coverage report and the mapping table."""
+    name: str
+    kind: str  # ALIGNMENT_KIND | DICTIONARY_KIND
+    counts: sp.csr_matrix
+    weight: float = 1.0
+
+
+def dictionary_evidence(entries: list[DictionaryEntry], source_tokenizer, target_tokenizer, *,
+                        name: str = DICTIONARY_KIND, weight: float = 1.0) -> Evidence:
+    shape = (len(target_tokenizer), len(source_tokenizer))
+    return Evidence(name, DICTIONARY_KIND, _dictionary_counts(entries, source_tokenizer, target_tokenizer, shape),
+                    weight)
 
 
 @dataclass
 class Mapping:
     matrix: sp.csr_matrix  # (target vocab, source vocab), rows sum to 1 (MEAN rows are empty)
     origin: np.ndarray  # Origin per target token
+    parts: dict[str, sp.csr_matrix] = field(default_factory=dict)  # name → its weights; they sum to `matrix`
 
     def coverage(self) -> dict[str, int]:
         counts = np.bincount(self.origin, minlength=len(Origin))
         return {o.label: int(counts[o]) for o in Origin}
 
+    def shares(self) -> dict[str, dict[str, float]]:
+        """Per part: how many target tokens draw on it and its share of all the weight in the mapping."""
+        total = max(float(self.matrix.sum()), 1e-12)
+        return {name: {"tokens": int((np.diff(part.indptr) > 0).sum()), "share": round(float(part.sum()) / total, 4)}
+                for name, part in self.parts.items()}
+
     def save(self, out_dir: str | Path, target_tokenizer, source_tokenizer, top: int = 10) -> None:
         from safetensors.numpy import save_file
 
-        m = self.matrix
+        m = sp.csr_matrix(self.matrix)
+        m.sort_indices()
+        tensors = {"origin": self.origin.astype(np.int8), **_csr_arrays("", m)}
+        names = list(self.parts)
+        for i, name in enumerate(names):
+            tensors.update(_csr_arrays(f"part{i}.", self.parts[name]))
+        # Each part's weight at each stored (target, source) entry of the matrix, for the table's provenance.
+        keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * m.shape[1] + m.indices
+        by_part = np.zeros((len(names), m.nnz), dtype=np.float32)
+        for i, part in enumerate(self.parts.values()):
+            part = sp.coo_matrix(part)
+            at = np.searchsorted(keys, part.row.astype(np.int64) * m.shape[1] + part.col)
+            by_part[i, np.minimum(at, m.nnz - 1)] += part.data  # a part's entries all lie in the matrix's pattern
         with atomic_dir(out_dir) as tmp:
-            save_file({"indptr": m.indptr.astype(np.int64), "indices": m.indices.astype(np.int64),
-                       "data": m.data.astype(np.float32), "shape": np.asarray(m.shape, np.int64),
-                       "origin": self.origin.astype(np.int8)}, str(tmp / MATRIX_FILE))
+            save_file(tensors, str(tmp / MATRIX_FILE), metadata={"parts": json.dumps(names)})
             target_pieces = target_tokenizer.convert_ids_to_tokens(list(range(m.shape[0])))
             with open(tmp / TABLE_FILE, "w", encoding="utf-8") as f:
                 for t in range(m.shape[0]):
@@ -88,9 +137,12 @@ class Mapping:
                     ids = m.indices[lo:hi][order].tolist()
                     sources = [[source_tokenizer.convert_ids_to_tokens(s), s, round(float(w), 4)]
                                for s, w in zip(ids, m.data[lo:hi][order])]
+                    provenance = [{n: round(float(v), 4) for n, v in zip(names, by_part[:, lo + k]) if v}
+                                  for k in order]
                     f.write(json.dumps({"id": t, "token": target_pieces[t], "origin": Origin(self.origin[t]).label,
-                                        "sources": sources}, ensure_ascii=False) + "\n")
-            (tmp / COVERAGE_FILE).write_text(json.dumps(self.coverage(), indent=2))
+                                        "sources": sources, "from": provenance}, ensure_ascii=False) + "\n")
+            (tmp / COVERAGE_FILE).write_text(json.dumps({"origins": self.coverage(), "resources": self.shares()},
+                                                        indent=2))
 
     @staticmethod
     def load(folder: str | Path) -> "Mapping":
@@ -99,9 +151,24 @@ class Mapping:
         path = Path(folder) / MATRIX_FILE
         if not path.exists():
             raise TweetyError("no mapping here", path=path, fix="run `tweety map` first")
+        from safetensors import safe_open
+
         t = load_file(str(path))
-        matrix = sp.csr_matrix((t["data"], t["indices"], t["indptr"]), shape=tuple(int(x) for x in t["shape"]))
-        return Mapping(matrix, t["origin"].astype(np.int64))
+        with safe_open(str(path), "numpy") as f:
+            names = json.loads((f.metadata() or {}).get("parts", "[]"))
+        parts = {name: _csr_from(t, f"part{i}.") for i, name in enumerate(names)}
+        return Mapping(_csr_from(t, ""), t["origin"].astype(np.int64), parts)
+
+
+def _csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    m = sp.csr_matrix(m)
+    return {f"{prefix}indptr": m.indptr.astype(np.int64), f"{prefix}indices": m.indices.astype(np.int64),
+            f"{prefix}data": m.data.astype(np.float32), f"{prefix}shape": np.asarray(m.shape, np.int64)}
+
+
+def _csr_from(t: dict[str, np.ndarray], prefix: str) -> sp.csr_matrix:
+    return sp.csr_matrix((t[f"{prefix}data"], t[f"{prefix}indices"], t[f"{prefix}indptr"]),
+                         shape=tuple(int(x) for x in t[f"{prefix}shape"]))
 
 
 # --- source tokens for a byte string ------------------------------------------------------------------------------
@@ -201,6 +268,7 @@ def fvt_rows(target_tokenizer, source_tokenizer, report: Reporter | None = None
     """FVT matrix (each target token → its own bytes in source tokens, equal weights), plus which target tokens are
     special (mapped 1:1) and which have no letters (language-neutral)."""
     to_source = SourceBytes(source_tokenizer)
+    target_byte_level = is_byte_level(target_tokenizer)  # an extended byte-level vocabulary (core.extend)
     source_vocab = source_tokenizer.get_vocab()
     specials = set(target_tokenizer.all_special_tokens) | {
         t.content for t in getattr(target_tokenizer, "added_tokens_decoder", {}).values()}
@@ -217,7 +285,7 @@ def fvt_rows(target_tokenizer, source_tokenizer, report: Reporter | None = None
                 is_special[t] = True
                 rows.append(t), cols.append(source_vocab[piece]), vals.append(1.0)
             continue  # a special token the source lacks (`<unk>`): no evidence, falls back to the mean
-        data = piece_bytes(piece)
+        data = piece_bytes(piece, target_byte_level)
         ids = to_source(data)
         no_letters[t] = not _has_letter(data)
         rows.extend([t] * len(ids))
@@ -228,48 +296,135 @@ def fvt_rows(target_tokenizer, source_tokenizer, report: Reporter | None = None
     return m, is_special, no_letters
 
 
-def build_mapping(source_tokenizer, target_tokenizer, *, alignment_counts: sp.csr_matrix | None = None,
-                  dictionary: list[DictionaryEntry] | None = None, settings: MappingSettings = MappingSettings(),
-                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Mapping:
-    report = Reporter(progress, cancel, "Mapping")
-    vt, vs = len(target_tokenizer), len(source_tokenizer)
-    fvt, is_special, no_letters = fvt_rows(target_tokenizer, source_tokenizer, report)
-    report(vt, vt, "combining evidence")
-    evidence = []
-    if alignment_counts is not None:
-        if alignment_counts.shape != (vt, vs):
-            raise TweetyError(f"the alignment counts are for vocabularies {alignment_counts.shape}, but the tokenizers "
-                              f"have ({vt}, {vs})", fix="re-run `tweety align` with this tokenizer and source model")
-        a = alignment_counts.tocsr().astype(np.float64)
+def _normalised_evidence(e: Evidence, shape: tuple[int, int], settings: MappingSettings) -> sp.csr_matrix:
+    if e.counts.shape != shape:
+        raise TweetyError(f"the {e.kind} counts of {e.name!r} are for vocabularies {e.counts.shape}, but the "
+                          f"tokenizers have {shape}", fix="re-run `tweety align` with this tokenizer and source model")
+    if not e.weight >= 0:
+        raise TweetyError(f"the weight of {e.name!r} is {e.weight}", fix="give resources weights of 0 or more")
+    a = e.counts.tocsr().astype(np.float64)
+    if e.kind == ALIGNMENT_KIND:
         a.data[a.data < settings.min_pair_count] = 0
         a.eliminate_zeros()
         totals = np.asarray(a.sum(axis=1)).ravel()
-        a = sp.diags((totals >= settings.min_token_count).astype(np.float64)) @ a
-        evidence.append((_normalise_rows(_top_k(sp.csr_matrix(a), settings.top_k)), settings.alignment_weight))
+        a = sp.csr_matrix(sp.diags((totals >= settings.min_token_count).astype(np.float64)) @ a)
+    return _normalise_rows(_top_k(a, settings.top_k))
+
+
+def _row_scale(m: sp.csr_matrix, scale: np.ndarray) -> sp.csr_matrix:
+    return sp.csr_matrix(sp.diags(scale) @ m)
+
+
+def build_mapping(source_tokenizer, target_tokenizer, *, alignment_counts: sp.csr_matrix | None = None,
+                  dictionary: list[DictionaryEntry] | None = None, evidence: Sequence[Evidence] = (),
+                  overrides: Sequence[OverrideLine] = (), settings: MappingSettings = MappingSettings(),
+                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Mapping:
+    """The mapping from every translation resource in `evidence` (plus the `alignment_counts`/`dictionary`
+    shorthands for one of each), corrected by the linguist's `overrides` (`core.resources.read_overrides`)."""
+    report = Reporter(progress, cancel, "Mapping")
+    vt, vs = len(target_tokenizer), len(source_tokenizer)
+    evidence = list(evidence)
+    if alignment_counts is not None:
+        evidence.insert(0, Evidence(ALIGNMENT_KIND, ALIGNMENT_KIND, alignment_counts))
     if dictionary:
-        d = _dictionary_counts(dictionary, source_tokenizer, target_tokenizer, (vt, vs))
-        evidence.append((_normalise_rows(_top_k(d, settings.top_k)), settings.dictionary_weight))
-    has = [np.diff(e.indptr) > 0 for e, _ in evidence]
-    mixed = sum((w * e for e, w in evidence), sp.csr_matrix((vt, vs), dtype=np.float64))
-    mixed = _normalise_rows(sp.csr_matrix(mixed))
-    has_evidence = np.diff(mixed.indptr) > 0
+        evidence.append(dictionary_evidence(dictionary, source_tokenizer, target_tokenizer))
+    names = [e.name for e in evidence]
+    if len(set(names)) != len(names) or {OVERRIDE, FALLBACK} & set(names):
+        raise TweetyError(f"resource names must be distinct and not {OVERRIDE!r}/{FALLBACK!r} (got {names})",
+                          fix="name each resource differently")
+    fvt, is_special, no_letters = fvt_rows(target_tokenizer, source_tokenizer, report)
+    report(vt, vt, "combining evidence")
+    replaced, removed = _resolve_overrides(overrides, source_tokenizer, target_tokenizer)
+
+    def without_removed(m: sp.csr_matrix) -> sp.csr_matrix:
+        if removed is None:
+            return m
+        m = sp.csr_matrix(m - m.multiply(removed))
+        m.eliminate_zeros()
+        return m
+
+    # Each resource's normalised rows times its weight; together renormalised per token, so that a token the
+    # dictionary alone knows gets the dictionary's distribution whatever the weights.
+    weighted = [without_removed(_normalised_evidence(e, (vt, vs), settings)) * e.weight for e in evidence]
+    for w in weighted:
+        w.eliminate_zeros()  # a resource of weight 0 leaves no trace (not even in the origins)
+    totals = sum((np.asarray(w.sum(axis=1)).ravel() for w in weighted), np.zeros(vt))
+    has_evidence = totals > 0
+    inverse = np.divide(1.0, totals, out=np.zeros(vt), where=has_evidence)
+    weighted = [_row_scale(w, inverse) for w in weighted]
+    kinds = {kind: np.zeros(vt, dtype=bool) for kind in (ALIGNMENT_KIND, DICTIONARY_KIND)}
+    for e, w in zip(evidence, weighted):
+        kinds[e.kind] |= np.diff(w.indptr) > 0
 
     origin = np.full(vt, Origin.FVT, dtype=np.int64)
-    if alignment_counts is not None and dictionary:
-        origin[has[0] & has[1]] = Origin.ALIGNMENT_AND_DICTIONARY
-        origin[has[0] & ~has[1]] = Origin.ALIGNMENT
-        origin[~has[0] & has[1]] = Origin.DICTIONARY
-    elif evidence:
-        origin[has[0]] = Origin.ALIGNMENT if alignment_counts is not None else Origin.DICTIONARY
+    origin[kinds[ALIGNMENT_KIND]] = Origin.ALIGNMENT
+    origin[kinds[DICTIONARY_KIND]] = Origin.DICTIONARY
+    origin[kinds[ALIGNMENT_KIND] & kinds[DICTIONARY_KIND]] = Origin.ALIGNMENT_AND_DICTIONARY
     origin[no_letters] = Origin.IDENTICAL
+    fvt = _normalise_rows(without_removed(fvt))
     origin[np.diff(fvt.indptr) == 0] = Origin.MEAN
     origin[is_special] = Origin.SPECIAL
-    use_mixed = np.isin(origin, [Origin.ALIGNMENT, Origin.DICTIONARY, Origin.ALIGNMENT_AND_DICTIONARY]) & has_evidence
-    matrix = sp.diags(use_mixed.astype(np.float64)) @ mixed + sp.diags((~use_mixed).astype(np.float64)) @ fvt
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    matrix.eliminate_zeros()
-    matrix.sort_indices()
-    return Mapping(matrix, origin)
+    use_evidence = np.isin(origin, [Origin.ALIGNMENT, Origin.DICTIONARY, Origin.ALIGNMENT_AND_DICTIONARY])
+    overridden = np.diff(replaced.indptr) > 0
+    origin[overridden] = Origin.OVERRIDE
+    use_evidence &= ~overridden
+    fallback = ~use_evidence & ~overridden
+
+    parts = {e.name: _row_scale(w, use_evidence.astype(np.float64)) for e, w in zip(evidence, weighted)}
+    parts[OVERRIDE] = replaced
+    parts[FALLBACK] = _row_scale(fvt, fallback.astype(np.float64))
+    parts = {name: _float32(part) for name, part in parts.items()}
+    matrix = _float32(sum(parts.values(), sp.csr_matrix((vt, vs), dtype=np.float32)))
+    return Mapping(matrix, origin, parts)
+
+
+def _float32(m: sp.csr_matrix) -> sp.csr_matrix:
+    m = sp.csr_matrix(m, dtype=np.float32)
+    m.eliminate_zeros()
+    m.sort_indices()
+    return m
+
+
+def _token_ids(tokenizer, text: str, vocab: dict[str, int]) -> list[int] | None:
+    """`[piece]` is exactly that token (None when the vocabulary lacks it); anything else is the tokens of the
+    text as it appears after a space in running text."""
+    if len(text) > 2 and text[0] == "[" and text[-1] == "]":
+        token = vocab.get(text[1:-1])
+        return None if token is None else [token]
+    return tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+
+
+def _resolve_overrides(overrides: Sequence[OverrideLine], source_tokenizer, target_tokenizer
+                       ) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+    """(replacement rows, normalised; a 0/1 matrix of removed links or None) from the overrides file's lines."""
+    vt, vs = len(target_tokenizer), len(source_tokenizer)
+    target_vocab, source_vocab = target_tokenizer.get_vocab(), source_tokenizer.get_vocab()
+    add: dict[tuple[int, int], float] = {}
+    remove: set[tuple[int, int]] = set()
+    for o in overrides:
+        targets = _token_ids(target_tokenizer, o.target, target_vocab)
+        sources = _token_ids(source_tokenizer, o.source, source_vocab)
+        for ids, side, text in ((targets, "target", o.target), (sources, "source", o.source)):
+            if not ids:
+                raise TweetyError(f"the {side} {text!r} is not a token of the {side} vocabulary" if ids is None else
+                                  f"the {side} {text!r} has no tokens", path=o.path, line=o.line,
+                                  fix="write a word, or [piece] exactly as the mapping table shows it")
+        for t in targets:
+            for s in sources:
+                if o.remove:
+                    remove.add((t, s))
+                else:
+                    add[t, s] = add.get((t, s), 0.0) + o.weight / len(sources)
+    replaced = _normalise_rows(_coo(add.keys(), add.values(), (vt, vs)))
+    removed = _coo(remove, [1.0] * len(remove), (vt, vs)) if remove else None
+    return replaced, removed
+
+
+def _coo(keys, values, shape: tuple[int, int]) -> sp.csr_matrix:
+    keys = list(keys)
+    rows = [t for t, _ in keys]
+    cols = [s for _, s in keys]
+    return sp.csr_matrix((list(values), (rows, cols)), shape=shape, dtype=np.float64)
 
 
 def fvt_mapping(source_tokenizer, target_tokenizer) -> Mapping:

@@ -120,17 +120,25 @@ def model_info(spec: str | Path) -> ModelInfo:
     return ModelInfo(folder, c["model_type"], layers, h, vocab, tied, params)
 
 
-def load_model(spec: str | Path, *, dtype=None):
-    """(model, tokenizer) from `default`, a GGUF file or an HF folder, float32 on CPU unless `dtype` is given."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(spec: str | Path):
+    """The tokenizer of `default`, a GGUF file or an HF folder (without loading the weights)."""
+    from transformers import AutoTokenizer
 
     folder = resolve(spec)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as e:
         raise TweetyError(f"the model has no usable tokenizer ({e})", path=folder,
                           fix="the folder needs tokenizer.json or tokenizer.model") from None
+
+
+def load_model(spec: str | Path, *, dtype=None):
+    """(model, tokenizer) from `default`, a GGUF file or an HF folder, float32 on CPU unless `dtype` is given."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = resolve(spec)
+    tokenizer = load_tokenizer(folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
     except (OSError, ValueError) as e:

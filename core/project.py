@@ -86,6 +86,7 @@ class Project:
     finetune_dir = property(lambda self: self.folder / "finetuned")
     split_dir = property(lambda self: self.folder / "work" / "split")
     export_dir = property(lambda self: self.folder / "export")
+    overrides_file = property(lambda self: self.folder / "overrides.tsv")  # the linguist's corrections, user-editable
 
     @staticmethod
     def create(folder: str | Path, source_model: str = "default") -> "Project":
@@ -231,28 +232,51 @@ class Project:
         inputs = self.inputs()
         counts = align.load_counts(self.alignment_dir) if inputs.parallel else None
         dictionary = resources.read_dictionary(inputs.dictionary) if inputs.dictionary else None
+        overrides = resources.read_overrides(self.overrides_file) if self.overrides_file.exists() else ()
         source_tok, target_tok = self.source()[1], self.target_tokenizer()
         m = mapping.build_mapping(source_tok, target_tok, alignment_counts=counts, dictionary=dictionary,
-                                  settings=settings, progress=progress, cancel=cancel)
+                                  overrides=overrides, settings=settings, progress=progress, cancel=cancel)
         m.save(self.mapping_dir, target_tok, source_tok)
         self.state.settings["mapping"] = asdict(settings)
         self._record("map", time.monotonic() - start, "work/mapping", m.coverage())
         return m
 
+    def add_overrides(self, lines) -> None:
+        """Append `OverrideLine`s to the project's overrides file (created with its format help); they take effect
+        at the next `build_mapping`. Lines the user wrote by hand are kept."""
+        from core.mapping import OVERRIDES_HELP
+        from core.resources import format_override
+
+        old = self.overrides_file.read_text(encoding="utf-8") if self.overrides_file.exists() else OVERRIDES_HELP
+        with atomic_file(self.overrides_file) as tmp:
+            tmp.write_text(old + ("" if old.endswith("\n") else "\n") +
+                           "".join(format_override(o) + "\n" for o in lines), encoding="utf-8")
+
+    def remap(self, *, progress=None, cancel=None):
+        """Mapping and initialisation again, from the cached alignment counts (after the overrides changed)."""
+        from core import init, mapping
+
+        def saved(cls, key: str):  # settings as recorded (fields a newer version dropped are ignored)
+            recorded = self.state.settings.get(key, {})
+            return cls(**{k: v for k, v in recorded.items() if k in cls.__dataclass_fields__})
+
+        m = self.build_mapping(saved(mapping.MappingSettings, "mapping"), progress=progress, cancel=cancel)
+        self.initialise(saved(init.InitSettings, "init"), progress=progress, cancel=cancel)
+        return m
+
     def initialise(self, settings=None, *, progress=None, cancel=None) -> Path:
-        """Write the adapted model (`model/`), initialised from the mapping. The source model stays untouched."""
-        import copy
+        """Write the adapted model (`model/`), initialised from the mapping; streamed from the source model's files
+        (seconds, little memory), which stay untouched."""
         import time
 
-        from core import init, mapping
+        from core import init, mapping, models
 
         start = time.monotonic()
         settings = settings or init.InitSettings()
-        model, source_tok = self.source()
-        target_tok = self.target_tokenizer()
+        source_tok, target_tok = self.source()[1], self.target_tokenizer()
         m = init.mapping_for_method(settings.method, mapping.Mapping.load(self.mapping_dir), source_tok, target_tok)
-        adapted = init.initialise(copy.deepcopy(model), m, settings, progress=progress, cancel=cancel)
-        init.save_adapted(adapted, target_tok, self.model_dir)
+        init.initialise_folder(models.resolve(self.state.source_model), m, target_tok, self.model_dir, settings,
+                               progress=progress, cancel=cancel)
         shutil.rmtree(self.finetune_dir, ignore_errors=True)  # fine-tuned from the old initialisation: stale
         self.state.settings["init"] = asdict(settings)
         # The model folder carries the provenance the GGUF export reads.

@@ -5,6 +5,7 @@ Every reader returns NFC-normalised text with any byte-order mark removed, and t
 
 Parallel corpora: two line-aligned text files (Moses), one TSV file of `source<TAB>target`, or TMX.
 Dictionaries: TSV/CSV `source,target[,weight]`, FreeDict/dictd (`.index` + `.dict` or `.dict.dz`), or TMX.
+Several resources at once: `Resource` values, or a resource list file (`read_resource_list`, TOML or JSON).
 """
 from __future__ import annotations
 
@@ -39,6 +40,17 @@ class DictionaryEntry:
     source: str  # a word or short phrase in the source model's language
     target: str  # its translation in the target language
     weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class OverrideLine:
+    """One line of a mapping overrides file (format: `core.mapping.OVERRIDES_HELP`)."""
+    target: str  # a target word, or `[piece]` for exactly one token
+    source: str  # source word(s), or `[piece]`
+    weight: float = 1.0
+    remove: bool = False  # a `-` line: take this link out
+    path: str = ""  # where the line came from, for error messages
+    line: int = 0
 
 
 def _open_bytes(path: Path) -> bytes:
@@ -116,6 +128,88 @@ def head_bytes(text: str, max_bytes: int) -> str:
     return text.encode()[:max_bytes].decode("utf-8", errors="ignore") if max_bytes else text
 
 
+# --- several resources at once ------------------------------------------------------------------------------------
+
+PARALLEL, DICTIONARY = "parallel", "dictionary"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A translation resource as the user gave it, with the weight its evidence gets when resources are mixed."""
+    kind: str  # PARALLEL | DICTIONARY
+    files: tuple[str, ...]  # parallel: (source, target) or one .tsv/.tmx file; dictionary: one file
+    weight: float = 1.0
+    name: str = ""  # label in reports; default: the first file's name
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.files[0]).name
+
+    def check(self, where: str | Path | None = None) -> None:
+        counts = {PARALLEL: (1, 2), DICTIONARY: (1, 1)}.get(self.kind)
+        if counts is None:
+            raise TweetyError(f"unknown resource kind {self.kind!r}", path=where, fix="use parallel or dictionary")
+        if not counts[0] <= len(self.files) <= counts[1]:
+            raise TweetyError(f"a {self.kind} resource takes {' or '.join(map(str, sorted(set(counts))))} file(s), "
+                              f"got {len(self.files)}", path=where,
+                              fix="parallel: SOURCE TARGET (or one .tsv/.tmx); dictionary: one file")
+        if not self.weight >= 0:
+            raise TweetyError(f"the weight of {self.label} is {self.weight}", path=where, fix="use a weight ≥ 0")
+
+    def read(self) -> ParallelCorpus | list[DictionaryEntry]:
+        if self.kind == PARALLEL:
+            return read_parallel(self.files[0], self.files[1] if len(self.files) > 1 else None)
+        return read_dictionary(self.files[0])
+
+
+def distinct_labels(resources: list[Resource]) -> list[Resource]:
+    """The same resources, renamed where two would share a label (`bible.es`, `bible.es-2`)."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in resources:
+        seen[r.label] = seen.get(r.label, 0) + 1
+        out.append(r if seen[r.label] == 1 else Resource(r.kind, r.files, r.weight, f"{r.label}-{seen[r.label]}"))
+    return out
+
+
+def read_resource_list(path: str | Path) -> list[Resource]:
+    """A resource list: TOML (`[[parallel]] files = ["a.en", "a.es"]  weight = 2  name = "bible"`,
+    `[[dictionary]] file = "d.tsv"`) or the same structure as JSON. Relative paths are relative to the list."""
+    path = Path(path)
+    text = "\n".join(read_lines(path))
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except (ValueError, json.JSONDecodeError) as e:  # tomllib.TOMLDecodeError is a ValueError
+        raise TweetyError(f"is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({e})", path=path,
+                          fix="see README, \"Several resources\"") from None
+    if not isinstance(data, dict) or set(data) - {PARALLEL, DICTIONARY}:
+        raise TweetyError(f"expected only [[{PARALLEL}]] and [[{DICTIONARY}]] entries", path=path,
+                          fix="see README, \"Several resources\"")
+    out = []
+    for kind in (PARALLEL, DICTIONARY):
+        for i, entry in enumerate(data.get(kind, []), start=1):
+            where = f"{path} ({kind} #{i})"
+            if not isinstance(entry, dict) or set(entry) - {"files", "file", "weight", "name"}:
+                raise TweetyError("expected keys files/file, weight, name", path=where)
+            files = entry.get("files", [entry["file"]] if "file" in entry else [])
+            files = tuple(str(path.parent / f) for f in ([files] if isinstance(files, str) else files))
+            try:
+                weight = float(entry.get("weight", 1.0))
+            except (TypeError, ValueError):
+                raise TweetyError(f"the weight {entry.get('weight')!r} is not a number", path=where) from None
+            r = Resource(kind, files, weight, str(entry.get("name", "")))
+            r.check(where)
+            out.append(r)
+    if not out:
+        raise TweetyError("lists no resources", path=path, fix="add a [[parallel]] or [[dictionary]] entry")
+    return out
+
+
 # --- parallel corpora -------------------------------------------------------------------------------------------
 
 def read_parallel(source_path: str | Path, target_path: str | Path | None = None) -> ParallelCorpus:
@@ -176,9 +270,10 @@ def _read_tmx(path: Path) -> Iterator[tuple[str, str]]:
                           fix="check the file was exported completely") from None
 
 
-def _read_table(path: Path, *, min_columns: int, max_columns: int, what: str) -> Iterator[tuple[int, str, str, str]]:
+def _read_table(path: Path, *, min_columns: int, max_columns: int, what: str, lines: list[str] | None = None,
+                fix: str = "write `source<TAB>target` on every line") -> Iterator[tuple[int, str, str, str]]:
     """Rows of a TSV (or CSV, by extension or when no tab is present); `#` lines and blank lines are skipped."""
-    lines = read_lines(path)
+    lines = read_lines(path) if lines is None else lines
     sample = "\n".join(lines[:50])
     delimiter = "\t" if "\t" in sample or path.suffix.lower() in {".tsv", ".tab"} else ","
     rows = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
@@ -188,8 +283,7 @@ def _read_table(path: Path, *, min_columns: int, max_columns: int, what: str) ->
             continue
         if len(row) < min_columns:
             raise TweetyError(f"has {len(row)} column; a {what} needs {min_columns} columns separated by "
-                              f"{'tabs' if delimiter == chr(9) else 'commas'}", path=path, line=number,
-                              fix="write `source<TAB>target` on every line")
+                              f"{'tabs' if delimiter == chr(9) else 'commas'}", path=path, line=number, fix=fix)
         if len(row) > max_columns:
             raise TweetyError(f"has {len(row)} columns; at most {max_columns} expected", path=path, line=number,
                               fix="remove the extra columns (or quote fields that contain the separator)")
@@ -197,6 +291,50 @@ def _read_table(path: Path, *, min_columns: int, max_columns: int, what: str) ->
         yield number, row[0].strip(), row[1].strip(), row[2].strip() if len(row) > 2 else ""
     if not found:
         raise TweetyError(f"no {what} entries found", path=path, fix="check the file format")
+
+
+def _weight(text: str, path: Path, line: int) -> float:
+    try:
+        value = float(text) if text else 1.0
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise TweetyError(f"the weight {text!r} is not a positive number", path=path, line=line,
+                          fix="use a positive number in the last column, or leave it out")
+    return value
+
+
+# --- the linguist's mapping overrides -------------------------------------------------------------------------------
+
+def read_overrides(path: str | Path) -> list[OverrideLine]:
+    """A mapping overrides file: `TARGET<TAB>SOURCE[<TAB>WEIGHT]` and `-<TAB>TARGET<TAB>SOURCE` lines, `#` comments.
+    A file of comments only (as the wizard first writes it) holds no overrides."""
+    path = Path(path)
+    lines = read_lines(path) if path.exists() and path.stat().st_size else []
+    if not any(line.strip() and not line.startswith("#") for line in lines):
+        if not path.exists():
+            raise TweetyError("file not found", path=path, fix="check the path")
+        return []
+    out = []
+    for number, first, second, third in _read_table(path, min_columns=2, max_columns=3, what="override",
+                                                    lines=lines, fix="write `TARGET<TAB>SOURCE` on every line"):
+        if first == "-":
+            if not second or not third:
+                raise TweetyError("a `-` line needs a target and a source", path=path, line=number,
+                                  fix="write `-<TAB>TARGET<TAB>SOURCE`")
+            out.append(OverrideLine(second, third, remove=True, path=str(path), line=number))
+        elif first and second:
+            out.append(OverrideLine(first, second, _weight(third, path, number), path=str(path), line=number))
+        else:
+            raise TweetyError("an empty target or source", path=path, line=number, fix="fill in both columns")
+    return out
+
+
+def format_override(o: OverrideLine) -> str:
+    """The overrides-file line for `o` (what `read_overrides` reads back)."""
+    if o.remove:
+        return f"-\t{o.target}\t{o.source}"
+    return f"{o.target}\t{o.source}" + (f"\t{o.weight:g}" if o.weight != 1.0 else "")
 
 
 # --- dictionaries -------------------------------------------------------------------------------------------------
@@ -211,13 +349,7 @@ def read_dictionary(path: str | Path) -> list[DictionaryEntry]:
         return [DictionaryEntry(s, t) for s, t in _read_tmx(path) if s and t]
     entries = []
     for number, source, target, weight in _read_table(path, min_columns=2, max_columns=3, what="dictionary"):
-        try:
-            value = float(weight) if weight else 1.0
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise TweetyError(f"the weight {weight!r} is not a positive number", path=path, line=number,
-                              fix="use a positive number in the third column, or leave it out")
+        value = _weight(weight, path, number)
         if source and target:
             entries.append(DictionaryEntry(source, target, value))
     return entries

@@ -170,8 +170,28 @@ def load_tokenizer(folder: str | Path):
     return AutoTokenizer.from_pretrained(folder)
 
 
-def piece_bytes(piece: str) -> bytes | None:
-    """The exact UTF-8 bytes a target piece stands for (`▁` is a space, `<0xC3>` one raw byte)."""
+def byte_level_chars() -> dict[int, str]:
+    """GPT-2's byte-level alphabet (byte-level BPE: SmolLM2, Llama 3): every byte has a printable stand-in —
+    printable Latin-1 bytes stand for themselves, the others for chr(256 + k) in byte order (`Ġ` is a space)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return {b: chr(b) if b in printable else chr(next(extra)) for b in range(256)}
+
+
+_BYTE_OF_CHAR = {c: b for b, c in byte_level_chars().items()}
+
+
+def is_byte_level(tokenizer) -> bool:
+    """Whether a (fast) tokenizer's pieces are written in the byte-level alphabet."""
+    backend = tokenizer.backend_tokenizer
+    return "ByteLevel" in repr(backend.pre_tokenizer) + repr(backend.decoder)
+
+
+def piece_bytes(piece: str, byte_level: bool = False) -> bytes | None:
+    """The exact UTF-8 bytes a target piece stands for (`▁` is a space, `<0xC3>` one raw byte; with `byte_level`,
+    each character is the byte it stands for: `Ġcasa` is b" casa")."""
+    if byte_level:
+        return b"".join(bytes([_BYTE_OF_CHAR[c]]) if c in _BYTE_OF_CHAR else c.encode("utf-8") for c in piece)
     m = _BYTE_PIECE.match(piece)
     if m:
         return bytes([int(m.group(1), 16)])

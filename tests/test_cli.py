@@ -73,6 +73,38 @@ def test_stepwise_commands_reproduce_adapt(files, adapted):
     np.testing.assert_allclose((ours.matrix - theirs.matrix).toarray(), 0, atol=1e-6)
 
 
+def test_overrides_edit_then_reinitialise_from_the_cached_alignment(files, adapted):
+    """The linguist's round trip: map again with an overrides file from the saved counts, initialise again; exactly
+    the rows the file names change, to the weighted averages it asks for."""
+    from safetensors.torch import load_file
+
+    from core.models import load_model
+
+    d = files / "edit"
+    d.mkdir()
+    (d / "fix.tsv").write_text("[▁Dios]\tGod\t3\n[▁Dios]\tLord\n-\ttierra\t[Ġearth]\n", encoding="utf-8")
+    work = adapted / "work"
+    r = tweety("map", "--tokenizer", work / "tokenizer", "--alignment", work / "alignment", "--dictionary",
+               files / "dict.tsv", "--overrides", d / "fix.tsv", "--out", d / "map")
+    report = json.loads(r.stdout)
+    # Of the dictionary's three entries, God→Dios is overridden and earth→tierra removed: aguas alone keeps one.
+    assert report["origins"]["override"] == 1 and report["resources"]["dict.tsv"]["tokens"] == 1
+    tweety("init", "--tokenizer", work / "tokenizer", "--mapping", d / "map", "--out", d / "model")
+
+    old, new = Mapping.load(work / "mapping"), Mapping.load(d / "map")
+    remapped = set(np.unique((old.matrix != new.matrix).nonzero()[0]).tolist())
+    before, after = (load_file(f / "model.safetensors")["model.embed_tokens.weight"] for f in (adapted, d / "model"))
+    assert set((before != after).any(dim=1).nonzero().ravel().tolist()) == remapped
+    source_model, source_tok = load_model("default")
+    vocab = json.loads((work / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    dios, earth = vocab["▁Dios"], source_tok.convert_tokens_to_ids("Ġearth")
+    tierra = vocab["▁tierra"]
+    assert remapped == {dios, tierra} and old.matrix[tierra, earth] > 0 and new.matrix[tierra, earth] == 0
+    e = source_model.get_input_embeddings().weight.detach()
+    god, lord = (source_tok.convert_tokens_to_ids(t) for t in ("ĠGod", "ĠLord"))
+    assert (after[dios] - (0.75 * e[god] + 0.25 * e[lord])).abs().max() < 1e-6
+
+
 def test_never_overwrites_a_users_folder_and_reports_bad_input(files, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -1,7 +1,6 @@
 """GGUF export: llama.cpp reads the file back with the same logits and the same tokenization as transformers."""
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 
@@ -18,18 +17,16 @@ from core.resources import read_lines
 
 
 @pytest.fixture(scope="module")
-def adapted(tmp_path_factory, source, pairs):
+def adapted(tmp_path_factory, pairs):
     """The real SmolLM2-135M adapted to Spanish through the whole pipeline (vocab 800, 400 verse pairs)."""
     from core.pipeline import AdaptSettings, adapt
     from core.tokenizer import TokenizerSettings
 
-    model, tok = source
     tmp = tmp_path_factory.mktemp("export")
     en, es = write_lines(tmp / "train.en", pairs[0]), write_lines(tmp / "train.es", pairs[1])
     out = tmp / "adapted"
     adapt(AdaptSettings(target_text=str(es), parallel=(str(en), str(es)), out=str(out), language="es",
-                        tokenizer=TokenizerSettings(vocab_size=800)),
-          model_and_tokenizer=(copy.deepcopy(model), tok))
+                        tokenizer=TokenizerSettings(vocab_size=800)))
     return out
 
 @pytest.fixture(scope="module")
