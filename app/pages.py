@@ -459,17 +459,17 @@ def segmentations(project, tok, n: int = 3) -> list[str]:
 
 class MappingModel(QAbstractTableModel):
     """Rows of `mapping.jsonl`: one per target token, with its strongest source tokens."""
-    HEADERS = ("ID", "Token", "Origin", "Top source tokens (weight)")
+    HEADERS = ("ID", "Token", "Origin", "From", "Top source tokens (weight)")
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: list[tuple[str, str, str, str]] = []
+        self.rows: list[tuple[str, str, str, str, str]] = []
         self.raw: list[dict] = []
 
     def set_rows(self, rows: list[dict]) -> None:
         self.beginResetModel()
         self.raw = rows
-        self.rows = [(str(r["id"]), r["token"], r["origin"],
+        self.rows = [(str(r["id"]), r["token"], r["origin"], provenance(r),
                       ", ".join(f"{piece} ({weight:.2f})" for piece, _id, weight in r["sources"][:5]))
                      for r in rows]
         self.endResetModel()
@@ -489,6 +489,16 @@ class MappingModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.HEADERS[section]
         return None
+
+
+def provenance(row: dict) -> str:
+    """Which resources a token's weights came from, e.g. "bible 70%, freedict 30%" (largest first)."""
+    totals: dict[str, float] = {}
+    for shares in row.get("from", []):
+        for name, weight in shares.items():
+            totals[name] = totals.get(name, 0.0) + weight
+    total = sum(totals.values()) or 1.0
+    return ", ".join(f"{name} {w / total:.0%}" for name, w in sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def read_mapping(project) -> list[dict]:

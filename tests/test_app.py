@@ -93,8 +93,18 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     align.filter.setText("▁Dios")
     assert align.proxy.rowCount() >= 1
     assert "Dios" in align.proxy.index(0, 1).data()
-    align.filter.setText("")
+    # The linguist's correction: ▁Dios from "God" only; written to overrides.tsv, mapping and model rebuilt.
+    from core.resources import OverrideLine
+
+    align.apply_overrides([OverrideLine("[▁Dios]", "God")])
+    wait_job(qtbot, w)
+    assert "[▁Dios]\tGod" in (w.project.folder / "overrides.tsv").read_text(encoding="utf-8")
+    row = next(r for r in align.model.rows if r[1] == "▁Dios")
+    assert row[2:] == ("override", "override 100%", "ĠGod (1.00)")
+    assert w.project.state.stages["map"].summary["override"] == 1 and "init" in w.project.state.stages
+    align.view.selectRow(next(i for i in range(align.proxy.rowCount()) if align.proxy.index(i, 1).data() == "▁Dios"))
     shot(w, 5, "align")
+    align.filter.setText("")
 
     # Fine-tune: start, pause (no step while paused, GUI alive), stop, resume to the end; the curve is drawn live.
     ft = w.pages["finetune"]
