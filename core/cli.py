@@ -206,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--out", required=True, help="output model folder (new, empty, or an earlier Tweety output)")
+    p.add_argument("--nproc", type=int, help="train with N processes on this machine (one per GPU), started by "
+                   "torchrun, trainable tensors sharded with FSDP; --batch-size is split between them (docs/cluster.md)")
+    p.add_argument("--nnodes", type=int, default=1, help="machines in the job: run the same command on each")
+    p.add_argument("--rdzv", metavar="HOST:PORT", help="where the machines of a multi-machine job meet (a free port "
+                   "on one of them)")
+    p.add_argument("--print-launch", nargs="?", const="", metavar="DIR", help="run nothing: write a job folder "
+                   "(job.json, launch.sh, slurm.sbatch; default OUT-job) for a cluster and print the torchrun command")
 
     p = sub.add_parser("export", help="write an adapted model as a GGUF file for llama.cpp")
     p.add_argument("--model", required=True, help="adapted model folder")
@@ -376,11 +383,24 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
             batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr, schedule=a.schedule, warmup_steps=a.warmup,
             eval_every=a.eval_every, eval_max_bytes=a.eval_max_bytes, checkpoint_every=a.checkpoint_every,
             seed=a.seed, device=a.device)
+        from core import distributed
+
+        launch = distributed.LaunchSettings(a.nproc or 1, a.nnodes, a.rdzv or "")
+        if a.print_launch is not None:
+            folder, command = distributed.write_job(a.print_launch or a.out.rstrip("/\\") + "-job", a.model, a.text,
+                                                    a.heldout, a.out, settings, launch, resume=a.resume)
+            print(f"Job folder written to {folder} (job.json, launch.sh, slurm.sbatch). Run on each machine:")
+            print(command)
+            return 0
         cancel = CancelToken()
         try:
             with _ctrl_c_cancels(cancel):
-                result = finetune.finetune(a.model, a.text, a.heldout, a.out, settings, resume=a.resume,
-                                           cancel=cancel, **kw)
+                if a.nproc or a.nnodes > 1:
+                    result = distributed.launch(a.model, a.text, a.heldout, a.out, settings, launch,
+                                                resume=a.resume, cancel=cancel, **kw)
+                else:
+                    result = finetune.finetune(a.model, a.text, a.heldout, a.out, settings, resume=a.resume,
+                                               cancel=cancel, **kw)
         except Cancelled:
             bars.close()
             print(f"stopped; the last finished step is checkpointed in {a.out} — add --resume to continue",

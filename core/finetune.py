@@ -12,6 +12,13 @@ restored from the checkpoint, its loss curve is the same.
 Output folder (`out/`): a normal Hugging Face model once finished (config.json written last), and `out/training/`
 with `log.csv`, `log.json`, `curve.png` and `checkpoint/` (trainable tensors + optimizer state as safetensors, and
 `state.json`; replaced atomically). A cancelled run checkpoints the last finished step before it stops.
+
+The same loop runs as one of N processes when `torchrun` starts it (WORLD_SIZE > 1; `core.distributed` builds the
+launch): FSDP shards the trainable tensors and their optimizer state across the ranks (the frozen body is replicated,
+it needs no gradients), each rank trains on its slice of the global batch BlockOrder draws for the step, and FSDP
+averages the gradients — so N processes take the steps one process would. Rank 0 alone reports progress and writes
+logs, checkpoints (full tensors, gathered from every rank: any number of processes can resume them) and the model;
+a cancel seen by any rank stops every rank after the same step.
 """
 from __future__ import annotations
 
@@ -209,28 +216,45 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
     """Fine-tune the model in `model_dir` on the target text file `text`, evaluating on `heldout`; write `out_dir`.
 
     `resume=True` continues the unfinished (or finished, with more steps) run in `out_dir` from its checkpoint; its
-    settings must match except for `steps`."""
+    settings must match except for `steps`. Under `torchrun` (WORLD_SIZE > 1) every rank calls this with the same
+    arguments; `batch_size` is the global micro-batch, split evenly across the ranks."""
+    settings.check()
+    ranks = Ranks.join(_device(settings.device))
+    try:
+        return _finetune(Path(model_dir), text, heldout, Path(out_dir), settings, resume, progress, cancel, ranks)
+    finally:
+        ranks.leave()
+
+
+def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSettings, resume: bool,
+              progress: ProgressFn | None, cancel: CancelToken | None, ranks: Ranks) -> FinetuneResult:
     import torch
 
     from core import resources
     from core.evaluate import bits_per_byte
     from core.models import load_model
 
-    settings.check()
-    out = Path(out_dir)
+    if settings.batch_size % ranks.world:
+        raise TweetyError(f"the batch size ({settings.batch_size}) must be a multiple of the number of training "
+                          f"processes ({ranks.world})", fix="change the batch size or the number of processes")
+    # Ranks > 0 never report; with several ranks a cancel is honoured only once all ranks agree on it (see
+    # Ranks.step_done), never by one rank alone in the middle of a collective.
+    if ranks.rank:
+        progress = None
+    local_cancel = cancel if ranks.world == 1 else None
     ckpt = checkpoint_dir(out)
     lines = resources.read_lines(text)
     heldout_text = resources.head_bytes(resources.read_text(heldout), settings.eval_max_bytes) if heldout else None
     state = RunState(asdict(settings), str(Path(model_dir).resolve()), resources.sha256_file(text),
                      resources.sha256_file(heldout) if heldout else None)
     if resume:
-        state = _resumable(out, state)
+        state = ranks.on_rank0(lambda: _resumable(out, state))
     else:
-        _fresh_output(out)
+        ranks.on_rank0(lambda: _fresh_output(out))
 
-    report = Reporter(progress, cancel, "Fine-tuning")
+    report = Reporter(progress, local_cancel, "Fine-tuning")
     report(0, None, "loading the model")
-    device = _device(settings.device)
+    device = ranks.device
     model, tokenizer = load_model(model_dir, dtype="auto")
     stored = {name: p.dtype for name, p in model.named_parameters()}
     names = set(trainable_names(model, settings))
@@ -239,14 +263,16 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
         if name in names or device == "cpu":  # trainable weights train in float32; CPU has no bf16 autocast here
             p.data = p.data.float()
     model.to(device)
+    optimizer_state = _load_checkpoint(ckpt, model, names) if state.step else None
+    ranks.shard(model, names)
     params = [p for name, p in model.named_parameters() if name in names]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay,
                                   fused=True)
-    if state.step:
-        _load_checkpoint(ckpt, model, optimizer, names)
+    if optimizer_state:
+        optimizer.load_state_dict(ranks.shard_like(optimizer_state, params))
 
     blocks = pack_blocks(tokenizer, lines, settings.block_size, path=text,
-                         report=Reporter(progress, cancel, "Preparing text"))
+                         report=Reporter(progress, local_cancel, "Preparing text"))
     order = BlockOrder(len(blocks), settings.seed)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda")
                 else contextlib.nullcontext())
@@ -255,13 +281,14 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
         if not heldout_text:
             return None
         with autocast:
-            bpb = bits_per_byte(model, tokenizer, heldout_text, progress=None, cancel=cancel).bits_per_byte
+            bpb = bits_per_byte(model, tokenizer, heldout_text, progress=None, cancel=local_cancel).bits_per_byte
         model.train()
         return bpb
 
     resumed_from = state.step
-    log.info("fine-tuning %s: %d blocks of %d tokens, %d trainable tensors (%s parameters) on %s",
-             model_dir, len(blocks), settings.block_size, len(params), f"{sum(p.numel() for p in params):,}", device)
+    log.info("fine-tuning %s: %d blocks of %d tokens, %d trainable tensors (%s parameters) on %s (rank %d of %d)",
+             model_dir, len(blocks), settings.block_size, len(params), f"{sum(p.numel() for p in params):,}", device,
+             ranks.rank, ranks.world)
     if state.initial_bpb is None:
         report(0, settings.steps, "evaluating before training")
         state.initial_bpb = evaluate()
@@ -269,6 +296,7 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
             report(0, settings.steps, f"held-out {state.initial_bpb:.3f} bits/byte before training",
                    {"step": 0, "heldout_bpb": state.initial_bpb})
     tokens_per_step = settings.batch_size * settings.grad_accum * settings.block_size
+    mine = slice(ranks.rank * settings.batch_size // ranks.world, (ranks.rank + 1) * settings.batch_size // ranks.world)
     session_start, session_steps, session_seconds = time.monotonic(), 0, 0.0
     model.train()
     try:
@@ -281,7 +309,7 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
             loss_sum = torch.zeros((), device=device)
             for micro in range(settings.grad_accum):
                 first = (state.step * settings.grad_accum + micro) * settings.batch_size
-                x = blocks[order.indices(first, settings.batch_size)].to(device, non_blocking=True)
+                x = blocks[order.indices(first, settings.batch_size)[mine]].to(device, non_blocking=True)
                 with autocast:
                     logits = model(input_ids=x).logits
                 # Targets shifted left and the last position ignored: the logits are used as they are, no copy of
@@ -295,7 +323,8 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
                 torch.nn.utils.clip_grad_norm_(params, settings.clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_value = float(loss_sum) / settings.grad_accum  # one device sync per step
+            # One device sync per step; with several ranks also the one all-reduce of the loss and the cancel flag.
+            loss_value, stop = ranks.step_done(loss_sum / settings.grad_accum, cancel)
             dt = time.monotonic() - t0
             # The step is complete (and recorded) before anything that can be cancelled, so a checkpoint taken on
             # cancel is always at a step boundary.
@@ -311,20 +340,35 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
                 if bpb is not None:
                     record = state.curve[-1] = replace(record, heldout_bpb=round(bpb, 5))
             if state.step % settings.checkpoint_every == 0 and state.step < settings.steps:
-                _save_checkpoint(ckpt, model, optimizer, names, state)
+                _save_checkpoint(ckpt, model, optimizer, names, state, ranks)
             wall = (time.monotonic() - session_start) / session_steps
             eta = wall * (settings.steps - state.step)
             report(state.step, settings.steps, _message(record),
                    {k: v for k, v in asdict(record).items() if v is not None} | {"eta_s": eta})
+            if stop:
+                raise Cancelled()
     except Cancelled:
         if state.step > resumed_from:
-            _save_checkpoint(ckpt, model, optimizer, names, state)
+            _save_checkpoint(ckpt, model, optimizer, names, state, ranks)
         raise
     state.finished = True
-    _save_checkpoint(ckpt, model, optimizer, names, state)
-    for name, p in model.named_parameters():  # back to the dtypes on disk: frozen weights are saved untouched
-        p.data = p.data.to("cpu", stored[name])
-    _write_model(model, tokenizer, Path(model_dir), out, settings)
+    trained = _save_checkpoint(ckpt, model, optimizer, names, state, ranks)
+    if ranks.world > 1:
+        # A sharded model cannot save itself (save_pretrained does not gather FSDP shards): rank 0 writes a fresh
+        # copy of the model with the trained tensors put in, which is what the single-process branch writes.
+        del model, optimizer, params
+        if ranks.rank == 0:
+            model, _ = load_model(model_dir, dtype="auto")
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in trained:
+                        p.copy_(trained[name])
+    else:
+        for name, p in model.named_parameters():  # back to the dtypes on disk: frozen weights are saved untouched
+            p.data = p.data.to("cpu", stored[name])
+    if ranks.rank == 0:
+        _write_model(model, tokenizer, model_dir, out, settings)
+    ranks.barrier()  # every rank returns once the model is written
     bpbs = [r.heldout_bpb for r in state.curve if r.heldout_bpb is not None]
     return FinetuneResult(out, state.step, state.initial_bpb, bpbs[-1] if bpbs else None, state.seconds,
                           state.step * tokens_per_step / state.seconds if state.seconds else 0.0, resumed_from,
@@ -391,11 +435,126 @@ def _resumable(out: Path, fresh: RunState) -> RunState:
     return saved
 
 
+# --- several processes -------------------------------------------------------------------------------------------
+
+@dataclass
+class Ranks:
+    """This process's place in a `torchrun` launch. A plain run is world 1, where every method does nothing (or the
+    single-process thing), so the training loop has one path."""
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+    owns_group: bool = False  # we started the process group, so we end it
+
+    @staticmethod
+    def join(device: str) -> Ranks:
+        """Join the process group `torchrun` describes in the environment (WORLD_SIZE, RANK, LOCAL_RANK,
+        MASTER_ADDR/PORT): gloo on the CPU, NCCL on GPUs, one GPU per local rank."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return Ranks(device=device)
+        import torch
+        import torch.distributed as dist
+
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+        owns = not dist.is_initialized()
+        if owns:
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return Ranks(dist.get_rank(), dist.get_world_size(), device, owns)
+
+    def leave(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+    def shard(self, model, names: set[str]) -> None:
+        """FSDP2 (`fully_shard`) over the trainable tensors only: each rank keeps 1/world of them, of their gradients
+        and of the optimizer moments (the optimizer is built on the shards). The frozen body is left out
+        (`ignored_params`): it is replicated, as it needs neither gradients nor optimizer state. A tied head is the
+        embedding parameter itself, so FSDP shards it once and gathers it for both uses."""
+        if self.world == 1:
+            return
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(self.device.split(":")[0], (self.world,))
+        fully_shard(model, mesh=mesh, ignored_params={p for n, p in model.named_parameters() if n not in names})
+        # FSDP allocates the gathered (unsharded) tensors at the first gather. Held-out evaluation runs under
+        # torch.inference_mode, and the first gather would happen there (before the first step): tensors allocated
+        # in inference mode cannot be saved for backward later. One gather now, outside it, allocates them normally.
+        model.unshard()
+        model.reshard()
+
+    def shard_like(self, optimizer_state: dict, params: list) -> dict:
+        """A full optimizer state dict (from a checkpoint) cut like the sharded parameters: each moment becomes a
+        DTensor placed as its parameter (every rank holds the full tensor, so no communication)."""
+        if self.world == 1:
+            return optimizer_state
+        from torch.distributed.tensor import distribute_tensor
+
+        state = {}
+        for index, values in optimizer_state["state"].items():
+            p = params[index]
+            state[index] = {k: distribute_tensor(v.to(self.device), p.device_mesh, p.placements, src_data_rank=None)
+                            if v.shape == p.shape else v for k, v in values.items()}
+        return {"state": state, "param_groups": optimizer_state["param_groups"]}
+
+    def full(self, tensor):
+        """The whole of a possibly sharded tensor (a collective: every rank calls it)."""
+        from torch.distributed.tensor import DTensor
+
+        return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+    def step_done(self, loss, cancel: CancelToken | None) -> tuple[float, bool]:
+        """(mean loss over the ranks, stop?) after a step. With several ranks: one all-reduce of the rank's loss and
+        its cancel flag, so every rank stops after the same step once any rank was asked to (torchrun hands a
+        SIGTERM/SIGINT to each worker; core.distributed turns it into a cancel)."""
+        if self.world == 1:
+            return float(loss), False  # the Reporter honours cancel itself
+        import torch
+        import torch.distributed as dist
+
+        both = torch.stack([loss.float(), torch.tensor(float(cancel is not None and cancel.cancelled),
+                                                       device=loss.device)])
+        dist.all_reduce(both)
+        return float(both[0]) / self.world, bool(both[1] > 0)
+
+    def on_rank0(self, fn):
+        """Run `fn` (preparing or checking the output folder) on rank 0 only; every rank gets its result — or raises
+        its TweetyError, so a refused run stops all ranks at once with the same message."""
+        if self.world == 1:
+            return fn()
+        import torch.distributed as dist
+
+        box = [None]
+        if self.rank == 0:
+            try:
+                box[0] = ("ok", fn())
+            except TweetyError as e:
+                box[0] = ("error", (e.what, str(e.path) if e.path is not None else None, e.line, e.fix))
+        dist.broadcast_object_list(box, src=0)
+        kind, value = box[0]
+        if kind == "error":
+            what, path, line, fix = value
+            raise TweetyError(what, path=path, line=line, fix=fix)
+        return value
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
 # --- checkpoints and outputs ----------------------------------------------------------------------------------------
 
-def _save_checkpoint(ckpt: Path, model, optimizer, names: set[str], state: RunState) -> None:
+def _save_checkpoint(ckpt: Path, model, optimizer, names: set[str], state: RunState, ranks: Ranks) -> dict:
     """Trainable tensors, optimizer state (both safetensors) and `state.json`, replacing the last checkpoint at once.
-    Logs are refreshed at the same time."""
+    Logs are refreshed at the same time. Every rank calls it (the full tensors are gathered from all of them); rank 0
+    writes. Returns the full trainable tensors (on the CPU)."""
     from safetensors.torch import save_file
 
     params = dict(model.named_parameters())
@@ -403,16 +562,22 @@ def _save_checkpoint(ckpt: Path, model, optimizer, names: set[str], state: RunSt
     tensors = {}
     for index, values in opt["state"].items():
         for key, value in values.items():
-            tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-    with atomic_dir(ckpt) as tmp:
-        save_file({n: params[n].detach().cpu().contiguous() for n in sorted(names)}, tmp / "trainable.safetensors")
-        save_file(tensors, tmp / "optimizer.safetensors")
-        (tmp / "optimizer.json").write_text(json.dumps(opt["param_groups"]))
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
-    write_logs(ckpt.parent, state)
+            tensors[f"{index}.{key}"] = ranks.full(value).detach().cpu().contiguous()
+    weights = {n: ranks.full(params[n]).detach().cpu().contiguous() for n in sorted(names)}
+    if ranks.rank == 0:
+        with atomic_dir(ckpt) as tmp:
+            save_file(weights, tmp / "trainable.safetensors")
+            save_file(tensors, tmp / "optimizer.safetensors")
+            (tmp / "optimizer.json").write_text(json.dumps(opt["param_groups"]))
+            (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
+        write_logs(ckpt.parent, state)
+    ranks.barrier()  # no rank runs ahead of a checkpoint it may have to resume from
+    return weights
 
 
-def _load_checkpoint(ckpt: Path, model, optimizer, names: set[str]) -> None:
+def _load_checkpoint(ckpt: Path, model, names: set[str]) -> dict:
+    """Copy the checkpoint's trainable tensors into the (not yet sharded) model; return the optimizer state dict
+    (full tensors, for `Ranks.shard_like`)."""
     import torch
     from safetensors.torch import load_file
 
@@ -433,7 +598,7 @@ def _load_checkpoint(ckpt: Path, model, optimizer, names: set[str]) -> None:
     for key, value in flat.items():
         index, name = key.split(".", 1)
         opt_state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    return {"state": opt_state, "param_groups": groups}
 
 
 def write_logs(folder: Path, state: RunState) -> None:
