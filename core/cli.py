@@ -389,7 +389,8 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
         if a.print_launch is not None:
             folder, command = distributed.write_job(a.print_launch or a.out.rstrip("/\\") + "-job", a.model, a.text,
                                                     a.heldout, a.out, settings, launch, resume=a.resume)
-            print(f"Job folder written to {folder} (job.json, launch.sh, slurm.sbatch). Run on each machine:")
+            machines = f" on each of the {launch.nnodes} machines" if launch.nnodes > 1 else ""
+            print(f"Job folder written (job.json, launch.sh, slurm.sbatch); run {folder / 'launch.sh'}{machines}:")
             print(command)
             return 0
         cancel = CancelToken()

@@ -308,6 +308,7 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=device)
             for micro in range(settings.grad_accum):
+                ranks.sync_gradients(model, micro == settings.grad_accum - 1)
                 first = (state.step * settings.grad_accum + micro) * settings.batch_size
                 x = blocks[order.indices(first, settings.batch_size)[mine]].to(device, non_blocking=True)
                 with autocast:
@@ -501,6 +502,12 @@ class Ranks:
             state[index] = {k: distribute_tensor(v.to(self.device), p.device_mesh, p.placements, src_data_rank=None)
                             if v.shape == p.shape else v for k, v in values.items()}
         return {"state": state, "param_groups": optimizer_state["param_groups"]}
+
+    def sync_gradients(self, model, last_micro_batch: bool) -> None:
+        """Gradients are averaged across ranks once per step, after the last micro-batch (accumulated unsharded until
+        then), not after each one."""
+        if self.world > 1:
+            model.set_requires_gradient_sync(last_micro_batch)
 
     def full(self, tensor):
         """The whole of a possibly sharded tensor (a collective: every rank calls it)."""

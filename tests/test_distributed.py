@@ -1,5 +1,7 @@
-"""Fine-tuning on two CPU processes through the real torchrun (gloo backend, FSDP) on a tiny Llama (2 layers, hidden
-64, the 800-token Spanish tokenizer): the same weights as one process with the same global batch, a killed rank
+"""Fine-tuning on two CPU processes through the real torchrun (gloo backend, FSDP) on a tiny Llama (3 layers, hidden
+64, the 800-token Spanish tokenizer; the outer-layers stage with gradient accumulation, so tied embeddings, whole
+layers, the final norm and a frozen layer are all in play): the same weights as one process with the same global
+batch, a killed rank
 fails the launch with a message naming it while the last checkpoint stays loadable and resumable, a cancel stops
 every rank at one checkpointed step, and `--print-launch` writes a job folder whose `launch.sh` runs."""
 from __future__ import annotations
@@ -21,8 +23,8 @@ from core.errors import TweetyError
 from core.finetune import FinetuneSettings, checkpoint_state, finetune
 from core.jobs import Cancelled, CancelToken
 
-SETTINGS = FinetuneSettings(steps=16, block_size=32, batch_size=4, warmup_steps=2, eval_every=8, eval_max_bytes=1500,
-                            checkpoint_every=2, lr=2e-3)
+SETTINGS = FinetuneSettings(stage="outer-layers", outer_layers=1, steps=16, block_size=32, batch_size=4, grad_accum=2,
+                            warmup_steps=2, eval_every=8, eval_max_bytes=1500, checkpoint_every=2, lr=2e-3)
 TWO = LaunchSettings(nproc=2)
 # Adam divides by the running gradient size, so rounding differences of the all-reduced gradients move a weight by
 # up to ~lr × a few ulps-relative per step; 1e-4 is 5% of one step at lr 2e-3.
@@ -39,7 +41,7 @@ def tiny(tmp_path_factory, target_tokenizer, pairs):
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(target_tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=256, tie_word_embeddings=True)
     d = tmp_path_factory.mktemp("distributed")
     save_adapted(LlamaForCausalLM(config), target_tokenizer, d / "model")
@@ -83,9 +85,11 @@ def test_two_processes_reach_the_weights_of_one(tiny, tmp_path):
     difference = max_difference(tiny / "one", tmp_path / "two")
     print(f"2 processes vs 1: max weight difference {difference:.2e}")
     assert difference < TOLERANCE
-    # Only the trainable matrix moved (tied head = the embedding); the frozen body is saved untouched.
+    # The embedding (= the tied head), the first and last layers and the final norm trained; the middle layer is
+    # saved untouched.
     before, after = weights(tiny / "model"), weights(tmp_path / "two")
-    assert {n for n in before if not torch.equal(before[n], after[n])} == {"model.embed_tokens.weight"}
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed == {n for n in before if ".layers.1." not in n} and len(changed) == 20
     # Rank 0 alone reports: one event per step, the same losses and held-out figures as one process.
     steps = [e.metrics for e in events if e.metrics and "loss" in e.metrics]
     assert [m["step"] for m in steps] == list(range(1, 17))
@@ -136,9 +140,11 @@ def test_killed_rank_fails_clearly_and_the_run_resumes(tiny, tmp_path, monkeypat
     from core.cli import main
 
     assert main(["finetune", "--model", str(tiny / "model"), "--text", str(tiny / "train.es"), "--heldout",
-                 str(tiny / "heldout.es"), "--out", str(out), "--steps", "16", "--block-size", "32", "--batch-size",
-                 "4", "--warmup", "2", "--eval-every", "8", "--eval-max-bytes", "1500", "--checkpoint-every", "2",
-                 "--lr", "2e-3", "--nproc", "2", "--print-launch", str(tmp_path / "job")]) == 0
+                 str(tiny / "heldout.es"), "--out", str(out), "--stage", "outer-layers", "--outer-layers", "1",
+                 "--steps", "16", "--block-size", "32", "--batch-size", "4", "--grad-accum", "2", "--warmup", "2",
+                 "--eval-every", "8", "--eval-max-bytes", "1500", "--checkpoint-every", "2", "--lr", "2e-3",
+                 "--nproc", "2", "--print-launch", str(tmp_path / "job")]) == 0
+    assert json.loads((tmp_path / "job" / "job.json").read_text())["settings"] == asdict(SETTINGS)
     done = subprocess.run(["sh", str(tmp_path / "job" / "launch.sh"), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert checkpoint_state(out).finished
