@@ -652,6 +652,7 @@ class FineTunePage(Page):
 
     def build(self) -> None:
         import pyqtgraph as pg
+        from PySide6.QtWidgets import QSizePolicy
 
         from core.finetune import FinetuneSettings
 
@@ -681,8 +682,28 @@ class FineTunePage(Page):
         form.addRow("Trains on", self.device)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         self.layout_.addLayout(form)
+        cluster = QGroupBox("Or train on a cluster: a job folder to run with torchrun (several GPUs or machines)")
+        cluster_form = QFormLayout(cluster)
+        self.nproc = spin(1, 64, 1, "Training processes per machine: one per GPU. The batch size is split between all "
+                                    "processes, so it must be a multiple of their number.")
+        self.nnodes = spin(1, 1024, 1, "Machines in the job; each runs the job's launch.sh (or use its SLURM script)")
+        self.rdzv = QLineEdit(placeholderText="HOST:PORT where the machines meet, e.g. node1:29500")
+        self.nnodes.valueChanged.connect(lambda n: self.rdzv.setEnabled(n > 1))
+        self.rdzv.setEnabled(False)
+        self.job_info = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        cluster_form.addRow("Processes per machine", self.nproc)
+        cluster_form.addRow("Machines", self.nnodes)
+        cluster_form.addRow("Rendezvous", self.rdzv)
+        prepare = self.button("Prepare a cluster job", self.prepare_cluster_job, "Write job.json, launch.sh and "
+                              "slurm.sbatch into the project's cluster-job folder; nothing runs here (docs/cluster.md)")
+        prepare.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # not the form's full width
+        cluster_form.addRow(prepare)
+        cluster_form.addRow(self.job_info)
+        cluster_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        self.rdzv.setMinimumWidth(360)
         row = QHBoxLayout()
-        self.start_button = self.button("Start", self.start, "Start a new run (from the initialised model)")
+        self.start_button = self.button("Start", self.start, "Start a new run on this machine (from the initialised "
+                                                             "model)")
         self.resume_button = self.button("Resume", self.resume, "Continue the stopped run from its last step")
         self.pause_button = self.button("Pause", self.toggle_pause, "Pause training (the Cancel button stops it)")
         self.pause_button.setEnabled(False)
@@ -692,6 +713,7 @@ class FineTunePage(Page):
         self.status = QLabel()
         row.addWidget(self.status, 1)
         self.layout_.addLayout(row)
+        self.layout_.addWidget(cluster)
 
         pg.setConfigOptions(antialias=True, background="w", foreground="#333")
         plots = pg.GraphicsLayoutWidget()
@@ -731,6 +753,28 @@ class FineTunePage(Page):
         if run is None:
             return
         self._go(self.settings(run.settings), resume=True)
+
+    def prepare_cluster_job(self) -> None:
+        """The project's fine-tuning as a job folder for torchrun (core.distributed.write_job): the stopped run's
+        own settings when there is one (the job resumes it), else the page's. Its checkpoint and model land in the
+        project's finetuned/ folder, where this page shows them."""
+        from core import distributed
+
+        run = self.project.finetune_checkpoint()
+        resume = run is not None and not run.finished
+        settings = self.settings(run.settings) if resume else self.settings()
+        launch = distributed.LaunchSettings(self.nproc.value(), self.nnodes.value(), self.rdzv.text().strip())
+        try:
+            train, held = self.project.texts()
+            folder, command = distributed.write_job(self.project.folder / "cluster-job", self.project.model_dir, train,
+                                                    held, self.project.finetune_dir, settings, launch, resume=resume)
+        except TweetyError as e:
+            self.window_.show_warning(str(e))
+            return
+        where = f"on each of the {launch.nnodes} machines" if launch.nnodes > 1 else "on the machine"
+        self.job_info.setText(f"{'Resuming job' if resume else 'Job'} written to {folder}. Run launch.sh {where}, "
+                              "or submit slurm.sbatch with sbatch.")
+        self.window_.log(f"Cluster job written to {folder}: {command}")
 
     def _go(self, settings, *, resume: bool) -> None:
         project = self.project

@@ -509,11 +509,14 @@ class Ranks:
         if self.world > 1:
             model.set_requires_gradient_sync(last_micro_batch)
 
-    def full(self, tensor):
-        """The whole of a possibly sharded tensor (a collective: every rank calls it)."""
+    def gather(self, tensor):
+        """The whole of a possibly sharded tensor, on the CPU, on rank 0 (None on the others, which only take part:
+        every rank calls it)."""
         from torch.distributed.tensor import DTensor
 
-        return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+        if isinstance(tensor, DTensor):
+            tensor = tensor.full_tensor()
+        return tensor.detach().cpu().contiguous() if self.rank == 0 else None
 
     def step_done(self, loss, cancel: CancelToken | None) -> tuple[float, bool]:
         """(mean loss over the ranks, stop?) after a step. With several ranks: one all-reduce of the rank's loss and
@@ -561,7 +564,7 @@ class Ranks:
 def _save_checkpoint(ckpt: Path, model, optimizer, names: set[str], state: RunState, ranks: Ranks) -> dict:
     """Trainable tensors, optimizer state (both safetensors) and `state.json`, replacing the last checkpoint at once.
     Logs are refreshed at the same time. Every rank calls it (the full tensors are gathered from all of them); rank 0
-    writes. Returns the full trainable tensors (on the CPU)."""
+    writes. Returns the full trainable tensors (on the CPU; on rank 0 only)."""
     from safetensors.torch import save_file
 
     params = dict(model.named_parameters())
@@ -569,8 +572,8 @@ def _save_checkpoint(ckpt: Path, model, optimizer, names: set[str], state: RunSt
     tensors = {}
     for index, values in opt["state"].items():
         for key, value in values.items():
-            tensors[f"{index}.{key}"] = ranks.full(value).detach().cpu().contiguous()
-    weights = {n: ranks.full(params[n]).detach().cpu().contiguous() for n in sorted(names)}
+            tensors[f"{index}.{key}"] = ranks.gather(value)
+    weights = {n: ranks.gather(params[n]) for n in sorted(names)}
     if ranks.rank == 0:
         with atomic_dir(ckpt) as tmp:
             save_file(weights, tmp / "trainable.safetensors")

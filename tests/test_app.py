@@ -249,3 +249,31 @@ def test_self_test_runs_the_whole_product_headless():
                        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("\nok    ") + r.stdout.startswith("ok    ") == 5 and "self-test passed" in r.stdout
+
+
+def test_finetune_page_prepares_a_cluster_job(qtbot, window, files, tmp_path):
+    import json
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    fill_data_page(w, files)
+    w.pages["data"].use()
+    wait_job(qtbot, w)
+    ft = w.pages["finetune"]
+    ft.batch.setValue(8)
+    ft.nproc.setValue(4)
+    assert not ft.rdzv.isEnabled()
+    ft.nnodes.setValue(2)
+    ft.rdzv.setText("node1:29500")
+    ft.prepare_cluster_job()
+    assert not w.warnings, w.warnings
+    job = tmp_path / "proj" / "cluster-job"
+    config = json.loads((job / "job.json").read_text())
+    assert config["out"] == str(tmp_path / "proj" / "finetuned") and config["model"] == str(tmp_path / "proj" / "model")
+    assert config["settings"]["batch_size"] == 8 and config["launch"] == {"nproc": 4, "nnodes": 2, "rdzv": "node1:29500"}
+    assert "--nnodes 2" in (job / "launch.sh").read_text() and "#SBATCH --nodes=2" in (job / "slurm.sbatch").read_text()
+    assert f"Job written to {job}" in ft.job_info.text() and "-m torch.distributed.run" in w.log_view.toPlainText()
+    assert not (tmp_path / "proj" / "finetuned").exists()  # nothing ran
+    ft.nproc.setValue(3)  # 8 sequences cannot be split between 6 processes: refused with the reason
+    ft.prepare_cluster_job()
+    assert len(w.warnings) == 1 and "multiple of the number of training processes (6)" in w.warnings[0]
