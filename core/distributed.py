@@ -58,13 +58,13 @@ class LaunchSettings:
         problems = []
         if self.nproc < 1 or self.nnodes < 1:
             problems.append("the number of processes and of machines must be at least 1")
+        elif settings.batch_size % self.world:
+            problems.append(f"the batch size ({settings.batch_size}) must be a multiple of the number of training "
+                            f"processes ({self.world}): each takes an equal slice of every batch")
         if self.rdzv and not re.fullmatch(r"\[?[\w.:-]+\]?:\d+", self.rdzv):
             problems.append(f"the rendezvous {self.rdzv!r} is not HOST:PORT")
         if self.nnodes > 1 and not self.rdzv:
             problems.append("several machines need a rendezvous HOST:PORT (--rdzv) that all of them can reach")
-        if self.world >= 1 and settings.batch_size % max(1, self.world):
-            problems.append(f"the batch size ({settings.batch_size}) must be a multiple of the number of training "
-                            f"processes ({self.world}): each takes an equal slice of every batch")
         if problems:
             raise TweetyError("bad launch settings: " + "; ".join(problems), fix="change the settings")
 
@@ -175,8 +175,9 @@ def launch(model_dir: str | Path, text: str | Path, heldout: str | Path | None, 
     out = Path(job["out"])
     run.save_log(out)
     if run.errors:
-        rank, e = min(run.errors, key=lambda pair: pair[0])
-        raise TweetyError(e["what"], path=e["path"], line=e["line"], fix=e["fix"])
+        rank, e = min(run.errors, key=lambda pair: pair[0])  # all ranks refuse a run alike; rank 0 says it as usual
+        raise TweetyError(e["what"] if rank == 0 else f"rank {rank}: {e['what']}", path=e["path"], line=e["line"],
+                          fix=e["fix"])
     if run.cancelled:
         raise Cancelled()
     if run.returncode == 0 and run.result is not None:

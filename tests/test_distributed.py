@@ -121,6 +121,9 @@ def test_killed_rank_fails_clearly_and_the_run_resumes(tiny, tmp_path, monkeypat
     assert f"step {state.step} of 16" in message and str(out / "training" / "checkpoint") in message
     assert "--resume" in message and "launch.log" in message
     load_file(out / "training" / "checkpoint" / "trainable.safetensors")  # loadable
+    # A refused run is refused by every rank with the one-process message (rank 0 checks, the others are told).
+    with pytest.raises(TweetyError, match=f"unfinished fine-tuning run \\(step {state.step} of 16\\)"):
+        launch(tiny / "model", tiny / "train.es", tiny / "heldout.es", out, SETTINGS, TWO)
 
     # Resumed on two processes and cancelled: every rank stops after one step, which is checkpointed.
     cancel = CancelToken()
