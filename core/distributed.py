@@ -160,6 +160,10 @@ def launch(model_dir: str | Path, text: str | Path, heldout: str | Path | None, 
     request is not honoured (the processes cannot pause together); cancel and resume instead."""
     settings.check()
     launch_settings.check(settings)
+    if getattr(sys, "frozen", False):  # the installed bundle has no Python to start torchrun's processes with
+        raise TweetyError("training with several processes needs a Python installation of Tweety Studio",
+                          fix="train with one process here, or prepare a cluster job (--print-launch) and run it "
+                          "where `pip install tweety-studio` is installed")
     with tempfile.TemporaryDirectory(prefix="tweety-job-") as tmp:
         job_file = Path(tmp) / "job.json"
         job = job_config(model_dir, text, heldout, out_dir, settings, launch_settings)
