@@ -334,7 +334,7 @@ def build_mapping(source_tokenizer, target_tokenizer, *, alignment_counts: sp.cs
                           fix="name each resource differently")
     fvt, is_special, no_letters = fvt_rows(target_tokenizer, source_tokenizer, report)
     report(vt, vt, "combining evidence")
-    replaced, removed = _resolve_overrides(overrides, source_tokenizer, target_tokenizer)
+    replaced, removed = resolve_overrides(overrides, source_tokenizer, target_tokenizer)
 
     def without_removed(m: sp.csr_matrix) -> sp.csr_matrix:
         if removed is None:
@@ -394,7 +394,7 @@ def _token_ids(tokenizer, text: str, vocab: dict[str, int]) -> list[int] | None:
     return tokenizer(" " + text, add_special_tokens=False)["input_ids"]
 
 
-def _resolve_overrides(overrides: Sequence[OverrideLine], source_tokenizer, target_tokenizer
+def resolve_overrides(overrides: Sequence[OverrideLine], source_tokenizer, target_tokenizer
                        ) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
     """(replacement rows, normalised; a 0/1 matrix of removed links or None) from the overrides file's lines."""
     vt, vs = len(target_tokenizer), len(source_tokenizer)

@@ -243,10 +243,12 @@ class Project:
 
     def add_overrides(self, lines) -> None:
         """Append `OverrideLine`s to the project's overrides file (created with its format help); they take effect
-        at the next `build_mapping`. Lines the user wrote by hand are kept."""
-        from core.mapping import OVERRIDES_HELP
+        at the next `build_mapping`. Lines the user wrote by hand are kept; lines that name no token are refused
+        before anything is written."""
+        from core.mapping import OVERRIDES_HELP, resolve_overrides
         from core.resources import format_override
 
+        resolve_overrides(lines, self.source()[1], self.target_tokenizer())
         old = self.overrides_file.read_text(encoding="utf-8") if self.overrides_file.exists() else OVERRIDES_HELP
         with atomic_file(self.overrides_file) as tmp:
             tmp.write_text(old + ("" if old.endswith("\n") else "\n") +

@@ -102,6 +102,10 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     row = next(r for r in align.model.rows if r[1] == "▁Dios")
     assert row[2:] == ("override", "override 100%", "ĠGod (1.00)")
     assert w.project.state.stages["map"].summary["override"] == 1 and "init" in w.project.state.stages
+    written = (w.project.folder / "overrides.tsv").read_text(encoding="utf-8")
+    align.apply_overrides([OverrideLine("[▁Dios]", "[ĠNoSuchPiece]")])  # refused before anything is written
+    assert len(w.warnings) == 1 and "not a token of the source vocabulary" in w.warnings.pop() and not w.busy
+    assert (w.project.folder / "overrides.tsv").read_text(encoding="utf-8") == written
     align.view.selectRow(next(i for i in range(align.proxy.rowCount()) if align.proxy.index(i, 1).data() == "▁Dios"))
     shot(w, 5, "align")
     align.filter.setText("")
