@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from core import align, export, finetune, init, mapping, models, pipeline, resources, runtime, tokenizer
+from core import align, export, extend, finetune, init, mapping, models, pipeline, resources, runtime, tokenizer
 from core.errors import TweetyError
 from core.evaluate import bits_per_byte
 from core.jobs import Cancelled, CancelToken, Progress
@@ -138,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer_model(p)
     p.add_argument("--init", choices=init.METHODS, default="transtok")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
+    _add_aligner(p)
+    _add_mapping_options(p)
+    p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier Tweety output)")
+
+    p = sub.add_parser("extend", help="all steps, keeping the source vocabulary: add new target-language tokens")
+    _add_source(p)
+    p.add_argument("--target-text", required=True, help="target-language text, one sentence/paragraph per line")
+    _add_parallel(p, required=True)
+    p.add_argument("--dictionary", help="bilingual dictionary (.tsv/.csv, dictd .index/.dict.dz, .tmx)")
+    p.add_argument("--new-tokens", type=int, default=extend.ExtensionSettings.new_tokens,
+                   help="how many tokens to add (continued BPE training on the target text)")
+    p.add_argument("--source-penalty", type=float, default=extend.ExtendSettings.source_penalty,
+                   help="how many nats lower new tokens score in source-language text (0: none)")
     p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
     _add_aligner(p)
     _add_mapping_options(p)
@@ -328,6 +342,17 @@ def run(a: argparse.Namespace, bars: ProgressBars) -> int:
         result = pipeline.adapt(settings, **kw)
         bars.close()
         print(f"Adapted model written to {result.out}")
+        print("Coverage: " + ", ".join(f"{k} {v:,}" for k, v in result.coverage.items() if v))
+        print("Times (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))
+    elif a.command == "extend":
+        result = extend.extend_model(extend.ExtendSettings(
+            source_model=a.source_model, target_text=a.target_text, parallel=_parallel(a.parallel),
+            dictionary=a.dictionary, out=a.out, language=a.language,
+            extend=extend.ExtensionSettings(new_tokens=a.new_tokens), align=_align_settings(a),
+            mapping=_mapping_settings(a), source_penalty=a.source_penalty), **kw)
+        bars.close()
+        print(f"Extended model written to {result.out}: {result.extension.source_vocab:,} source tokens kept, "
+              f"{result.extension.new_tokens:,} new")
         print("Coverage: " + ", ".join(f"{k} {v:,}" for k, v in result.coverage.items() if v))
         print("Times (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))
     elif a.command == "tokenizer":

@@ -10,6 +10,9 @@ llama.cpp conventions followed (gguf-py, arch `llama`):
 - The vocabulary is the SentencePiece model (`tokenizer.ggml.model = "llama"`), with scores and piece types. llama.cpp
   segments it by merging the best-scoring adjacent pair first — SentencePiece's BPE algorithm — so a BPE vocabulary
   tokenizes exactly as in training; a unigram vocabulary is exported too, with a warning, since there it differs.
+- A byte-level BPE vocabulary (a source vocabulary extended by core.extend: SmolLM2, Llama 3) is written as llama.cpp
+  writes GPT-2-style vocabularies (`tokenizer.ggml.model = "gpt2"`): tokens, types, merges, and `tokenizer.ggml.pre`,
+  the name of llama.cpp's pre-tokenizer for the source model (recorded when the vocabulary was extended).
 """
 from __future__ import annotations
 
@@ -92,6 +95,8 @@ class _Plan:
     add_bos: bool
     chat_template: str | None
     metadata: dict[str, str] = field(default_factory=dict)  # extra string keys (a Hydra's language offsets)
+    merges: list[str] = field(default_factory=list)  # byte-level BPE only: "left right", in rank order
+    pre: str | None = None  # byte-level BPE only: llama.cpp's pre-tokenizer name (None: a SentencePiece vocabulary)
 
 
 def export_gguf(model_dir: str | Path, out_file: str | Path, settings: ExportSettings = ExportSettings(), *,
@@ -228,7 +233,12 @@ def _plan(model_dir: Path) -> _Plan:
     if scaling not in ("default", "linear"):
         raise TweetyError(f"RoPE scaling {scaling!r} is not supported by the exporter yet",
                           path=model_dir / "config.json", fix="choose a model without rope scaling, or with linear")
-    pieces, is_bpe, add_space_prefix = _sentencepiece(model_dir)
+    merges, pre = [], None
+    if (model_dir / "tokenizer.model").exists() or not _is_byte_level_bpe(model_dir):
+        pieces, is_bpe, add_space_prefix = _sentencepiece(model_dir)
+    else:
+        pieces, merges, pre = _byte_level_bpe(model_dir)
+        is_bpe, add_space_prefix = True, False
     special_ids, add_bos, chat_template = _special_tokens(model_dir, pieces)
 
     files = _weight_files(model_dir)
@@ -249,7 +259,8 @@ def _plan(model_dir: Path) -> _Plan:
     if head is not None and head.shape != (vocab, hidden):
         raise TweetyError(f"the LM head is {head.shape[0]}×{head.shape[1]}, expected {vocab}×{hidden}",
                           path=head.file, fix="re-run the adaptation")
-    return _Plan(config, tensors, pieces, is_bpe, add_space_prefix, special_ids, add_bos, chat_template)
+    return _Plan(config, tensors, pieces, is_bpe, add_space_prefix, special_ids, add_bos, chat_template,
+                 merges=merges, pre=pre)
 
 
 def _rope(config: dict) -> tuple[float, str, float]:
@@ -277,6 +288,49 @@ def _sentencepiece(model_dir: Path) -> tuple[list[tuple[str, float, int]], bool,
     # SentencePiece piece types use the same numbers as GGUF token types (normal 1 … byte 6).
     pieces = [(p.piece, p.score, int(p.type)) for p in m.pieces]
     return pieces, m.trainer_spec.model_type == pb.TrainerSpec.BPE, m.normalizer_spec.add_dummy_prefix
+
+
+def _tokenizer_json(model_dir: Path) -> dict | None:
+    path = model_dir / "tokenizer.json"
+    return read_json(path, "") if path.exists() else None
+
+
+def _is_byte_level_bpe(model_dir: Path) -> bool:
+    spec = _tokenizer_json(model_dir)
+    return spec is not None and spec["model"].get("type") == "BPE" and "ByteLevel" in json.dumps(
+        [spec.get("pre_tokenizer"), spec.get("decoder")])
+
+
+def _byte_level_bpe(model_dir: Path) -> tuple[list[tuple[str, float, int]], list[str], str]:
+    """Tokens (with GGUF token types: special added tokens are control tokens), merges and llama.cpp's pre-tokenizer
+    name of a byte-level BPE tokenizer.json, as llama.cpp's converter writes them."""
+    import gguf
+
+    spec = _tokenizer_json(model_dir)
+    ids = dict(spec["model"]["vocab"])
+    types = {}
+    for t in spec.get("added_tokens", []):
+        ids[t["content"]] = t["id"]
+        types[t["id"]] = gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
+    tokens = [None] * (max(ids.values()) + 1)
+    for token, i in ids.items():
+        tokens[i] = token
+    if None in tokens:
+        raise TweetyError(f"tokenizer.json has no token with id {tokens.index(None)}", path=model_dir,
+                          fix="re-run the vocabulary extension")
+    pieces = [(t, 0.0, int(types.get(i, gguf.TokenType.NORMAL))) for i, t in enumerate(tokens)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    extend = (_project(model_dir).get("settings") or {}).get("extend") or {}
+    pre = extend.get("gguf_pre")
+    if pre is None:
+        plain = spec.get("pre_tokenizer") or {}
+        if plain.get("type") == "ByteLevel" and plain.get("use_regex", True):
+            pre = "gpt2"  # GPT-2's own regex, which llama.cpp's `gpt2` pre-tokenizer is
+        else:
+            raise TweetyError("cannot tell which llama.cpp pre-tokenizer this byte-level vocabulary needs",
+                              path=model_dir / "tokenizer.json", fix="extend a source model given as a GGUF file "
+                              "(its pre-tokenizer name is recorded in project.json as settings.extend.gguf_pre)")
+    return pieces, merges, pre
 
 
 def _special_tokens(model_dir: Path, pieces: list[tuple[str, float, int]]) -> tuple[dict[str, int], bool, str | None]:
@@ -411,10 +465,17 @@ def _write_metadata(writer, plan: _Plan, model_dir: Path, settings: ExportSettin
         writer.add_rope_scaling_factor(factor)
     writer.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-5)))
 
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list([p for p, _, _ in plan.pieces])
-    writer.add_token_scores([s for _, s, _ in plan.pieces])
-    writer.add_token_types([t for _, _, t in plan.pieces])
+    if plan.pre is None:
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list([p for p, _, _ in plan.pieces])
+        writer.add_token_scores([s for _, s, _ in plan.pieces])
+        writer.add_token_types([t for _, _, t in plan.pieces])
+    else:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(plan.pre)
+        writer.add_token_list([p for p, _, _ in plan.pieces])
+        writer.add_token_types([t for _, _, t in plan.pieces])
+        writer.add_token_merges(plan.merges)
     for name, value in plan.special_ids.items():
         getattr(writer, f"add_{name}_token_id")(value)
     writer.add_add_bos_token(plan.add_bos)
