@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
 from core.resources import DictionaryEntry, OverrideLine
-from core.tokenizer import is_byte_level, piece_bytes
+from core.tokenizer import byte_level_chars, is_byte_level, piece_bytes
 
 log = logging.getLogger(__name__)
 
@@ -185,23 +185,9 @@ class SourceBytes:
         backend = source_tokenizer.backend_tokenizer
         self._model = backend.model
         self._vocab = backend.get_vocab()
-        pre = repr(backend.pre_tokenizer) + repr(backend.decoder)
-        self.byte_level = "ByteLevel" in pre
+        self.byte_level = is_byte_level(source_tokenizer)
         if self.byte_level:
-            from tokenizers.pre_tokenizers import ByteLevel
-
-            alphabet = ByteLevel.alphabet()  # the 256 printable stand-ins, in no particular order
-            # GPT-2's table: printable Latin-1 bytes stand for themselves, the rest for chr(256 + k).
-            printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-            table, extra = {}, 0
-            for b in range(256):
-                if b in printable:
-                    table[b] = chr(b)
-                else:
-                    table[b] = chr(256 + extra)
-                    extra += 1
-            assert set(table.values()) == set(alphabet)
-            self._byte_char = table
+            self._byte_char = byte_level_chars()
 
     def __call__(self, data: bytes) -> list[int]:
         if not data:

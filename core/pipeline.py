@@ -92,7 +92,7 @@ def adapt(settings: AdaptSettings, *, progress: ProgressFn | None = None,
     lap("read inputs")
     source_folder = models.resolve(settings.source_model)
     source_tok = models.load_tokenizer(source_folder)
-    lap("load model")
+    lap("source tokenizer")
     state = ProjectState(source_model=str(settings.source_model), target_text=settings.target_text,
                          parallel=list(settings.parallel) if settings.parallel else None,
                          dictionary=settings.dictionary, language=settings.language,
