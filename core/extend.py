@@ -45,7 +45,7 @@ import scipy.sparse as sp
 
 from core import align, init, mapping, models, resources
 from core.errors import TweetyError
-from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
+from core.jobs import CancelToken, Laps, ProgressFn, Reporter, atomic_dir
 from core.project import ProjectState, StageRecord
 from core.tokenizer import byte_level_chars, encode_many, is_byte_level, load_tokenizer
 
@@ -378,14 +378,8 @@ def extend_model(settings: ExtendSettings, *, progress: ProgressFn | None = None
         raise TweetyError("vocabulary extension needs a parallel corpus: its source side is the text whose "
                           "tokenization must not change, and its alignment initialises the new tokens",
                           fix="give a parallel corpus (--parallel SRC_FILE TGT_FILE)")
-    seconds: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        seconds[stage] = round(now - clock, 2)
-        clock = now
+    lap = Laps()
+    seconds = lap.seconds
 
     target_lines = resources.read_lines(settings.target_text)
     corpus = read_parallel_setting(settings.parallel)

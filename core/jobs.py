@@ -70,6 +70,20 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+class Laps:
+    """Wall seconds per stage of a run, each stage timed from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.monotonic()
+
+    def __call__(self, stage: str) -> float:
+        now = time.monotonic()
+        self.seconds[stage] = round(now - self._clock, 2)
+        self._clock = now
+        return self.seconds[stage]
+
+
 class Reporter:
     """What a stage holds: one call both reports progress and honours cancellation."""
 

@@ -10,13 +10,12 @@ The folder appears only when every stage has finished (cancel or failure leave n
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core import align, init, mapping, models, resources, tokenizer
 from core.errors import TweetyError
-from core.jobs import CancelToken, ProgressFn, atomic_dir
+from core.jobs import CancelToken, Laps, ProgressFn, atomic_dir
 from core.project import ProjectState, StageRecord
 
 log = logging.getLogger(__name__)
@@ -75,14 +74,8 @@ def adapt(settings: AdaptSettings, *, progress: ProgressFn | None = None,
     if not given and settings.init.method == "transtok":
         raise TweetyError("trans-tokenization needs a translation resource",
                           fix="give a parallel corpus (--parallel) and/or a dictionary (--dictionary)")
-    seconds: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        seconds[stage] = round(now - clock, 2)
-        clock = now
+    lap = Laps()
+    seconds = lap.seconds
 
     # Read (and so validate) every input before any long work starts.
     target_lines = resources.read_lines(settings.target_text)
