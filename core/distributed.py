@@ -238,10 +238,17 @@ class _Run:
                 continue
             if line is None:
                 break
-            if not line.startswith(EVENT):
+            start = line.find(EVENT)
+            try:
+                event, end = json.JSONDecoder().raw_decode(line, start + len(EVENT)) if start >= 0 else (None, 0)
+            except json.JSONDecodeError:
+                event = None
+            if event is None:
                 self.output.append(line)
                 continue
-            event = json.loads(line[len(EVENT):])
+            # Another process's output glued to our line (a print of its own, cut by the pipe): kept for the log.
+            if (line[:start] + line[end:]).strip():
+                self.output.append(line[:start] + line[end:])
             if event["kind"] == "progress" and progress is not None:
                 progress(Progress(**event["progress"]))
             elif event["kind"] == "result":
@@ -368,7 +375,10 @@ def _emit(p: Progress) -> None:
 
 
 def _emit_raw(event: dict) -> None:
-    print(EVENT + json.dumps(event), flush=True)
+    # One write() of the whole line: every process shares torchrun's stdout pipe, and a pipe keeps a write of up to
+    # 4 KiB in one piece, where print's separate writes of text and newline could interleave with another rank's.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (EVENT + json.dumps(event) + "\n").encode())
 
 
 _last_stage = None
