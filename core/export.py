@@ -27,7 +27,7 @@ import numpy as np
 
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_file
-from core.models import SUPPORTED_TYPES
+from core.models import SAFETENSORS_DTYPES, SUPPORTED_TYPES, StoredTensor, safetensors_headers, weight_files
 from core.project import PROJECT_FILE
 from core.resources import read_json
 
@@ -56,22 +56,12 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
-class _Stored:
-    """Where one tensor lies in a .safetensors file (read straight from its JSON header)."""
-    file: Path
-    dtype: str  # F32 | F16 | BF16
-    shape: tuple[int, ...]
-    start: int  # absolute byte offsets in the file
-    end: int
-
-
-@dataclass(frozen=True)
 class _Tensor:
     hf_name: str
     gguf_name: str
-    stored: _Stored
+    stored: StoredTensor
     permute_heads: int = 0  # Q/K: number of heads to permute by
-    more_rows: tuple[_Stored, ...] = ()  # stacked below `stored` (a Hydra's merged vocabulary tables)
+    more_rows: tuple[StoredTensor, ...] = ()  # stacked below `stored` (a Hydra's merged vocabulary tables)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -184,7 +174,6 @@ def _tensor_type(t: _Tensor, qtype):
     return qtype
 
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
 
 def _read_tensors(tensors: list[_Tensor]) -> Iterator[np.ndarray]:
@@ -200,10 +189,10 @@ def _read_tensors(tensors: list[_Tensor]) -> Iterator[np.ndarray]:
         yield np.ascontiguousarray(w)
 
 
-def _read_stored(s: _Stored) -> np.ndarray:
+def _read_stored(s: StoredTensor) -> np.ndarray:
     with open(s.file, "rb") as f:
         f.seek(s.start)
-        raw = np.frombuffer(f.read(s.end - s.start), dtype=_DTYPES[s.dtype]).reshape(s.shape)
+        raw = np.frombuffer(f.read(s.end - s.start), dtype=SAFETENSORS_DTYPES[s.dtype]).reshape(s.shape)
     # bfloat16 is the top half of a float32
     return (raw.astype(np.uint32) << 16).view(np.float32) if s.dtype == "BF16" else raw.astype(np.float32)
 
@@ -241,8 +230,8 @@ def _plan(model_dir: Path) -> _Plan:
         is_bpe, add_space_prefix = True, False
     special_ids, add_bos, chat_template = _special_tokens(model_dir, pieces)
 
-    files = _weight_files(model_dir)
-    available = _safetensors_headers(files)
+    files = weight_files(model_dir)
+    available = safetensors_headers(files)
     tied = bool(config.get("tie_word_embeddings", False))
     tensors = _tensor_plan(config, available, tied, model_dir)
     vocab, hidden = config["vocab_size"], config["hidden_size"]
@@ -357,51 +346,7 @@ def _special_tokens(model_dir: Path, pieces: list[tuple[str, float, int]]) -> tu
     return ids, add_bos, template
 
 
-def _weight_files(model_dir: Path) -> list[Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.exists():
-        names = sorted(set(read_json(index, "")["weight_map"].values()))
-        files = [model_dir / n for n in names]
-    else:
-        files = [model_dir / "model.safetensors"]
-    missing = [f for f in files if not f.exists()]
-    if missing:
-        raise TweetyError("weights file missing (only .safetensors are read; no pickles)", path=missing[0],
-                          fix="copy the complete model folder, or re-run the adaptation")
-    return files
-
-
-def _safetensors_headers(files: list[Path]) -> dict[str, _Stored]:
-    """Every tensor's place, from the files' headers; a damaged or truncated file is caught here, before writing."""
-    out = {}
-    for f in files:
-        size = f.stat().st_size
-        try:
-            with open(f, "rb") as fh:
-                n = int.from_bytes(fh.read(8), "little")
-                if not 2 <= n <= min(size - 8, 100 << 20):
-                    raise ValueError("bad header length")
-                header = json.loads(fh.read(n))
-            end = 0
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                dtype, shape, (start, stop) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-                if dtype not in _DTYPES:
-                    raise ValueError(f"tensor {name} has unsupported type {dtype}")
-                if stop - start != int(np.prod(shape)) * np.dtype(_DTYPES[dtype]).itemsize:
-                    raise ValueError(f"tensor {name} has a size that does not match its shape")
-                out[name] = _Stored(f, dtype, shape, 8 + n + start, 8 + n + stop)
-                end = max(end, stop)
-            if 8 + n + end != size:
-                raise ValueError(f"the file is {size:,} bytes but its header describes {8 + n + end:,}")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise TweetyError(f"the weights file is damaged or incomplete ({e})", path=f,
-                              fix="copy it again, or re-run the adaptation") from None
-    return out
-
-
-def _tensor_plan(config: dict, available: dict[str, _Stored], tied: bool,
+def _tensor_plan(config: dict, available: dict[str, StoredTensor], tied: bool,
                  model_dir: Path) -> list[_Tensor]:
     import gguf
 

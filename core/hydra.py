@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import models
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, atomic_dir, atomic_file
 from core.runtime import translate_lines_to_file, translation_prompt
@@ -299,14 +300,8 @@ def _read_weights(folder: Path) -> dict[str, Callable]:
     """Tensor name → loader, over the folder's safetensors files (read lazily: one tensor at a time)."""
     from safetensors import safe_open
 
-    index = folder / "model.safetensors.index.json"
-    files = ([folder / n for n in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-             if index.exists() else [folder / "model.safetensors"])
     out = {}
-    for f in files:
-        if not f.exists():
-            raise TweetyError("weights file missing (only .safetensors are read; no pickles)", path=f,
-                              fix="copy the complete model folder, or re-run the adaptation")
+    for f in models.weight_files(folder):
         try:
             handle = safe_open(str(f), framework="pt")
         except Exception as e:  # safetensors raises its own SafetensorError for damaged headers
@@ -522,7 +517,7 @@ def export_hydra_gguf(hydra_dir: str | Path, out_file: str | Path, settings=None
                           fix="choose another file name (or confirm replacing it)")
     config = _read_config(folder)
     model_config = json.loads((folder / "config.json").read_text())
-    available = export._safetensors_headers(export._weight_files(folder))
+    available = models.safetensors_headers(models.weight_files(folder))
     codes = [config["source"]] + [c for c in config["languages"] if c != config["source"]]
     tables, pieces, layout, offset = [], [], {}, 0
     seen: set[str] = set()
@@ -532,7 +527,7 @@ def export_hydra_gguf(hydra_dir: str | Path, out_file: str | Path, settings=None
             embed = available[EMBED]
             head = available.get(HEAD, embed)
         else:
-            stored = export._safetensors_headers([folder / entry["weights"]])
+            stored = models.safetensors_headers([folder / entry["weights"]])
             embed, head = stored["embed_tokens"], stored.get("lm_head", stored["embed_tokens"])
         tables.append((embed, head))
         from transformers import AutoTokenizer

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
 from core.mapping import Mapping, Origin, fvt_mapping
+from core.models import safetensors_headers, weight_files
 
 log = logging.getLogger(__name__)
 
@@ -153,57 +154,37 @@ def write_tokenizer(target_tokenizer, folder: Path) -> None:
 
 EMBEDDINGS, HEAD = "model.embed_tokens.weight", "lm_head.weight"
 INDEX_FILE = "model.safetensors.index.json"
-_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 
 
-@dataclass(frozen=True)
-class _Stored:
-    """A safetensors file's tensors as stored: name → (dtype, shape, byte range), and where the data starts."""
-    path: Path
-    tensors: dict[str, tuple[str, list[int], int, int]]
-    data_start: int
-    metadata: dict[str, str]
-
-    @staticmethod
-    def read(path: Path) -> "_Stored":
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size))
-        metadata = header.pop("__metadata__", None) or {}
-        tensors = {name: (t["dtype"], t["shape"], *t["data_offsets"]) for name, t in header.items()}
-        return _Stored(path, tensors, 8 + size, metadata)
-
-
-def _write_safetensors(path: Path, names: list[str], stored: _Stored, computed: dict, report: Reporter) -> int:
-    """Write `names` in order: computed tensors from memory, every other one copied byte for byte from `stored`.
-    Returns the size of the tensor data."""
+def _write_safetensors(path: Path, stored: dict, computed: dict, report: Reporter) -> int:
+    """Write the tensors of `stored` (name → `StoredTensor`, one file's) in their order: computed ones from memory,
+    every other one copied byte for byte. Returns the size of the tensor data."""
     import torch
 
+    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
     header, offset, blobs = {}, 0, {}
-    for name in names:
+    for name, s in stored.items():
+        dtype = s.dtype
         if name in computed:
             t = computed[name].contiguous()
-            blobs[name] = t.view(torch.uint8).reshape(-1).numpy() if t.numel() else b""
-            dtype = {v: k for k, v in _DTYPES.items()}[str(t.dtype).removeprefix("torch.")]
-            shape, size = list(t.shape), t.numel() * t.element_size()
+            blobs[name] = t.view(torch.uint8).reshape(-1).numpy()
+            dtype, shape, size = names[t.dtype], list(t.shape), t.numel() * t.element_size()
         else:
-            dtype, shape, begin, end = stored.tensors[name]
-            size = end - begin
+            shape, size = list(s.shape), s.end - s.start
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
-    header["__metadata__"] = stored.metadata or {"format": "pt"}
+    header["__metadata__"] = {"format": "pt"}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data must start 8-byte aligned
-    with open(stored.path, "rb") as src, open(path, "wb") as out:
+    with open(next(iter(stored.values())).file, "rb") as src, open(path, "wb") as out:
         out.write(struct.pack("<Q", len(raw)) + raw)
-        for name in names:
+        for name, s in stored.items():
             if name in computed:
                 out.write(memoryview(blobs[name]))
                 continue
             report.check()
-            _, _, begin, end = stored.tensors[name]
-            src.seek(stored.data_start + begin)
-            left = end - begin
+            src.seek(s.start)
+            left = s.end - s.start
             while left:
                 chunk = src.read(min(left, 64 << 20))
                 out.write(chunk)
@@ -232,23 +213,16 @@ def write_initialised(source_folder: str | Path, mapping: Mapping, target_tokeni
     source_folder = Path(source_folder)
     config = json.loads((source_folder / "config.json").read_text())
     index_path = source_folder / INDEX_FILE
-    if index_path.exists():
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-        files = list(dict.fromkeys(weight_map.values()))
-    elif (source_folder / "model.safetensors").exists():
-        files = ["model.safetensors"]
-    else:
-        raise TweetyError("the source model has no .safetensors weights", path=source_folder,
-                          fix="convert it with transformers (`save_pretrained`) first")
-    stored = {f: _Stored.read(source_folder / f) for f in files}
-    where = {name: f for f, s in stored.items() for name in s.tensors}
+    stored = {f: dict(sorted(safetensors_headers([f]).items(), key=lambda kv: kv[1].start))
+              for f in weight_files(source_folder)}
+    where = {name: f for f, tensors in stored.items() for name in tensors}
     tied = bool(config.get("tie_word_embeddings", False))
     if EMBEDDINGS not in where or not (tied or HEAD in where):
         raise TweetyError(f"the weights lack {EMBEDDINGS if EMBEDDINGS not in where else HEAD}",
                           path=source_folder, fix="choose a Llama-architecture model folder")
 
     def source(name: str):
-        with safe_open(str(source_folder / where[name]), "pt") as f:
+        with safe_open(str(where[name]), "pt") as f:
             return f.get_tensor(name)
 
     embeddings = source(EMBEDDINGS)
@@ -261,13 +235,13 @@ def write_initialised(source_folder: str | Path, mapping: Mapping, target_tokeni
     del new_in, new_out
     report(2, 2, "writing the model")
     total = 0
-    for f, s in stored.items():
-        if computed.keys() & s.tensors.keys():
-            total += _write_safetensors(folder / f, list(s.tensors), s, computed, report)
+    for f, tensors in stored.items():
+        if computed.keys() & tensors.keys():
+            total += _write_safetensors(folder / f.name, tensors, computed, report)
         else:  # a shard of body layers only: the very same file (the kernel copies it)
             report.check()
-            shutil.copyfile(s.path, folder / f)
-            total += sum(end - begin for _, _, begin, end in s.tensors.values())
+            shutil.copyfile(f, folder / f.name)
+            total += sum(t.end - t.start for t in tensors.values())
     if index_path.exists():
         index = json.loads(index_path.read_text())
         index.setdefault("metadata", {})["total_size"] = total

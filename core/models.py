@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from core.errors import TweetyError
 from core.jobs import atomic_dir
 
@@ -146,3 +148,63 @@ def load_model(spec: str | Path, *, dtype=None):
                           fix="check the .safetensors files are complete") from None
     model.eval()
     return model, tokenizer
+
+
+# --- a model folder's safetensors, read from their headers (no pickles, nothing loaded) -------------------------
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """Where one tensor lies in a .safetensors file (read straight from its JSON header)."""
+    file: Path
+    dtype: str  # F32 | F16 | BF16
+    shape: tuple[int, ...]
+    start: int  # absolute byte offsets in the file
+    end: int
+
+
+
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [model_dir / n for n in names]
+    else:
+        files = [model_dir / "model.safetensors"]
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise TweetyError("weights file missing (only .safetensors are read; no pickles)", path=missing[0],
+                          fix="copy the complete model folder, or re-run the adaptation")
+    return files
+
+
+def safetensors_headers(files: list[Path]) -> dict[str, StoredTensor]:
+    """Every tensor's place, from the files' headers; a damaged or truncated file is caught here, before writing."""
+    out = {}
+    for f in files:
+        size = f.stat().st_size
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if not 2 <= n <= min(size - 8, 100 << 20):
+                    raise ValueError("bad header length")
+                header = json.loads(fh.read(n))
+            end = 0
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                dtype, shape, (start, stop) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+                if dtype not in SAFETENSORS_DTYPES:
+                    raise ValueError(f"tensor {name} has unsupported type {dtype}")
+                if stop - start != int(np.prod(shape)) * np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize:
+                    raise ValueError(f"tensor {name} has a size that does not match its shape")
+                out[name] = StoredTensor(f, dtype, shape, 8 + n + start, 8 + n + stop)
+                end = max(end, stop)
+            if 8 + n + end != size:
+                raise ValueError(f"the file is {size:,} bytes but its header describes {8 + n + end:,}")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise TweetyError(f"the weights file is damaged or incomplete ({e})", path=f,
+                              fix="copy it again, or re-run the adaptation") from None
+    return out
