@@ -1,21 +1,28 @@
 """English → Spanish chrF on held-out demo verses: a Hydra against three baselines.
 
-Systems (all greedy, one line in and one line out, the reply cut at its first line break):
-- hydra: SmolLM2-135M-Instruct's body, the prompt read with its English tables, the reply written with the adapted
-  model's Spanish embeddings and head (core.hydra) — zero-shot translation;
-- adapted: the adapted Spanish model alone, asked in its chat template (tokenized by its Spanish tokenizer) to
-  translate;
-- source: SmolLM2-135M-Instruct alone, asked the same in its own vocabulary;
+Systems (all greedy, one line in and one line out, the reply cut at its first line break, never repeating a
+4-gram of itself, batched; every model gets the same few-shot prompt: three short training verse pairs, then the
+verse — core.hydra.translation_segments):
+- hydra: SmolLM2-135M-Instruct's body, the prompt read with its English tables (the example replies with the
+  Spanish one), the reply written with the adapted model's Spanish embeddings and head (core.hydra);
+- hydra-chat: the same Hydra asked with the chat-template instruction instead of examples (zero-shot);
+- hydra-bt: the Hydra after core.hydra.finetune_language on back-translated Spanish training verses (`--bt-lines`
+  verses translated into English by the Hydra itself; only the Spanish table and head train, `--bt-steps` steps);
+- adapted: the adapted Spanish model alone (its Spanish tokenizer reads the English too);
+- source: SmolLM2-135M-Instruct alone, in its own vocabulary;
 - dictionary: word by word with Debian's FreeDict eng-spa (/usr/share/dictd): for each English word, of its
   dictionary translations the one most frequent in the Spanish training verses; unknown words (names) kept as is.
 chrF is sacrebleu's corpus chrF (character 6-grams, β = 2) against the Reina-Valera 1909 verses.
 Usage: python benchmarks/translate_chrf.py [--limit 500] [--adapted DIR] [--systems hydra,adapted,source,dictionary]
+       [--bt-lines 400 --bt-steps 100]
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
+import random
 import re
 import time
 from pathlib import Path
@@ -23,24 +30,24 @@ from pathlib import Path
 from common import DEMO, ROOT
 
 from core import hydra as H
-from core import models, runtime
+from core import models
 from core.resources import read_dictionary, read_lines
 
-SYSTEMS = ("hydra", "adapted", "source", "dictionary")
+SYSTEMS = ("hydra", "hydra-chat", "hydra-bt", "adapted", "source", "dictionary")
 FREEDICT = Path("/usr/share/dictd/freedict-eng-spa.index")
 
 
-def prompted(model, tokenizer, language: str):
-    """A translate function for a model on its own (one-language Hydra), prompted like the Hydra is."""
-    single = H.Hydra(model, language, tokenizer)
+def on_its_own(model, tokenizer, examples) -> H.Hydra:
+    """A model with its own vocabulary on both sides: a Hydra whose "es" is its "en" (same tokenizer and tables),
+    so it gets exactly the Hydra's prompt."""
+    single = H.Hydra(model, "en", tokenizer)
+    own = single.languages["en"]
+    single.languages["es"] = dataclasses.replace(own, code="es", examples=tuple(examples))
+    return single
 
-    def translate(text: str, max_new_tokens: int) -> str:
-        messages = runtime.translation_prompt("chat", "en", "es", text)
-        ids = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(ids, add_special_tokens=False)["input_ids"]
-        settings = H.GenerationSettings(max_new_tokens=max_new_tokens, stop_strings=("\n",))
-        return single.generate([H.Segment(language, tuple(ids))], language, settings).text.strip()
-    return translate
+
+def batched(hydra: H.Hydra, examples=None):
+    return lambda texts, k: H.translate_batch(hydra, texts, "en", "es", max_new_tokens=k, examples=examples)
 
 
 def dictionary_translator():
@@ -54,8 +61,9 @@ def dictionary_translator():
     best = {w: max(ts, key=lambda t: (frequency[t.lower()] if " " not in t else 0, -ts.index(t)))
             for w, ts in options.items()}
 
-    def translate(text: str, max_new_tokens: int) -> str:
-        return re.sub(r"[A-Za-z]+(?:'[a-z]+)?", lambda m: best.get(m.group(0).lower(), m.group(0)), text)
+    def translate(texts: list[str], max_new_tokens: int) -> list[str]:
+        return [re.sub(r"[A-Za-z]+(?:'[a-z]+)?", lambda m: best.get(m.group(0).lower(), m.group(0)), text)
+                for text in texts]
     return translate
 
 
@@ -70,7 +78,9 @@ def main() -> None:
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, from " + ", ".join(SYSTEMS))
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--examples", type=int, default=3)
+    p.add_argument("--examples", type=int, default=3, help="example outputs to print")
+    p.add_argument("--bt-lines", type=int, default=400, help="hydra-bt: Spanish training verses back-translated")
+    p.add_argument("--bt-steps", type=int, default=100, help="hydra-bt: steps of 4 pairs")
     p.add_argument("--json", help="also write scores and outputs to this JSON file")
     a = p.parse_args()
     if a.threads:
@@ -83,40 +93,56 @@ def main() -> None:
     english = read_lines(DEMO / "bible.heldout.en.gz")[:n]
     spanish = read_lines(DEMO / "bible.heldout.es.gz")[:n]
 
+    train_en, train_es = read_lines(DEMO / "bible.train.en.gz"), read_lines(DEMO / "bible.train.es.gz")
+    examples = H.choose_examples(train_en, train_es)
     source_model, source_tok = models.load_model(models.DEFAULT_MODEL)
-    translators = {}
-    if "hydra" in systems:
-        hydra = H.build_hydra((source_model, source_tok), {"es": a.adapted})
-        translators["hydra"] = lambda text, k: H.translate(hydra, text, "en", "es", max_new_tokens=k)
+    translators, notes = {}, {}
+    if {"hydra", "hydra-chat"} & set(systems):
+        hydra = H.build_hydra((source_model, source_tok), {"es": a.adapted}, examples={"es": examples})
+        translators["hydra"] = batched(hydra)
+        translators["hydra-chat"] = batched(hydra, examples=[])
+    if "hydra-bt" in systems:
+        tuned = H.build_hydra((source_model, source_tok), {"es": a.adapted}, examples={"es": examples})
+        translators["hydra-bt"] = batched(tuned)
+        start = time.monotonic()
+        lines = random.Random(0).sample(train_es, a.bt_lines)
+        pairs = H.back_translate(tuned, "es", lines)
+        notes["back-translation s"] = time.monotonic() - start
+        start = time.monotonic()
+        losses = H.finetune_language(tuned, "es", pairs, H.HydraTuning(steps=a.bt_steps))
+        notes["tuning s"] = time.monotonic() - start
+        notes["tuning loss first → last 10"] = f"{losses[0]:.3f} → {sum(losses[-10:]) / 10:.3f}"
+        notes["back-translation example"] = f"{pairs[0][1]}  →  {pairs[0][0]}"
     if "adapted" in systems:
-        translators["adapted"] = prompted(*models.load_model(a.adapted), "es")
+        translators["adapted"] = batched(on_its_own(*models.load_model(a.adapted), examples))
     if "source" in systems:
-        translators["source"] = prompted(source_model, source_tok, "en")
+        translators["source"] = batched(on_its_own(source_model, source_tok, examples))
     if "dictionary" in systems:
         translators["dictionary"] = dictionary_translator()
 
     outputs, scores, seconds = {}, {}, {}
-    for name, translate in translators.items():
+    for name in [s for s in SYSTEMS if s in systems]:
         start = time.monotonic()
         outputs[name] = []
-        for i, line in enumerate(english):
-            outputs[name].append(" ".join(translate(line, a.max_new_tokens).split()))
-            if (i + 1) % 10 == 0:
-                print(f"  {name}: {i + 1}/{n} ({time.monotonic() - start:.0f} s)", flush=True)
+        for i in range(0, n, 32):
+            outputs[name] += [" ".join(t.split()) for t in translators[name](english[i:i + 32], a.max_new_tokens)]
+            print(f"  {name}: {len(outputs[name])}/{n} ({time.monotonic() - start:.0f} s)", flush=True)
         seconds[name] = time.monotonic() - start
         scores[name] = sacrebleu.corpus_chrf(outputs[name], [spanish]).score
 
     print(f"\nchrF, English → Spanish, first {n} held-out verses (Ruth…), adapted model: {a.adapted}")
     print(f"{'system':<12} {'chrF':>6} {'s/verse':>8}")
-    for name in translators:
+    for name in outputs:
         print(f"{name:<12} {scores[name]:6.1f} {seconds[name] / n:8.2f}")
+    for key, value in notes.items():
+        print(f"{key}: {value if isinstance(value, str) else f'{value:.0f}'}")
     for i in range(min(a.examples, n)):
         print(f"\n[{i + 1}] en:  {english[i]}\n    ref: {spanish[i]}")
-        for name in translators:
+        for name in outputs:
             print(f"    {name + ':':<11} {outputs[name][i]}")
     if a.json:
         Path(a.json).write_text(json.dumps({"limit": n, "adapted": a.adapted, "chrf": scores, "seconds": seconds,
-                                            "outputs": outputs}, ensure_ascii=False, indent=1))
+                                            "notes": notes, "outputs": outputs}, ensure_ascii=False, indent=1))
 
 
 if __name__ == "__main__":

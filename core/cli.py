@@ -249,10 +249,27 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--source-language", default="en", help="language code of the source model (default en)")
     h.add_argument("--language", action="append", required=True, metavar="CODE=DIR",
                    help="an adapted model folder and its language code, e.g. es=adapted (repeatable)")
+    h.add_argument("--examples", nargs=3, action="append", default=[], metavar=("CODE", "SOURCE_FILE", "TARGET_FILE"),
+                   help="a parallel corpus (one line each side) whose short pairs make few-shot translation prompts "
+                   "for language CODE (repeatable; strongly advised: chrF 7 → 18 on the demo)")
     h.add_argument("--out", required=True, help="the new Hydra folder")
     h = hydra_sub.add_parser("add", help="add a language to a Hydra folder")
     h.add_argument("--hydra", required=True)
     h.add_argument("--language", required=True, metavar="CODE=DIR")
+    h.add_argument("--examples", nargs=2, metavar=("SOURCE_FILE", "TARGET_FILE"),
+                   help="a parallel corpus whose short pairs make few-shot translation prompts")
+    h = hydra_sub.add_parser("finetune", help="train one language's table and head to translate into it")
+    h.add_argument("--hydra", required=True)
+    h.add_argument("--language", required=True, metavar="CODE")
+    g = h.add_mutually_exclusive_group(required=True)
+    g.add_argument("--parallel", nargs=2, metavar=("SOURCE_FILE", "TARGET_FILE"), help="real translation pairs")
+    g.add_argument("--back-translate", metavar="TEXT_FILE",
+                   help="target-language text only: the Hydra translates it into the source language and trains on "
+                   "those synthetic pairs")
+    h.add_argument("--lines", type=int, default=400, help="pairs (or lines) drawn at random from the file")
+    h.add_argument("--steps", type=int, default=hydra_tuning("steps"))
+    h.add_argument("--batch-size", type=int, default=hydra_tuning("batch_size"), help="pairs per step")
+    h.add_argument("--lr", type=float, default=hydra_tuning("lr"))
     h = hydra_sub.add_parser("remove", help="remove a language from a Hydra folder")
     h.add_argument("--hydra", required=True)
     h.add_argument("--language", required=True, metavar="CODE")
@@ -474,17 +491,34 @@ def _language_folder(value: str) -> tuple[str, str]:
     return code, folder
 
 
+def hydra_tuning(name: str):
+    from core.hydra import HydraTuning
+
+    return getattr(HydraTuning, name)
+
+
+def _examples(source_file: str, target_file: str) -> list[tuple[str, str]]:
+    from core.hydra import choose_examples
+
+    corpus = resources.read_parallel(source_file, target_file)
+    return choose_examples(corpus.source, corpus.target)
+
+
 def _hydra(a: argparse.Namespace, bars: ProgressBars) -> None:
     from core import hydra
 
     if a.hydra_command == "build":
+        examples = {code: _examples(src, tgt) for code, src, tgt in a.examples}
         model = hydra.build_hydra(a.source_model, dict(map(_language_folder, a.language)),
-                                  source_language=a.source_language)
+                                  source_language=a.source_language, examples=examples)
         hydra.save_hydra(model, a.out)
         print(f"Hydra with {', '.join(model.languages)} written to {a.out}")
     elif a.hydra_command == "add":
-        hydra.add_language(a.hydra, *_language_folder(a.language))
+        examples = _examples(*a.examples) if a.examples else ()
+        hydra.add_language(a.hydra, *_language_folder(a.language), examples)
         print(f"Added {a.language.partition('=')[0]} to {a.hydra}")
+    elif a.hydra_command == "finetune":
+        _hydra_finetune(a, bars)
     elif a.hydra_command == "remove":
         hydra.remove_language(a.hydra, a.language)
         print(f"Removed {a.language} from {a.hydra}")
@@ -493,6 +527,32 @@ def _hydra(a: argparse.Namespace, bars: ProgressBars) -> None:
                                          progress=bars)
         bars.close()
         print(f"Wrote {result.path} ({result.type}, {result.bytes / 1e6:,.1f} MB)")
+
+
+def _hydra_finetune(a: argparse.Namespace, bars: ProgressBars) -> None:
+    import random
+
+    from core import hydra
+
+    model = hydra.load_hydra(a.hydra, languages=[a.language])
+    settings = hydra.HydraTuning(steps=a.steps, batch_size=a.batch_size, lr=a.lr)
+    cancel = CancelToken()
+    with _ctrl_c_cancels(cancel):
+        if a.parallel:
+            corpus = resources.read_parallel(*a.parallel)
+            pairs = list(zip(corpus.source, corpus.target))
+            pairs = random.Random(0).sample(pairs, min(a.lines, len(pairs)))
+        else:
+            lines = [line for line in resources.read_lines(a.back_translate) if line.strip()]
+            lines = random.Random(0).sample(lines, min(a.lines, len(lines)))
+            pairs = hydra.back_translate(model, a.language, lines, progress=bars, cancel=cancel)
+        losses = hydra.finetune_language(model, a.language, pairs, settings, progress=bars, cancel=cancel)
+    bars.close()
+    hydra.save_language(a.hydra, model, a.language, tuned={
+        "pairs": len(pairs), "from": "parallel" if a.parallel else "back-translation", "steps": a.steps,
+        "first_loss": round(losses[0], 4), "last_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4)})
+    print(f"Tuned {a.language} on {len(pairs):,} pairs: loss {losses[0]:.2f} → {sum(losses[-10:]) / len(losses[-10:]):.2f}"
+          f" (mean of the last 10 steps); written to {a.hydra}")
 
 
 def _translate_hydra(a: argparse.Namespace, bars: ProgressBars) -> int:

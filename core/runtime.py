@@ -168,20 +168,23 @@ def translate_file(llm, in_path: str | Path, out_path: str | Path, source: str, 
                    cancel: CancelToken | None = None) -> int:
     """Translate a text file line by line (empty lines kept) into `out_path`, written atomically; an interrupted run
     resumes where it stopped (see `translate_lines_to_file`). Returns lines done."""
-    return translate_lines_to_file(read_lines(in_path), lambda line: translate(llm, line, source, target,
-                                                                               cancel=cancel),
-                                   out_path, key=f"gguf {Path(llm.model_path).resolve()} {source}->{target}",
+    def translate_lines(lines: list[str]) -> list[str]:
+        return [translate(llm, line, source, target, cancel=cancel) if line.strip() else "" for line in lines]
+
+    return translate_lines_to_file(read_lines(in_path), translate_lines, out_path,
+                                   key=f"gguf {Path(llm.model_path).resolve()} {source}->{target}",
                                    overwrite=overwrite, progress=progress, cancel=cancel)
 
 
-def translate_lines_to_file(lines: list[str], translate_line: Callable[[str], str], out_path: str | Path, *,
-                            key: str, overwrite: bool = False, progress: ProgressFn | None = None,
-                            cancel: CancelToken | None = None) -> int:
+def translate_lines_to_file(lines: list[str], translate_lines: Callable[[list[str]], list[str]],
+                            out_path: str | Path, *, key: str, batch_size: int = 1, overwrite: bool = False,
+                            progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> int:
     """One line in, one line out (empty lines kept), into `out_path`, which appears atomically when every line is
     done. Each finished line is also appended to a hidden sibling `.NAME.partial`, headed by `key` (the model and
     languages) and the input's hash: a run stopped by cancel, Ctrl-C or a crash resumes from there when started again
     with the same input, model and languages (anything else starts afresh). The partial file goes once the output
-    is written. Used by the GGUF runtime and by Hydra models (core.hydra)."""
+    is written. `translate_lines` takes up to `batch_size` lines at once. Used by the GGUF runtime and by Hydra
+    models (core.hydra)."""
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:
         raise TweetyError("the output file exists; Tweety Studio never overwrites your files", path=out_path,
@@ -196,15 +199,17 @@ def translate_lines_to_file(lines: list[str], translate_line: Callable[[str], st
     with open(partial, "w" if not done else "a", encoding="utf-8") as log_file:
         if not done:
             log_file.write(header + "\n")
-        for i in range(len(done), len(lines)):
+        for i in range(len(done), len(lines), batch_size):
+            batch = lines[i:i + batch_size]
             report(i, len(lines), f"line {i + 1:,} of {len(lines):,}")
-            line = lines[i]
-            # One line in, one line out: a translation's own line breaks would shift every later line.
-            text = " ".join(translate_line(line).split()) if line.strip() else ""
-            if cancel is not None and cancel.cancelled:  # a line cut short by cancel is not a translation
+            texts = translate_lines(batch)
+            if cancel is not None and cancel.cancelled:  # lines cut short by cancel are not translations
                 raise Cancelled()
-            done.append(text)
-            log_file.write(json.dumps(text, ensure_ascii=False) + "\n")
+            for line, text in zip(batch, texts):
+                # One line in, one line out: a translation's own line breaks would shift every later line.
+                text = " ".join(text.split()) if line.strip() else ""
+                done.append(text)
+                log_file.write(json.dumps(text, ensure_ascii=False) + "\n")
             log_file.flush()
     report(len(lines), len(lines), "done")
     with atomic_file(out_path) as tmp:
