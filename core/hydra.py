@@ -621,7 +621,9 @@ def translate_file(hydra: Hydra, in_path: str | Path, out_path: str | Path, sour
     """Translate a text file line by line into `out_path` (atomic, resumable: see runtime.translate_lines_to_file),
     `batch_size` lines at a time."""
     identity = hashlib.sha256(json.dumps(
-        {"hydra": sorted((c, lang.origin, lang.vocab_size, lang.examples) for c, lang in hydra.languages.items()),
+        # The head's sum tells a tuned language (core.hydra.finetune_language) from the same one before tuning.
+        {"hydra": sorted((c, lang.origin, lang.vocab_size, lang.examples, round(float(lang.head.float().sum()), 3))
+                         for c, lang in hydra.languages.items()),
          "model": getattr(hydra.model.config, "_name_or_path", "")}).encode()).hexdigest()
     return translate_lines_to_file(
         read_lines(in_path), lambda lines: translate_batch(hydra, lines, source, target, max_new_tokens=max_new_tokens,
