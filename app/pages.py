@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -952,7 +953,8 @@ class ExportPage(Page):
 
 class ChatPage(Page):
     key, title = "chat", "Chat & Translate"
-    intro = "Try the exported model: chat with it, or translate a text. Everything runs on this computer."
+    intro = ("Try the exported model: chat with it, or translate a text — with it, or with the Hydra (the source "
+             "model reading, the new vocabulary writing). Everything runs on this computer.")
     max_tokens = 256  # longest reply; tests use fewer
     fills = True
 
@@ -961,6 +963,7 @@ class ChatPage(Page):
 
         self.llm = None
         self.chat = None
+        self._hydra = None  # (key, core.hydra.Hydra) built on first use
         row = QHBoxLayout()
         self.file = FileRow("open", "exported .gguf file", "GGUF models (*.gguf)")
         row.addWidget(self.file, 1)
@@ -992,9 +995,14 @@ class ChatPage(Page):
             langs.addWidget(edit)
         langs.addWidget(self.button("Translate", self.translate))
         langs.addStretch(1)
+        self.use_hydra = QCheckBox("Hydra: read with the source model, write in the new language")
+        self.use_hydra.setToolTip("Translate without the exported file: the source model's body reads the text with "
+                                  "its own vocabulary and writes with the adapted model's (zero-shot translation). "
+                                  "Needs a model whose body fine-tuning left untouched (stage: embeddings).")
         self.text_in = QPlainTextEdit(placeholderText="Text to translate")
         self.text_out = QPlainTextEdit(readOnly=True, placeholderText="Translation")
         grid.addLayout(langs)
+        grid.addWidget(self.use_hydra)
         grid.addWidget(self.text_in)
         grid.addWidget(self.text_out)
         split = QHBoxLayout()
@@ -1058,15 +1066,31 @@ class ChatPage(Page):
         from core.runtime import translate
 
         text = self.text_in.toPlainText().strip()
-        if not text or not self._ready():
+        if not text or (not self.use_hydra.isChecked() and not self._ready()):
             return
         self._sink = self.text_out
         self.text_out.clear()
         llm, src, tgt, emit = self.llm, self.src.text().strip(), self.tgt.text().strip(), self.relay.text.emit
         max_tokens = self.max_tokens
+        if self.use_hydra.isChecked():
+            self.run(self._hydra_job(text, src, tgt), lambda _out: None, "Translating with the Hydra")
+            return
         self.run(lambda progress, cancel: translate(llm, text, src, tgt, max_tokens=max_tokens, on_text=emit,
                                                     cancel=cancel),
                  lambda _out: None, "Translating")
+
+    def _hydra_job(self, text: str, src: str, tgt: str):
+        from core import hydra
+
+        project, max_tokens, emit = self.project, self.max_tokens, self.relay.text.emit
+        key = (str(project.final_model_dir), src, tgt)
+        cached = self._hydra if self._hydra is not None and self._hydra[0] == key else None
+
+        def fn(progress, cancel):
+            model = cached[1] if cached else project.hydra(src, tgt)
+            self._hydra = (key, model)  # a plain assignment: the next translation reuses it
+            return hydra.translate(model, text, src, tgt, max_new_tokens=max_tokens, on_text=emit, cancel=cancel)
+        return fn
 
 
 PAGES = (ProjectPage, SourcePage, DataPage, TokenizerPage, AlignPage, FineTunePage, EvaluatePage, ExportPage,

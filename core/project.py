@@ -337,6 +337,24 @@ class Project:
         """The model to evaluate, export and chat with: the fine-tuned one when there is one."""
         return self.finetune_dir if "finetune" in self.state.stages else self.model_dir
 
+    def hydra(self, source_language: str = "en", target_language: str | None = None):
+        """The source model's body with its own tables for `source_language` and the final model's for
+        `target_language` (default: the project's language) (core.hydra): a prompt read in the source language, the reply written in the target language. Three
+        short pairs of the parallel corpus, when there is one, make its translation prompt. core.hydra refuses a
+        fine-tuned model whose body changed (stage `outer-layers`), saying so."""
+        from core import hydra, resources
+
+        code = target_language or self.state.language
+        if not code:
+            raise TweetyError("the project has no target language code", fix="type the code (e.g. es) in To")
+        inputs = self.inputs()
+        examples = {}
+        if inputs.parallel:
+            corpus = resources.read_parallel(inputs.parallel[0], inputs.parallel[1] or None)
+            examples[code] = hydra.choose_examples(corpus.source, corpus.target)
+        return hydra.build_hydra(self.source(), {code: self.final_model_dir},
+                                 source_language=source_language, examples=examples)
+
     def evaluate(self, *, max_bytes: int = 0, progress=None, cancel=None) -> dict[str, dict]:
         """Bits per byte of the source model (own tokenizer), the adapted model as initialised and, when there is
         one, the fine-tuned model, on the held-out text."""

@@ -12,6 +12,8 @@ import pytest
 from conftest import ROOT, demo_lines, write_lines
 from PySide6.QtCore import QSettings, QTimer
 
+from core import hydra as H
+
 SHOTS = ROOT / "docs" / "screenshots"
 TIMEOUT = 120_000
 
@@ -163,6 +165,16 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     chat.text_in.setPlainText("In the beginning God created the heaven and the earth.")
     chat.translate()
     wait_job(qtbot, w)
+    # The Hydra: the source body reads the English, the fine-tuned Spanish tables write (no GGUF involved).
+    chat.use_hydra.setChecked(True)
+    chat.tgt.setText("es")  # (this project never named its language)
+    chat.translate()
+    wait_job(qtbot, w)
+    assert "Translating with the Hydra: done" in w.log_view.toPlainText()
+    hydra = chat._hydra[1]
+    assert set(hydra.languages) == {"en", "es"} and len(hydra.examples("en", "es")) == 3
+    expected = H.translate(hydra, chat.text_in.toPlainText(), "en", "es", max_new_tokens=chat.max_tokens)
+    assert chat.text_out.toPlainText().strip() == expected and expected
     shot(w, 9, "chat")
 
     # Reopening resumes after the last finished stage (everything done: the Chat page).
