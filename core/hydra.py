@@ -537,7 +537,16 @@ class TranslationPrompt:
 def choose_examples(source_lines: list[str], target_lines: list[str], k: int = EXAMPLES) -> list[tuple[str, str]]:
     """`k` short pairs spread over a parallel corpus (the same ones every time), for a translation prompt."""
     fit = [i for i, (s, t) in enumerate(zip(source_lines, target_lines)) if 20 <= len(s) <= 100 and 20 <= len(t) <= 120]
-    return [(source_lines[fit[j * len(fit) // k]], target_lines[fit[j * len(fit) // k]]) for j in range(k)] if fit else []
+    picks = [fit[j * len(fit) // k] for j in range(k)] if fit else []
+    return [(source_lines[i], target_lines[i]) for i in picks]
+
+
+def corpus_examples(source_path: str | Path, target_path: str | Path | None = None) -> list[tuple[str, str]]:
+    """`choose_examples` from a parallel corpus file pair (or one TSV/TMX file: core.resources.read_parallel)."""
+    from core.resources import read_parallel
+
+    corpus = read_parallel(source_path, target_path)
+    return choose_examples(corpus.source, corpus.target)
 
 
 def translation_segments(hydra: Hydra, text: str, source: str, target: str,
@@ -545,8 +554,9 @@ def translation_segments(hydra: Hydra, text: str, source: str, target: str,
     """The translation prompt, tokenized in the source language; only texts in another language are read with their
     own language's table. With example pairs (`examples`, or by default the Hydra's own for this direction) it is a
     few-shot `English: … / Spanish: …` prompt: the examples' target side, read with the target language's table,
-    shows the body what to write, and a small model follows it far better than an instruction (chrF 7 → 18 at
-    135M). Without examples: the source model's chat template (or a plain `English: … / Spanish:` prompt)."""
+    shows the body what to write, and a small model follows it better than an instruction (chrF 12.9 → 15.3 on 500
+    demo verses at 135M). Without examples: the source model's chat template (or a plain `English: … / Spanish:`
+    prompt)."""
     hydra._language(source), hydra._language(target)
     base_code = hydra.source_language
     base = hydra.languages[base_code].tokenizer
@@ -676,7 +686,8 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
 
     lang = hydra._language(code)
     if code == hydra.source_language:
-        raise TweetyError(f"{code!r} is the source language: its tables are the body's own", fix="tune another language")
+        raise TweetyError(f"{code!r} is the source language: its tables are the body's own",
+                          fix="tune another language")
     if not pairs:
         raise TweetyError("there are no translation pairs to train on", fix="give a parallel corpus or target text")
     report = Reporter(progress, cancel, f"Tuning {code}")

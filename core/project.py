@@ -339,10 +339,10 @@ class Project:
 
     def hydra(self, source_language: str = "en", target_language: str | None = None):
         """The source model's body with its own tables for `source_language` and the final model's for
-        `target_language` (default: the project's language) (core.hydra): a prompt read in the source language, the reply written in the target language. Three
-        short pairs of the parallel corpus, when there is one, make its translation prompt. core.hydra refuses a
-        fine-tuned model whose body changed (stage `outer-layers`), saying so."""
-        from core import hydra, resources
+        `target_language` (default: the project's language) (core.hydra): a prompt read in the source language, the
+        reply written in the target language. Three short pairs of the parallel corpus, when there is one, make its
+        translation prompt. core.hydra refuses a fine-tuned model whose body changed (stage `outer-layers`)."""
+        from core import hydra
 
         code = target_language or self.state.language
         if not code:
@@ -350,8 +350,7 @@ class Project:
         inputs = self.inputs()
         examples = {}
         if inputs.parallel:
-            corpus = resources.read_parallel(inputs.parallel[0], inputs.parallel[1] or None)
-            examples[code] = hydra.choose_examples(corpus.source, corpus.target)
+            examples[code] = hydra.corpus_examples(inputs.parallel[0], inputs.parallel[1] or None)
         return hydra.build_hydra(self.source(), {code: self.final_model_dir},
                                  source_language=source_language, examples=examples)
 
