@@ -632,7 +632,7 @@ def translate_file(hydra: Hydra, in_path: str | Path, out_path: str | Path, sour
     `batch_size` lines at a time."""
     identity = hashlib.sha256(json.dumps(
         # The head's sum tells a tuned language (core.hydra.finetune_language) from the same one before tuning.
-        {"hydra": sorted((c, lang.origin, lang.vocab_size, lang.examples, round(float(lang.head.float().sum()), 3))
+        {"hydra": sorted((c, lang.origin, lang.vocab_size, lang.examples, round(float(lang.head.detach().float().sum()), 3))
                          for c, lang in hydra.languages.items()),
          "model": getattr(hydra.model.config, "_name_or_path", "")}).encode()).hexdigest()
     return translate_lines_to_file(
@@ -650,6 +650,9 @@ class HydraTuning:
     lr: float = 1e-3
     warmup_steps: int = 20
     seed: int = 0
+    # A tied language gets a reading table and a writing head of its own: reading back what was written (and keeping
+    # the body's place in the text) and choosing the next word are different jobs for one vector.
+    untie: bool = False
 
 
 def back_translate(hydra: Hydra, code: str, lines: list[str], *, batch_size: int = 8,
@@ -679,7 +682,6 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
     import random
 
     import torch
-    import torch.nn.functional as F
 
     from core.finetune import FinetuneSettings, learning_rate
     from core.jobs import Reporter
@@ -692,8 +694,9 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
         raise TweetyError("there are no translation pairs to train on", fix="give a parallel corpus or target text")
     report = Reporter(progress, cancel, f"Tuning {code}")
     embeddings = torch.nn.Parameter(lang.embeddings.detach().float().clone())
-    head = embeddings if lang.tied else torch.nn.Parameter(lang.head.detach().float().clone())
-    params = [embeddings] if lang.tied else [embeddings, head]
+    tied = lang.tied and not settings.untie
+    head = embeddings if tied else torch.nn.Parameter(lang.head.detach().float().clone())
+    params = [embeddings] if tied else [embeddings, head]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=0.0)
     schedule = FinetuneSettings(steps=settings.steps, lr=settings.lr, warmup_steps=settings.warmup_steps)
     for p in hydra.model.parameters():
@@ -706,33 +709,52 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
         for step in range(settings.steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(schedule, step)
-            total = 0.0
+            batch = []
             for _ in range(settings.batch_size):
                 if not order:
                     order = rng.sample(range(len(pairs)), len(pairs))
-                source_text, target_text = pairs[order.pop()]
-                prompt = translation_segments(hydra, source_text, hydra.source_language, code).segments
-                reply = hydra.segment(code, f" {target_text.strip()}\n")
-                h = hydra.hidden(hydra.embed(prompt + [reply]))[0]
-                n = len(reply.ids)
-                logits = F.linear(h[-n - 1:-1], head)
-                loss = F.cross_entropy(logits.float(), torch.tensor(reply.ids)) / settings.batch_size
-                loss.backward()
-                total += loss.detach().item()
+                batch.append(pairs[order.pop()])
+            loss = _reply_loss(hydra, code, batch)
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(total)
-            report(step + 1, settings.steps, f"step {step + 1} of {settings.steps}, loss {total:.3f}",
-                   {"step": step + 1, "loss": total})
+            losses.append(loss.item())
+            report(step + 1, settings.steps, f"step {step + 1} of {settings.steps}, loss {losses[-1]:.3f}",
+                   {"step": step + 1, "loss": losses[-1]})
     except BaseException:
         hydra.languages[code] = lang
         raise
     dtype = lang.embeddings.dtype
     tuned_embeddings = embeddings.detach().to(dtype)
     hydra.languages[code] = replace(lang, embeddings=tuned_embeddings,
-                                    head=tuned_embeddings if lang.tied else head.detach().to(dtype))
+                                    head=tuned_embeddings if tied else head.detach().to(dtype))
     return losses
+
+
+def _reply_loss(hydra: Hydra, code: str, batch: list[tuple[str, str]]):
+    """Mean over the pairs of each reply's mean cross-entropy after the translation prompt, the pairs run as one
+    right-padded batch (on 2 CPU cores 1.5× the speed of one pair at a time)."""
+    import torch
+    import torch.nn.functional as F
+
+    rows, targets, where, weights = [], [], [], []
+    for i, (source_text, target_text) in enumerate(batch):
+        prompt = translation_segments(hydra, source_text, hydra.source_language, code).segments
+        reply = hydra.segment(code, f" {target_text.strip()}\n")
+        rows.append(hydra.embed(prompt + [reply])[0])
+        n, end = len(reply.ids), len(rows[-1])
+        targets += reply.ids
+        where += [(i, t) for t in range(end - n - 1, end - 1)]  # the positions that predict the reply's tokens
+        weights += [1 / (n * len(batch))] * n
+    width = max(len(r) for r in rows)
+    embeds = torch.stack([F.pad(r, (0, 0, 0, width - len(r))) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    h = hydra.hidden(embeds, attention_mask=mask if len(rows) > 1 else None)
+    b, t = torch.tensor(where).T
+    logits = F.linear(h[b, t], hydra._language(code).head)
+    per_token = F.cross_entropy(logits.float(), torch.tensor(targets), reduction="none")
+    return (per_token * torch.tensor(weights)).sum()
 
 
 # ---- GGUF: one file, a merged vocabulary ------------------------------------------------------------------------------

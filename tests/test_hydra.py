@@ -341,6 +341,44 @@ def test_finetune_language_trains_only_that_language_and_learns(source, adapted_
         H.finetune_language(hydra, "en", [pair])
 
 
+def test_tuning_batch_loss_is_the_mean_of_each_pairs_loss(hydra):
+    pairs = [("And there was light.", "Y fué la luz."), (TEXT, "En el principio crió Dios los cielos y la tierra."),
+             ("God.", "Dios.")]
+    with torch.no_grad():
+        batched = H._reply_loss(hydra, "es", pairs)
+        alone = [H._reply_loss(hydra, "es", [p]) for p in pairs]
+    assert len({round(float(x), 2) for x in alone}) == 3  # three different losses, so the mean is a real check
+    assert float(batched) == pytest.approx(sum(float(x) for x in alone) / 3, rel=1e-5)
+
+
+def test_untied_tuning_gives_a_language_its_own_head_saved_and_loaded(source, adapted_es, tmp_path):
+    from safetensors.torch import load_file
+
+    folder = H.save_hydra(H.build_hydra(source, {"es": adapted_es}, examples={"es": EXAMPLES}), tmp_path / "h")
+    hydra = H.load_hydra(folder)
+    before = hydra.languages["es"].embeddings.clone()
+    pair = ("And there was light.", "Y fué la luz.")
+    losses = H.finetune_language(hydra, "es", [pair], H.HydraTuning(steps=6, batch_size=1, lr=3e-3, warmup_steps=1,
+                                                                   untie=True))
+    assert losses[-1] < losses[0]
+    es = hydra.languages["es"]
+    assert not es.tied and not torch.equal(es.head, es.embeddings)
+    assert not torch.equal(es.head, before) and not torch.equal(es.embeddings, before)
+    H.save_language(folder, hydra, "es")
+    assert set(load_file(str(folder / "languages" / "es.safetensors"))) == {"embed_tokens", "lm_head"}
+    again = H.load_hydra(folder).languages["es"]
+    assert torch.equal(again.embeddings, es.embeddings) and torch.equal(again.head, es.head)
+    # The merged-vocabulary GGUF stacks the untied heads too: llama.cpp's greedy tokens equal the Hydra's.
+    pytest.importorskip("llama_cpp")
+    from core import runtime
+
+    gguf = H.export_hydra_gguf(folder, tmp_path / "h.gguf").path
+    prompt = H.translation_segments(hydra, TEXT, "en", "es").segments
+    expected = hydra.generate(prompt, "es", H.GenerationSettings(max_new_tokens=6), stop_ids=set()).ids
+    llm = runtime.load(gguf, runtime.RuntimeSettings(n_ctx=512, exact=True, threads=1))
+    assert H.generate_gguf(llm, prompt, "es", max_new_tokens=6) == expected
+
+
 def test_cli_tunes_a_saved_hydra_by_back_translation(adapted_es, tmp_path):
     from safetensors.torch import load_file
 
