@@ -54,9 +54,9 @@ def main() -> None:
             seconds, before, peak = pool.submit(_export, str(model), str(files[kind]), kind).result()
         print(f"{kind:<6} {seconds:>8.2f} {files[kind].stat().st_size / 1e6:>8.0f} {peak:>12.0f} {before:>13.0f} "
               f"{peak - before:>10.0f}")
-    from core.export import _safetensors_headers
+    from core.models import safetensors_headers, weight_files
 
-    largest = max(math.prod(t.shape) for t in _safetensors_headers(sorted(model.glob("*.safetensors"))).values())
+    largest = max(math.prod(t.shape) for t in safetensors_headers(weight_files(model)).values())
     print(f"(export MB = peak − libraries; streamed, it stays near a few copies of the largest tensor, "
           f"{largest * 4 / 1e6:,.0f} MB in float32, not the {weights_mb:,.0f} MB model)")
 

@@ -6,15 +6,17 @@ verse — core.hydra.translation_segments):
 - hydra: SmolLM2-135M-Instruct's body, the prompt read with its English tables (the example replies with the
   Spanish one), the reply written with the adapted model's Spanish embeddings and head (core.hydra);
 - hydra-chat: the same Hydra asked with the chat-template instruction instead of examples (zero-shot);
-- hydra-bt: the Hydra after core.hydra.finetune_language on back-translated Spanish training verses (`--bt-lines`
-  verses translated into English by the Hydra itself; only the Spanish table and head train, `--bt-steps` steps);
+- hydra-bt: the Hydra after core.hydra.finetune_language on back-translated Spanish training verses (`--tune-lines`
+  verses translated into English by the Hydra itself; only the Spanish table and head train, `--tune-steps` steps of
+  `--tune-batch` pairs, `--untie`: a Spanish head apart from the Spanish table);
+- hydra-par: the same tuning on real (English, Spanish) training verse pairs;
 - adapted: the adapted Spanish model alone (its Spanish tokenizer reads the English too);
 - source: SmolLM2-135M-Instruct alone, in its own vocabulary;
 - dictionary: word by word with Debian's FreeDict eng-spa (/usr/share/dictd): for each English word, of its
   dictionary translations the one most frequent in the Spanish training verses; unknown words (names) kept as is.
 chrF is sacrebleu's corpus chrF (character 6-grams, β = 2) against the Reina-Valera 1909 verses.
 Usage: python benchmarks/translate_chrf.py [--limit 500] [--adapted DIR] [--systems hydra,adapted,source,dictionary]
-       [--bt-lines 400 --bt-steps 100]
+       [--tune-lines 400 --tune-steps 100 --tune-batch 4 --untie]
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from core import hydra as H
 from core import models
 from core.resources import read_dictionary, read_lines
 
-SYSTEMS = ("hydra", "hydra-chat", "hydra-bt", "adapted", "source", "dictionary")
+SYSTEMS = ("hydra", "hydra-chat", "hydra-bt", "hydra-par", "adapted", "source", "dictionary")
 FREEDICT = Path("/usr/share/dictd/freedict-eng-spa.index")
 
 
@@ -79,8 +81,11 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--examples", type=int, default=3, help="example outputs to print")
-    p.add_argument("--bt-lines", type=int, default=400, help="hydra-bt: Spanish training verses back-translated")
-    p.add_argument("--bt-steps", type=int, default=100, help="hydra-bt: steps of 4 pairs")
+    p.add_argument("--tune-lines", type=int, default=400, help="hydra-bt, hydra-par: training verses (pairs)")
+    p.add_argument("--tune-steps", type=int, default=100, help="hydra-bt, hydra-par: tuning steps")
+    p.add_argument("--tune-batch", type=int, default=4, help="hydra-bt, hydra-par: pairs per step")
+    p.add_argument("--tune-lr", type=float, default=H.HydraTuning.lr)
+    p.add_argument("--untie", action="store_true", help="hydra-bt, hydra-par: tune a Spanish head of its own")
     p.add_argument("--json", help="also write scores and outputs to this JSON file")
     a = p.parse_args()
     if a.threads:
@@ -101,18 +106,24 @@ def main() -> None:
         hydra = H.build_hydra((source_model, source_tok), {"es": a.adapted}, examples={"es": examples})
         translators["hydra"] = batched(hydra)
         translators["hydra-chat"] = batched(hydra, examples=[])
-    if "hydra-bt" in systems:
+    tuning = H.HydraTuning(steps=a.tune_steps, batch_size=a.tune_batch, lr=a.tune_lr, untie=a.untie)
+    picks = random.Random(0).sample(range(len(train_es)), min(a.tune_lines, len(train_es)))
+    for name in ("hydra-bt", "hydra-par"):
+        if name not in systems:
+            continue
         tuned = H.build_hydra((source_model, source_tok), {"es": a.adapted}, examples={"es": examples})
-        translators["hydra-bt"] = batched(tuned)
+        translators[name] = batched(tuned)
         start = time.monotonic()
-        lines = random.Random(0).sample(train_es, a.bt_lines)
-        pairs = H.back_translate(tuned, "es", lines)
-        notes["back-translation s"] = time.monotonic() - start
-        start = time.monotonic()
-        losses = H.finetune_language(tuned, "es", pairs, H.HydraTuning(steps=a.bt_steps))
-        notes["tuning s"] = time.monotonic() - start
-        notes["tuning loss first → last 10"] = f"{losses[0]:.3f} → {sum(losses[-10:]) / 10:.3f}"
-        notes["back-translation example"] = f"{pairs[0][1]}  →  {pairs[0][0]}"
+        if name == "hydra-bt":
+            pairs = H.back_translate(tuned, "es", [train_es[i] for i in picks])
+            notes["back-translation s"] = time.monotonic() - start
+            notes["back-translation example"] = f"{pairs[0][1]}  →  {pairs[0][0]}"
+            start = time.monotonic()
+        else:
+            pairs = [(train_en[i], train_es[i]) for i in picks]
+        losses = H.finetune_language(tuned, "es", pairs, tuning)
+        notes[f"{name} tuning s"] = time.monotonic() - start
+        notes[f"{name} tuning loss first → last 10"] = f"{losses[0]:.3f} → {sum(losses[-10:]) / 10:.3f}"
     if "adapted" in systems:
         translators["adapted"] = batched(on_its_own(*models.load_model(a.adapted), examples))
     if "source" in systems:
@@ -141,7 +152,8 @@ def main() -> None:
         for name in outputs:
             print(f"    {name + ':':<11} {outputs[name][i]}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"limit": n, "adapted": a.adapted, "chrf": scores, "seconds": seconds,
+        Path(a.json).write_text(json.dumps({"limit": n, "adapted": a.adapted, "tuning": dataclasses.asdict(tuning),
+                                            "tune_lines": a.tune_lines, "chrf": scores, "seconds": seconds,
                                             "notes": notes, "outputs": outputs}, ensure_ascii=False, indent=1))
 
 
