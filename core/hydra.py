@@ -733,28 +733,53 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
 
 
 def _reply_loss(hydra: Hydra, code: str, batch: list[tuple[str, str]]):
-    """Mean over the pairs of each reply's mean cross-entropy after the translation prompt, the pairs run as one
-    right-padded batch (on 2 CPU cores 1.5× the speed of one pair at a time)."""
+    """Mean over the pairs of each reply's mean cross-entropy after the translation prompt. The prompt's shared
+    opening (the example pairs) is read once, without gradient, into a KV cache the pairs share; the rest of each
+    prompt and its reply run as one right-padded batch (on 2 CPU cores, 4–8 pairs a step: about twice the pairs per
+    second of one whole prompt at a time). So the examples' rows learn only where they are replies, not where they
+    are read."""
     import torch
     import torch.nn.functional as F
 
+    prompts, replies = [], []
+    for source_text, target_text in batch:
+        prompts.append(translation_segments(hydra, source_text, hydra.source_language, code).segments)
+        replies.append(hydra.segment(code, f" {target_text.strip()}\n"))
+    flat = [[(s.language, i) for s in p for i in s.ids] for p in prompts]
+    shared = min(len(f) for f in flat) - 1  # each prompt keeps its last token: it predicts the reply's first
+    for f in flat[1:]:
+        shared = next((k for k in range(shared) if f[k] != flat[0][k]), shared)
+    cache = hydra.new_cache()
+    with torch.no_grad():
+        hydra.hidden(hydra.embed(_segments(flat[0][:shared])), cache)
+    cache.batch_repeat_interleave(len(batch))
     rows, targets, where, weights = [], [], [], []
-    for i, (source_text, target_text) in enumerate(batch):
-        prompt = translation_segments(hydra, source_text, hydra.source_language, code).segments
-        reply = hydra.segment(code, f" {target_text.strip()}\n")
-        rows.append(hydra.embed(prompt + [reply])[0])
+    for i, (f, reply) in enumerate(zip(flat, replies)):
+        rows.append(hydra.embed(_segments(f[shared:]) + [reply])[0])
         n, end = len(reply.ids), len(rows[-1])
         targets += reply.ids
         where += [(i, t) for t in range(end - n - 1, end - 1)]  # the positions that predict the reply's tokens
         weights += [1 / (n * len(batch))] * n
     width = max(len(r) for r in rows)
     embeds = torch.stack([F.pad(r, (0, 0, 0, width - len(r))) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    h = hydra.hidden(embeds, attention_mask=mask if len(rows) > 1 else None)
+    mask = torch.tensor([[1] * (shared + len(r)) + [0] * (width - len(r)) for r in rows])
+    positions = torch.arange(shared, shared + width).expand(len(rows), -1)
+    h = hydra.hidden(embeds, cache, mask if len(rows) > 1 else None, positions)
     b, t = torch.tensor(where).T
     logits = F.linear(h[b, t], hydra._language(code).head)
     per_token = F.cross_entropy(logits.float(), torch.tensor(targets), reduction="none")
     return (per_token * torch.tensor(weights)).sum()
+
+
+def _segments(tokens: list[tuple[str, int]]) -> list[Segment]:
+    """(language, id) tokens back into segments, one per run of one language."""
+    out: list[Segment] = []
+    for language, i in tokens:
+        if out and out[-1].language == language:
+            out[-1] = Segment(language, out[-1].ids + (i,))
+        else:
+            out.append(Segment(language, (i,)))
+    return out
 
 
 # ---- GGUF: one file, a merged vocabulary ------------------------------------------------------------------------------
