@@ -8,7 +8,7 @@ verse — core.hydra.translation_segments):
 - hydra-chat: the same Hydra asked with the chat-template instruction instead of examples (zero-shot);
 - hydra-bt: the Hydra after core.hydra.finetune_language on back-translated Spanish training verses (`--tune-lines`
   verses translated into English by the Hydra itself; only the Spanish table and head train, `--tune-steps` steps of
-  `--tune-batch` pairs, `--untie`: a Spanish head apart from the Spanish table);
+  `--tune-batch` pairs; the Spanish head apart from the Spanish table unless `--tied`);
 - hydra-par: the same tuning on real (English, Spanish) training verse pairs;
 - adapted: the adapted Spanish model alone (its Spanish tokenizer reads the English too);
 - source: SmolLM2-135M-Instruct alone, in its own vocabulary;
@@ -16,7 +16,7 @@ verse — core.hydra.translation_segments):
   dictionary translations the one most frequent in the Spanish training verses; unknown words (names) kept as is.
 chrF is sacrebleu's corpus chrF (character 6-grams, β = 2) against the Reina-Valera 1909 verses.
 Usage: python benchmarks/translate_chrf.py [--limit 500] [--adapted DIR] [--systems hydra,adapted,source,dictionary]
-       [--tune-lines 400 --tune-steps 100 --tune-batch 4 --untie]
+       [--tune-lines 400 --tune-steps 100 --tune-batch 4 --tied]
 """
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def main() -> None:
     p.add_argument("--tune-steps", type=int, default=100, help="hydra-bt, hydra-par: tuning steps")
     p.add_argument("--tune-batch", type=int, default=4, help="hydra-bt, hydra-par: pairs per step")
     p.add_argument("--tune-lr", type=float, default=H.HydraTuning.lr)
-    p.add_argument("--untie", action="store_true", help="hydra-bt, hydra-par: tune a Spanish head of its own")
+    p.add_argument("--tied", action="store_true", help="hydra-bt, hydra-par: keep one Spanish table (no head of "
+                   "its own)")
     p.add_argument("--json", help="also write scores and outputs to this JSON file")
     a = p.parse_args()
     if a.threads:
@@ -106,7 +107,7 @@ def main() -> None:
         hydra = H.build_hydra((source_model, source_tok), {"es": a.adapted}, examples={"es": examples})
         translators["hydra"] = batched(hydra)
         translators["hydra-chat"] = batched(hydra, examples=[])
-    tuning = H.HydraTuning(steps=a.tune_steps, batch_size=a.tune_batch, lr=a.tune_lr, untie=a.untie)
+    tuning = H.HydraTuning(steps=a.tune_steps, batch_size=a.tune_batch, lr=a.tune_lr, untie=not a.tied)
     picks = random.Random(0).sample(range(len(train_es)), min(a.tune_lines, len(train_es)))
     for name in ("hydra-bt", "hydra-par"):
         if name not in systems:

@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--steps", type=int, default=hydra_tuning("steps"))
     h.add_argument("--batch-size", type=int, default=hydra_tuning("batch_size"), help="pairs per step")
     h.add_argument("--lr", type=float, default=hydra_tuning("lr"))
-    h.add_argument("--untie", action="store_true",
-                   help="give the language a writing head apart from its reading table (more to train, often better)")
+    h.add_argument("--tied", action="store_true", help="keep one table for reading and writing (half the file; by "
+                   "default the language gets a writing head of its own, which translated better)")
     h = hydra_sub.add_parser("remove", help="remove a language from a Hydra folder")
     h.add_argument("--hydra", required=True)
     h.add_argument("--language", required=True, metavar="CODE")
@@ -530,7 +530,7 @@ def _hydra_finetune(a: argparse.Namespace, bars: ProgressBars) -> None:
     from core import hydra
 
     model = hydra.load_hydra(a.hydra, languages=[a.language])
-    settings = hydra.HydraTuning(steps=a.steps, batch_size=a.batch_size, lr=a.lr, untie=a.untie)
+    settings = hydra.HydraTuning(steps=a.steps, batch_size=a.batch_size, lr=a.lr, untie=not a.tied)
     cancel = CancelToken()
     with _ctrl_c_cancels(cancel):
         if a.parallel:
@@ -545,7 +545,7 @@ def _hydra_finetune(a: argparse.Namespace, bars: ProgressBars) -> None:
     bars.close()
     last = sum(losses[-10:]) / len(losses[-10:])
     hydra.save_language(a.hydra, model, a.language, tuned={
-        "pairs": len(pairs), "from": "parallel" if a.parallel else "back-translation", "steps": a.steps, "untied": a.untie,
+        "pairs": len(pairs), "from": "parallel" if a.parallel else "back-translation", "steps": a.steps, "untied": not a.tied,
         "first_loss": round(losses[0], 4), "last_loss": round(last, 4)})
     print(f"Tuned {a.language} on {len(pairs):,} pairs: loss {losses[0]:.2f} → {last:.2f} (mean of the last 10 "
           f"steps); written to {a.hydra}")
