@@ -545,8 +545,8 @@ def _hydra_finetune(a: argparse.Namespace, bars: ProgressBars) -> None:
     bars.close()
     last = sum(losses[-10:]) / len(losses[-10:])
     hydra.save_language(a.hydra, model, a.language, tuned={
-        "pairs": len(pairs), "from": "parallel" if a.parallel else "back-translation", "steps": a.steps, "untied": not a.tied,
-        "first_loss": round(losses[0], 4), "last_loss": round(last, 4)})
+        "pairs": len(pairs), "from": "parallel" if a.parallel else "back-translation", "steps": a.steps,
+        "untied": not a.tied, "first_loss": round(losses[0], 4), "last_loss": round(last, 4)})
     print(f"Tuned {a.language} on {len(pairs):,} pairs: loss {losses[0]:.2f} → {last:.2f} (mean of the last 10 "
           f"steps); written to {a.hydra}")
 

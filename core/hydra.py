@@ -632,8 +632,8 @@ def translate_file(hydra: Hydra, in_path: str | Path, out_path: str | Path, sour
     `batch_size` lines at a time."""
     identity = hashlib.sha256(json.dumps(
         # The head's sum tells a tuned language (core.hydra.finetune_language) from the same one before tuning.
-        {"hydra": sorted((c, lang.origin, lang.vocab_size, lang.examples, round(float(lang.head.detach().float().sum()), 3))
-                         for c, lang in hydra.languages.items()),
+        {"hydra": sorted((c, lang.origin, lang.vocab_size, lang.examples,
+                          round(float(lang.head.detach().float().sum()), 3)) for c, lang in hydra.languages.items()),
          "model": getattr(hydra.model.config, "_name_or_path", "")}).encode()).hexdigest()
     return translate_lines_to_file(
         read_lines(in_path), lambda lines: translate_batch(hydra, lines, source, target, max_new_tokens=max_new_tokens,
@@ -676,10 +676,11 @@ def back_translate(hydra: Hydra, code: str, lines: list[str], *, batch_size: int
 def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], settings: HydraTuning = HydraTuning(),
                       *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[float]:
     """Train `code`'s embedding table and head (nothing else: the body stays every language's; a tied language
-    gets a head of its own unless `settings.untie` is off) to write the second text of each pair when prompted to translate the first (in the Hydra's source language) — the prompt
-    `translate` uses, the loss on the reply and its closing line break only. Pairs come from a parallel corpus or
-    from `back_translate` (target-language text only). The Hydra's tables are replaced when training ends; a cancel
-    leaves them as they were. Returns the loss of each step."""
+    gets a head of its own unless `settings.untie` is off) to write the second text of each pair when prompted to
+    translate the first (in the Hydra's source language) — the prompt `translate` uses, the loss on the reply and
+    its closing line break only. Pairs come from a parallel corpus or from `back_translate` (target-language text
+    only). The Hydra's tables are replaced when training ends; a cancel leaves them as they were. Returns the loss
+    of each step."""
     import random
 
     import torch
@@ -751,9 +752,10 @@ def _reply_loss(hydra: Hydra, code: str, batch: list[tuple[str, str]]):
     for f in flat[1:]:
         shared = next((k for k in range(shared) if f[k] != flat[0][k]), shared)
     cache = hydra.new_cache()
-    with torch.no_grad():
-        hydra.hidden(hydra.embed(_segments(flat[0][:shared])), cache)
-    cache.batch_repeat_interleave(len(batch))
+    if shared:
+        with torch.no_grad():
+            hydra.hidden(hydra.embed(_segments(flat[0][:shared])), cache)
+        cache.batch_repeat_interleave(len(batch))
     rows, targets, where, weights = [], [], [], []
     for i, (f, reply) in enumerate(zip(flat, replies)):
         rows.append(hydra.embed(_segments(f[shared:]) + [reply])[0])
@@ -774,13 +776,9 @@ def _reply_loss(hydra: Hydra, code: str, batch: list[tuple[str, str]]):
 
 def _segments(tokens: list[tuple[str, int]]) -> list[Segment]:
     """(language, id) tokens back into segments, one per run of one language."""
-    out: list[Segment] = []
-    for language, i in tokens:
-        if out and out[-1].language == language:
-            out[-1] = Segment(language, out[-1].ids + (i,))
-        else:
-            out.append(Segment(language, (i,)))
-    return out
+    from itertools import groupby
+
+    return [Segment(language, tuple(i for _, i in run)) for language, run in groupby(tokens, key=lambda t: t[0])]
 
 
 # ---- GGUF: one file, a merged vocabulary ------------------------------------------------------------------------------
