@@ -647,7 +647,7 @@ def translate_file(hydra: Hydra, in_path: str | Path, out_path: str | Path, sour
 class HydraTuning:
     steps: int = 200
     batch_size: int = 4  # pairs per optimizer step
-    lr: float = 1e-3
+    lr: float = 3e-3  # chrF 23.8 against 20.7 at 1e-3 (200 verses, 400 steps of 8 real pairs, untied)
     warmup_steps: int = 20
     seed: int = 0
     # A tied language gets a reading table and a writing head of its own: reading back what was written (and keeping
