@@ -20,7 +20,9 @@ def main() -> int:
 
         return selftest.run()
     from app.window import SETTINGS, MainWindow
-    from core.errors import TweetyError
+    from core.errors import TweetyError, quiet_developer_warnings
+
+    quiet_developer_warnings("--verbose" in sys.argv[1:])
 
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Tweety Studio")

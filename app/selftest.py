@@ -53,9 +53,9 @@ def _window() -> str:
 
 
 def _load() -> str:
-    from core.models import load_model
+    from core.models import DEFAULT_MODEL, load_model
 
-    model, tokenizer = load_model("default")
+    model, tokenizer = load_model(DEFAULT_MODEL)
     return f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, vocabulary {len(tokenizer):,}"
 
 
@@ -74,13 +74,17 @@ def _adapt(work: Path) -> str:
                                                                                 str(work / "train.es")),
                                  out=str(work / "adapted"), language="es",
                                  tokenizer=TokenizerSettings(vocab_size=400)))
-    return f"{result.alignment.links:,} alignment links, {result.coverage.get('alignment', 0)} tokens mapped"
+    links = result.project.state.stages["align"].summary.get("links", 0)
+    return f"{links:,} alignment links, {result.coverage.get('alignment', 0)} tokens mapped"
 
 
 def _export(work: Path) -> str:
     from core.export import ExportSettings, export_gguf
 
-    result = export_gguf(work / "adapted", work / "adapted.gguf", ExportSettings(type="f16"))
+    from core.project import Project
+
+    model = Project.open(work / "adapted").final_model_dir
+    result = export_gguf(model, work / "adapted.gguf", ExportSettings(type="f16"))
     return f"{result.bytes / 1e6:.0f} MB"
 
 

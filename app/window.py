@@ -1,12 +1,16 @@
-"""The wizard window: step list, pages, log, and the one progress bar / Cancel button every job reports to."""
+"""The wizard window: step list, pages, log, and the one progress bar / Cancel button every job reports to.
+
+The window is the pages' `app.context.Context`; pages know nothing of it or of each other. It relays what concerns
+more than one page as signals: `project_opened` (every page shows the new project), `stage_finished` (the overview
+follows), and a page's own signals to the page they concern (an exported file → the Chat page)."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QThreadPool
-from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QSettings, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtGui import QAction, QBrush, QCloseEvent, QColor, QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -32,9 +36,19 @@ SETTINGS = ("Tweety Studio", "Tweety Studio")
 # Where a reopened project resumes: the page that runs its first unfinished stage.
 STAGE_PAGE = {"data": "data", "tokenizer": "tokenizer", "align": "align", "map": "align", "init": "align",
               "finetune": "finetune", "evaluate": "evaluate", "export": "export", None: "chat"}
+# A step is done when its stage is recorded, and needs an earlier step until the stage it builds on is.
+PAGE_DONE = {"data": "data", "tokenizer": "tokenizer", "align": "init", "finetune": "finetune",
+             "evaluate": "evaluate", "export": "export"}
+PAGE_NEEDS = {"tokenizer": "data", "align": "tokenizer", "finetune": "init", "evaluate": "init", "export": "init",
+              "chat": "init"}
+README = Path(__file__).resolve().parent.parent / "README.md"
+HELP_SECTION = "the-desktop-wizard"  # README's section on the wizard (GitHub's anchor of its heading)
 
 
 class MainWindow(QMainWindow):
+    project_opened = Signal()  # a project was created or opened: every page shows what it already has
+    stage_finished = Signal()  # a page finished a stage (or changed the project's record)
+
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Tweety Studio")
@@ -46,7 +60,7 @@ class MainWindow(QMainWindow):
         self._eta = Eta()
 
         self.steps = QListWidget()
-        self.steps.setFixedWidth(190)
+        self.steps.setFixedWidth(210)
         self.stack = QStackedWidget()
         self.pages: dict[str, pages.Page] = {}
         for cls in pages.PAGES:
@@ -54,6 +68,9 @@ class MainWindow(QMainWindow):
             self.pages[page.key] = page
             self.stack.addWidget(page)
             self.steps.addItem(page.title)
+            self.project_opened.connect(page.project_changed)
+        self.stage_finished.connect(self.pages["project"].project_changed)
+        self.pages["export"].exported.connect(self.pages["chat"].offer_model_file)
         self.steps.currentRowChanged.connect(self._show_page)
 
         self.log_view = QPlainTextEdit(readOnly=True)
@@ -65,10 +82,24 @@ class MainWindow(QMainWindow):
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel_job)
 
+        self.back_button = QPushButton("◀ Back")
+        self.next_button = QPushButton("Next ▶")
+        self.back_button.clicked.connect(lambda: self.step_by(-1))
+        self.next_button.clicked.connect(lambda: self.step_by(1))
+        self.next_button.setDefault(True)
+        nav = QHBoxLayout()
+        nav.addWidget(self.back_button)
+        nav.addStretch(1)
+        self.step_hint = QLabel()
+        nav.addWidget(self.step_hint)
+        nav.addWidget(self.next_button)
         top = QWidget()
         row = QHBoxLayout(top)
         row.addWidget(self.steps)
-        row.addWidget(self.stack, 1)
+        page_col = QVBoxLayout()
+        page_col.addWidget(self.stack, 1)
+        page_col.addLayout(nav)
+        row.addLayout(page_col, 1)
         bottom = QWidget()
         col = QVBoxLayout(bottom)
         bar = QHBoxLayout()
@@ -90,7 +121,54 @@ class MainWindow(QMainWindow):
         QShortcut(QKeySequence("Ctrl+PgUp"), self, lambda: self.step_by(-1))
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.cancel_job)
         self.cancel_button.setToolTip("Stop the running job (Esc)")
-        self.steps.setToolTip("Ctrl+PgDown / Ctrl+PgUp: next / previous step")
+        self.steps.setToolTip("✓ done · ▶ this step · ○ needs an earlier step first\n"
+                              "Ctrl+PgDown / Ctrl+PgUp: next / previous step")
+        self._build_menu()
+
+    def _build_menu(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        for text, slot, keys in (("&New project…", lambda: self._project_page_action("new"), QKeySequence.StandardKey.New),
+                                 ("&Open project…", lambda: self._project_page_action("open"),
+                                  QKeySequence.StandardKey.Open)):
+            action = QAction(text, self)
+            action.setShortcut(keys)
+            action.triggered.connect(slot)
+            file_menu.addAction(action)
+        file_menu.addSeparator()
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        self.quit_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+        self.quit_action.triggered.connect(self.close)
+        file_menu.addAction(self.quit_action)
+        self.addAction(self.quit_action)
+        help_menu = bar.addMenu("&Help")
+        guide = QAction("&Help: the wizard, step by step", self)
+        guide.setShortcut(QKeySequence.StandardKey.HelpContents)
+        guide.triggered.connect(self.open_help)
+        about = QAction("&About Tweety Studio", self)
+        about.triggered.connect(self.show_about)
+        help_menu.addAction(guide)
+        help_menu.addAction(about)
+
+    def _project_page_action(self, which: str) -> None:
+        self.go("project")
+        page = self.pages["project"]
+        page.name.setFocus() if which == "new" else page._open()
+
+    def help_url(self) -> QUrl:
+        url = QUrl.fromLocalFile(str(README))
+        url.setFragment(HELP_SECTION)
+        return url
+
+    def open_help(self) -> None:
+        QDesktopServices.openUrl(self.help_url())
+
+    def about_text(self) -> str:
+        return about_text()
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About Tweety Studio", self.about_text())
 
     # -- project --
     def new_project(self, folder: str | Path) -> None:
@@ -105,17 +183,55 @@ class MainWindow(QMainWindow):
         self.project = project
         QSettings(*SETTINGS).setValue("last_project", str(project.folder))
         self._update_steps()
-        for page in self.pages.values():
-            page.project_changed()
+        self.project_opened.emit()
         self.go(STAGE_PAGE[project.next_stage] if project.finished else "source")
+
+    def step_state(self, key: str) -> str:
+        """"done", "current", "needs" (an earlier step first) or "open" (can run, not run yet)."""
+        row = self.steps.currentRow()
+        if row >= 0 and key == list(self.pages)[row]:
+            return "current"
+        if key == "project":
+            return "done" if self.project is not None else "open"
+        if self.project is None:
+            return "needs"
+        stages = self.project.state.stages
+        if key == "source":
+            return "done"
+        if key in PAGE_DONE and PAGE_DONE[key] in stages:
+            return "done"
+        if key in PAGE_NEEDS and PAGE_NEEDS[key] not in stages:
+            return "needs"
+        return "open"
 
     def _update_steps(self) -> None:
         # Without a project only the Project page makes sense; every other page acts on one.
-        for i in range(1, self.steps.count()):
+        marks = {"done": "✓", "current": "▶", "needs": "○", "open": "•"}
+        tips = {"done": "done", "current": "this step", "needs": "needs an earlier step first",
+                "open": "ready to run"}
+        for i, page in enumerate(self.pages.values()):
             item = self.steps.item(i)
+            state = self.step_state(page.key)
+            item.setText(f"{marks[state]}  {page.title}")
+            item.setToolTip(tips[state])
+            item.setForeground(QBrush(QColor("#999" if state == "needs" else "#1b7f3b" if state == "done" else
+                                             "#000")))
+            if i == 0:
+                continue
             flags = item.flags()
             enabled = self.project is not None and self.stack.widget(i).available
             item.setFlags(flags | Qt.ItemFlag.ItemIsEnabled if enabled else flags & ~Qt.ItemFlag.ItemIsEnabled)
+        self._update_nav()
+
+    def _update_nav(self) -> None:
+        row = self.steps.currentRow()
+        keys = list(self.pages)
+        nxt = next((r for r in range(row + 1, len(keys)) if self.steps.item(r).flags() & Qt.ItemFlag.ItemIsEnabled),
+                   None)
+        self.back_button.setEnabled(row > 0)
+        self.next_button.setEnabled(nxt is not None)
+        self.next_button.setText(f"Next: {self.pages[keys[nxt]].title} ▶" if nxt is not None else "Next ▶")
+        self.step_hint.setText("" if self.project is not None else "Create or open a project to begin.")
 
     def go(self, key: str) -> None:
         self.steps.setCurrentRow(list(self.pages).index(key))
@@ -132,11 +248,12 @@ class MainWindow(QMainWindow):
     def _show_page(self, row: int) -> None:
         self.stack.setCurrentIndex(row)
         self.stack.widget(row).shown()
+        self._update_steps()
 
     def stage_done(self) -> None:
         """A page finished a stage: later pages may now have something to show."""
         self._update_steps()
-        self.pages["project"].project_changed()
+        self.stage_finished.emit()
 
     # -- jobs --
     def run_job(self, fn: Callable[..., Any], on_done: Callable[[Any], None], *, name: str,
@@ -150,8 +267,8 @@ class MainWindow(QMainWindow):
         s = job.signals
         s.progress.connect(self._on_progress)
         s.finished.connect(lambda result: (self._job_ended(f"{name}: done"), on_done(result)))
-        s.failed.connect(lambda msg: (self._job_ended(f"{name} failed: {msg}"),
-                                      on_error(msg) if on_error else self.show_warning(msg)))
+        s.failed.connect(lambda msg: (self._job_ended(f"{name} failed: {plain_message(msg)}"),
+                                      on_error(plain_message(msg)) if on_error else self.show_warning(msg)))
         s.crashed.connect(lambda tb: (self._job_ended(f"{name} crashed:\n{tb}"),
                                       self.show_warning(f"{name} stopped because of an unexpected error "
                                                         "(details in the log). Please report it.")))
@@ -194,7 +311,7 @@ class MainWindow(QMainWindow):
         self.log_view.appendPlainText(message)
 
     def show_warning(self, message: str) -> None:
-        QMessageBox.warning(self, "Tweety Studio", message)
+        QMessageBox.warning(self, "Tweety Studio", plain_message(message))
 
     def confirm(self, question: str) -> bool:
         answer = QMessageBox.question(self, "Tweety Studio", question)
@@ -209,3 +326,46 @@ class MainWindow(QMainWindow):
         # Workers touch the project folder: let them reach their next cancel check and clean up first.
         self.pool.waitForDone()
         event.accept()
+
+
+def plain_message(message: str) -> str:
+    """A core error's message in the wizard's words: `core` serves the command line too, and its fixes may name a
+    command (“run `tweety align` first”) that a GUI user has no terminal for — said as the wizard's step instead."""
+    import re
+
+    steps = {"align": "Align & map", "map": "Align & map", "tokenizer": "Tokenizer", "adapt": "Align & map",
+             "init": "Align & map", "finetune": "Fine-tune", "export": "Export", "eval": "Evaluate"}
+
+    def step(match: re.Match) -> str:
+        return f"the {steps.get(match.group(1), match.group(1))} step"
+
+    message = re.sub(r"`tweety (\w+)[^`]*`", step, message)
+    message = re.sub(r"\btweety (align|map|tokenizer|adapt|init|finetune|export|eval)\b", step, message)
+    return message.replace("`make demo` once", "the installer again").replace("`make demo`", "the installer")
+
+
+def about_text() -> str:
+    """Versions and licences, for the About box."""
+    import platform
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    from PySide6 import __version__ as pyside_version
+    from PySide6.QtCore import qVersion
+
+    rows = [("Tweety Studio", version("tweety-studio"), "MIT"), ("Python", platform.python_version(), "PSF"),
+            ("Qt / PySide6", f"{qVersion()} / {pyside_version}", "LGPL-3.0"),
+            ("PyTorch", version("torch"), "BSD-3-Clause"), ("Transformers", version("transformers"), "Apache-2.0"),
+            ("llama-cpp-python", version("llama_cpp_python"), "MIT"), ("pyqtgraph", version("pyqtgraph"), "MIT")]
+    table = "".join(f"<tr><td>{n}</td><td>{v}</td><td>{lic}</td></tr>" for n, v, lic in rows)
+    return ("<h3>Tweety Studio</h3><p>Adapts a language model to a new language: a new vocabulary, its embeddings "
+            "initialised from the source model's through translations, then a short fine-tune.</p>"
+            f"<table cellspacing=6><tr><th align=left>Component</th><th align=left>Version</th>"
+            f"<th align=left>Licence</th></tr>{table}</table>"
+            "<p>Built-in model: SmolLM2-135M-Instruct (Apache-2.0). Demo texts: King James Version and Reina-Valera "
+            "1909 (public domain).</p>")

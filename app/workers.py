@@ -5,6 +5,7 @@ A job wraps `fn(progress=..., cancel=token)`; `core` calls `progress` from the w
 ever touched from the GUI thread."""
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-from core.errors import TweetyError
+from core.errors import TweetyError, plain_os_error
 from core.jobs import Cancelled, CancelToken, Progress
 
 JobFn = Callable[..., Any]  # fn(progress=ProgressFn, cancel=CancelToken) -> result
@@ -26,6 +27,48 @@ class JobSignals(QObject):
     cancelled = Signal()
 
 
+class JobToken(CancelToken):
+    """`core`'s cancel token, and it tells when the worker really waits in a pause (`waiting`): the step under way
+    has finished and no other starts until `resume()` — what a paused run's display (and its test) can rely on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state = threading.Condition()
+        self._paused = self._cancelled = False
+        self.waiting = threading.Event()
+
+    def cancel(self) -> None:
+        with self._state:
+            self._cancelled = True
+            self._state.notify_all()
+
+    def pause(self) -> None:
+        with self._state:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._state:
+            self._paused = False
+            self._state.notify_all()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def check(self) -> None:
+        with self._state:
+            while self._paused and not self._cancelled:
+                self.waiting.set()
+                self._state.wait()
+            self.waiting.clear()
+            if self._cancelled:
+                raise Cancelled()
+
+
 class Job(QRunnable):
     """One call of `fn` on the global thread pool. Exactly one of finished/failed/crashed/cancelled is emitted."""
 
@@ -35,7 +78,7 @@ class Job(QRunnable):
         super().__init__()
         self.setAutoDelete(False)  # the window keeps a reference while it runs; Qt must not delete it under us
         self.fn, self.name = fn, name
-        self.token = CancelToken()
+        self.token = JobToken()
         self.signals = JobSignals()
         self.running = False
         self._last_progress = 0.0
@@ -64,9 +107,14 @@ class Job(QRunnable):
         except TweetyError as error:
             message = str(error)
             self._done(lambda: self.signals.failed.emit(message))
-        except BaseException:  # noqa: BLE001 - shown to the user as a bug report, never swallowed
-            tb = traceback.format_exc()
-            self._done(lambda: self.signals.crashed.emit(tb))
+        except BaseException as error:  # noqa: BLE001 - shown to the user as a bug report, never swallowed
+            plain = plain_os_error(error)  # a full disk, a denied permission…: the user's to fix, not a bug
+            if plain is not None:
+                message = str(plain)
+                self._done(lambda: self.signals.failed.emit(message))
+            else:
+                tb = traceback.format_exc()
+                self._done(lambda: self.signals.crashed.emit(tb))
         else:
             # Returned normally: the work is done (and recorded) even if Cancel came too late to stop it; streaming
             # chat also returns normally on cancel, with the reply so far.
@@ -100,7 +148,7 @@ class Eta:
         if p.total is None or p.total <= 0:  # no estimate possible: say what it is doing and for how long
             return f"{p.stage} — {p.message + ' — ' if p.message else ''}{format_seconds(now - self._start)} elapsed"
         fraction = min(1.0, p.done / p.total)
-        text = f"{p.stage} — {fraction:.0%}"
+        text = f"{p.stage} — {p.message + ' — ' if p.message else ''}{fraction:.0%}"
         progressed, elapsed = p.done - self._first, now - self._start
         if p.metrics and "eta_s" in p.metrics:  # the stage knows better (fine-tuning: evaluations included)
             self._eta, self._told = p.metrics["eta_s"], True

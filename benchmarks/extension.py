@@ -10,7 +10,6 @@ Usage: python benchmarks/extension.py [--new-tokens 8000 ...] [--source-penalty 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from core.models import load_model
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--new-tokens", type=int, nargs="+", default=[extend.ExtensionSettings.new_tokens])
-    p.add_argument("--source-penalty", type=float, nargs="+", default=[extend.ExtendSettings.source_penalty])
+    p.add_argument("--source-penalty", type=float, nargs="+", default=[extend.ExtensionSettings.source_penalty])
     p.add_argument("--out", default=str(ROOT / "demo-output" / "extension"), help="where the models are written")
     p.add_argument("--max-bytes", type=int, default=0, help="evaluate on the first N bytes of each held-out text")
     p.add_argument("--replacement", help="an existing replaced-vocabulary model folder (skips `adapt`)")
@@ -45,17 +44,17 @@ def main() -> None:
     else:
         result = timed("replacement (adapt)", pipeline.adapt, pipeline.AdaptSettings(
             target_text=train["es"], parallel=(train["en"], train["es"]), out=str(out / "replacement"), language="es"))
-        folders["replacement (16k vocabulary)"] = result.out
+        folders["replacement (16k vocabulary)"] = result.model
         stage_seconds["replacement"] = result.seconds
         print("    " + ", ".join(f"{k} {v} s" for k, v in result.seconds.items()))
     for n in a.new_tokens:
         for penalty in a.source_penalty:
             name = f"extension (+{n:,} tokens, penalty {penalty:g})"
-            result = timed(f"extension {n} / {penalty:g}", extend.extend_model, extend.ExtendSettings(
+            result = timed(f"extension {n} / {penalty:g}", pipeline.adapt, pipeline.AdaptSettings(
                 target_text=train["es"], parallel=(train["en"], train["es"]), out=str(out / f"extended-{n}-{penalty:g}"),
-                language="es", extend=extend.ExtensionSettings(new_tokens=n), source_penalty=penalty),
-                model_and_tokenizer=(copy.deepcopy(source[0]), source[1]))
-            folders[name] = result.out
+                language="es", vocabulary="extend", extension=extend.ExtensionSettings(new_tokens=n,
+                                                                                       source_penalty=penalty)))
+            folders[name] = result.model
             stage_seconds[name] = result.seconds
             print("    " + ", ".join(f"{k} {v} s" for k, v in result.seconds.items()))
 

@@ -22,6 +22,28 @@ from core.jobs import MARKER
 from core.models import load_model
 
 
+class Printer:
+    """Progress as lines on the terminal (`make demo` runs this for minutes): every sub-step, then every tenth of
+    the steps, with the time so far and the run's own estimate of the time left."""
+
+    def __init__(self, start: float):
+        self.start, self.last = start, ("", "")
+
+    def __call__(self, p) -> None:
+        head = p.message.split(" · ")[0]
+        step = (p.metrics or {}).get("step")
+        tenth = max(1, int(p.total or 1) // 10)
+        if p.metrics and "loss" in p.metrics:
+            if step % tenth and step != p.total:
+                return
+        elif (p.stage, head.split(":")[0]) == self.last:
+            return
+        self.last = (p.stage, head.split(":")[0])
+        eta = (p.metrics or {}).get("eta_s")
+        left = f" · about {eta / 60:.1f} min left" if eta else ""
+        print(f"  {time.monotonic() - self.start:6.0f} s  {p.stage}: {p.message}{left}", flush=True)
+
+
 def trainer_tokens_per_s(model_dir: Path, text: Path, s: finetune.FinetuneSettings, steps: int, device: str) -> float:
     """A plain Trainer run (run_clm style: packed blocks, labels = inputs) with our stage's parameters trainable."""
     import torch
@@ -93,7 +115,7 @@ def main() -> None:
     if (Path(a.out) / MARKER).exists():  # this benchmark's own earlier output, maybe an interrupted run
         shutil.rmtree(a.out)
     start = time.monotonic()
-    result = finetune.finetune(a.model, text, heldout, a.out, s)
+    result = finetune.finetune(a.model, text, heldout, a.out, s, progress=Printer(start))
     wall = time.monotonic() - start
     ours = steady_tokens_per_s(result.curve)
     print(f"\nHeld-out Spanish bits per byte (first {a.eval_max_bytes:,} bytes): {result.initial_bpb:.4f} at init → "

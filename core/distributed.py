@@ -1,5 +1,5 @@
 """Fine-tuning on several processes, GPUs or machines: PyTorch's `torchrun` starts and watches the processes, FSDP
-shards the trainable tensors, and core.finetune's one training loop runs in each of them (see `Ranks` there).
+shards the trainable tensors, and core.finetune's one training loop runs in each of them (see core.finetune.ranks).
 
 What is here is the launching, for the three ways a run starts:
 - `launch()` (`tweety finetune --nproc N`, the wizard's "Run on this machine"): writes a job file, runs torchrun as a
@@ -36,6 +36,7 @@ from core.errors import TweetyError
 from core.finetune import (TRAINING, FinetuneResult, FinetuneSettings, StepRecord, checkpoint_dir, checkpoint_state,
                            finetune)
 from core.jobs import Cancelled, CancelToken, Progress, ProgressFn, atomic_dir
+from core.models import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def job_config(model_dir: str | Path, text: str | Path, heldout: str | Path | No
     def absolute(path):
         return None if path is None else str(Path(path).expanduser().resolve())
 
-    return {"model": str(model_dir) if str(model_dir) == "default" else absolute(model_dir),
+    return {"model": str(model_dir) if str(model_dir) == DEFAULT_MODEL else absolute(model_dir),
             "text": absolute(text), "heldout": absolute(heldout), "out": absolute(out_dir),
             "settings": asdict(settings), "launch": asdict(launch_settings)}
 
@@ -348,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, stop)
     emit = _emit if a.events else _print_progress
     try:
-        result = finetune(job["model"], job["text"], job["heldout"], job["out"], FinetuneSettings(**job["settings"]),
-                          resume=a.resume, progress=emit if rank == 0 else None, cancel=cancel)
+        # from_dict: a job file written by another version still runs (unknown settings dropped with a warning).
+        settings = FinetuneSettings.from_dict(job["settings"])
+        result = finetune(job["model"], job["text"], job["heldout"], job["out"], settings, resume=a.resume,
+                          progress=emit if rank == 0 else None, cancel=cancel)
     except TweetyError as e:
         if a.events:
             _emit_raw({"kind": "error", "rank": rank, "error": {

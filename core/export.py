@@ -1,11 +1,16 @@
-"""GGUF export of an adapted Llama-architecture model, for llama.cpp and the tools built on it.
+"""GGUF export of an adapted model (the families of core.models.FAMILIES), for llama.cpp and the tools built on it.
 
 Everything is checked before a byte is written: architecture, tokenizer, safetensors headers, and that the
 vocabulary, the embedding table and the head agree. Tensors are then streamed one at a time from the safetensors
 files (memory stays near one tensor, even for a 7B model) into a temporary file renamed into place at the end.
 
-llama.cpp conventions followed (gguf-py, arch `llama`):
-- Q and K rows are permuted from the Hugging Face rotate-half layout to llama.cpp's interleaved RoPE layout.
+llama.cpp conventions followed (gguf-py and llama.cpp's convert_hf_to_gguf.py; the per-architecture differences are
+one table, `ARCHITECTURES`, below):
+- Arch `llama` (Llama, Mistral): Q and K rows are permuted from the Hugging Face rotate-half layout to llama.cpp's
+  interleaved RoPE layout. Qwen and Gemma use the NeoX (rotate-half) layout in llama.cpp too: no permutation.
+- Llama 3.x RoPE scaling (`rope_type: llama3`) becomes a `rope_freqs.weight` tensor of per-frequency divisors.
+- Gemma's RMSNorm scales by (1 + w), llama.cpp's by w: every Gemma norm weight is written plus one. Gemma's embedding
+  scale (×√hidden) is built into llama.cpp; its soft-capping, sliding-window layers and local RoPE base are keys.
 - Tied embeddings: no `output.weight`; llama.cpp then uses `token_embd.weight` for the head.
 - The vocabulary is the SentencePiece model (`tokenizer.ggml.model = "llama"`), with scores and piece types. llama.cpp
   segments it by merging the best-scoring adjacent pair first — SentencePiece's BPE algorithm — so a BPE vocabulary
@@ -27,14 +32,75 @@ import numpy as np
 
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_file
-from core.models import SAFETENSORS_DTYPES, SUPPORTED_TYPES, StoredTensor, safetensors_headers, weight_files
-from core.project import PROJECT_FILE
+from core.layout import PROJECT_FILE
+from core.models import (DEFAULT_MODEL, SAFETENSORS_DTYPES, StoredTensor, family, safetensors_headers,
+                         tied_embeddings, weight_files)
 from core.resources import read_json
+from core.tokenizer import adds_bos
 
 log = logging.getLogger(__name__)
 
 TYPES = ("f32", "f16", "q8_0")
 _SKIPPED = (".rotary_emb.inv_freq",)  # buffers some old checkpoints saved; llama.cpp recomputes them
+
+
+# --- HF → GGUF: tensor names and what each architecture needs (the one place that knows) ---------------------------
+
+GLOBAL_TENSORS = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                  "lm_head.weight": "output.weight"}
+ROPE_FREQS = "rope_freqs.weight"  # Llama 3.x RoPE scaling: one divisor per rotated pair
+_LLAMA_BLOCK = {  # after `model.layers.N.` → after `blk.N.`
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+_QKV_BIASES = {"self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+               "self_attn.v_proj.bias": "attn_v.bias"}
+_QK_NORMS = {"self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight"}
+_GEMMA_NORMS = {  # Gemma 2/3 norm both sides of attention and of the MLP
+    "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How llama.cpp stores one architecture (`general.architecture`), as far as it differs from `llama`."""
+    name: str
+    block: dict[str, str]  # every layer's tensors: HF name after `model.layers.N.` → GGUF name after `blk.N.`
+    activation: str = "silu"  # the MLP activation llama.cpp hard-codes for the architecture
+    permute_qk: bool = False  # `llama` ropes interleaved pairs; NeoX-style architectures rope halves, as HF does
+    norm_offset: float = 0.0  # added to every norm weight (Gemma: llama.cpp scales by w where HF scales by 1 + w)
+    reads_head: bool = True  # False: llama.cpp always uses token_embd as the head (Gemma 2), so it must be tied
+    attn_softcapping: bool = False  # attention soft-capping (Gemma 2 requires it)
+    final_softcapping: bool = False  # final-logit soft-capping key read (Gemma 2 requires it, Gemma 3 optional)
+    sliding_window: bool = False  # sliding-window layers: window, per-layer pattern, local RoPE base (Gemma 2/3)
+    big_layer_counts: tuple[int, ...] = ()  # Gemma: llama.cpp scales queries by 1/√(hidden/heads) at these depths
+    #                                         (the 27B models), else by 1/√head_dim
+
+
+ARCHITECTURES = {a.name: a for a in (
+    Architecture("llama", _LLAMA_BLOCK, permute_qk=True),
+    Architecture("qwen2", {**_LLAMA_BLOCK, **_QKV_BIASES}),
+    Architecture("qwen3", {**_LLAMA_BLOCK, **_QK_NORMS}),
+    Architecture("gemma2", {**_LLAMA_BLOCK, **_GEMMA_NORMS}, activation="gelu_pytorch_tanh", norm_offset=1.0,
+                 reads_head=False, attn_softcapping=True, final_softcapping=True, sliding_window=True,
+                 big_layer_counts=(46,)),
+    Architecture("gemma3", {**_LLAMA_BLOCK, **_GEMMA_NORMS, **_QK_NORMS}, activation="gelu_pytorch_tanh",
+                 norm_offset=1.0, final_softcapping=True, sliding_window=True, big_layer_counts=(62,)),
+)}
+
+
+def architecture(config: dict, path: Path | None = None) -> Architecture:
+    """The GGUF architecture of a model's config.json (a TweetyError for an unsupported family)."""
+    return ARCHITECTURES[family(config, path).gguf_arch]
 
 
 @dataclass(frozen=True)
@@ -59,23 +125,27 @@ class ExportResult:
 class _Tensor:
     hf_name: str
     gguf_name: str
-    stored: StoredTensor
+    stored: StoredTensor | None  # None: a tensor computed from the config (`values`)
     permute_heads: int = 0  # Q/K: number of heads to permute by
     more_rows: tuple[StoredTensor, ...] = ()  # stacked below `stored` (a Hydra's merged vocabulary tables)
+    offset: float = 0.0  # added to every value (Gemma's norms)
+    values: tuple[float, ...] = ()  # a computed 1-D tensor (Llama 3's rope_freqs)
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if self.stored is None:
+            return (len(self.values),)
         if self.more_rows:
             return (sum(s.shape[0] for s in (self.stored, *self.more_rows)), *self.stored.shape[1:])
         return self.stored.shape
 
     @property
-    def file(self) -> Path:
-        return self.stored.file
+    def file(self) -> Path | None:
+        return None if self.stored is None else self.stored.file
 
 
 @dataclass
-class _Plan:
+class Plan:
     config: dict
     tensors: list[_Tensor]
     pieces: list[tuple[str, float, int]]  # (piece, score, gguf token type)
@@ -105,7 +175,7 @@ def export_gguf(model_dir: str | Path, out_file: str | Path, settings: ExportSet
     return write_plan(_plan(model_dir), model_dir, out_file, settings, report, start)
 
 
-def write_plan(plan: _Plan, model_dir: Path, out_file: Path, settings: ExportSettings, report: Reporter,
+def write_plan(plan: Plan, model_dir: Path, out_file: Path, settings: ExportSettings, report: Reporter,
                start: float) -> ExportResult:
     """Write a checked plan (from `_plan`, or core.hydra's merged-vocabulary plan) as one GGUF file, atomically."""
     import gguf
@@ -120,7 +190,7 @@ def write_plan(plan: _Plan, model_dir: Path, out_file: Path, settings: ExportSet
              "q8_0": gguf.GGMLQuantizationType.Q8_0}[settings.type]
 
     with atomic_file(out_file) as tmp:
-        writer = gguf.GGUFWriter(tmp, "llama")
+        writer = gguf.GGUFWriter(tmp, architecture(plan.config).name)
         _write_metadata(writer, plan, model_dir, settings, project)
         types = {}
         for t in plan.tensors:
@@ -180,8 +250,13 @@ def _read_tensors(tensors: list[_Tensor]) -> Iterator[np.ndarray]:
     """Each tensor as contiguous float32 in GGUF row order, read one at a time with plain file reads (no memory
     map), so memory holds one tensor at a time and is returned to the system after each."""
     for t in tensors:
+        if t.stored is None:
+            yield np.asarray(t.values, dtype=np.float32)
+            continue
         w = np.concatenate([_read_stored(s) for s in (t.stored, *t.more_rows)]) if t.more_rows else _read_stored(
             t.stored)
+        if t.offset:
+            w = w + np.float32(t.offset)  # in float32, as HF computes (1 + w)
         if t.permute_heads:
             n = t.permute_heads
             rows, cols = w.shape
@@ -208,23 +283,20 @@ def _project(model_dir: Path) -> dict:
         return {}
 
 
-def _plan(model_dir: Path) -> _Plan:
+def _plan(model_dir: Path) -> Plan:
     """Read and check everything the export needs, without loading any weights."""
     if not model_dir.is_dir():
         raise TweetyError("model folder not found", path=model_dir, fix="choose an adapted model folder")
     config = read_json(model_dir / "config.json", "config.json is missing: this is not a Hugging Face model folder")
-    model_type = config.get("model_type")
-    if model_type not in SUPPORTED_TYPES:
-        raise TweetyError(f"model type {model_type!r} cannot be exported; only Llama-architecture models "
-                          "(Llama, Mistral, TowerInstruct, SmolLM2) can", path=model_dir / "config.json",
-                          fix="choose a Llama-architecture model")
-    _, scaling, _ = _rope(config)
-    if scaling not in ("default", "linear"):
-        raise TweetyError(f"RoPE scaling {scaling!r} is not supported by the exporter yet",
-                          path=model_dir / "config.json", fix="choose a model without rope scaling, or with linear")
+    check_config(config, model_dir / "config.json")
     merges, pre = [], None
-    if (model_dir / "tokenizer.model").exists() or not _is_byte_level_bpe(model_dir):
+    if (model_dir / "tokenizer.model").exists():
         pieces, is_bpe, add_space_prefix = _sentencepiece(model_dir)
+    elif _is_sentencepiece_bpe(model_dir):
+        pieces, add_space_prefix = _sentencepiece_bpe_json(model_dir)
+        is_bpe = True
+    elif not _is_byte_level_bpe(model_dir):
+        pieces, is_bpe, add_space_prefix = _sentencepiece(model_dir)  # says that tokenizer.model is missing
     else:
         pieces, merges, pre = _byte_level_bpe(model_dir)
         is_bpe, add_space_prefix = True, False
@@ -232,8 +304,8 @@ def _plan(model_dir: Path) -> _Plan:
 
     files = weight_files(model_dir)
     available = safetensors_headers(files)
-    tied = bool(config.get("tie_word_embeddings", False))
-    tensors = _tensor_plan(config, available, tied, model_dir)
+    tied = tied_embeddings(config)
+    tensors = tensor_plan(config, available, tied, model_dir)
     vocab, hidden = config["vocab_size"], config["hidden_size"]
     embed = next(t for t in tensors if t.gguf_name == "token_embd.weight")
     if embed.shape != (vocab, hidden):
@@ -248,16 +320,100 @@ def _plan(model_dir: Path) -> _Plan:
     if head is not None and head.shape != (vocab, hidden):
         raise TweetyError(f"the LM head is {head.shape[0]}×{head.shape[1]}, expected {vocab}×{hidden}",
                           path=head.file, fix="re-run the adaptation")
-    return _Plan(config, tensors, pieces, is_bpe, add_space_prefix, special_ids, add_bos, chat_template,
+    return Plan(config, tensors, pieces, is_bpe, add_space_prefix, special_ids, add_bos, chat_template,
                  merges=merges, pre=pre)
 
 
-def _rope(config: dict) -> tuple[float, str, float]:
-    """(theta, scaling type, factor); transformers ≥ 5 writes `rope_parameters`, older configs `rope_theta` and
-    `rope_scaling`."""
+def check_config(config: dict, path: Path) -> Architecture:
+    """Refuse, before anything is written, a configuration llama.cpp would run differently from transformers."""
+    arch = architecture(config, path)
+    c = config
+
+    def refuse(what: str, fix: str):
+        raise TweetyError(f"{c.get('model_type')}: {what}", path=path, fix=fix)
+
+    scaling = _rope_parameters(c)["rope_type"]
+    if scaling not in ("default", "linear", "llama3") or (scaling == "llama3" and arch.name != "llama"):
+        refuse(f"RoPE scaling {scaling!r} is not supported by the exporter yet",
+               "choose a model without RoPE scaling, or with linear or (Llama 3) llama3 scaling")
+    activation = c.get("hidden_activation") or c.get("hidden_act") or "silu"
+    if activation != arch.activation:
+        refuse(f"activation {activation!r}; llama.cpp runs this architecture with {arch.activation}",
+               "choose an unmodified checkpoint of the family")
+    if c.get("use_sliding_window") or c.get("use_bidirectional_attention"):
+        refuse("sliding-window or bidirectional attention, which llama.cpp does not run for this architecture",
+               "choose a checkpoint without use_sliding_window / use_bidirectional_attention")
+    if not arch.reads_head and not tied_embeddings(c):
+        refuse("an untied LM head, which llama.cpp ignores for this architecture (it reuses the embeddings)",
+               "keep the head tied to the embeddings when adapting this model")
+    if arch.big_layer_counts:
+        big = c["num_hidden_layers"] in arch.big_layer_counts
+        expected = c["hidden_size"] // c["num_attention_heads"] if big else _head_dim(c)
+        if c.get("query_pre_attn_scalar", expected) != expected:
+            refuse(f"query_pre_attn_scalar {c['query_pre_attn_scalar']} differs from the {expected} llama.cpp uses",
+                   "choose an unmodified checkpoint of the family")
+    if arch.attn_softcapping and (c.get("attn_logit_softcapping") is None or c.get("final_logit_softcapping") is None):
+        refuse("no soft-capping values, which llama.cpp requires for this architecture",
+               "choose an unmodified checkpoint of the family")
+    if (c.get("attn_logit_softcapping") is not None and not arch.attn_softcapping) or (
+            c.get("final_logit_softcapping") is not None and not arch.final_softcapping):
+        refuse("logit soft-capping, which llama.cpp does not run for this architecture",
+               "choose an unmodified checkpoint of the family")
+    if arch.sliding_window and _rope_parameters(c, "sliding_attention")["rope_type"] != "default":
+        refuse("RoPE scaling on the sliding-window layers is not supported", "choose an unmodified checkpoint")
+    if not arch.sliding_window and c.get("sliding_window") and c.get("use_sliding_window", True) and (
+            c["sliding_window"] < c.get("max_position_embeddings", 0)):
+        # Mistral 7B v0.1: llama.cpp (like its own converter) ignores the window; the two differ past it only.
+        log.warning("%s: sliding window of %d tokens is not kept; llama.cpp attends to the whole context",
+                    path, c["sliding_window"])
+    return arch
+
+
+def _head_dim(config: dict) -> int:
+    return config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+
+
+def _rope_parameters(config: dict, layer_type: str = "full_attention") -> dict:
+    """The RoPE settings of one kind of layer, with `rope_type` and `rope_theta` always set. transformers ≥ 5 writes
+    `rope_parameters` (per layer type for Gemma 3), older configs `rope_theta`, `rope_scaling` and Gemma 3's
+    `rope_local_base_freq`."""
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    theta = config.get("rope_theta") or rope.get("rope_theta") or 10000.0
-    return float(theta), rope.get("rope_type", rope.get("type", "default")), float(rope.get("factor", 1.0))
+    if "full_attention" in rope or "sliding_attention" in rope:
+        rope = rope.get(layer_type) or {}
+    elif layer_type == "sliding_attention":
+        rope = {"rope_theta": config.get("rope_local_base_freq") or rope.get("rope_theta")
+                or config.get("rope_theta") or 10000.0}
+    return {**rope, "rope_type": rope.get("rope_type", rope.get("type", "default")),
+            "rope_theta": float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0)}
+
+
+def _rope(config: dict) -> tuple[float, str, float]:
+    """(theta, scaling type, factor) of the full-attention layers."""
+    rope = _rope_parameters(config)
+    return rope["rope_theta"], rope["rope_type"], float(rope.get("factor", 1.0))
+
+
+def _llama3_rope_factors(config: dict) -> tuple[float, ...]:
+    """Llama 3.x's RoPE scaling as llama.cpp takes it: each rotated pair's frequency is divided by its factor — 1 for
+    the high frequencies, `factor` for the low ones, a smooth blend between (the formula of transformers'
+    `_compute_llama3_parameters`)."""
+    import math
+
+    rope = _rope_parameters(config)
+    dim, theta, factor = _head_dim(config), rope["rope_theta"], float(rope.get("factor", 8.0))
+    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+    context = float(rope.get("original_max_position_embeddings", 8192))
+    factors = []
+    for i in range(0, dim, 2):
+        wavelength = 2 * math.pi * theta ** (i / dim)
+        if wavelength < context / high:
+            factors.append(1.0)
+        elif wavelength > context / low:
+            factors.append(factor)
+        else:
+            smooth = (context / wavelength - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return tuple(factors)
 
 
 def _sentencepiece(model_dir: Path) -> tuple[list[tuple[str, float, int]], bool, bool]:
@@ -288,6 +444,58 @@ def _is_byte_level_bpe(model_dir: Path) -> bool:
     spec = _tokenizer_json(model_dir)
     return spec is not None and spec["model"].get("type") == "BPE" and "ByteLevel" in json.dumps(
         [spec.get("pre_tokenizer"), spec.get("decoder")])
+
+
+def _is_sentencepiece_bpe(model_dir: Path) -> bool:
+    """A SentencePiece-style BPE in tokenizer.json only (`▁` for spaces, `<0xNN>` byte fallback): a source model
+    converted from GGUF (Gemma, Llama 2) or such a vocabulary extended by core.extend."""
+    spec = _tokenizer_json(model_dir)
+    return (spec is not None and spec["model"].get("type") == "BPE" and bool(spec["model"].get("byte_fallback"))
+            and "ByteLevel" not in json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")]))
+
+
+def _sentencepiece_bpe_json(model_dir: Path) -> tuple[list[tuple[str, float, int]], bool]:
+    """Pieces with scores and GGUF token types of a SentencePiece-style BPE tokenizer.json, for llama.cpp's
+    SentencePiece tokenizer (`llama`), which merges the adjacent pair whose result scores best first: a piece made by
+    the merge of rank r scores -r, so llama.cpp merges in the order the BPE merges rank (new merges of an extended
+    vocabulary rank, and so score, after every source merge). Special added tokens are control tokens, other added
+    tokens (Gemma's runs of spaces and newlines) user-defined ones, which llama.cpp, like transformers, matches in
+    the text before segmenting it."""
+    import gguf
+
+    spec = _tokenizer_json(model_dir)
+    ids = dict(spec["model"]["vocab"])
+    types: dict[int, int] = {}
+    for t in spec.get("added_tokens", []):
+        ids[t["content"]] = t["id"]
+        types[t["id"]] = gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
+    tokens = [None] * (max(ids.values()) + 1)
+    for token, i in ids.items():
+        tokens[i] = token
+    if None in tokens:
+        raise TweetyError(f"tokenizer.json has no token with id {tokens.index(None)}", path=model_dir,
+                          fix="re-run the vocabulary extension")
+    scores = [0.0] * len(tokens)
+    for rank, merge in enumerate(spec["model"]["merges"]):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        i = ids.get(left + right)
+        if i is not None and scores[i] == 0.0:
+            scores[i] = -float(rank + 1)
+    unk = spec["model"].get("unk_token")
+    pieces = []
+    for i, token in enumerate(tokens):
+        kind = types.get(i)
+        if kind is None:
+            kind = (gguf.TokenType.UNKNOWN if token == unk else gguf.TokenType.BYTE if _is_byte_piece(token)
+                    else gguf.TokenType.NORMAL)
+        pieces.append((token, scores[i], int(kind)))
+    add_space_prefix = "Prepend" in json.dumps(spec.get("normalizer")) or "prepend_scheme" in json.dumps(
+        spec.get("pre_tokenizer")).replace('"prepend_scheme": "never"', "")
+    return pieces, add_space_prefix
+
+
+def _is_byte_piece(token: str) -> bool:
+    return len(token) == 6 and token.startswith("<0x") and token.endswith(">")
 
 
 def _byte_level_bpe(model_dir: Path) -> tuple[list[tuple[str, float, int]], list[str], str]:
@@ -341,49 +549,68 @@ def _special_tokens(model_dir: Path, pieces: list[tuple[str, float, int]]) -> tu
             raise TweetyError(f"the {name} token {token!r} has different ids in tokenizer.json and tokenizer.model",
                               path=model_dir, fix="re-run the tokenizer step")
         ids[name] = index[token]
-    add_bos = "bos" in ids and tok("a")["input_ids"][:1] == [ids["bos"]]
+    add_bos = "bos" in ids and adds_bos(tok) and tok.bos_token_id == ids["bos"]
     template = tok.chat_template if isinstance(tok.chat_template, str) else None
     return ids, add_bos, template
 
 
-def _tensor_plan(config: dict, available: dict[str, StoredTensor], tied: bool,
-                 model_dir: Path) -> list[_Tensor]:
-    import gguf
-
+def tensor_plan(config: dict, available: dict[str, StoredTensor], tied: bool,
+                model_dir: Path) -> list[_Tensor]:
+    """The GGUF tensors of a model: every stored tensor named by `ARCHITECTURES` (anything else is refused), plus the
+    computed ones (Llama 3's rope_freqs), in a stable order."""
+    arch = architecture(config, model_dir / "config.json")
     n_layers = config["num_hidden_layers"]
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads", heads)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+    names = dict(GLOBAL_TENSORS)
+    for i in range(n_layers):
+        names.update({f"model.layers.{i}.{hf}": f"blk.{i}.{g}" for hf, g in arch.block.items()})
     plan = []
     for hf_name, stored in available.items():
-        if hf_name.endswith(_SKIPPED) or (tied and hf_name == "lm_head.weight"):
+        if hf_name.endswith(_SKIPPED) or (tied and GLOBAL_TENSORS.get(hf_name) == "output.weight"):
             continue
-        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        gguf_name = names.get(hf_name)
         if gguf_name is None:
-            raise TweetyError(f"unexpected tensor {hf_name!r} for a Llama-architecture model", path=stored.file,
-                              fix="only plain Llama/Mistral checkpoints can be exported")
-        permute = heads if ".attn_q." in gguf_name else kv_heads if ".attn_k." in gguf_name else 0
-        plan.append(_Tensor(hf_name, gguf_name, stored, permute))
+            raise TweetyError(f"unexpected tensor {hf_name!r} for a {config.get('model_type')} model",
+                              path=stored.file, fix="only unmodified checkpoints of the supported families can be "
+                              "exported")
+        permute = 0
+        if arch.permute_qk:
+            permute = heads if ".attn_q." in gguf_name else kv_heads if ".attn_k." in gguf_name else 0
+        offset = arch.norm_offset if gguf_name.endswith("norm.weight") else 0.0
+        plan.append(_Tensor(hf_name, gguf_name, stored, permute, offset=offset))
+    if _rope_parameters(config)["rope_type"] == "llama3":
+        plan.append(_Tensor("", ROPE_FREQS, None, values=_llama3_rope_factors(config)))
     have = {t.gguf_name for t in plan}
     needed = ["token_embd.weight", "output_norm.weight"] + ([] if tied else ["output.weight"]) + [
-        f"blk.{i}.{p}.weight" for i in range(n_layers) for p in (
-            "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
+        f"blk.{i}.{g}" for i in range(n_layers) for g in arch.block.values()]
     missing = [n for n in needed if n not in have]
     if missing:
         raise TweetyError(f"{len(missing)} weight tensors are missing (first: {missing[0]})", path=model_dir,
                           fix="copy the complete model folder, or re-run the adaptation")
     # llama.cpp does not care about order; a stable one (embeddings, blocks in order, head) makes files comparable.
-    order = {n: i for i, n in enumerate(needed)}
+    order = {n: i for i, n in enumerate([ROPE_FREQS] + needed)}
     plan.sort(key=lambda t: (order.get(t.gguf_name, len(order)), t.gguf_name))
     return plan
 
 
-def _write_metadata(writer, plan: _Plan, model_dir: Path, settings: ExportSettings, project: dict) -> None:
+def _layer_types(config: dict, arch: Architecture) -> list[str]:
+    """Each layer's attention, "sliding_attention" or "full_attention"; configs before transformers 4.53 give a
+    period instead (Gemma 2: every other layer, Gemma 3: `sliding_window_pattern`, default 6: five local, one global)."""
+    n = config["num_hidden_layers"]
+    if config.get("layer_types"):
+        return list(config["layer_types"])
+    period = 2 if arch.name == "gemma2" else int(config.get("sliding_window_pattern") or 6)
+    return ["full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(n)]
+
+
+def _write_metadata(writer, plan: Plan, model_dir: Path, settings: ExportSettings, project: dict) -> None:
     import gguf
 
     c = plan.config
+    arch = architecture(c)
     heads = c["num_attention_heads"]
-    head_dim = c.get("head_dim") or c["hidden_size"] // heads
+    head_dim = _head_dim(c)
     writer.add_name(settings.name or model_dir.resolve().name)
     languages = list(settings.languages) or [x for x in [project.get("language")] if x]
     if languages:
@@ -399,16 +626,25 @@ def _write_metadata(writer, plan: _Plan, model_dir: Path, settings: ExportSettin
     writer.add_feed_forward_length(c["intermediate_size"])
     writer.add_head_count(heads)
     writer.add_head_count_kv(c.get("num_key_value_heads", heads))
-    if head_dim != c["hidden_size"] // heads:
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
     theta, scaling, factor = _rope(c)
     writer.add_rope_freq_base(theta)
     if scaling == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(factor)
-    writer.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-5)))
+    writer.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-6 if arch.norm_offset else 1e-5)))
+    if arch.attn_softcapping:
+        writer.add_attn_logit_softcapping(float(c["attn_logit_softcapping"]))
+    if c.get("final_logit_softcapping") is not None:
+        writer.add_final_logit_softcapping(float(c["final_logit_softcapping"]))
+    if arch.sliding_window:
+        sliding = [t == "sliding_attention" for t in _layer_types(c, arch)]
+        if any(sliding):
+            writer.add_sliding_window(int(c["sliding_window"]))
+            writer.add_sliding_window_pattern(sliding)
+            writer.add_rope_freq_base_swa(_rope_parameters(c, "sliding_attention")["rope_theta"])
 
     if plan.pre is None:
         writer.add_tokenizer_model("llama")
@@ -434,7 +670,7 @@ def _write_metadata(writer, plan: _Plan, model_dir: Path, settings: ExportSettin
     source = project.get("source_model")
     if source:
         writer.add_base_model_count(1)
-        writer.add_base_model_name(0, Path(source).name if source != "default" else "SmolLM2-135M-Instruct")
+        writer.add_base_model_name(0, Path(source).name if source != DEFAULT_MODEL else "SmolLM2-135M-Instruct")
         writer.add_string("tweety.source_model", source)
     if init_method:
         writer.add_string("tweety.init_method", init_method)

@@ -1,5 +1,6 @@
 """Vocabulary extension: keep every source token, add target-language tokens initialised by trans-tokenization — the
-alternative to replacing the vocabulary (`core.pipeline`).
+alternative to replacing the vocabulary. The tokenizer, keep-rows and penalty parts live here; core.stages runs
+them in the one stage sequence (`tweety extend`, the wizard's Extend choice).
 
 The new tokens come from BPE training continued on top of the source tokenizer. The target text is pre-tokenized with
 the source tokenizer's own pre-tokenizer; every distinct word starts as its source tokens; then the most frequent
@@ -37,16 +38,15 @@ import logging
 import time
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from core import align, init, mapping, models, resources
+from core import mapping, models
 from core.errors import TweetyError
-from core.jobs import CancelToken, Laps, ProgressFn, Reporter, atomic_dir
-from core.project import ProjectState, StageRecord
+from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
 from core.tokenizer import byte_level_chars, encode_many, is_byte_level, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,16 @@ class ExtensionSettings:
     new_tokens: int = 8000
     min_frequency: int = 2  # a pair seen fewer times in the target text is never merged
     max_lines: int = 2_000_000  # of target text (and of protected text), the first this many lines
+    # How many nats lower a new token scores in source-language text (0: plain trans-tokenized rows). Measured on
+    # the demo (benchmarks/extension.py): with 4, English bits per byte is 0.5% above the source model's instead of
+    # 15%, Spanish 1.2% above plain rows; 8 leaves English unchanged but costs Spanish 4%.
+    source_penalty: float = 4.0
 
     def check(self) -> None:
         if self.new_tokens < 1 or self.min_frequency < 1 or self.max_lines < 1:
             raise TweetyError("new_tokens, min_frequency and max_lines must be at least 1")
+        if not self.source_penalty >= 0:
+            raise TweetyError(f"the source-language penalty is {self.source_penalty}", fix="use a value ≥ 0")
 
 
 @dataclass(frozen=True)
@@ -84,23 +90,23 @@ def check_extensible(source_tokenizer) -> dict:
     backend = getattr(source_tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise TweetyError("the source model has no fast (tokenizer.json) tokenizer, so its vocabulary cannot be "
-                          "extended", fix="adapt it by replacing the vocabulary (`tweety adapt`)")
+                          "extended", fix="adapt it by replacing the vocabulary")
     spec = json.loads(backend.to_str())
     model = spec["model"]
     if model.get("type") != "BPE":
         raise TweetyError(f"the source tokenizer is a {model.get('type')} model; vocabulary extension continues BPE "
                           "training, so it needs a BPE tokenizer", fix="adapt this model by replacing the "
-                          "vocabulary (`tweety adapt`)")
+                          "vocabulary")
     if not is_byte_level(source_tokenizer):
         raise TweetyError("the source tokenizer is SentencePiece-style BPE (Llama 2, Mistral); vocabulary extension "
                           "supports byte-level BPE (SmolLM2, Llama 3, Qwen) only", fix="adapt this model by "
-                          "replacing the vocabulary (`tweety adapt`)")
+                          "replacing the vocabulary")
     if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix") or model.get("dropout"):
         raise TweetyError("the source tokenizer's BPE uses subword prefixes/suffixes or dropout, which vocabulary "
-                          "extension does not support", fix="adapt this model with `tweety adapt`")
+                          "extension does not support", fix="adapt this model by replacing the vocabulary")
     if max(backend.get_vocab().values()) + 1 != len(source_tokenizer):
         raise TweetyError("the source tokenizer's ids have gaps, so new tokens cannot be appended after them",
-                          fix="adapt this model with `tweety adapt`")
+                          fix="adapt this model by replacing the vocabulary")
     return spec
 
 
@@ -325,8 +331,6 @@ def penalise_new_rows(model, source_vocab: int, offset) -> None:
         head[source_vocab:] += offset.to(head.device, head.dtype)
 
 
-# --- the whole run ---------------------------------------------------------------------------------------------------
-
 def gguf_pre(source_model: str | Path) -> str | None:
     """The name of llama.cpp's pre-tokenizer for the source model, as its GGUF file records it (None when the source
     is a Hugging Face folder); GGUF export of the extended model needs it (core.export)."""
@@ -337,91 +341,3 @@ def gguf_pre(source_model: str | Path) -> str | None:
 
     found = gguf.GGUFReader(path).fields.get("tokenizer.ggml.pre")
     return None if found is None else str(found.contents())
-
-
-@dataclass(frozen=True)
-class ExtendSettings:
-    source_model: str = models.DEFAULT_MODEL
-    target_text: str = ""
-    parallel: tuple[str, str] | None = None  # (source side, target side); one TSV/TMX file: (file, "")
-    dictionary: str | None = None
-    out: str = ""
-    language: str | None = None
-    extend: ExtensionSettings = field(default_factory=ExtensionSettings)
-    align: align.AlignSettings = field(default_factory=align.AlignSettings)
-    mapping: mapping.MappingSettings = field(default_factory=mapping.MappingSettings)
-    # How many nats lower a new token scores in source-language text (0: plain trans-tokenized rows). Measured on
-    # the demo (benchmarks/extension.py): with 4, English bits per byte is 0.5% above the source model's instead of
-    # 15%, Spanish 1.2% above plain rows; 8 leaves English unchanged but costs Spanish 4%.
-    source_penalty: float = 4.0
-
-
-@dataclass(frozen=True)
-class ExtendResult:
-    out: Path
-    seconds: dict[str, float]
-    coverage: dict[str, int]
-    extension: ExtensionStats
-    alignment: align.AlignmentStats
-
-
-def extend_model(settings: ExtendSettings, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                 model_and_tokenizer=None) -> ExtendResult:
-    """Extend the source model's vocabulary for the target language: tokenizer → align → map → init, written into
-    one output folder (the layout of `core.pipeline.adapt`: an HF model folder, project.json, work/…), atomically.
-    `model_and_tokenizer` lets a caller that already holds the source model skip reloading it (it is modified)."""
-    from core.pipeline import read_parallel_setting
-
-    if not settings.out:
-        raise TweetyError("no output folder given", fix="pass --out DIR")
-    if settings.parallel is None:
-        raise TweetyError("vocabulary extension needs a parallel corpus: its source side is the text whose "
-                          "tokenization must not change, and its alignment initialises the new tokens",
-                          fix="give a parallel corpus (--parallel SRC_FILE TGT_FILE)")
-    lap = Laps()
-    seconds = lap.seconds
-
-    target_lines = resources.read_lines(settings.target_text)
-    corpus = read_parallel_setting(settings.parallel)
-    dictionary = resources.read_dictionary(settings.dictionary) if settings.dictionary else None
-    lap("read inputs")
-    model, source_tok = model_and_tokenizer or models.load_model(settings.source_model)
-    check_extensible(source_tok)
-    lap("load model")
-    state = ProjectState(source_model=str(settings.source_model), target_text=settings.target_text,
-                         parallel=list(settings.parallel), dictionary=settings.dictionary, language=settings.language,
-                         inputs_sha256=resources.sha256_by_name(
-                             [settings.target_text, settings.dictionary, *settings.parallel]),
-                         settings={"extend": {**asdict(settings.extend), "source_penalty": settings.source_penalty,
-                                              "gguf_pre": gguf_pre(settings.source_model)},
-                                   "align": asdict(settings.align), "mapping": asdict(settings.mapping),
-                                   "init": asdict(init.InitSettings())})
-    with atomic_dir(settings.out) as out:
-        work = out / "work"
-        ext = extend_tokenizer(target_lines, corpus.source, source_tok, work / "tokenizer", settings.extend,
-                               progress=progress, cancel=cancel)
-        extended_tok = load_tokenizer(work / "tokenizer")
-        lap("tokenizer")
-        state.stages["tokenizer"] = StageRecord(seconds["tokenizer"], "work/tokenizer", asdict(ext))
-        stats = align.align_corpus(corpus, source_tok, extended_tok, work / "alignment", settings.align,
-                                   progress=progress, cancel=cancel)
-        lap("align")
-        state.stages["align"] = StageRecord(seconds["align"], "work/alignment", asdict(stats))
-        m = mapping.build_mapping(source_tok, extended_tok, alignment_counts=align.load_counts(work / "alignment"),
-                                  dictionary=dictionary, settings=settings.mapping, progress=progress, cancel=cancel)
-        m = keep_source_rows(m, len(source_tok))
-        m.save(work / "mapping", extended_tok, source_tok)
-        lap("map")
-        state.stages["map"] = StageRecord(seconds["map"], "work/mapping", m.coverage())
-        summary = {"method": "transtok", "kept": len(source_tok), "source_penalty": settings.source_penalty}
-        if settings.source_penalty:
-            w, on_source, on_target = source_language_probe(model, source_tok, corpus.source, corpus.target)
-            summary.update(probe_on_source=round(on_source, 3), probe_on_target=round(on_target, 3))
-        extended = init.initialise(model, m, init.InitSettings(), progress=progress, cancel=cancel)
-        if settings.source_penalty:
-            penalise_new_rows(extended, len(source_tok), -settings.source_penalty * w)
-        init.write_adapted(extended, extended_tok, out)
-        lap("init")
-        state.stages["init"] = StageRecord(seconds["init"], ".", summary)
-        state.save(out)
-    return ExtendResult(Path(settings.out), seconds, m.coverage(), ext, stats)

@@ -6,7 +6,8 @@ every other tensor is copied byte for byte (stored dtype kept, one buffer at a t
 more memory than its embedding table, and an edit → re-initialise round trip takes seconds.
 Baselines for comparison: `fvt` (each token from its own bytes' source tokens), `mean` (every row the average source
 row) and `random` (normal noise with the source rows' standard deviation). All methods keep special tokens 1:1 so
-that they differ only where the methods differ. Tied models stay tied.
+that they differ only where the methods differ. Tied models stay tied; an untied head gets its own rows, the same
+mapping applied to the source head's rows (not a copy of the new embeddings).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import scipy.sparse as sp
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
 from core.mapping import Mapping, Origin, fvt_mapping
-from core.models import safetensors_headers, weight_files
+from core.models import family, safetensors_headers, tied_embeddings, weight_files
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +103,24 @@ def initialise(model, mapping: Mapping, settings: InitSettings = InitSettings(),
     import torch
 
     report = Reporter(progress, cancel, "Initialising embeddings")
-    source_embeddings = model.get_input_embeddings().weight
+    embed = model.get_input_embeddings()
+    source_embeddings = embed.weight
     vt = mapping.matrix.shape[0]
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     new_in, new_out = new_rows(mapping, settings, source_embeddings,
                                None if tied else model.get_output_embeddings().weight, report)
     dtype = source_embeddings.dtype
-    embed = torch.nn.Embedding(vt, new_in.shape[1])
-    embed.weight.data = new_in.to("cpu", dtype)
-    model.set_input_embeddings(embed)
+    # The modules are kept and given new weights (as transformers' resize_token_embeddings does): Gemma 3's
+    # embedding module also scales by √hidden, which a plain nn.Embedding would drop.
+    embed.weight = torch.nn.Parameter(new_in.to("cpu", dtype))
+    embed.num_embeddings = vt
+    embed.padding_idx = None  # the source's padding id names another token in the target vocabulary
+    head = model.get_output_embeddings()
     if tied:
-        model.get_output_embeddings().weight = embed.weight
+        head.weight = embed.weight
     else:
-        head = torch.nn.Linear(new_in.shape[1], vt, bias=False)
-        head.weight.data = new_out.to("cpu", dtype)
-        model.set_output_embeddings(head)
+        head.weight = torch.nn.Parameter(new_out.to("cpu", dtype))
+    head.out_features = vt
     model.config.vocab_size = vt
     report(2, 2, f"{vt:,} rows")
     return model
@@ -152,7 +156,7 @@ def write_tokenizer(target_tokenizer, folder: Path) -> None:
 
 # --- streaming: from the source folder's safetensors to the adapted folder, without loading the model -------------
 
-EMBEDDINGS, HEAD = "model.embed_tokens.weight", "lm_head.weight"
+EMBEDDINGS, HEAD = "model.embed_tokens.weight", "lm_head.weight"  # every supported family's (core.models.Family)
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -212,26 +216,28 @@ def write_initialised(source_folder: str | Path, mapping: Mapping, target_tokeni
     report = Reporter(progress, cancel, "Initialising embeddings")
     source_folder = Path(source_folder)
     config = json.loads((source_folder / "config.json").read_text())
+    names = family(config, source_folder / "config.json")
+    embeddings_name, head_name = names.embeddings, names.head
     index_path = source_folder / INDEX_FILE
     stored = {f: dict(sorted(safetensors_headers([f]).items(), key=lambda kv: kv[1].start))
               for f in weight_files(source_folder)}
     where = {name: f for f, tensors in stored.items() for name in tensors}
-    tied = bool(config.get("tie_word_embeddings", False))
-    if EMBEDDINGS not in where or not (tied or HEAD in where):
-        raise TweetyError(f"the weights lack {EMBEDDINGS if EMBEDDINGS not in where else HEAD}",
-                          path=source_folder, fix="choose a Llama-architecture model folder")
+    tied = tied_embeddings(config)
+    if embeddings_name not in where or not (tied or head_name in where):
+        raise TweetyError(f"the weights lack {embeddings_name if embeddings_name not in where else head_name}",
+                          path=source_folder, fix="copy the complete model folder")
 
     def source(name: str):
         with safe_open(str(where[name]), "pt") as f:
             return f.get_tensor(name)
 
-    embeddings = source(EMBEDDINGS)
+    embeddings = source(embeddings_name)
     dtype = embeddings.dtype
-    new_in, new_out = new_rows(mapping, settings, embeddings, None if tied else source(HEAD), report)
+    new_in, new_out = new_rows(mapping, settings, embeddings, None if tied else source(head_name), report)
     del embeddings
-    computed = {EMBEDDINGS: new_in.to("cpu", dtype)}
-    if HEAD in where:
-        computed[HEAD] = computed[EMBEDDINGS] if tied else new_out.to("cpu", dtype)
+    computed = {embeddings_name: new_in.to("cpu", dtype)}
+    if head_name in where:  # a tied checkpoint may store the head too: it stays equal to the embeddings
+        computed[head_name] = computed[embeddings_name] if tied else new_out.to("cpu", dtype)
     del new_in, new_out
     report(2, 2, "writing the model")
     total = 0

@@ -180,3 +180,24 @@ def check_output_dir(path: Path, *, replace_ours: bool = True) -> None:
     if any(path.iterdir()) and not (replace_ours and (path / MARKER).exists()):
         raise TweetyError("the output folder exists and is not empty; Tweety Studio never overwrites your files",
                           path=path, fix="choose a new or empty folder")
+
+
+def require_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """Refuse up front, in plain words, a long job whose output (`needed` bytes, estimated) cannot fit on the disk
+    of `folder` — rather than failing when the disk fills an hour later. 5% and 16 MB of slack for estimates."""
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    if needed * 1.05 + (16 << 20) > free:
+        raise TweetyError(f"the disk is too full: {what} needs about {_size(needed)}, and the disk has "
+                          f"{_size(free)} free", path=Path(folder),
+                          fix="free some space on that disk, or choose a folder on another disk")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from core.dictionary import METHODS as DICTIONARY_METHODS
+from core.dictionary import DictionarySettings, entry_counts, pseudo_parallel_counts, word_counts
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
 from core.resources import DictionaryEntry, OverrideLine
@@ -89,10 +91,34 @@ class Evidence:
 
 
 def dictionary_evidence(entries: list[DictionaryEntry], source_tokenizer, target_tokenizer, *,
-                        name: str = DICTIONARY_KIND, weight: float = 1.0) -> Evidence:
-    shape = (len(target_tokenizer), len(source_tokenizer))
-    return Evidence(name, DICTIONARY_KIND, _dictionary_counts(entries, source_tokenizer, target_tokenizer, shape),
-                    weight)
+                        name: str = DICTIONARY_KIND, weight: float = 1.0, target_text: Sequence[str] | None = None,
+                        settings: DictionarySettings | None = None) -> Evidence:
+    """A dictionary's evidence (`core.dictionary`): by default only target tokens that are whole dictionary words get
+    it, every other token keeps its spelling (FVT) row; `settings.method` chooses another way (measured in
+    benchmarks/dictionary.py). The pseudo-parallel method needs `target_text` (lines of target-language text) and
+    falls back to whole words without it."""
+    settings = settings or DictionarySettings()
+    if settings.method not in DICTIONARY_METHODS:
+        raise TweetyError(f"unknown dictionary method {settings.method!r}",
+                          fix=f"choose one of {', '.join(DICTIONARY_METHODS)}")
+    if settings.method == "entries":
+        counts = entry_counts(entries, source_tokenizer, target_tokenizer)
+    elif settings.method == "pseudo-parallel" and target_text:
+        counts = pseudo_parallel_counts(entries, target_text, source_tokenizer, target_tokenizer, settings)
+    else:
+        counts = word_counts(entries, source_tokenizer, target_tokenizer, settings)
+        if settings.spelling_share > 0:
+            counts = _with_spelling(counts, source_tokenizer, target_tokenizer, settings.spelling_share)
+    return Evidence(name, DICTIONARY_KIND, counts, weight)
+
+
+def _with_spelling(counts: sp.csr_matrix, source_tokenizer, target_tokenizer, share: float) -> sp.csr_matrix:
+    """Each row with dictionary evidence: (1 − share) × its normalised top-k dictionary row + share × its FVT row
+    (the mapping normalises it again; the spelling part is labelled as the dictionary's in the provenance)."""
+    fvt = _normalise_rows(fvt_rows(target_tokenizer, source_tokenizer)[0])
+    has = (np.diff(counts.indptr) > 0).astype(np.float64)
+    words = _normalise_rows(_top_k(counts, MappingSettings().top_k))
+    return sp.csr_matrix(words * (1 - share) + sp.diags(has * share) @ fvt)
 
 
 @dataclass
@@ -226,27 +252,6 @@ def _top_k(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
         keep[lo + drop] = False
     rows = np.repeat(np.arange(m.shape[0]), lengths)
     return sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape)
-
-
-def _dictionary_counts(entries: list[DictionaryEntry], source_tokenizer, target_tokenizer,
-                       shape: tuple[int, int]) -> sp.csr_matrix:
-    """Each entry links every target token of the target word to every source token of the source word;
-    an entry's weight is spread evenly so that long words do not outvote short ones."""
-    if not entries:
-        return sp.csr_matrix(shape, dtype=np.float64)
-    # Words appear after a space in running text, so that is the form whose tokens we want on both sides.
-    tgt = target_tokenizer([" " + e.target for e in entries], add_special_tokens=False)["input_ids"]
-    src = source_tokenizer([" " + e.source for e in entries], add_special_tokens=False)["input_ids"]
-    rows, cols, vals = [], [], []
-    for e, t_ids, s_ids in zip(entries, tgt, src):
-        if not t_ids or not s_ids:
-            continue
-        w = e.weight / (len(t_ids) * len(s_ids))
-        for t in t_ids:
-            rows.extend([t] * len(s_ids))
-            cols.extend(s_ids)
-            vals.extend([w] * len(s_ids))
-    return sp.csr_matrix((vals, (rows, cols)), shape=shape, dtype=np.float64)
 
 
 def fvt_rows(target_tokenizer, source_tokenizer, report: Reporter | None = None

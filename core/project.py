@@ -1,98 +1,52 @@
-"""A project folder's state (`project.json`): what went in, which stages ran, how long they took, what they found.
+"""A project folder, stage by stage: what the wizard drives and what `tweety adapt`/`extend` run from start to end.
 
-The GUI reopens a project from it; the CLI writes it so a run can be inspected later."""
+Each stage method runs the stage function (core.stages) over the folder's layout (core.layout), records what it did
+and saves `project.json`, so a reopened project resumes at its first unfinished stage and any stage can be re-run
+alone (the wizard's buttons, `tweety map --project DIR`). A re-run building stage makes every later stage stale;
+they are forgotten, never silently kept.
+"""
 from __future__ import annotations
 
-import json
 import shutil
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
+from core import stages
 from core.errors import TweetyError
-from core.jobs import atomic_file
+from core.models import DEFAULT_MODEL
+from core.jobs import MARKER, CancelToken, ProgressFn, atomic_file, check_output_dir
+from core.layout import (BUILDING, EXTEND, OPTIONAL, PROJECT_FILE, REPLACE, STAGES, Inputs, Layout, ProjectState,
+                         StageRecord)
+from core.resources import distinct_labels
 
-PROJECT_FILE = "project.json"
+__all__ = ["Project", "Inputs", "ProjectState", "StageRecord", "PROJECT_FILE", "STAGES", "REPLACE", "EXTEND"]
 
-
-@dataclass
-class StageRecord:
-    seconds: float
-    output: str  # folder, relative to the project
-    summary: dict = field(default_factory=dict)
-
-
-@dataclass
-class ProjectState:
-    source_model: str
-    target_text: str | None = None
-    parallel: list[str] | None = None
-    dictionary: str | None = None
-    language: str | None = None  # target language code (ISO 639), e.g. "es"
-    inputs_sha256: dict[str, str] = field(default_factory=dict)  # input file name → sha256, for provenance
-    settings: dict = field(default_factory=dict)
-    stages: dict[str, StageRecord] = field(default_factory=dict)
-
-    def save(self, folder: str | Path) -> None:
-        with atomic_file(Path(folder) / PROJECT_FILE) as tmp:
-            tmp.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
-
-    @staticmethod
-    def load(folder: str | Path) -> "ProjectState":
-        path = Path(folder) / PROJECT_FILE
-        try:
-            data = json.loads(path.read_text())
-            data["stages"] = {k: StageRecord(**v) for k, v in data.get("stages", {}).items()}
-            return ProjectState(**data)
-        except FileNotFoundError:
-            raise TweetyError("not a Tweety Studio project (no project.json)", path=path.parent,
-                              fix="choose a folder created by Tweety Studio") from None
-        except (json.JSONDecodeError, TypeError) as e:
-            raise TweetyError(f"project.json is damaged ({e})", path=path, fix="restore it or start a new project")
-
-
-# --- a project folder, stage by stage (what the desktop wizard drives) ----------------------------------------------
-
-STAGES = ("data", "tokenizer", "align", "map", "init", "finetune", "evaluate", "export")
-OPTIONAL = {"finetune"}
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What the user chose on the data page; paths are kept as given (the files stay where the user keeps them)."""
-    language_name: str
-    language_code: str
-    target_text: str
-    parallel: tuple[str, str] | None = None  # (source side, target side); one TSV/TMX file: (file, "")
-    dictionary: str | None = None
-    heldout_text: str | None = None  # for evaluation; without it the last 5% of the target text is used
+HYDRA = "hydra"  # the record of a tuned Hydra (not a step of the sequence: the wizard tunes it on demand)
 
 
 class Project:
-    """A project folder: `project.json` plus one sub-folder per stage (`work/tokenizer`, `work/alignment`,
-    `work/mapping`, `model/`, `finetuned/`, `export/`). Each stage method runs the core function, records what it
-    did and saves the state, so a reopened project resumes after its last finished stage. Stages only read earlier
-    stages' folders.
-    """
-
     def __init__(self, folder: str | Path, state: ProjectState):
         self.folder, self.state = Path(folder), state
+        self.layout = Layout(self.folder, state)
         self._source = None  # (model, tokenizer), loaded once per session
+        self._source_tok = None
 
-    # -- folders --
-    tokenizer_dir = property(lambda self: self.folder / "work" / "tokenizer")
-    alignment_dir = property(lambda self: self.folder / "work" / "alignment")
-    mapping_dir = property(lambda self: self.folder / "work" / "mapping")
-    model_dir = property(lambda self: self.folder / "model")
-    finetune_dir = property(lambda self: self.folder / "finetuned")
-    split_dir = property(lambda self: self.folder / "work" / "split")
-    export_dir = property(lambda self: self.folder / "export")
-    overrides_file = property(lambda self: self.folder / "overrides.tsv")  # the linguist's corrections, user-editable
+    # -- folders (core.layout owns them) --
+    tokenizer_dir = property(lambda self: self.layout.tokenizer_dir)
+    alignment_dir = property(lambda self: self.layout.alignment_dir)
+    mapping_dir = property(lambda self: self.layout.mapping_dir)
+    model_dir = property(lambda self: self.layout.model_dir)
+    finetune_dir = property(lambda self: self.layout.finetune_dir)
+    split_dir = property(lambda self: self.layout.split_dir)
+    export_dir = property(lambda self: self.layout.export_dir)
+    overrides_file = property(lambda self: self.layout.overrides_file)  # the linguist's corrections, user-editable
+    hydra_dir = property(lambda self: self.folder / "hydra")
+    final_model_dir = property(lambda self: self.layout.final_model_dir)  # fine-tuned when there is one
 
     @staticmethod
-    def create(folder: str | Path, source_model: str = "default") -> "Project":
+    def create(folder: str | Path, source_model: str = DEFAULT_MODEL) -> "Project":
         """A new project in `folder`, which must be new or empty (never a user's folder with files in it)."""
-        from core.jobs import MARKER, check_output_dir
-
         folder = Path(folder)
         check_output_dir(folder, replace_ours=False)
         folder.mkdir(parents=True, exist_ok=True)
@@ -103,6 +57,7 @@ class Project:
 
     @staticmethod
     def open(folder: str | Path) -> "Project":
+        """Any project folder: the wizard's, `tweety adapt`'s or `tweety extend`'s, of this version or older."""
         return Project(folder, ProjectState.load(folder))
 
     def save(self) -> None:
@@ -122,19 +77,25 @@ class Project:
                 return stage
         return None
 
-    def _record(self, stage: str, seconds: float, output: str, summary: dict) -> None:
-        # A re-run building stage makes every later stage stale: they are forgotten, not silently kept.
-        # (Evaluating or exporting again changes nothing the other stages read.)
-        later = STAGES[STAGES.index(stage):] if stage not in ("evaluate", "export") else (stage,)
-        for name in later:
+    def stale_after(self, stage: str) -> list[str]:
+        """The finished stages a re-run of `stage` would discard (for a warning before it runs)."""
+        if stage not in BUILDING:
+            return []
+        later = STAGES[STAGES.index(stage) + 1:]
+        return [s for s in (*later, HYDRA) if s in self.state.stages]
+
+    def _record(self, stage: str, record: StageRecord, settings=None) -> None:
+        for name in self.stale_after(stage):
             self.state.stages.pop(name, None)
-        self.state.stages[stage] = StageRecord(round(seconds, 2), output, summary)
+        if settings is not None:  # recorded under the settings' own name (the map stage's are "mapping")
+            self.state.settings["mapping" if stage == "map" else stage] = asdict(settings)
+        self.state.stages[stage] = record
         self.save()
 
     # -- source model --
     def set_source_model(self, spec: str) -> None:
         if spec != self.state.source_model:
-            self.state.source_model, self._source = str(spec), None
+            self.state.source_model, self._source, self._source_tok = str(spec), None, None
             self.state.stages.clear()
             self.save()
 
@@ -144,148 +105,137 @@ class Project:
 
         if self._source is None:
             self._source = load_model(self.state.source_model)
+            self._source_tok = self._source[1]
         return self._source
 
-    # -- stages --
-    def set_inputs(self, inputs: Inputs) -> dict[str, int]:
-        """Validate every input file (raises `TweetyError` naming file and line) and record them. Returns counts."""
-        import time
+    def source_tokenizer(self):
+        """The source model's tokenizer alone (no weights loaded: cheap enough for the GUI thread after the first
+        conversion of a GGUF source)."""
+        from core.models import load_tokenizer
 
-        from core import resources
-
-        start = time.monotonic()
-        counts = {"target lines": len(resources.read_lines(inputs.target_text))}
-        if inputs.parallel:
-            counts["parallel pairs"] = len(resources.read_parallel(inputs.parallel[0], inputs.parallel[1] or None))
-        if inputs.dictionary:
-            counts["dictionary entries"] = len(resources.read_dictionary(inputs.dictionary))
-        if inputs.heldout_text:
-            counts["held-out lines"] = len(resources.read_lines(inputs.heldout_text))
-        if not inputs.parallel and not inputs.dictionary:
-            raise TweetyError("trans-tokenization needs a translation resource",
-                              fix="add a parallel corpus and/or a bilingual dictionary")
-        s = self.state
-        s.target_text, s.dictionary, s.language = inputs.target_text, inputs.dictionary, inputs.language_code
-        s.parallel = list(inputs.parallel) if inputs.parallel else None
-        s.settings["inputs"] = asdict(inputs)
-        s.inputs_sha256 = resources.sha256_by_name([inputs.target_text, inputs.dictionary, *(inputs.parallel or ())])
-        shutil.rmtree(self.split_dir, ignore_errors=True)  # the held-out split of the previous target text
-        self._record("data", time.monotonic() - start, ".", counts)
-        return counts
-
-    def inputs(self) -> Inputs:
-        data = self.state.settings.get("inputs")
-        if data is None:
-            raise TweetyError("no input files chosen yet", fix="fill in the Language & data page first")
-        data = dict(data)
-        data["parallel"] = tuple(data["parallel"]) if data.get("parallel") else None
-        return Inputs(**data)
-
-    def train_tokenizer(self, settings=None, *, progress=None, cancel=None):
-        """Train the target tokenizer; returns it (a transformers tokenizer)."""
-        import time
-
-        from core import resources, tokenizer
-
-        settings = settings or tokenizer.TokenizerSettings()
-        start = time.monotonic()
-        _, source_tok = self.source()
-        tokenizer.train_tokenizer(resources.read_lines(self.inputs().target_text), source_tok, self.tokenizer_dir,
-                                  settings, progress=progress, cancel=cancel)
-        tok = tokenizer.load_tokenizer(self.tokenizer_dir)
-        self.state.settings["tokenizer"] = asdict(settings)
-        self._record("tokenizer", time.monotonic() - start, "work/tokenizer", {"vocab_size": len(tok)})
-        return tok
+        if self._source_tok is None:
+            self._source_tok = load_tokenizer(self.state.source_model)
+        return self._source_tok
 
     def target_tokenizer(self):
         from core import tokenizer
 
         return tokenizer.load_tokenizer(self.tokenizer_dir)
 
-    def align(self, settings=None, *, progress=None, cancel=None):
-        """Align the parallel corpus (skipped, recorded as such, when there is none). Returns `AlignmentStats`."""
-        import time
-
-        from core import align, resources
-
-        start = time.monotonic()
-        inputs = self.inputs()
-        if not inputs.parallel:
-            self._record("align", 0, "", {"skipped": "no parallel corpus"})
-            return None
-        settings = settings or align.AlignSettings()
-        corpus = resources.read_parallel(inputs.parallel[0], inputs.parallel[1] or None)
-        stats = align.align_corpus(corpus, self.source()[1], self.target_tokenizer(), self.alignment_dir, settings,
-                                   progress=progress, cancel=cancel)
-        self.state.settings["align"] = asdict(settings)
-        self._record("align", time.monotonic() - start, "work/alignment", asdict(stats))
-        return stats
-
-    def build_mapping(self, settings=None, *, progress=None, cancel=None):
-        """Build and save the target→source mapping; returns it."""
-        import time
-
-        from core import align, mapping, resources
+    # -- the stages --
+    def set_inputs(self, inputs: Inputs, vocabulary: str | None = None, *,
+                   require_resource: bool = True) -> dict[str, int]:
+        """Validate every input file (raises `TweetyError` naming file and line) and record them. Returns counts."""
+        from core import resources
 
         start = time.monotonic()
-        settings = settings or mapping.MappingSettings()
+        inputs = replace(inputs, resources=tuple(distinct_labels(list(inputs.resources))))
+        counts = stages.check_inputs(inputs, vocabulary or self.state.vocabulary, require_resource)
+        self.state.inputs = inputs
+        if vocabulary:
+            self.state.vocabulary = vocabulary
+        self.state.inputs_sha256 = resources.sha256_by_name(inputs.files())
+        shutil.rmtree(self.split_dir, ignore_errors=True)  # the held-out split of the previous target text
+        self._record("data", StageRecord(round(time.monotonic() - start, 2), ".", counts))
+        return counts
+
+    def inputs(self) -> Inputs:
+        if self.state.inputs is None:
+            raise TweetyError("no input files chosen yet", fix="fill in the Language & data page first")
+        return self.state.inputs
+
+    def train_tokenizer(self, settings=None, *, vocabulary: str | None = None, extension=None,
+                        progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+        """Train the target tokenizer — a new vocabulary (`replace`) or the source's extended with target-language
+        tokens (`extend`, settings `extension`); returns it (a transformers tokenizer)."""
+        from core import extend, tokenizer
+
+        vocabulary = vocabulary or self.state.vocabulary
+        settings = settings or self.state.settings_of(tokenizer.TokenizerSettings, "tokenizer")
+        extension = extension or self.state.settings_of(extend.ExtensionSettings, "extend")
         inputs = self.inputs()
-        counts = align.load_counts(self.alignment_dir) if inputs.parallel else None
-        dictionary = resources.read_dictionary(inputs.dictionary) if inputs.dictionary else None
-        overrides = resources.read_overrides(self.overrides_file) if self.overrides_file.exists() else ()
-        source_tok, target_tok = self.source()[1], self.target_tokenizer()
-        m = mapping.build_mapping(source_tok, target_tok, alignment_counts=counts, dictionary=dictionary,
-                                  overrides=overrides, settings=settings, progress=progress, cancel=cancel)
-        m.save(self.mapping_dir, target_tok, source_tok)
-        self.state.settings["mapping"] = asdict(settings)
-        self._record("map", time.monotonic() - start, "work/mapping", m.coverage())
+        if vocabulary != self.state.vocabulary:
+            stages.check_inputs(inputs, vocabulary)
+        record = stages.train_tokenizer(self.layout, inputs, self.source_tokenizer(), vocabulary, settings,
+                                        extension, progress=progress, cancel=cancel)
+        self.state.vocabulary = vocabulary
+        if vocabulary == EXTEND:
+            self.state.settings["extend"] = {**asdict(extension), "gguf_pre": extend.gguf_pre(self.state.source_model)}
+        self._record("tokenizer", record, settings)
+        return self.target_tokenizer()
+
+    def align(self, settings=None, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+        """Align each parallel corpus (skipped, recorded as such, when there is none). Returns the record."""
+        from core import align
+
+        settings = settings or self.state.settings_of(align.AlignSettings, "align")
+        record = stages.align_corpora(self.layout, self.inputs(), self.source_tokenizer(), self.target_tokenizer(),
+                                      settings, progress=progress, cancel=cancel)
+        self._record("align", record, settings)
+        return record
+
+    def build_mapping(self, settings=None, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+        """Build and save the target→source mapping from every resource and the overrides; returns it."""
+        from core import mapping
+
+        settings = settings or self.state.settings_of(mapping.MappingSettings, "mapping")
+        m, record = stages.build_mapping(self.layout, self.inputs(), self.state.vocabulary, self.source_tokenizer(),
+                                         self.target_tokenizer(), settings, progress=progress, cancel=cancel)
+        self._record("map", record, settings)
         return m
 
     def add_overrides(self, lines) -> None:
         """Append `OverrideLine`s to the project's overrides file (created with its format help); they take effect
         at the next `build_mapping`. Lines the user wrote by hand are kept; lines that name no token are refused
-        before anything is written."""
+        before anything is written. Needs only the tokenizers, never the model."""
         from core.mapping import OVERRIDES_HELP, resolve_overrides
         from core.resources import format_override
 
-        resolve_overrides(lines, self.source()[1], self.target_tokenizer())
+        resolve_overrides(lines, self.source_tokenizer(), self.target_tokenizer())
         old = self.overrides_file.read_text(encoding="utf-8") if self.overrides_file.exists() else OVERRIDES_HELP
         with atomic_file(self.overrides_file) as tmp:
             tmp.write_text(old + ("" if old.endswith("\n") else "\n") +
                            "".join(format_override(o) + "\n" for o in lines), encoding="utf-8")
 
-    def remap(self, *, progress=None, cancel=None):
-        """Mapping and initialisation again, from the cached alignment counts (after the overrides changed)."""
-        from core import init, mapping
-
-        def saved(cls, key: str):  # settings as recorded (fields a newer version dropped are ignored)
-            recorded = self.state.settings.get(key, {})
-            return cls(**{k: v for k, v in recorded.items() if k in cls.__dataclass_fields__})
-
-        m = self.build_mapping(saved(mapping.MappingSettings, "mapping"), progress=progress, cancel=cancel)
-        self.initialise(saved(init.InitSettings, "init"), progress=progress, cancel=cancel)
+    def remap(self, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+        """Mapping and initialisation again with the recorded settings, from the cached alignment counts (after
+        the overrides changed)."""
+        m = self.build_mapping(progress=progress, cancel=cancel)
+        self.initialise(progress=progress, cancel=cancel)
         return m
 
-    def initialise(self, settings=None, *, progress=None, cancel=None) -> Path:
-        """Write the adapted model (`model/`), initialised from the mapping; streamed from the source model's files
-        (seconds, little memory), which stay untouched."""
-        import time
+    def initialise(self, settings=None, *, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> Path:
+        """Write the adapted model (`model/`) from the mapping; the source model's files stay untouched."""
+        import copy
 
-        from core import init, mapping, models
+        from core import extend, init
 
-        start = time.monotonic()
-        settings = settings or init.InitSettings()
-        source_tok, target_tok = self.source()[1], self.target_tokenizer()
-        m = init.mapping_for_method(settings.method, mapping.Mapping.load(self.mapping_dir), source_tok, target_tok)
-        init.initialise_folder(models.resolve(self.state.source_model), m, target_tok, self.model_dir, settings,
-                               progress=progress, cancel=cancel)
+        settings = settings or self.state.settings_of(init.InitSettings, "init")
+        # extension changes a loaded model: a copy of the one this session holds saves loading it again
+        model = copy.deepcopy(self._source[0]) if self._source and self.state.vocabulary == EXTEND else None
+        self.state.settings["init"] = asdict(settings)  # recorded before: the model folder's provenance has it
+        record = stages.initialise(self.layout, self.state, self.source_tokenizer(), self.target_tokenizer(),
+                                   settings, self.state.settings_of(extend.ExtensionSettings, "extend"),
+                                   model=model, progress=progress, cancel=cancel)
         shutil.rmtree(self.finetune_dir, ignore_errors=True)  # fine-tuned from the old initialisation: stale
-        self.state.settings["init"] = asdict(settings)
-        # The model folder carries the provenance the GGUF export reads.
-        ProjectState(**{**asdict(self.state), "stages": {}}).save(self.model_dir)
-        self._record("init", time.monotonic() - start, "model", {"method": settings.method})
+        self._record("init", record)
         return self.model_dir
 
+    def run(self, until: str = "init", *, tokenizer=None, extension=None, align=None, mapping=None, init=None,
+            progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> None:
+        """Every stage from the next unfinished one up to `until` (settings given here, else as recorded, else
+        defaults): how `tweety adapt` runs, and how an interrupted project resumes."""
+        steps = {"tokenizer": lambda: self.train_tokenizer(tokenizer, extension=extension, progress=progress,
+                                                           cancel=cancel),
+                 "align": lambda: self.align(align, progress=progress, cancel=cancel),
+                 "map": lambda: self.build_mapping(mapping, progress=progress, cancel=cancel),
+                 "init": lambda: self.initialise(init, progress=progress, cancel=cancel)}
+        for stage in STAGES[STAGES.index("tokenizer"):STAGES.index(until) + 1]:
+            if stage not in self.state.stages:
+                steps[stage]()
+
+    # -- after the model exists --
     def texts(self) -> tuple[Path, Path]:
         """(training text, held-out text) for fine-tuning and evaluation. Without a held-out file the last 5% of the
         target text is held out (written once to `work/split/`) and not trained on; the tokenizer did see it."""
@@ -303,23 +253,46 @@ class Project:
                     tmp.write_text("\n".join(part) + "\n", encoding="utf-8")
         return train, held
 
-    def finetune(self, settings=None, *, resume: bool = False, progress=None, cancel=None):
+    def finetune(self, settings=None, *, resume: bool = False, progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None):
         """Fine-tune `model/` into `finetuned/` (see core.finetune); `resume` continues a stopped run. A cancelled
         run records nothing but keeps its checkpoint (`finetune_checkpoint`). Returns `FinetuneResult`."""
-        import time
-
         from core import finetune
 
         start = time.monotonic()
         settings = settings or finetune.FinetuneSettings()
+        if not resume:
+            stages.check_space_for_finetuning(self.model_dir, self.finetune_dir)
         train, held = self.texts()
-        result = finetune.finetune(self.model_dir, train, held, self.finetune_dir, settings, resume=resume,
-                                   progress=progress, cancel=cancel)
-        self.state.settings["finetune"] = asdict(settings)
-        self._record("finetune", time.monotonic() - start, "finetuned", {
+        with stages.finetuning_output(self.finetune_dir, resume):
+            result = finetune.finetune(self.model_dir, train, held, self.finetune_dir, settings, resume=resume,
+                                       progress=progress, cancel=cancel)
+        self._record("finetune", StageRecord(round(time.monotonic() - start, 2), "finetuned", {
             "stage": settings.stage, "steps": result.steps, "initial_bpb": result.initial_bpb,
-            "final_bpb": result.final_bpb, "tokens_per_s": round(result.tokens_per_s, 1)})
+            "final_bpb": result.final_bpb, "tokens_per_s": round(result.tokens_per_s, 1)}), settings)
         return result
+
+    def record_finetuned(self, folder: str | Path) -> Path:
+        """Use a model fine-tuned elsewhere (a cluster job's output folder) as the project's fine-tuned model, so
+        Evaluate, Export and Chat use it. It must be this project's model: same vocabulary, same architecture."""
+        from core.resources import read_json
+
+        folder = Path(folder).resolve()
+        theirs = read_json(folder / "config.json", "config.json is missing: this is not a model folder")
+        ours = read_json(self.model_dir / "config.json", "the project has no adapted model yet")
+        for key in ("model_type", "vocab_size", "hidden_size", "num_hidden_layers"):
+            if theirs.get(key) != ours.get(key):
+                raise TweetyError(f"this model does not belong to the project: its {key} is {theirs.get(key)}, the "
+                                  f"project's is {ours.get(key)}", path=folder / "config.json",
+                                  fix="choose the output folder of this project's fine-tuning job")
+        provenance = folder / PROJECT_FILE
+        tuned = (read_json(provenance, "").get("settings") or {}).get("finetune") if provenance.exists() else None
+        output = str(folder.relative_to(self.folder.resolve())) if folder.is_relative_to(self.folder.resolve()) \
+            else str(folder)
+        self._record("finetune", StageRecord(0.0, output, {"stage": (tuned or {}).get("stage"),
+                                                           "steps": (tuned or {}).get("steps"),
+                                                           "trained elsewhere": str(folder)}))
+        return folder
 
     def finetune_checkpoint(self):
         """The state of the last fine-tuning run's checkpoint (`RunState`), or None."""
@@ -332,33 +305,63 @@ class Project:
         shutil.rmtree(self.finetune_dir, ignore_errors=True)
         self.save()
 
-    @property
-    def final_model_dir(self) -> Path:
-        """The model to evaluate, export and chat with: the fine-tuned one when there is one."""
-        return self.finetune_dir if "finetune" in self.state.stages else self.model_dir
+    def _examples(self, code: str) -> dict:
+        from core import hydra
+
+        corpora = self.inputs().parallel
+        return {code: hydra.corpus_examples(*corpora[0].files)} if corpora else {}
 
     def hydra(self, source_language: str = "en", target_language: str | None = None):
         """The source model's body with its own tables for `source_language` and the final model's for
-        `target_language` (default: the project's language) (core.hydra): a prompt read in the source language, the
-        reply written in the target language. Three short pairs of the parallel corpus, when there is one, make its
-        translation prompt. core.hydra refuses a fine-tuned model whose body changed (stage `outer-layers`)."""
+        `target_language` (default: the project's language): a prompt read in one language, the reply written in
+        the other. The Hydra tuned in this project (`tune_hydra`) when there is one. Three short pairs of the
+        first parallel corpus, when there is one, make its translation prompt. core.hydra refuses a fine-tuned
+        model whose body changed (stage `outer-layers`)."""
         from core import hydra
 
         code = target_language or self.state.language
         if not code:
             raise TweetyError("the project has no target language code", fix="type the code (e.g. es) in To")
-        inputs = self.inputs()
-        examples = {}
-        if inputs.parallel:
-            examples[code] = hydra.corpus_examples(inputs.parallel[0], inputs.parallel[1] or None)
+        if HYDRA in self.state.stages and (self.hydra_dir / "hydra.json").exists():
+            return hydra.load_hydra(self.hydra_dir)
         return hydra.build_hydra(self.source(), {code: self.final_model_dir},
-                                 source_language=source_language, examples=examples)
+                                 source_language=source_language, examples=self._examples(code))
 
-    def evaluate(self, *, max_bytes: int = 0, progress=None, cancel=None) -> dict[str, dict]:
+    def tune_hydra(self, language: str | None = None, settings=None, *, source: str = "parallel", lines: int = 400,
+                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[float]:
+        """Tune the Hydra's tables of `language` (default: the project's) on `lines` pairs — of the first parallel
+        corpus (`source="parallel"`) or of the target text back-translated by the Hydra (`"back-translation"`) —
+        and keep the tuned Hydra in `hydra/`. Returns the loss of each step. Cancelling keeps nothing."""
+        from core import hydra
+
+        code = language or self.state.language
+        settings = settings or hydra.HydraTuning()
+        model = self.hydra(target_language=code)
+        inputs = self.inputs()
+        if source == "parallel":
+            if not inputs.parallel:
+                raise TweetyError("the project has no parallel corpus to tune on", fix="tune by back-translation")
+            pairs = stages.hydra_pairs(model, code, parallel=inputs.parallel[0], lines=lines)
+        elif source == "back-translation":
+            pairs = stages.hydra_pairs(model, code, back_translate=str(self.texts()[0]), lines=lines,
+                                       progress=progress, cancel=cancel)
+        else:
+            raise TweetyError(f"unknown tuning source {source!r}", fix="choose parallel or back-translation")
+        start = time.monotonic()
+        losses = hydra.finetune_language(model, code, pairs, settings, progress=progress, cancel=cancel)
+        hydra.save_hydra(model, self.hydra_dir)
+        last = losses[-10:]
+        self.state.stages[HYDRA] = StageRecord(round(time.monotonic() - start, 2), "hydra", {
+            "language": code, "pairs": len(pairs), "from": source, "steps": settings.steps,
+            "first_loss": round(losses[0], 4), "last_loss": round(sum(last) / len(last), 4)})
+        self.state.settings[HYDRA] = asdict(settings)
+        self.save()
+        return losses
+
+    def evaluate(self, *, max_bytes: int = 0, progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None) -> dict[str, dict]:
         """Bits per byte of the source model (own tokenizer), the adapted model as initialised and, when there is
         one, the fine-tuned model, on the held-out text."""
-        import time
-
         from core import resources
         from core.evaluate import bits_per_byte
         from core.models import load_model
@@ -368,23 +371,23 @@ class Project:
         results = {"source model": asdict(bits_per_byte(*self.source(), text, progress=progress, cancel=cancel))}
         models = {"adapted model": self.model_dir}
         if "finetune" in self.state.stages:
-            models["fine-tuned model"] = self.finetune_dir
+            models["fine-tuned model"] = self.final_model_dir
         for name, folder in models.items():
             results[name] = asdict(bits_per_byte(*load_model(folder), text, progress=progress, cancel=cancel))
-        self._record("evaluate", time.monotonic() - start, ".", results)
+        self._record("evaluate", StageRecord(round(time.monotonic() - start, 2), ".", results))
         return results
 
-    def export(self, settings=None, out_file: str | Path | None = None, *, progress=None, cancel=None):
+    def export(self, settings=None, out_file: str | Path | None = None, *, progress: ProgressFn | None = None,
+               cancel: CancelToken | None = None):
         """Export the final model (fine-tuned when there is one) as GGUF (default `export/<project>-<type>.gguf`).
         Returns `ExportResult`."""
-        import time
-
         from core import export
 
         start = time.monotonic()
         settings = settings or export.ExportSettings()
         out = Path(out_file) if out_file else self.export_dir / f"{self.folder.name}-{settings.type}.gguf"
+        stages.check_space_for_gguf(self.final_model_dir, out, settings.type)
         result = export.export_gguf(self.final_model_dir, out, settings, progress=progress, cancel=cancel)
-        self._record("export", time.monotonic() - start, str(out), {"file": str(out), "type": result.type,
-                                                                   "bytes": result.bytes})
+        self._record("export", StageRecord(round(time.monotonic() - start, 2), str(out), {
+            "file": str(out), "type": result.type, "bytes": result.bytes}))
         return result

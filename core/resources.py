@@ -17,6 +17,7 @@ import io
 import re
 import unicodedata
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,12 @@ def _open_bytes(path: Path) -> bytes:
     if data[:2] == b"\x1f\x8b":  # gzip magic, also dictzip's .dict.dz
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise TweetyError(f"the compressed file is damaged ({e})", path=path, fix="re-download or re-export it")
+        except (OSError, EOFError, zlib.error) as e:  # a bad header, a cut-off file, damaged compressed data
+            raise TweetyError(f"the compressed file is damaged and cannot be unpacked ({e})", path=path,
+                              fix="download or export it again") from None
+    elif path.suffix.lower() in (".gz", ".dz"):
+        raise TweetyError("the file name says it is compressed (gzip), but it is not", path=path,
+                          fix="rename it without .gz/.dz, or download it again")
     return data
 
 
@@ -220,6 +225,9 @@ def read_parallel(source_path: str | Path, target_path: str | Path | None = None
     if target_path is None:
         if _is_tmx(source_path):
             pairs = list(_read_tmx(source_path))
+            if not pairs:
+                raise TweetyError("the TMX file holds no translation units with text in two languages",
+                                  path=source_path, fix="export the translation memory again, with both languages")
         else:
             pairs = [(s, t) for _, s, t, _ in _read_table(source_path, min_columns=2, max_columns=2, what="corpus")]
         src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -232,7 +240,8 @@ def read_parallel(source_path: str | Path, target_path: str | Path | None = None
                               path=source_path, fix="check that both files come from the same export")
     keep = [i for i, (s, t) in enumerate(zip(src, tgt)) if s.strip() and t.strip()]
     if not keep:
-        raise TweetyError("no sentence pairs found", path=source_path, fix="check the file format")
+        raise TweetyError("no sentence pairs with text on both sides: every pair has an empty side",
+                          path=source_path, fix="check the file format, and that both sides are filled in")
     return ParallelCorpus([src[i].strip() for i in keep], [tgt[i].strip() for i in keep])
 
 
@@ -346,12 +355,19 @@ def read_dictionary(path: str | Path) -> list[DictionaryEntry]:
     if name.endswith((".index", ".dict", ".dict.dz")):
         return _read_dictd(path)
     if _is_tmx(path):
-        return [DictionaryEntry(s, t) for s, t in _read_tmx(path) if s and t]
+        entries = [DictionaryEntry(s, t) for s, t in _read_tmx(path) if s and t]
+        if not entries:
+            raise TweetyError("the TMX file holds no translation units with text in two languages", path=path,
+                              fix="export the dictionary or memory again, with both languages")
+        return entries
     entries = []
     for number, source, target, weight in _read_table(path, min_columns=2, max_columns=3, what="dictionary"):
         value = _weight(weight, path, number)
         if source and target:
             entries.append(DictionaryEntry(source, target, value))
+    if not entries:
+        raise TweetyError("no entry has both a source word and a translation", path=path,
+                          fix="fill in both columns: `source<TAB>translation`")
     return entries
 
 

@@ -3,48 +3,98 @@
 llama-cpp-python is imported lazily, so the rest of Tweety Studio works without it; a missing install is a clear
 `TweetyError`. Generation streams text through an `on_text` callback and stops at the next token once the cancel token
 is set, keeping what was generated so far.
+
+Defaults that make a small adapted model behave (issue 22): a reply ends at the end of its turn (the template's
+end-of-turn token, or a line that starts the next speaker's turn), at `max_tokens`, or once it starts repeating
+itself (a repeat penalty, and a guard that stops a reply whose word 4-grams recur); a translation is one line, at most
+about twice the source's tokens. llama.cpp runs on physical cores minus one: its threads spin while they wait, and
+with as many threads as cores anything else running stalls them all (30 tokens: 17 s with 2 threads, 0.5 s with 1 on
+a busy 2-core machine; benchmarks/generation.py).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import TweetyError
-from core.jobs import Cancelled, CancelToken, ProgressFn, Reporter, atomic_file
+from core.jobs import CancelToken, ProgressFn
 from core.resources import read_lines
+# Shared with Hydra models (core.hydra), which translate without llama.cpp; re-exported here for older callers.
+from core.translation import LANGUAGES, language_name, translate_lines_to_file, translation_prompt  # noqa: F401
 
 TextFn = Callable[[str], None]
 
-# Enough names for prompts to read naturally; any other value of --from/--to is used as written.
-LANGUAGES = {
-    "af": "Afrikaans", "ar": "Arabic", "bg": "Bulgarian", "ca": "Catalan", "cs": "Czech", "cy": "Welsh",
-    "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "et": "Estonian",
-    "eu": "Basque", "fi": "Finnish", "fr": "French", "ga": "Irish", "gl": "Galician", "he": "Hebrew", "hi": "Hindi",
-    "hr": "Croatian", "hu": "Hungarian", "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese",
-    "ko": "Korean", "lt": "Lithuanian", "lv": "Latvian", "mt": "Maltese", "nl": "Dutch", "no": "Norwegian",
-    "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sk": "Slovak", "sl": "Slovenian",
-    "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "tr": "Turkish", "tt": "Tatar", "uk": "Ukrainian",
-    "vi": "Vietnamese", "zh": "Chinese",
-}
+# Where a chat reply has ended even when the model never writes its end-of-turn token: the template's own markers, and
+# a line that opens the next turn.
+CHAT_STOPS = ["<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>", "</s>", "\nYou:", "\nUser:", "\nuser\n"]
+REPEAT_NGRAM = 4  # a reply whose word 4-gram comes back a third time has started looping: it stops there
 
 
-def language_name(code_or_name: str) -> str:
-    return LANGUAGES.get(code_or_name.lower(), code_or_name)
+def physical_cores() -> int:
+    """Physical CPU cores this process may use (hyper-threads counted once)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        allowed = set(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in allowed:
+        try:
+            topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    if not cores:
+        try:
+            import psutil
+
+            return max(1, psutil.cpu_count(logical=False) or 1)
+        except ImportError:
+            return max(1, (os.cpu_count() or 2) // 2)
+    return len(cores)
+
+
+def default_threads() -> int:
+    """llama.cpp threads by default: physical cores minus one, at least 1 — one core stays free for the GUI and
+    whatever else runs, which keeps llama.cpp's spinning threads from stalling (see the module's docstring)."""
+    return max(1, physical_cores() - 1)
 
 
 @dataclass(frozen=True)
 class RuntimeSettings:
     n_ctx: int = 2048
-    threads: int | None = None  # default: every core
+    threads: int | None = None  # None: default_threads() (physical cores minus one)
     exact: bool = False  # F32 KV cache and every position's logits kept (parity checks), slower and bigger
     temperature: float = 0.7
     top_p: float = 0.9
-    max_tokens: int = 512
+    max_tokens: int = 256  # longest chat reply
+    repeat_penalty: float = 1.15  # > 1: tokens already in the context are less likely (1: off)
     seed: int = 0
+
+
+@dataclass
+class GenerationStats:
+    """How a generation went, filled in while it streams: tokens so far, seconds since the first token, and why it
+    ended ("stop": end of turn or a stop string, "length": the token limit, "repeat": it began to loop,
+    "cancelled")."""
+    tokens: int = 0
+    seconds: float = 0.0
+    finish: str = ""
+    _first: float | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.tokens - 1) / self.seconds if self.tokens > 1 and self.seconds > 0 else 0.0
+
+    def count(self) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+        self.tokens += 1
+        self.seconds = now - self._first
 
 
 @dataclass(frozen=True)
@@ -64,29 +114,45 @@ def load(path: str | Path, settings: RuntimeSettings = RuntimeSettings()):
         import llama_cpp
     except ImportError:
         raise TweetyError("the local runtime (llama-cpp-python) is not installed",
-                          fix="run `make demo` once, or see README › Installing the runtime") from None
+                          fix="install llama-cpp-python (README › Installing the runtime)") from None
     path = Path(path)
     if not path.is_file():
-        raise TweetyError("GGUF file not found", path=path, fix="export a model first (`tweety export`)")
+        raise TweetyError("GGUF file not found", path=path, fix="export the model to a GGUF file first")
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
-            raise TweetyError("not a GGUF file", path=path, fix="choose a .gguf file written by `tweety export`")
+            raise TweetyError("not a GGUF file", path=path, fix="choose a .gguf file written by Tweety Studio's export")
     kw = {"type_k": 0, "type_v": 0, "logits_all": True} if settings.exact else {}
     try:
-        return llama_cpp.Llama(str(path), n_ctx=settings.n_ctx, n_threads=settings.threads or os.cpu_count(),
+        threads = settings.threads or default_threads()
+        return llama_cpp.Llama(str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
                                seed=settings.seed, verbose=False, **kw)
     except (ValueError, RuntimeError) as e:
         raise TweetyError(f"llama.cpp cannot load this file ({e})", path=path,
-                          fix="re-export it; only Llama-architecture GGUF files are supported") from None
+                          fix="export the model again") from None
+
+
+# One card per loaded model: reading general.languages parses the GGUF header, token list included (~1 s for a
+# 128k vocabulary), and translate() needs the card for every line of a file. Weak keys: the card goes with the model.
+_cards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def model_card(llm) -> ModelCard:
+    """What the chat window shows about `llm`, read once per loaded model."""
+    try:
+        return _cards[llm]
+    except (KeyError, TypeError):  # TypeError: an object without weak references (a stand-in model) is not cached
+        pass
     md = llm.metadata  # llama.cpp leaves arrays out of it; general.languages is read from the file itself
     name = md.get("general.name", "model")
     template = md.get("tokenizer.chat_template")
     family = "tower" if "tower" in name.lower() else "chat" if template else "base"
-    return ModelCard(name, _languages(llm.model_path), family, llm.n_vocab(), llm.n_ctx(),
+    card = ModelCard(name, _languages(llm.model_path), family, llm.n_vocab(), llm.n_ctx(),
                      md.get("tweety.source_model"))
+    try:
+        _cards[llm] = card
+    except TypeError:
+        pass
+    return card
 
 
 def _languages(path: str) -> list[str]:
@@ -96,28 +162,72 @@ def _languages(path: str) -> list[str]:
     return list(field.contents()) if field is not None else []
 
 
+def repeats(text: str, n: int = REPEAT_NGRAM, times: int = 3) -> bool:
+    """True when the last word n-gram of `text` occurs `times` times in it: the reply is going round in circles."""
+    words = text.split()
+    if len(words) < n * times:
+        return False
+    last = words[-n:]
+    return sum(words[i:i + n] == last for i in range(len(words) - n + 1)) >= times
+
+
 def _stream(chunks: Iterable[dict], key: Callable[[dict], str | None], on_text: TextFn | None,
-            cancel: CancelToken | None) -> str:
-    """Collect streamed text, forwarding each piece; on cancel stop reading (closing the generator stops llama.cpp)."""
+            cancel: CancelToken | None, stats: GenerationStats | None = None, guard: bool = True,
+            one_line: bool = False) -> str:
+    """Collect streamed text, forwarding each piece; on cancel, or once the text repeats itself (`guard`), stop
+    reading (closing the generator stops llama.cpp). `one_line`: the text ends at its first line break after some
+    text (a chat model's translation: a stop string "\n" would end a reply that opens with a line break). `stats`
+    follows along."""
+    stats = stats if stats is not None else GenerationStats()
     out = []
     for chunk in chunks:
         if cancel is not None and cancel.cancelled:
+            stats.finish = "cancelled"
             chunks.close()
             break
+        choice = chunk["choices"][0]
         text = key(chunk) or ""
+        if text:  # a chat stream opens with a role-only chunk and ends with an empty one: not tokens
+            stats.count()
+        so_far = "".join(out)
+        combined = so_far + text
+        lead = len(combined) - len(combined.lstrip())  # the reply's leading whitespace, line breaks included
+        end = combined.find("\n", lead) if one_line and lead < len(combined) else -1
+        if end >= 0:
+            text = combined[len(so_far):end]
+            if text:
+                out.append(text)
+                if on_text is not None:
+                    on_text(text)
+            stats.finish = "stop"
+            if hasattr(chunks, "close"):
+                chunks.close()
+            break
         if text:
             out.append(text)
             if on_text is not None:
                 on_text(text)
+        if choice.get("finish_reason"):
+            stats.finish = choice["finish_reason"]
+        if guard and text and repeats("".join(out)):
+            stats.finish = "repeat"
+            if hasattr(chunks, "close"):
+                chunks.close()
+            break
+    if not stats.finish:
+        stats.finish = "stop"
     return "".join(out)
 
 
 def complete(llm, prompt: str | list[int], *, max_tokens: int = 32, temperature: float = 0.0,
-             stop: list[str] | None = None, on_text: TextFn | None = None, cancel: CancelToken | None = None) -> str:
-    """Continue `prompt` (text, or token ids exactly as given); temperature 0 is greedy."""
+             stop: list[str] | None = None, repeat_penalty: float = 1.0, on_text: TextFn | None = None,
+             cancel: CancelToken | None = None, stats: GenerationStats | None = None) -> str:
+    """Continue `prompt` (text, or token ids exactly as given); temperature 0 is greedy. Plain completion keeps the
+    model's own distribution (repeat penalty off, no loop guard) unless asked."""
     chunks = llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, top_k=1 if
-                                   temperature == 0 else 40, stop=stop or [], stream=True)
-    return _stream(chunks, lambda c: c["choices"][0]["text"], on_text, cancel)
+                                   temperature == 0 else 40, stop=stop or [], stream=True,
+                                   repeat_penalty=repeat_penalty)
+    return _stream(chunks, lambda c: c["choices"][0]["text"], on_text, cancel, stats, guard=repeat_penalty != 1.0)
 
 
 @dataclass
@@ -128,12 +238,17 @@ class Chat:
     system: str | None = None
     history: list[dict] = field(default_factory=list)
 
-    def send(self, text: str, *, on_text: TextFn | None = None, cancel: CancelToken | None = None) -> str:
+    def send(self, text: str, *, on_text: TextFn | None = None, cancel: CancelToken | None = None,
+             stats: GenerationStats | None = None) -> str:
+        """The model's reply to `text`, streamed through `on_text`; it ends at the end of the model's turn, at
+        `settings.max_tokens`, or when it starts repeating itself (`stats.finish` says which)."""
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history + [
             {"role": "user", "content": text}]
         chunks = self.llm.create_chat_completion(messages, stream=True, temperature=self.settings.temperature,
-                                                 top_p=self.settings.top_p, max_tokens=self.settings.max_tokens)
-        reply = _stream(chunks, lambda c: c["choices"][0]["delta"].get("content"), on_text, cancel)
+                                                 top_p=self.settings.top_p, max_tokens=self.settings.max_tokens,
+                                                 repeat_penalty=self.settings.repeat_penalty, stop=CHAT_STOPS,
+                                                 seed=self.settings.seed)
+        reply = _stream(chunks, lambda c: c["choices"][0]["delta"].get("content"), on_text, cancel, stats)
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
         return reply
 
@@ -141,101 +256,47 @@ class Chat:
         self.history.clear()
 
 
-def translation_prompt(family: str, source: str, target: str, text: str) -> list[dict] | str:
-    """Chat messages (instruct models) or a completion prompt (base models) asking for a translation."""
-    src, tgt = language_name(source), language_name(target)
-    if family == "tower":  # the prompt TowerInstruct was trained with
-        return [{"role": "user", "content": f"Translate the following text from {src} into {tgt}.\n"
-                                            f"{src}: {text}\n{tgt}:"}]
-    if family == "chat":
-        return [{"role": "user", "content": f"Translate this {src} text into {tgt}. Reply with the translation "
-                                            f"only.\n\n{text}"}]
-    return f"{src}: {text}\n{tgt}:"
+def translation_limit(llm, text: str, max_tokens: int) -> int:
+    """A translation's length limit: at most about twice the text's own tokens (+16), so one that never ends stops
+    early (the Hydra's rule, core.hydra.prompt.reply_limit)."""
+    try:
+        n = len(llm.tokenize(text.encode("utf-8"), add_bos=False))
+    except (AttributeError, TypeError):  # a stand-in model without a tokenizer
+        n = len(text.encode("utf-8")) // 2
+    return min(max_tokens, 2 * n + 16)
+
+
+def translation_directions(card: ModelCard, source_language: str = "en") -> list[tuple[str, str]]:
+    """The (from, to) pairs a plain model's translation prompt supports: between its source model's language and
+    each language the file names (both ways)."""
+    others = [code for code in card.languages if code != source_language]
+    return [pair for code in others for pair in ((source_language, code), (code, source_language))]
 
 
 def translate(llm, text: str, source: str, target: str, *, max_tokens: int = 256, on_text: TextFn | None = None,
-              cancel: CancelToken | None = None) -> str:
-    """Greedy translation of one text (one line or paragraph)."""
+              cancel: CancelToken | None = None, repeat_penalty: float = RuntimeSettings.repeat_penalty,
+              stats: GenerationStats | None = None) -> str:
+    """Greedy translation of one text (one line or paragraph): one line, at most `translation_limit` tokens, with
+    the repeat penalty and loop guard on."""
     prompt = translation_prompt(model_card(llm).family, source, target, text)
+    limit = translation_limit(llm, text, max_tokens)
     if isinstance(prompt, str):
-        return complete(llm, prompt, max_tokens=max_tokens, stop=["\n"], on_text=on_text, cancel=cancel).strip()
-    chunks = llm.create_chat_completion(prompt, stream=True, temperature=0.0, top_k=1, max_tokens=max_tokens)
-    return _stream(chunks, lambda c: c["choices"][0]["delta"].get("content"), on_text, cancel).strip()
+        return complete(llm, prompt, max_tokens=limit, stop=["\n"], repeat_penalty=repeat_penalty, on_text=on_text,
+                        cancel=cancel, stats=stats).strip()
+    chunks = llm.create_chat_completion(prompt, stream=True, temperature=0.0, top_k=1, max_tokens=limit,
+                                        stop=CHAT_STOPS, repeat_penalty=repeat_penalty)
+    return _stream(chunks, lambda c: c["choices"][0]["delta"].get("content"), on_text, cancel, stats,
+                   one_line=True).strip()
 
 
 def translate_file(llm, in_path: str | Path, out_path: str | Path, source: str, target: str, *,
                    overwrite: bool = False, progress: ProgressFn | None = None,
                    cancel: CancelToken | None = None) -> int:
     """Translate a text file line by line (empty lines kept) into `out_path`, written atomically; an interrupted run
-    resumes where it stopped (see `translate_lines_to_file`). Returns lines done."""
+    resumes where it stopped (see core.translation.translate_lines_to_file). Returns lines done."""
     def translate_lines(lines: list[str]) -> list[str]:
         return [translate(llm, line, source, target, cancel=cancel) if line.strip() else "" for line in lines]
 
     return translate_lines_to_file(read_lines(in_path), translate_lines, out_path,
                                    key=f"gguf {Path(llm.model_path).resolve()} {source}->{target}",
                                    overwrite=overwrite, progress=progress, cancel=cancel)
-
-
-def translate_lines_to_file(lines: list[str], translate_lines: Callable[[list[str]], list[str]],
-                            out_path: str | Path, *, key: str, batch_size: int = 1, overwrite: bool = False,
-                            progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> int:
-    """One line in, one line out (empty lines kept), into `out_path`, which appears atomically when every line is
-    done. Each finished line is also appended to a hidden sibling `.NAME.partial`, headed by `key` (the model and
-    languages) and the input's hash: a run stopped by cancel, Ctrl-C or a crash resumes from there when started again
-    with the same input, model and languages (anything else starts afresh). The partial file goes once the output
-    is written. `translate_lines` takes up to `batch_size` lines at once. Used by the GGUF runtime and by Hydra
-    models (core.hydra)."""
-    out_path = Path(out_path)
-    if out_path.exists() and not overwrite:
-        raise TweetyError("the output file exists; Tweety Studio never overwrites your files", path=out_path,
-                          fix="choose another file name")
-    partial = out_path.with_name(f".{out_path.name}.partial")
-    header = json.dumps({"key": key, "input_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()})
-    done = _resumed(partial, header, len(lines))
-    report = Reporter(progress, cancel, "Translating")
-    if done:
-        report(len(done), len(lines), f"resuming after line {len(done):,}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "w" if not done else "a", encoding="utf-8") as log_file:
-        if not done:
-            log_file.write(header + "\n")
-        for i in range(len(done), len(lines), batch_size):
-            batch = lines[i:i + batch_size]
-            report(i, len(lines), f"line {i + 1:,} of {len(lines):,}")
-            texts = translate_lines(batch)
-            if cancel is not None and cancel.cancelled:  # lines cut short by cancel are not translations
-                raise Cancelled()
-            for line, text in zip(batch, texts):
-                # One line in, one line out: a translation's own line breaks would shift every later line.
-                text = " ".join(text.split()) if line.strip() else ""
-                done.append(text)
-                log_file.write(json.dumps(text, ensure_ascii=False) + "\n")
-            log_file.flush()
-    report(len(lines), len(lines), "done")
-    with atomic_file(out_path) as tmp:
-        tmp.write_text("\n".join(done) + "\n", encoding="utf-8")
-    partial.unlink(missing_ok=True)
-    return len(done)
-
-
-def _resumed(partial: Path, header: str, n_lines: int) -> list[str]:
-    """The lines already translated by an earlier run of the same job (a torn last line is dropped)."""
-    try:
-        first, *rest = partial.read_text(encoding="utf-8").split("\n")
-    except (FileNotFoundError, ValueError, UnicodeDecodeError):
-        return []
-    if first != header:
-        return []
-    done = []
-    for row in rest[:n_lines]:
-        try:
-            text = json.loads(row)
-        except json.JSONDecodeError:
-            break
-        if not isinstance(text, str):
-            break
-        done.append(text)
-    # Rewrite without a torn tail, so appending continues from a clean line.
-    partial.write_text("\n".join([header] + [json.dumps(t, ensure_ascii=False) for t in done]) + "\n",
-                       encoding="utf-8")
-    return done

@@ -39,19 +39,31 @@ class TokenizerSettings:
     seed: int = 0
 
 
+_PLACEHOLDER = re.compile(r"^<unused\d+>$|^\[multimodal\]$")  # Gemma's reserved slots: 6,242 tokens never seen
+
+
 def source_special_tokens(source_tokenizer) -> list[str]:
-    """The source tokenizer's added/special tokens in id order (BOS/EOS/PAD, chat-control tokens, …)."""
+    """The source tokenizer's special tokens in id order (BOS/EOS/PAD, chat-control tokens such as `<|im_start|>` or
+    `<start_of_turn>`, …). Left out: added tokens that are not special (Gemma's runs of spaces and newlines, HTML
+    tags: ordinary text, which the new vocabulary learns or not from the target text) and reserved placeholders
+    (`<unused17>`), which would crowd a small vocabulary."""
     added = getattr(source_tokenizer, "added_tokens_decoder", {}) or {}
-    tokens = [t.content for _, t in sorted(added.items())]
+    tokens = [t.content for _, t in sorted(added.items()) if t.special]
     for t in source_tokenizer.all_special_tokens:
         if t not in tokens:
             tokens.append(t)
-    return [t for t in tokens if t and t != UNK]
+    return [t for t in tokens if t and t != UNK and not _PLACEHOLDER.match(t)]
 
 
-def source_adds_bos(source_tokenizer) -> bool:
-    bos = source_tokenizer.bos_token_id
-    return bos is not None and source_tokenizer("a")["input_ids"][:1] == [bos]
+def adds_bos(tokenizer) -> bool:
+    """Whether `tokenizer` opens every encoding with its BOS token by itself (Llama-style), rather than merely having
+    one. The one place this is probed: the target tokenizer copies it, evaluation and fine-tuning open each window
+    with it, and the GGUF export records it for llama.cpp."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
+source_adds_bos = adds_bos  # the older name, for callers outside core
 
 
 def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Path,
@@ -131,7 +143,7 @@ def build_hf_tokenizer(proto: bytes, source_tokenizer):
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     names = {k: getattr(source_tokenizer, k) for k in ("bos_token", "eos_token", "pad_token")}
     names = {k: v for k, v in names.items() if v in vocab}
-    if names.get("bos_token") and source_adds_bos(source_tokenizer):
+    if names.get("bos_token") and adds_bos(source_tokenizer):
         bos = names["bos_token"]
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                            special_tokens=[(bos, vocab[bos])])

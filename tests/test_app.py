@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, demo_lines, write_lines
 from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
 
 from core import hydra as H
+from core import runtime
 
 SHOTS = ROOT / "docs" / "screenshots"
 TIMEOUT = 120_000
@@ -47,8 +49,6 @@ def wait_job(qtbot, w, timeout: int = TIMEOUT) -> None:
 
 
 def shot(w, n: int, key: str) -> None:
-    from PySide6.QtWidgets import QApplication
-
     w.go(key)
     QApplication.processEvents()  # the page's deferred layout (a label's new text) before the grab
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -56,31 +56,62 @@ def shot(w, n: int, key: str) -> None:
 
 
 def fill_data_page(w, files, target="es") -> None:
+    from core.resources import PARALLEL
+
     page = w.pages["data"]
     page.name.setText("Spanish")
     page.code.setText("es")
-    for key, name in (("target", target), ("parallel_source", "en"), ("parallel_target", "es"), ("heldout", "held")):
-        page.rows[key].set_path(files[name])
+    page.rows["target"].set_path(files[target])
+    page.rows["heldout"].set_path(files["held"])
+    page.clear_resources()
+    page.add_resource(PARALLEL, (files["en"], files["es"]))
+
+
+def reply_of(transcript: str) -> str:
+    """The model's last reply in the chat transcript (after the last "Model: ")."""
+    return transcript.rsplit("Model: ", 1)[1].strip()
+
+
+def next_step(w, key: str) -> None:
+    """Press Next: the wizard moves to the page `key`."""
+    w.next_button.click()
+    assert w.stack.currentWidget() is w.pages[key], w.stack.currentWidget().key
+
+
+def step_mark(w, key: str) -> str:
+    return w.steps.item(list(w.pages).index(key)).text().split()[0]
 
 
 def test_end_to_end(qtbot, window, files, tmp_path):
+    """Next walks a new project from its folder to a chat reply (on 300 demo verse pairs, to keep it quick)."""
     w = window
+    page = w.pages["project"]
+    page.parent_folder.set_path(tmp_path)
+    page.name.setText("proj")
+    assert not w.next_button.isEnabled() and step_mark(w, "data") == "○"
     shot(w, 1, "project")
-    w.new_project(tmp_path / "proj")
+    page.create()  # a name, not a folder to pick: the folder is created
+    assert (tmp_path / "proj" / "project.json").is_file() and w.project.folder == tmp_path / "proj"
     assert w.steps.currentRow() == list(w.pages).index("source")
+    assert step_mark(w, "project") == "✓" and step_mark(w, "source") == "▶" and step_mark(w, "tokenizer") == "○"
     w.pages["source"].inspect()
     wait_job(qtbot, w)
     assert "llama" in w.pages["source"].info.text()
     shot(w, 2, "source")
 
-    fill_data_page(w, files)
+    next_step(w, "data")
     data = w.pages["data"]
+    data.use_demo()  # "Try with the demo data" fills the page; the test then swaps in 300 of its verses
+    assert data.code.text() == "es" and "bible.train.es" in data.rows["target"].path
+    fill_data_page(w, files)
     qtbot.waitUntil(lambda: "300 rows" in data.preview_text["target"].toPlainText())  # read in the pool
     data.use()
     wait_job(qtbot, w)
-    assert "300 parallel pairs" in data.counts.text()
+    assert "300 parallel pairs" in data.counts.text() and step_mark(w, "tokenizer") == "•"
     shot(w, 3, "data")
 
+    next_step(w, "tokenizer")
+    assert step_mark(w, "data") == "✓"
     tok = w.pages["tokenizer"]
     tok.vocab.setValue(800)
     tok.train()
@@ -88,6 +119,7 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     assert tok.samples.toPlainText().count(" | ") > 3
     shot(w, 4, "tokenizer")
 
+    next_step(w, "align")
     align = w.pages["align"]
     align.go()
     wait_job(qtbot, w)
@@ -102,28 +134,47 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     wait_job(qtbot, w)
     assert "[▁Dios]\tGod" in (w.project.folder / "overrides.tsv").read_text(encoding="utf-8")
     row = next(r for r in align.model.rows if r[1] == "▁Dios")
-    assert row[2:] == ("override", "override 100%", "ĠGod (1.00)")
+    assert row[2:] == ("your correction", "override 100%", "▁God (1.00)")  # spaces as ▁ on both sides
+    headers = [align.coverage.horizontalHeaderItem(c).text() for c in range(align.coverage.columnCount())]
+    assert "from the parallel corpus" in headers and "guessed from spelling" in headers, headers
+    import re
+
+    weights = [float(x) for r in align.model.rows for x in re.findall(r"\((\d+\.\d+)\)", r[4])]
+    assert weights and min(weights) >= 0.01  # links under 0.01 are not listed
     assert w.project.state.stages["map"].summary["override"] == 1 and "init" in w.project.state.stages
     written = (w.project.folder / "overrides.tsv").read_text(encoding="utf-8")
     align.apply_overrides([OverrideLine("[▁Dios]", "[ĠNoSuchPiece]")])  # refused before anything is written
-    assert len(w.warnings) == 1 and "not a token of the source vocabulary" in w.warnings.pop() and not w.busy
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT)
+    assert len(w.warnings) == 1 and "not a token of the source vocabulary" in w.warnings.pop()
     assert (w.project.folder / "overrides.tsv").read_text(encoding="utf-8") == written
     align.view.selectRow(next(i for i in range(align.proxy.rowCount()) if align.proxy.index(i, 1).data() == "▁Dios"))
     shot(w, 5, "align")
     align.filter.setText("")
 
     # Fine-tune: start, pause (no step while paused, GUI alive), stop, resume to the end; the curve is drawn live.
+    next_step(w, "finetune")
     ft = w.pages["finetune"]
+    assert ft.preset.currentData() == "quick" and ft.estimate.text().startswith("about ")
     ft.steps.setValue(30)
+    assert ft.preset.currentData() == "custom"
     ft.batch.setValue(2)
     ft.block.setValue(32)
     ft.start()
+    started = time.monotonic()
+    qtbot.waitUntil(lambda: len(ft.points["loss"]) >= 1, timeout=TIMEOUT)
+    first_step = time.monotonic() - started
+    print(f"fine-tuning: first step {first_step:.1f} s after Start")
+    qtbot.waitUntil(lambda: bool(ft.points["bpb"]), timeout=TIMEOUT)  # measured after the first step
+    assert ft.points["bpb"][0][0] == 0  # held-out before training: the curve's first point
+    x_range = ft.bpb_plot.viewRange()[0]
+    assert x_range[0] <= 0 and 30 <= x_range[1] < 40  # steps 0…30, not −400…400
     qtbot.waitUntil(lambda: len(ft.points["loss"]) >= 2, timeout=TIMEOUT)
     ft.toggle_pause()
-    qtbot.wait(1500)  # the step under way finishes, then the run waits
+    token = w.job.token
+    qtbot.waitUntil(token.waiting.is_set, timeout=TIMEOUT)  # the step under way finished; the worker now waits
+    QApplication.processEvents()  # that step's point, queued before the worker began to wait
     paused_at = len(ft.points["loss"])
-    qtbot.wait(800)
-    assert len(ft.points["loss"]) == paused_at < 30 and w.busy
+    assert token.waiting.is_set() and w.busy and 2 <= paused_at < 30  # no step can start while it waits
     w.cancel_job()
     wait_job(qtbot, w)
     assert f"Stopped at step {paused_at} of 30" in ft.status.text() and ft.resume_button.isEnabled()
@@ -133,53 +184,116 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     assert [x for x, _ in ft.points["loss"]] == list(range(1, 31))
     (_, before), (_, after) = ft.points["bpb"][0], ft.points["bpb"][-1]
     assert after < before and "Done: 30 steps" in ft.status.text()
+    assert ft.estimate.text().startswith("about ") and "measured in this project" in ft.estimate.text()
     shot(w, 6, "finetune")
 
+    next_step(w, "evaluate")
     ev = w.pages["evaluate"]
     ev.max_bytes = 3000
+    ev.samples = 2
+    messages: list[str] = []
     ev.go()
+    w.job.signals.progress.connect(lambda p: messages.append(w.eta_label.text()))
     wait_job(qtbot, w)
     bpb = [float(ev.results.item(0, c).text()) for c in (1, 2, 3)]
     assert ev.results.horizontalHeaderItem(3).text() == "fine-tuned model" and bpb[2] < bpb[1]
+    assert "than the source model" in ev.verdict.text() and "first 3,000 bytes" in ev.sample.text()
+    assert any("model 3 of 3: fine-tuned model" in m for m in messages), messages
+    assert ev.continuations.rowCount() == 2 and ev.continuations.item(0, 2).text().startswith("…")
     shot(w, 7, "evaluate")
 
+    next_step(w, "export")
     ex = w.pages["export"]
-    assert ex.type.currentText() == "q8_0"
+    assert ex.type.currentData() == "q8_0" and "recommended" in ex.type.currentText()
     ex.go()
     wait_job(qtbot, w)
     gguf = tmp_path / "proj" / "export" / "proj-q8_0.gguf"
     assert gguf.is_file() and "MB" in ex.result.text()
     shot(w, 8, "export")
 
+    next_step(w, "chat")
     chat = w.pages["chat"]
-    assert chat.file.path == str(gguf)
-    chat.max_tokens = 24
+    assert chat.file.path == str(gguf) and chat.expectations.isVisible()  # the built-in 135M model: say so
+    assert chat.threads.value() == max(1, runtime.physical_cores() - 1)
+    chat.reply_tokens.setValue(24)
     chat.load()
     wait_job(qtbot, w)
-    before = chat.transcript.toPlainText()
+    assert chat.llm.n_threads == chat.threads.value()
     chat.input.setText("Hola")
     chat.send()
     wait_job(qtbot, w)
     assert "Chatting: done" in w.log_view.toPlainText()
-    assert len(chat.transcript.toPlainText()) > len(before) + len("You: Hola")
-    chat.text_in.setPlainText("In the beginning God created the heaven and the earth.")
+    reply = reply_of(chat.transcript.toPlainText())  # the model's own words, not the prompt echoed
+    assert reply and reply != "Hola" and len(chat.llm.tokenize(reply.encode(), add_bos=False)) >= 2, reply
+    # The reply ended by itself, within its limit, and the page said how fast it came.
+    assert "tokens/s · ended:" in chat.speed.text() and len(chat.llm.tokenize(reply.encode(), add_bos=False)) <= 30
+    assert int(chat.speed.text().split()[0]) <= 24
+    english = "In the beginning God created the heaven and the earth."
+    chat.text_in.setPlainText(english)
+    assert chat.offered() == [("en", "es"), ("es", "en")]
+    chat.set_direction("en", "es")
     chat.translate()
     wait_job(qtbot, w)
+    assert "Translating: done" in w.log_view.toPlainText()
+    out = chat.text_out.toPlainText().strip()
+    assert out and "\n" not in out and out != english, out  # one line of its own
     # The Hydra: the source body reads the English, the fine-tuned Spanish tables write (no GGUF involved).
     chat.use_hydra.setChecked(True)
-    chat.tgt.setText("es")  # (this project never named its language)
+    assert chat.offered() == [("en", "es"), ("es", "en")]
+    chat.set_direction("en", "es")
     chat.translate()
     wait_job(qtbot, w)
     assert "Translating with the Hydra: done" in w.log_view.toPlainText()
     hydra = chat._hydra[1]
     assert set(hydra.languages) == {"en", "es"} and len(hydra.examples("en", "es")) == 3
-    expected = H.translate(hydra, chat.text_in.toPlainText(), "en", "es", max_new_tokens=chat.max_tokens)
+    limit = chat.reply_tokens.value()
+    expected = H.translate(hydra, chat.text_in.toPlainText(), "en", "es", max_new_tokens=limit)
     assert chat.text_out.toPlainText().strip() == expected and expected
+    # The other way round: Spanish read with the Spanish tables, English written with the source model's own.
+    spanish = "Y dijo Dios: Sea la luz, y fue la luz."
+    written_in = []
+    generate = hydra.generate
+    hydra.generate = lambda segments, language, *a, **kw: written_in.append(language) or generate(segments, language,
+                                                                                                 *a, **kw)
+    chat.text_in.setPlainText(spanish)
+    chat.set_direction("es", "en")
+    chat.translate()
+    wait_job(qtbot, w)
+    del hydra.generate
+    assert chat._hydra[1] is hydra and written_in == ["en"]  # the same Hydra, writing English tokens only
+    english_out = chat.text_out.toPlainText().strip()
+    assert english_out == H.translate(hydra, spanish, "es", "en", max_new_tokens=limit) and english_out
+    assert hydra.examples("es", "en") == [(t, s) for s, t in hydra.examples("en", "es")]  # examples reversed
+    chat.set_direction("en", "es")
+    chat.text_in.setPlainText(english)
+
+    # Tuning the Hydra (2 steps on 8 of the parallel pairs) keeps it in the project; translations then use it.
+    tuning = chat.hydra_box
+    assert tuning.language.text() in ("", "es")  # empty: the project's language
+    tuning.steps.setValue(2)
+    tuning.batch.setValue(2)
+    tuning.lines.setValue(8)
+    with qtbot.waitSignal(tuning.tuned, timeout=TIMEOUT) as tuned:
+        tuning.tune()
+    wait_job(qtbot, w)
+    losses = tuned.args[0]
+    assert len(losses) == 2 and all(x > 0 for x in losses) and "Tuned: 2 steps" in tuning.status.text()
+    assert w.project.state.stages["hydra"].summary["pairs"] == 8 and (w.project.hydra_dir / "hydra.json").is_file()
+    chat.translate()
+    wait_job(qtbot, w)
+    assert chat._hydra[1] is not hydra and chat.text_out.toPlainText().strip()  # the tuned Hydra, not the cached one
     shot(w, 9, "chat")
 
-    # Reopening resumes after the last finished stage (everything done: the Chat page).
+    # Reopening resumes after the last finished stage (everything done: the Chat page), and the Fine-tune page shows
+    # the saved run's settings, not its defaults.
+    ft.steps.setValue(300)
+    ft.batch.setValue(8)
     w.open_project(tmp_path / "proj")
     assert w.stack.currentWidget() is chat
+    from core.finetune import FinetuneSettings
+
+    assert ft.settings() == FinetuneSettings.from_dict(w.project.finetune_checkpoint().settings)
+    assert (ft.steps.value(), ft.batch.value(), ft.block.value()) == (30, 2, 32)
     assert QSettings("Tweety Studio", "Tweety Studio").value("last_project") == str(tmp_path / "proj")
 
 
@@ -242,11 +356,13 @@ def test_bad_files_are_explained_inline(qtbot, window, tmp_path):
 
     short = write_lines(tmp_path / "short.es.txt", demo_lines("bible.train.es.gz", 10))
     en = write_lines(tmp_path / "en.txt", demo_lines("bible.train.en.gz", 12))
-    page.rows["parallel_source"].set_path(en)
-    page.rows["parallel_target"].set_path(short)
-    error = page.errors["parallel_target"]
+    page.rows["first"].set_path(en)
+    page.rows["second"].set_path(short)
+    error = page.errors["resource"]
     qtbot.waitUntil(lambda: not error.isHidden())
     assert "short.es.txt" in error.text() and "lines" in error.text()
+    page._add_chosen()
+    assert [r.files for r in page.resources()] == [(str(en), str(short))]
 
     # Recording the inputs runs the same checks; the message shows on the page, not in a dialog.
     page.code.setText("es")
@@ -293,3 +409,282 @@ def test_finetune_page_prepares_a_cluster_job(qtbot, window, files, tmp_path):
     ft.nproc.setValue(3)  # 8 sequences cannot be split between 6 processes: refused with the reason
     ft.prepare_cluster_job()
     assert len(w.warnings) == 1 and "multiple of the number of training processes (6)" in w.warnings[0]
+
+
+def start_blocking_job(w):
+    """A job that runs until the returned event is set: to the window, a long stage under way."""
+    import threading
+
+    release = threading.Event()
+    w.run_job(lambda progress, cancel: release.wait(60), lambda _result: None, name="A long stage")
+    assert w.busy
+    return release
+
+
+def test_nothing_is_discarded_while_a_job_runs(qtbot, window, tmp_path, monkeypatch):
+    """Starting a new fine-tuning run deletes the previous one, changing the source model clears every stage: both
+    are refused while a job runs (it may be reading those files), before anything is deleted."""
+    w = window
+    w.new_project(tmp_path / "proj")
+    discarded = []
+    monkeypatch.setattr(w.project, "discard_finetune", lambda: discarded.append(True))
+    release = start_blocking_job(w)
+    w.pages["finetune"].start()
+    assert not discarded and len(w.warnings) == 1 and "still running" in w.warnings.pop()
+
+    source = w.pages["source"]
+    source.group.button(2).setChecked(True)
+    source.file.set_path(tmp_path / "other.gguf")
+    source.use()
+    assert w.project.state.source_model == "default" and len(w.warnings) == 1 and "still running" in w.warnings.pop()
+    release.set()
+    wait_job(qtbot, w)
+    source.use()  # once the job has ended, the change goes through
+    assert w.project.state.source_model == str(tmp_path / "other.gguf")
+
+
+def test_corrections_are_checked_off_the_gui_thread(qtbot, window, tmp_path, monkeypatch):
+    """Checking override lines needs the source tokenizer (a reopened project loads it first): never on the GUI
+    thread, which would freeze the window."""
+    import threading
+
+    from core.errors import TweetyError
+    from core.project import Project
+    from core.resources import OverrideLine
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    threads = []
+
+    def add_overrides(self, lines):
+        threads.append(threading.current_thread())
+        raise TweetyError("no such token (test)")
+
+    monkeypatch.setattr(Project, "add_overrides", add_overrides)
+    w.pages["align"].apply_overrides([OverrideLine("[▁Dios]", "God")])
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT)
+    assert threads and threads[0] is not threading.main_thread()
+    assert w.warnings == ["no such token (test)"]
+
+
+def test_hydra_cache_follows_the_model(qtbot, window, tmp_path, monkeypatch):
+    """The Chat page keeps the built Hydra between translations, but a re-initialised or re-tuned model (same folder,
+    new weights) gets a new one."""
+    import os
+
+    from core import hydra
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    builds = []
+    monkeypatch.setattr(w.project, "hydra", lambda src, tgt: builds.append((src, tgt)) or object())
+    monkeypatch.setattr(hydra, "translate", lambda model, text, src, tgt, **kw: "traducción")
+    weights = w.project.model_dir / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"first")
+    chat = w.pages["chat"]
+    set_language(w, "es")
+    chat.use_hydra.setChecked(True)
+    chat.text_in.setPlainText("In the beginning")
+
+    def translate() -> None:
+        chat.translate()
+        wait_job(qtbot, w)
+        assert "Translating with the Hydra: done" in w.log_view.toPlainText()
+
+    translate()
+    translate()
+    assert builds == [("en", "es")]  # built once, then reused
+    weights.write_bytes(b"other")  # the model initialised again: same folder, same size, new weights
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    translate()
+    assert len(builds) == 2
+    set_language(w, "ca")  # another target language: another Hydra
+    translate()
+    assert builds[-1] == ("en", "ca") and len(builds) == 3
+    chat.set_direction("ca", "en")  # the other way round: the same Hydra
+    translate()
+    assert len(builds) == 3
+
+
+def set_language(w, code: str) -> None:
+    """The project's language code, as the data page records it (without checking files)."""
+    from core.layout import Inputs
+
+    w.project.state.inputs = Inputs(target_text="t.txt", resources=(), language_code=code)
+    chat = w.pages["chat"]
+    chat.update_directions()
+
+
+def test_a_cancelled_translation_says_cancelled(qtbot, window, tmp_path, monkeypatch):
+    """Generation returns the text so far when cancelled; the status line must still say cancelled, not done."""
+    import time as clock
+
+    from core import runtime
+
+    def translate(llm, text, src, tgt, *, on_text, cancel, **kw):
+        on_text("En el")
+        deadline = clock.monotonic() + 60
+        while not cancel.cancelled and clock.monotonic() < deadline:
+            clock.sleep(0.01)
+        return "En el"
+
+    monkeypatch.setattr(runtime, "translate", translate)
+    w = window
+    w.new_project(tmp_path / "proj")
+    chat = w.pages["chat"]
+    chat.llm = chat.chat = object()  # as if a model were loaded
+    chat.card_info = runtime.ModelCard("m", ["es"], "base", 100, 512, None)
+    chat.update_directions()
+    chat.text_in.setPlainText("In the beginning")
+    chat.translate()
+    qtbot.waitUntil(lambda: "En el" in chat.text_out.toPlainText())
+    with qtbot.waitSignal(w.job.signals.cancelled):
+        w.cancel_job()
+    wait_job(qtbot, w)
+    assert w.eta_label.text() == "Translating: cancelled"
+    assert "Translating: done" not in w.log_view.toPlainText()
+
+
+def test_resources_list_and_reopening(qtbot, window, files, tmp_path):
+    """Several resources with weights; a dictionary alone is enough; a reopened project shows them again. Extending
+    the vocabulary needs a parallel corpus: the page says so."""
+    from core.resources import DICTIONARY, PARALLEL
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    dictionary = tmp_path / "en-es.tsv"
+    dictionary.write_text("God\tDios\nearth\ttierra\nheaven\tcielo\nlight\tluz\n", encoding="utf-8")
+    page = w.pages["data"]
+    page.code.setText("es")
+    page.rows["target"].set_path(files["es"])
+    page.kind.setCurrentIndex(page.kind.findData(DICTIONARY))
+    assert not page.rows["second"].isEnabled()
+    page.rows["first"].set_path(dictionary)
+    qtbot.waitUntil(lambda: "4 entries" in page.preview_text["resource"].toPlainText())
+    page.weight.setValue(2.5)
+    page._add_chosen()
+    assert page.resource_table.rowCount() == 1 and page.resource_table.cellWidget(0, 2).value() == 2.5
+    page.use()
+    wait_job(qtbot, w)
+    assert "4 dictionary entries" in page.counts.text() and "data" in w.project.state.stages
+
+    tok = w.pages["tokenizer"]
+    tok.radios["extend"].setChecked(True)
+    assert tok.new_tokens.isEnabled() and not tok.vocab.isEnabled()
+    tok.train()
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT)
+    assert "parallel corpus" in tok.error.text() and not w.warnings and "tokenizer" not in w.project.state.stages
+
+    page.add_resource(PARALLEL, (files["en"], files["es"]), weight=1.0)
+    page.resource_table.cellWidget(1, 2).setValue(0.5)  # the weight typed in the table is the one recorded
+    page.use()
+    wait_job(qtbot, w)
+    assert "300 parallel pairs" in page.counts.text()
+
+    w.open_project(tmp_path / "proj")
+    page.clear_resources()
+    page.project_changed()  # what opening does: the list comes back from project.json
+    assert [(r.kind, r.weight) for r in page.resources()] == [(DICTIONARY, 2.5), (PARALLEL, 0.5)]
+    assert page.resources()[1].files == (str(files["en"]), str(files["es"])) and page.code.text() == "es"
+    page.resource_table.selectRow(0)
+    page.remove_selected()
+    assert [r.kind for r in page.resources()] == [PARALLEL]
+
+
+def test_model_trained_elsewhere(qtbot, window, tmp_path):
+    """A cluster job's output folder becomes the project's fine-tuned model when it is this project's model."""
+    import json
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    config = {"model_type": "llama", "vocab_size": 800, "hidden_size": 576, "num_hidden_layers": 30}
+    w.project.model_dir.mkdir()
+    (w.project.model_dir / "config.json").write_text(json.dumps(config))
+    elsewhere = tmp_path / "cluster-out"
+    elsewhere.mkdir()
+    (elsewhere / "config.json").write_text(json.dumps({**config, "vocab_size": 900}))
+    ft = w.pages["finetune"]
+    ft.use_trained_elsewhere(str(elsewhere))
+    assert len(w.warnings) == 1 and "vocab_size" in w.warnings.pop() and "finetune" not in w.project.state.stages
+    (elsewhere / "config.json").write_text(json.dumps(config))
+    ft.use_trained_elsewhere(str(elsewhere))
+    assert not w.warnings and w.project.final_model_dir == elsewhere.resolve()
+    assert "trained elsewhere" in ft.status.text() and str(elsewhere.resolve()) in w.log_view.toPlainText()
+
+
+def test_demo_data_fills_the_data_page(qtbot, window, tmp_path):
+    from core.resources import PARALLEL
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    page = w.pages["data"]
+    page.use_demo()
+    assert page.code.text() == "es" and [r.kind for r in page.resources()] == [PARALLEL]
+    assert all(Path(f).is_file() for f in (page.rows["target"].path, *page.resources()[0].files))
+    qtbot.waitUntil(lambda: "rows" in page.preview_text["heldout"].toPlainText(), timeout=TIMEOUT)
+    assert page.preview_text["heldout"].toPlainText().startswith("661 rows\n")  # the demo's six held-out books
+
+
+def test_rerunning_a_stage_asks_first(qtbot, window, tmp_path):
+    """Re-running a finished stage discards the later ones (Project.stale_after): the wizard asks, and a No keeps
+    everything as it was."""
+    from core.layout import StageRecord
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    for stage in ("data", "tokenizer", "align", "map", "init"):
+        w.project.state.stages[stage] = StageRecord(1.0, ".", {})
+    questions = []
+    w.confirm = lambda question: questions.append(question) or False
+    w.pages["tokenizer"].train()
+    w.pages["align"].go()
+    assert not w.busy and w.job is None
+    assert "the alignment, the mapping, the initialised model" in questions[0]
+    assert "the mapping, the initialised model" in questions[1] and "alignment" not in questions[1]
+    assert list(w.project.state.stages) == ["data", "tokenizer", "align", "map", "init"]
+    w.pages["evaluate"].go()  # nothing later to lose: no question
+    assert len(questions) == 2
+
+
+def test_reopened_finetune_page_shows_the_saved_settings(qtbot, window, tmp_path):
+    from dataclasses import asdict
+
+    from core.finetune import FinetuneSettings
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    saved = FinetuneSettings(steps=42, batch_size=3, block_size=64, lr=2e-3, eval_max_bytes=4000)
+    w.project.state.settings["finetune"] = asdict(saved)
+    w.project.save()
+    w.open_project(tmp_path / "proj")
+    ft = w.pages["finetune"]
+    assert ft.settings() == saved and ft.preset.currentData() == "custom"
+    ft.preset.setCurrentIndex(ft.preset.findData("gpu"))
+    from core.finetune import PRESETS
+
+    assert ft.settings() == PRESETS["gpu"] and "hours" in ft.estimate.text() or "min" in ft.estimate.text()
+
+
+def test_menu_help_about_quit(qtbot, window):
+    w = window
+    assert w.quit_action.shortcut().toString() == "Ctrl+Q"
+    url = w.help_url()
+    assert url.isLocalFile() and url.toLocalFile().endswith("README.md") and url.fragment() == "the-desktop-wizard"
+    about = w.about_text()
+    assert "MIT" in about and "PyTorch" in about and "public domain" in about
+    menus = [a.text() for a in w.menuBar().actions()]
+    assert menus == ["&File", "&Help"]
+
+
+def test_gui_messages_never_name_cli_commands():
+    """A GUI user has no terminal: nothing the wizard shows tells them to run `tweety …`."""
+    import re
+
+    app = ROOT / "app"
+    for path in app.rglob("*.py"):
+        if path.name in ("main.py", "selftest.py"):
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            assert not re.search(r"`tweety |tweety (export|adapt|eval|chat|translate)\b|make demo", line), (path, line)

@@ -41,12 +41,13 @@ def adapted(files):
 
 def test_adapt_writes_a_model_folder_and_project(adapted):
     state = json.loads((adapted / "project.json").read_text())
-    assert set(state["stages"]) == {"tokenizer", "align", "map", "init"}
+    assert set(state["stages"]) == {"data", "tokenizer", "align", "map", "init"}
     assert state["stages"]["align"]["summary"]["pairs"] == 300
     assert state["settings"]["align"]["symmetrize"] == "grow-diag-final-and"  # the option reached the aligner
     coverage = state["stages"]["map"]["summary"]
     assert coverage["alignment"] + coverage["alignment+dictionary"] > 50 and coverage["special"] == 17
-    assert (adapted / "model.safetensors").exists() and (adapted / "work" / "mapping" / "mapping.jsonl").exists()
+    assert (adapted / "model" / "model.safetensors").exists()
+    assert (adapted / "work" / "mapping" / "mapping.jsonl").exists()
     assert not list(adapted.parent.glob(".adapted.*"))  # no temporary leftovers
 
 
@@ -93,7 +94,8 @@ def test_overrides_edit_then_reinitialise_from_the_cached_alignment(files, adapt
 
     old, new = Mapping.load(work / "mapping"), Mapping.load(d / "map")
     remapped = set(np.unique((old.matrix != new.matrix).nonzero()[0]).tolist())
-    before, after = (load_file(f / "model.safetensors")["model.embed_tokens.weight"] for f in (adapted, d / "model"))
+    before, after = (load_file(f / "model.safetensors")["model.embed_tokens.weight"]
+                     for f in (adapted / "model", d / "model"))
     assert set((before != after).any(dim=1).nonzero().ravel().tolist()) == remapped
     source_model, source_tok = load_model("default")
     vocab = json.loads((work / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
@@ -103,6 +105,30 @@ def test_overrides_edit_then_reinitialise_from_the_cached_alignment(files, adapt
     e = source_model.get_input_embeddings().weight.detach()
     god, lord = (source_tok.convert_tokens_to_ids(t) for t in ("ĠGod", "ĠLord"))
     assert (after[dios] - (0.75 * e[god] + 0.25 * e[lord])).abs().max() < 1e-6
+
+
+def test_an_adapt_folder_is_a_project_whose_stages_rerun_from_the_cli(files, adapted, tmp_path):
+    """`tweety adapt` writes the wizard's project layout: it opens as a project waiting for fine-tuning, and one
+    stage re-runs inside it (`--project`) with the recorded inputs, making the later stages stale."""
+    import shutil
+
+    from core.project import Project
+
+    project = Project.open(adapted)
+    assert project.next_stage == "finetune" and project.model_dir == adapted / "model"
+    assert [r.kind for r in project.inputs().resources] == ["parallel", "dictionary"]
+    copy = tmp_path / "copy"
+    shutil.copytree(adapted, copy)
+    (copy / "overrides.tsv").write_text("[▁Dios]\tGod\n", encoding="utf-8")
+    report = json.loads(tweety("map", "--project", copy, "--top-k", "2").stdout)
+    assert report["origins"]["override"] == 1
+    state = json.loads((copy / "project.json").read_text())
+    assert "init" not in state["stages"] and state["settings"]["mapping"]["top_k"] == 2
+    assert Project.open(copy).next_stage == "init"
+    tweety("init", "--project", copy)
+    assert Project.open(copy).next_stage == "finetune"
+    refused = tweety("map", "--project", copy, "--dictionary", files / "dict.tsv", check=False)
+    assert refused.returncode == 2 and "overrides.tsv" in refused.stderr
 
 
 def test_never_overwrites_a_users_folder_and_reports_bad_input(files, tmp_path):

@@ -24,10 +24,8 @@ def adapted(tmp_path_factory, pairs):
 
     tmp = tmp_path_factory.mktemp("export")
     en, es = write_lines(tmp / "train.en", pairs[0]), write_lines(tmp / "train.es", pairs[1])
-    out = tmp / "adapted"
-    adapt(AdaptSettings(target_text=str(es), parallel=(str(en), str(es)), out=str(out), language="es",
-                        tokenizer=TokenizerSettings(vocab_size=800)))
-    return out
+    return adapt(AdaptSettings(target_text=str(es), parallel=(str(en), str(es)), out=str(tmp / "adapted"),
+                               language="es", tokenizer=TokenizerSettings(vocab_size=800))).model
 
 @pytest.fixture(scope="module")
 def hf(adapted):

@@ -1,7 +1,6 @@
 """Vocabulary extension: the real SmolLM2-135M extended with a few hundred Spanish tokens from 400 demo verse pairs."""
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -21,16 +20,19 @@ SOURCE_VOCAB = 49152
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory, source, pairs):
-    """(output folder, result) of `extend_model` on 400 Genesis verse pairs, 300 new tokens."""
-    model, tok = source
+    """(model folder, project) of a project extending the vocabulary (the wizard's Extend choice, `tweety extend`)
+    on 400 Genesis verse pairs, 300 new tokens."""
+    from core.layout import EXTEND
+    from core.project import Inputs, Project
+    from core.resources import PARALLEL, Resource
+
     tmp = tmp_path_factory.mktemp("extend")
     en, es = write_lines(tmp / "train.en", pairs[0]), write_lines(tmp / "train.es", pairs[1])
-    out = tmp / "extended"
-    result = extend.extend_model(
-        extend.ExtendSettings(target_text=str(es), parallel=(str(en), str(es)), out=str(out), language="es",
-                              extend=extend.ExtensionSettings(new_tokens=NEW_TOKENS)),
-        model_and_tokenizer=(copy.deepcopy(model), tok))
-    return out, result
+    project = Project.create(tmp / "extended")
+    project._source = source  # the session's loaded SmolLM2; initialisation changes a copy of it
+    project.set_inputs(Inputs(str(es), (Resource(PARALLEL, (str(en), str(es))),), "es"), EXTEND)
+    project.run("init", extension=extend.ExtensionSettings(new_tokens=NEW_TOKENS))
+    return project.model_dir, project
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def test_round_trip_and_files(source_tokenizer, hf, extended):
     assert not any(c.isdigit() for p in new for c in piece_bytes(p, byte_level=True).decode(errors="ignore"))
     assert tok.chat_template == source_tokenizer.chat_template
     assert (tok.bos_token_id, tok.eos_token_id) == (source_tokenizer.bos_token_id, source_tokenizer.eos_token_id)
-    stats = json.loads((extended[0] / "work" / "tokenizer" / extend.STATS_FILE).read_text())
+    stats = json.loads((extended[1].tokenizer_dir / extend.STATS_FILE).read_text())
     assert stats["new_tokens"] == NEW_TOKENS and stats["forbidden_pairs"] > 200
 
 
@@ -107,10 +109,11 @@ def test_english_logits_equal_the_source_models(source, hf):
 
 
 def test_new_rows_are_the_mapping_plus_one_source_language_offset(source, hf, extended, pairs):
-    out, result = extended
-    m = Mapping.load(out / "work" / "mapping")
+    out, project = extended
+    m = Mapping.load(project.mapping_dir)
     assert (m.origin[:SOURCE_VOCAB] == Origin.KEPT).all()
-    assert result.coverage["kept"] == SOURCE_VOCAB and result.coverage["alignment"] > 20
+    assert project.state.stages["map"].summary["kept"] == SOURCE_VOCAB
+    assert project.state.stages["map"].summary["alignment"] > 20
     source_rows = source[0].get_input_embeddings().weight.detach()
     rows = hf[0].get_input_embeddings().weight.detach()
     assert torch.equal(rows[:SOURCE_VOCAB], source_rows)
@@ -129,7 +132,7 @@ def test_new_rows_are_the_mapping_plus_one_source_language_offset(source, hf, ex
     lo, hi = m.matrix.indptr[dios], m.matrix.indptr[dios + 1]
     best = m.matrix.indices[lo:hi][np.argmax(m.matrix.data[lo:hi])]
     assert tok.convert_ids_to_tokens(int(best)) == "ĠGod"
-    state = json.loads((out / "project.json").read_text())
+    state = json.loads((project.folder / "project.json").read_text())
     assert state["settings"]["extend"]["gguf_pre"] == "smollm" and state["stages"]["init"]["summary"]["kept"]
 
 
@@ -172,7 +175,7 @@ def test_non_bpe_and_sentencepiece_sources_are_refused(target_tokenizer):
     from transformers import PreTrainedTokenizerFast
 
     unigram = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.Unigram([("<unk>", 0.0), ("a", -1.0)], 0)))
-    with pytest.raises(TweetyError, match="Unigram model.*needs a BPE tokenizer.*tweety adapt"):
+    with pytest.raises(TweetyError, match="Unigram model.*needs a BPE tokenizer.*replacing the vocabulary"):
         extend.check_extensible(unigram)
     # Our own SentencePiece-style BPE (`▁`, byte fallback), as Llama 2 and Mistral have.
     with pytest.raises(TweetyError, match="SentencePiece-style BPE.*byte-level BPE"):
@@ -180,6 +183,11 @@ def test_non_bpe_and_sentencepiece_sources_are_refused(target_tokenizer):
 
 
 def test_extension_needs_a_parallel_corpus(tmp_path):
+    from core.pipeline import AdaptSettings, adapt
+
     es = write_lines(tmp_path / "es.txt", ["una casa"] * 20)
+    (tmp_path / "d.tsv").write_text("house\tcasa\n")
     with pytest.raises(TweetyError, match="parallel corpus"):
-        extend.extend_model(extend.ExtendSettings(target_text=str(es), out=str(tmp_path / "out")))
+        adapt(AdaptSettings(target_text=str(es), dictionary=str(tmp_path / "d.tsv"), out=str(tmp_path / "out"),
+                            vocabulary="extend"))
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ refused with a clear message."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import threading
 
@@ -116,6 +117,46 @@ def test_cancelled_run_resumes_to_the_uninterrupted_curve(small, tmp_path):
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
 
 
+def test_checkpoint_from_another_version_resumes_or_is_refused_plainly(small, tmp_path):
+    """state.json written by another version: unknown keys are dropped, missing ones take their defaults (a setting
+    the older version lacked counts as its default), and a state without what resuming needs is a TweetyError —
+    never a TypeError from the dataclass."""
+    from core.finetune import checkpoint_state
+
+    settings = FinetuneSettings(steps=2, **QUICK)
+    finetune(small / "model", small / "train.es", None, tmp_path / "ft", settings)
+    path = tmp_path / "ft" / "training" / "checkpoint" / "state.json"
+    state = json.loads(path.read_text())
+    state["written_by"] = "Tweety Studio 9.0"  # a key this version does not know
+    del state["seconds"]  # … and one it has a default for
+    state["settings"]["future_knob"] = 3
+    del state["settings"]["device"]  # a setting the older version did not have: it ran at the default
+    for record in state["curve"]:
+        record["grad_norm"] = 1.0
+    path.write_text(json.dumps(state))
+    loaded = checkpoint_state(tmp_path / "ft")
+    assert loaded.step == 2 and loaded.finished and loaded.seconds == 0.0 and len(loaded.curve) == 2
+    resumed = finetune(small / "model", small / "train.es", None, tmp_path / "ft", FinetuneSettings(steps=3, **QUICK),
+                       resume=True)
+    assert resumed.resumed_from == 2 and [r.step for r in resumed.curve] == [1, 2, 3]
+
+    state = json.loads(path.read_text())
+    del state["text_sha256"]
+    path.write_text(json.dumps(state))
+    with pytest.raises(TweetyError, match="another version of Tweety Studio.*text_sha256"):
+        checkpoint_state(tmp_path / "ft")
+    with pytest.raises(TweetyError, match="another version"):
+        finetune(small / "model", small / "train.es", None, tmp_path / "ft", FinetuneSettings(steps=4, **QUICK),
+                 resume=True)
+
+
+def test_settings_from_another_version():
+    data = dataclasses.asdict(FinetuneSettings(steps=7))
+    data["future_knob"] = 1
+    del data["device"]
+    assert FinetuneSettings.from_dict(data) == FinetuneSettings(steps=7)
+
+
 def test_bad_inputs_are_refused_clearly(small, tmp_path):
     quick = FinetuneSettings(steps=1, **QUICK)
     (tmp_path / "empty.txt").write_text("\n\n")
@@ -189,3 +230,24 @@ def test_cli_finetune_writes_model_and_curve(small, tmp_path):
                  small / "heldout.es", "--out", tmp_path / "ft", "--resume", "--steps", 2, "--block-size", 32,
                  "--batch-size", 2, "--warmup", 1, check=False)
     assert bad.returncode == 2 and "already has 2 steps" in bad.stderr
+
+
+def test_held_out_before_training_is_measured_after_the_first_step_on_the_weights_as_they_were(small, tmp_path):
+    """The first step is shown before the (slow) step-0 held-out measurement, which still measures the untrained
+    weights; sub-steps say what is happening ("reading text", "step 1 of 2")."""
+    from core.evaluate import bits_per_byte
+    from core.models import load_model
+    from core.resources import head_bytes, read_text
+
+    events = []
+    settings = FinetuneSettings(steps=2, **QUICK)
+    result = finetune(small / "model", small / "train.es", small / "heldout.es", tmp_path / "ft", settings,
+                      progress=events.append)
+    model, tok = load_model(small / "model")
+    held = head_bytes(read_text(small / "heldout.es"), settings.eval_max_bytes)
+    assert result.initial_bpb == pytest.approx(bits_per_byte(model, tok, held).bits_per_byte, abs=1e-4)
+    order = [e.metrics.get("loss") is not None and e.metrics["step"] or "bpb0" for e in events if e.metrics]
+    assert order[:2] == [1, "bpb0"]
+    messages = [e.message for e in events]
+    assert "reading text" in messages and any(m.startswith("step 1 of 2 · loss") for m in messages)
+    assert any(e.stage == "Fine-tuning: measuring held-out text" for e in events)

@@ -342,12 +342,63 @@ def test_finetune_language_trains_only_that_language_and_learns(source, adapted_
         H.finetune_language(hydra, "en", [pair])
 
 
+@pytest.mark.parametrize("bad, words", [({"steps": 0}, "steps must be at least 1"),
+                                         ({"batch_size": 0}, "batch size must be at least 1"),
+                                         ({"lr": 0.0}, "learning rate must be positive"),
+                                         ({"lr": -1e-3}, "learning rate must be positive")])
+def test_tuning_settings_are_checked_in_plain_words(bad, words):
+    """`tweety hydra finetune --steps 0` ended in a ZeroDivisionError: the settings are refused before any work
+    (no Hydra is needed to see it: the check comes first)."""
+    with pytest.raises(TweetyError, match=words):
+        H.HydraTuning(**bad).check()
+    with pytest.raises(TweetyError, match=words):
+        H.finetune_language(None, "es", [("a", "b")], H.HydraTuning(**bad))
+    H.HydraTuning().check()
+
+
+def test_runtime_reads_the_gguf_header_once_per_model_not_per_line(tmp_path, monkeypatch):
+    """runtime.translate asked for the model card (whose languages come from parsing the GGUF header, token list
+    included) on every line of a file translation; the card is read once per loaded model."""
+    import gguf
+
+    from core import runtime
+
+    reads = []
+
+    class Reader:
+        def __init__(self, path):
+            reads.append(path)
+            self.fields = {}
+
+    class Llama:  # the parts of llama_cpp.Llama that translation uses; replies "<line> (es)"
+        metadata = {"general.name": "base model"}
+        model_path = str(tmp_path / "m.gguf")
+
+        def n_vocab(self):
+            return 100
+
+        def n_ctx(self):
+            return 512
+
+        def create_completion(self, prompt, **kw):
+            yield {"choices": [{"text": " " + prompt.split("\n")[0].removeprefix("English: ") + " (es)\n"}]}
+
+    monkeypatch.setattr(gguf, "GGUFReader", Reader)
+    src = write_lines(tmp_path / "in.txt", ["one", "two", "", "three", "four"])
+    llm = Llama()
+    assert runtime.translate_file(llm, src, tmp_path / "out.txt", "en", "es") == 5
+    assert (tmp_path / "out.txt").read_text().splitlines() == ["one (es)", "two (es)", "", "three (es)", "four (es)"]
+    assert runtime.translate(llm, "five", "en", "es") == "five (es)"
+    assert len(reads) == 1
+    assert runtime.model_card(Llama()).family == "base" and len(reads) == 2  # another loaded model: read again
+
+
 def test_tuning_batch_loss_is_the_mean_of_each_pairs_loss(hydra):
     pairs = [("And there was light.", "Y fué la luz."), (TEXT, "En el principio crió Dios los cielos y la tierra."),
              ("God.", "Dios.")]
     with torch.no_grad():
-        batched = H._reply_loss(hydra, "es", pairs)
-        alone = [H._reply_loss(hydra, "es", [p]) for p in pairs]
+        batched = H.reply_loss(hydra, "es", pairs)
+        alone = [H.reply_loss(hydra, "es", [p]) for p in pairs]
     assert len({round(float(x), 2) for x in alone}) == 3  # three different losses, so the mean is a real check
     assert float(batched) == pytest.approx(sum(float(x) for x in alone) / 3, rel=1e-5)
 

@@ -175,7 +175,7 @@ def test_adapt_with_two_weighted_corpora_of_one_target_text(tmp_path, pairs):
     both = (np.diff(m.parts["first"].indptr) > 0) & (np.diff(m.parts["second"].indptr) > 0)
     assert both.sum() > 10
     assert m.parts["first"][both].sum() > m.parts["second"][both].sum()  # weight 2 outweighs weight 1
-    assert [r["name"] for r in state["settings"]["resources"]] == ["first", "second"]
+    assert [r["name"] for r in state["inputs"]["resources"]] == ["first", "second"]
 
 
 def test_streamed_initialisation_keeps_dtype_and_shards_and_equals_the_in_memory_one(

@@ -8,7 +8,8 @@ import pytest
 
 from core.align import align_corpus, load_counts
 from core.errors import TweetyError
-from core.mapping import Mapping, Origin, build_mapping
+from core.dictionary import DictionarySettings
+from core.mapping import Mapping, Origin, build_mapping, dictionary_evidence
 from core.resources import DictionaryEntry, ParallelCorpus
 from core.tokenizer import TokenizerSettings, load_tokenizer, train_tokenizer
 
@@ -92,16 +93,25 @@ def test_bytes_specials_and_numbers_map_exactly(target_tokenizer, source_tokeniz
 def test_dictionary_only_spreads_over_source_word_tokens(target_tokenizer, source_tokenizer):
     target = "▁Dios"
     assert target in target_tokenizer.get_vocab()
-    entries = [DictionaryEntry("God", "Dios", 1.0), DictionaryEntry("deity", "Dios", 1.0)]
-    m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
-    t = target_tokenizer.convert_tokens_to_ids(target)
-    row = m.matrix[t]
-    got = {source_tokenizer.convert_ids_to_tokens(int(j)): float(w) for j, w in zip(row.indices, row.data)}
-    deity = source_tokenizer(" deity", add_special_tokens=False)["input_ids"]
-    assert got["ĠGod"] == pytest.approx(0.5)  # two entries of weight 1; " God" is one token
-    for s in deity:  # " deity" is several tokens: its half is spread evenly
-        assert got[source_tokenizer.convert_ids_to_tokens(s)] == pytest.approx(0.5 / len(deity))
-    assert m.origin[t] == Origin.DICTIONARY
+    entries = [DictionaryEntry("God", "Dios", 1.0), DictionaryEntry("Supreme Being", "Dios", 1.0)]
+
+    def sources(settings: DictionarySettings) -> dict[str, float]:
+        m = build_mapping(source_tokenizer, target_tokenizer, evidence=[
+            dictionary_evidence(entries, source_tokenizer, target_tokenizer, settings=settings)])
+        t = target_tokenizer.convert_tokens_to_ids(target)
+        assert m.origin[t] == Origin.DICTIONARY
+        row = m.matrix[t]
+        return {source_tokenizer.convert_ids_to_tokens(int(j)): float(w) for j, w in zip(row.indices, row.data)}
+
+    # Two entries of weight 1; " God" is one token, " Supreme Being" two, which share its half evenly.
+    assert sources(DictionarySettings()) == {
+        "ĠGod": pytest.approx(0.5), "ĠSupreme": pytest.approx(0.25), "ĠBeing": pytest.approx(0.25)}
+    # The frequency prior also divides by each source word's rank: " God" is token 1839 (rank 1840); a two-token
+    # phrase ranks after the whole 49,152-token vocabulary, twice.
+    god, phrase = 1 / 1840, 1 / (2 * 49152)
+    assert sources(DictionarySettings(frequency_prior=True)) == {
+        "ĠGod": pytest.approx(god / (god + phrase)), "ĠSupreme": pytest.approx(phrase / 2 / (god + phrase)),
+        "ĠBeing": pytest.approx(phrase / 2 / (god + phrase))}
 
 
 def test_alignment_counts_for_other_vocabularies_are_refused(synthetic, target_tokenizer, source_tokenizer):

@@ -10,6 +10,7 @@ from core.errors import TweetyError
 from core.export import ExportSettings
 from core.finetune import FinetuneSettings
 from core.project import Inputs, Project
+from core.resources import DICTIONARY, PARALLEL, Resource
 from core.tokenizer import TokenizerSettings
 
 
@@ -19,10 +20,11 @@ def test_stages_are_recorded_resumable_and_invalidated(tmp_path, source, pairs):
     project = Project.create(tmp_path / "proj")
     project._source = source  # the session's already-loaded SmolLM2 (same weights as load_model("default"))
     assert project.next_stage == "data"
-    counts = project.set_inputs(Inputs("Spanish", "es", str(es), (str(en), str(es)), None, str(held)))
+    counts = project.set_inputs(Inputs(str(es), (Resource(PARALLEL, (str(en), str(es))),), "es", "Spanish",
+                                               heldout_text=str(held)))
     assert counts == {"target lines": 200, "parallel pairs": 200, "held-out lines": 20}
     project.train_tokenizer(TokenizerSettings(vocab_size=700))
-    assert project.align().pairs == 200
+    assert project.align().summary["pairs"] == 200
     coverage = project.build_mapping().coverage()
     assert coverage["alignment"] > 0 and coverage["special"] == 17
     project.initialise()
@@ -42,7 +44,7 @@ def test_stages_are_recorded_resumable_and_invalidated(tmp_path, source, pairs):
     assert reopened.finished == ["data", "tokenizer", "align", "map", "init", "finetune", "evaluate", "export"]
     assert reopened.next_stage is None
     provenance = json.loads((project.model_dir / "project.json").read_text())
-    assert provenance["language"] == "es" and set(provenance["inputs_sha256"]) == {"es.txt", "en.txt"}
+    assert provenance["language"] == "es" and set(provenance["inputs_sha256"]) == {"es.txt", "en.txt", "held.txt"}
 
     reopened._source = source
     reopened.train_tokenizer(TokenizerSettings(vocab_size=650))  # a new vocabulary makes everything after it stale
@@ -59,7 +61,7 @@ def test_project_refuses_a_users_folder_and_missing_resources(tmp_path, pairs):
     project = Project.create(tmp_path / "proj")
     es = write_lines(tmp_path / "es.txt", pairs[1][:50])
     with pytest.raises(TweetyError, match="translation resource"):
-        project.set_inputs(Inputs("Spanish", "es", str(es)))
+        project.set_inputs(Inputs(str(es), language_code="es"))
     with pytest.raises(TweetyError, match="Language & data"):
         project.inputs()
 
@@ -69,12 +71,13 @@ def test_finetuning_is_optional_and_held_out_text_is_split_off(tmp_path, pairs):
 
     es = write_lines(tmp_path / "es.txt", pairs[1][:200])
     project = Project.create(tmp_path / "proj")
-    project.set_inputs(Inputs("Spanish", "es", str(es), dictionary=str(write_lines(tmp_path / "d.tsv", ["God\tDios"]))))
+    dictionary = Resource(DICTIONARY, (str(write_lines(tmp_path / "d.tsv", ["God\tDios"])),))
+    project.set_inputs(Inputs(str(es), (dictionary,), "es"))
     train, held = project.texts()
     assert (len(train.read_text().splitlines()), len(held.read_text().splitlines())) == (190, 10)
     assert train.read_text() + held.read_text() == es.read_text()  # nothing lost, nothing trained on twice
     es2 = write_lines(tmp_path / "es2.txt", pairs[1][200:400])
-    project.set_inputs(Inputs("Spanish", "es", str(es2), dictionary=str(tmp_path / "d.tsv")))
+    project.set_inputs(Inputs(str(es2), (dictionary,), "es"))
     assert project.texts()[1].read_text().splitlines() == pairs[1][390:400]  # new text, new split
     for stage in ("tokenizer", "align", "map", "init"):
         project.state.stages[stage] = StageRecord(0, "")

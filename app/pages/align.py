@@ -1,0 +1,267 @@
+"""The Align & map page: alignment, the weighted mapping, initialisation, and the linguist's corrections."""
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QInputDialog, QLineEdit, QTableView
+
+from app.pages.widgets import TIPS, Page, fill_table, table
+from core.errors import TweetyError
+from core.resources import OverrideLine
+
+
+# How a new token's embedding was made, in plain words (mapping.jsonl's origin labels), with a tooltip each.
+ORIGIN_WORDS = {
+    "alignment": ("from the parallel corpus", "Words aligned with this token in the translated sentence pairs"),
+    "dictionary": ("from the dictionary", "The dictionary's translations of words containing this token"),
+    "alignment+dictionary": ("from the parallel corpus and the dictionary", "Both kinds of evidence, weighted"),
+    "identical": ("spelled the same", "Numbers, punctuation and names written the same way in both languages: "
+                                      "the source model's own token"),
+    "fvt": ("guessed from spelling", "No translation evidence: the average of the source pieces that spell the "
+                                     "token (fast vocabulary transfer)"),
+    "mean": ("no evidence", "Nothing to go on: the average of all source embeddings"),
+    "special": ("special token", "Start, end and padding markers: the source model's own"),
+    "override": ("your correction", "Set by your corrections (overrides.tsv)"),
+    "kept": ("kept from the source model", "A source token kept with its own embedding (vocabulary extension)"),
+}
+MIN_WEIGHT = 0.01  # links lighter than this change nothing visible: not listed
+
+
+def readable(piece: str) -> str:
+    """A tokenizer piece as readable text, the same on both sides: a leading space as ▁ (byte-level tokenizers write
+    it Ġ, and a newline Ċ), raw bytes as <0x..>."""
+    if piece.startswith("<0x") and piece.endswith(">"):
+        return piece
+    decode = _byte_decoder()
+    # Byte-level when every character is one of the alphabet's and some stand for a space, a control byte or part
+    # of a multi-byte character (a piece of plain ASCII reads the same either way).
+    if piece and all(c in decode for c in piece) and any(ord(c) >= 0x80 for c in piece):
+        data = bytes(decode[c] for c in piece)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:  # part of a character: bytes, when the piece is surely byte-level (Ġ, Ċ, …)
+            return "".join(f"<0x{b:02X}>" for b in data) if any(ord(c) > 0xFF for c in piece) else piece
+        return "".join(c if c.isprintable() and c != " " else "▁" if c == " " else f"<0x{ord(c):02X}>"
+                       for c in text)
+    return piece
+
+
+_decoder: dict[str, int] = {}
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the printable stand-in character of each byte → the byte."""
+    if not _decoder:
+        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+        chars, n = list(printable), 0
+        for b in range(256):
+            if b not in printable:
+                printable.append(b)
+                chars.append(256 + n)
+                n += 1
+        _decoder.update({chr(c): b for b, c in zip(printable, chars)})
+    return _decoder
+
+
+def origin_words(label: str) -> str:
+    return ORIGIN_WORDS.get(label, (label, ""))[0]
+
+
+class MappingModel(QAbstractTableModel):
+    """Rows of `mapping.jsonl`: one per target token, with its strongest source tokens."""
+    HEADERS = ("ID", "Token", "Made", "From", "Source tokens it starts from (weight)")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[str, str, str, str, str]] = []
+        self.raw: list[dict] = []
+
+    def set_rows(self, rows: list[dict]) -> None:
+        self.beginResetModel()
+        self.raw = rows
+        self.rows = [(str(r["id"]), readable(r["token"]), origin_words(r["origin"]), provenance(r),
+                      ", ".join(f"{readable(piece)} ({weight:.2f})" for piece, _id, weight in r["sources"][:5]
+                                if weight >= MIN_WEIGHT))
+                     for r in rows]
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return len(self.HEADERS)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.rows[index.row()][index.column()]
+        if role == Qt.ItemDataRole.ToolTipRole and index.column() == 2:
+            return ORIGIN_WORDS.get(self.raw[index.row()]["origin"], ("", ""))[1]
+        return None
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+
+def provenance(row: dict) -> str:
+    """Which resources a token's weights came from, e.g. "bible 70%, freedict 30%" (largest first)."""
+    totals: dict[str, float] = {}
+    for shares in row.get("from", []):
+        for name, weight in shares.items():
+            totals[name] = totals.get(name, 0.0) + weight
+    total = sum(totals.values()) or 1.0
+    return ", ".join(f"{name} {w / total:.0%}" for name, w in sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def read_mapping(project) -> list[dict]:
+    from core.mapping import TABLE_FILE
+
+    with open(project.mapping_dir / TABLE_FILE, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class AlignPage(Page):
+    key, title = "align", "Align & map"
+    fills = True
+    intro = ("Find which source pieces correspond to each new piece (alignment), turn that into a weighted "
+             "mapping, and initialise the adapted model's embeddings from it.")
+
+    def build(self) -> None:
+        import importlib.util
+
+        form = QFormLayout()
+        self.aligner = QComboBox()
+        self.aligner.addItem("Tweety's aligner (fast_align's model, fastest)", "torch")
+        self.aligner.addItem("fast_align", "fast_align")
+        if importlib.util.find_spec("eflomal") is not None:
+            self.aligner.addItem("eflomal (slower)", "eflomal")
+        self.aligner.setToolTip(TIPS["align"])
+        self.links = QComboBox()
+        self.links.addItem("Most precise (recommended)", "auto")
+        self.links.addItem("More links", "grow-diag-final-and")
+        self.links.setToolTip("Alignment runs in both directions. Most precise keeps the links both directions agree "
+                              "on (intersection), which initialises best; More links also keeps neighbouring ones "
+                              "(grow-diag-final-and, the only choice fast_align offers).")
+        form.addRow("Aligner", self.aligner)
+        form.addRow("Links", self.links)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        self.layout_.addLayout(form)
+        go = self.button("Align, map and initialise", self.go, TIPS["align"] + "\n\n" + TIPS["mapping"])
+        self.layout_.addWidget(go, 0, Qt.AlignmentFlag.AlignLeft)
+        self.coverage = table()
+        self.coverage.setMaximumHeight(62)
+        self.coverage.setToolTip("How each new token was initialised")
+        self.layout_.addWidget(self.coverage)
+        self.filter = QLineEdit(placeholderText="Filter tokens, e.g. ▁Dios")
+        self.filter.setToolTip(TIPS["mapping"])
+        self.model = MappingModel()
+        self.proxy = QSortFilterProxyModel()
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setFilterKeyColumn(1)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.verticalHeader().setVisible(False)
+        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view.setMinimumHeight(260)
+        self.layout_.addWidget(self.filter)
+        self.layout_.addWidget(self.view, 1)
+        edits = QHBoxLayout()
+        for text, slot, tip in (
+                ("Set sources…", self.set_sources, "Choose the source words the selected token's embedding comes "
+                 "from (replaces what was computed)."),
+                ("Remove a link…", self.remove_link, "Take a wrong source token out of the selected token's mix.")):
+            edits.addWidget(self.button(text, slot, tip + "\n\n" + TIPS["edit"]))
+        edits.addStretch(1)
+        self.layout_.addLayout(edits)
+
+    def selected(self) -> dict | None:
+        index = self.proxy.mapToSource(self.view.currentIndex())
+        return self.model.raw[index.row()] if index.isValid() else None
+
+    def set_sources(self) -> None:
+        row = self.selected()
+        if row is None:
+            return self.ctx.show_warning("Select a token in the table first.")
+        text, ok = QInputDialog.getText(
+            self, "Set sources", f"Source words for {row['token']}, separated by commas\n"
+            "(a word as in running text, or [piece] for exactly one source token):")
+        words = [w.strip() for w in text.split(",") if w.strip()] if ok else []
+        if words:
+            self.apply_overrides([OverrideLine(f"[{row['token']}]", w) for w in words])
+
+    def remove_link(self) -> None:
+        row = self.selected()
+        if row is None or not row["sources"]:
+            return self.ctx.show_warning("Select a token that has source tokens first.")
+        items = [f"[{piece}]" for piece, _id, _weight in row["sources"]]
+        item, ok = QInputDialog.getItem(self, "Remove a link", f"{row['token']} should not come from:", items, 0,
+                                        False)
+        if ok:
+            self.apply_overrides([OverrideLine(f"[{row['token']}]", item, remove=True)])
+
+    def apply_overrides(self, lines: list) -> None:
+        """Record the corrections in the project's overrides file, then rebuild mapping and model from them. Both run
+        in the pool: checking the lines needs the source tokenizer, which a reopened project has not loaded yet."""
+        project = self.project
+        if not self.confirm_rerun("map", "Rebuilding the mapping and the model"):
+            return
+
+        def fn(progress, cancel):
+            try:
+                project.add_overrides(lines)  # refuses lines that name no token before anything is written
+            except OSError as e:
+                raise TweetyError(str(e)) from e
+            coverage = project.remap(progress=progress, cancel=cancel).coverage()
+            return coverage, read_mapping(project)
+
+        self.run(fn, self._done, "Applying your corrections")
+
+    def go(self) -> None:
+        from core.align import AlignSettings
+
+        project = self.project
+        if not self.confirm_rerun("align", "Aligning"):
+            return
+        settings = AlignSettings(method=self.aligner.currentData(), symmetrize=self.links.currentData())
+
+        def fn(progress, cancel):
+            project.align(settings, progress=progress, cancel=cancel)
+            coverage = project.build_mapping(progress=progress, cancel=cancel).coverage()
+            project.initialise(progress=progress, cancel=cancel)
+            return coverage, read_mapping(project)
+
+        self.run(fn, self._done, "Aligning, mapping and initialising")
+
+    def _done(self, result) -> None:
+        coverage, rows = result
+        self.show_mapping(coverage, rows)
+        self.ctx.stage_done()
+
+    def show_mapping(self, coverage: dict, rows: list[dict]) -> None:
+        from core.mapping import Origin
+
+        labels = {o.label for o in Origin}
+        coverage = {k: v for k, v in coverage.items() if v and k in labels}
+        fill_table(self.coverage, [origin_words(k) for k in coverage], [list(coverage.values())])
+        for c, key in enumerate(coverage):
+            self.coverage.horizontalHeaderItem(c).setToolTip(ORIGIN_WORDS.get(key, ("", ""))[1])
+        self.model.set_rows(rows)
+        self.view.resizeColumnsToContents()
+
+    def project_changed(self) -> None:
+        chosen = self.project.state.settings.get("align", {})
+        for combo, key in ((self.aligner, "method"), (self.links, "symmetrize")):
+            if key in chosen and combo.findData(chosen[key]) >= 0:
+                combo.setCurrentIndex(combo.findData(chosen[key]))
+        if "map" in self.project.state.stages:
+            try:
+                self.show_mapping(self.project.state.stages["map"].summary, read_mapping(self.project))
+            except OSError:
+                pass
+        else:
+            self.model.set_rows([])
+            self.coverage.clear()

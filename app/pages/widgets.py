@@ -1,0 +1,174 @@
+"""What every wizard page shares: the `Page` base class, the file picker, small table and spin-box helpers and the
+tooltips that explain the jargon."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.context import Context
+
+TIPS = {
+    "vocab": "Vocabulary size: how many distinct pieces (words and word parts) the new tokenizer may use. Bigger "
+             "vocabularies cut text into fewer, longer pieces but need more text to learn.",
+    "align": "Alignment: finding which source-language pieces correspond to which target-language pieces in "
+             "translated sentence pairs.",
+    "mapping": "Mapping: for every new target token, the source-model tokens (with weights) whose embeddings "
+               "initialise it.",
+    "edit": "Your corrections go into overrides.tsv in the project folder (you may also edit it by hand); the "
+            "mapping and the model are then rebuilt from the saved alignment in seconds.",
+    "bpb": "Bits per byte: how surprised the model is by held-out text, normalised by text length so that models "
+           "with different tokenizers compare fairly. Lower is better.",
+    "stage": "Embeddings and output layer: only the new vocabulary's vectors train, the rest of the model stays as "
+             "it was (fast, safe). With outer layers, the first and last transformer layers also adapt to the "
+             "language (slower, more gain, needs more text).",
+    "steps": "Training steps. Each step reads batch size × sequence length tokens of your target text; a few "
+             "hundred steps already help, a GPU makes thousands practical.",
+    "tpb": "Tokens per byte: how many tokens the tokenizer needs per byte of text. Lower means shorter sequences.",
+    "weight": "Weight: how much this resource's evidence counts when several resources suggest sources for the same "
+              "token (2 counts twice as much as 1; 0 ignores it).",
+}
+
+
+# What each stage made, in the user's words (for "this would discard …" questions).
+STAGE_WORDS = {"data": "the checked input files", "tokenizer": "the tokenizer", "align": "the alignment",
+               "map": "the mapping", "init": "the initialised model", "finetune": "the fine-tuned model",
+               "evaluate": "the evaluation", "export": "the export record", "hydra": "the tuned Hydra"}
+
+
+def red(label: QLabel) -> QLabel:
+    label.setStyleSheet("color: #b00020;")
+    label.setWordWrap(True)
+    return label
+
+
+class FileRow(QWidget):
+    """A path field with a Browse… button (file, folder or save-as): the one file picker every page uses."""
+    changed = Signal(str)
+
+    def __init__(self, mode: str = "open", placeholder: str = "", filter: str = "All files (*)"):
+        super().__init__()
+        self.mode, self.filter = mode, filter
+        self.edit = QLineEdit(placeholderText=placeholder)
+        self.edit.editingFinished.connect(lambda: self.changed.emit(self.path))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(browse)
+
+    @property
+    def path(self) -> str:
+        return self.edit.text().strip()
+
+    def set_path(self, path: str | Path | None) -> None:
+        self.edit.setText(str(path or ""))
+        self.changed.emit(self.path)
+
+    def _browse(self) -> None:
+        if self.mode == "dir":
+            path = QFileDialog.getExistingDirectory(self, "Choose a folder", self.path)
+        elif self.mode == "save":
+            path, _ = QFileDialog.getSaveFileName(self, "Save as", self.path, self.filter)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Choose a file", self.path, self.filter)
+        if path:
+            self.set_path(path)
+
+
+def fill_table(table: QTableWidget, headers: list[str], rows: list[list[Any]]) -> None:
+    table.clear()
+    table.setColumnCount(len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.setRowCount(len(rows))
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
+            table.setItem(r, c, QTableWidgetItem(str(text)))
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+
+
+def spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
+    box = QSpinBox(minimum=low, maximum=high, value=value)
+    box.setGroupSeparatorShown(True)
+    box.setToolTip(tip)
+    return box
+
+
+def table() -> QTableWidget:
+    t = QTableWidget()
+    t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    t.verticalHeader().setVisible(False)
+    return t
+
+
+class Page(QWidget):
+    """One step of the wizard: a small widget class plus the `core` job it starts through its `Context`."""
+    key = ""
+    title = ""
+    intro = ""
+    available = True  # False: shown greyed out in the step list
+    fills = False  # True: the page has a widget that should take the spare height (no trailing stretch)
+
+    def __init__(self, ctx: Context):
+        super().__init__()
+        self.ctx = ctx
+        self.layout_ = QVBoxLayout(self)
+        heading = QLabel(f"<h2>{self.title}</h2><p>{self.intro}</p>")
+        heading.setWordWrap(True)
+        self.layout_.addWidget(heading)
+        self.build()
+        if not self.fills:
+            self.layout_.addStretch(1)
+
+    @property
+    def project(self):
+        return self.ctx.project
+
+    def build(self) -> None: ...
+
+    def project_changed(self) -> None:
+        """A project was opened: show what it already has."""
+
+    def shown(self) -> None:
+        """The user switched to this page."""
+
+    def run(self, fn, on_done, name: str, **kw):
+        return self.ctx.run_job(fn, on_done, name=name, **kw)
+
+    def confirm_rerun(self, stage: str, action: str) -> bool:
+        """Before re-running `stage`: ask first when it would discard later steps' work (Project.stale_after)."""
+        stale = self.project.stale_after(stage)
+        if not stale:
+            return True
+        names = ", ".join(STAGE_WORDS.get(s, s) for s in stale)
+        return self.ctx.confirm(f"{action} again discards what the later steps made: {names}. They will have to be "
+                                "run again. Continue?")
+
+    def idle(self) -> bool:
+        """False (after telling the user) while a job runs: it may be reading the files an action would change."""
+        if self.ctx.busy:
+            self.ctx.show_warning("A job is still running; wait for it to finish or press Cancel first.")
+            return False
+        return True
+
+    def button(self, text: str, slot, tip: str = "") -> QPushButton:
+        b = QPushButton(text)
+        b.clicked.connect(slot)
+        b.setToolTip(tip)
+        return b

@@ -1,0 +1,280 @@
+"""The adaptation commands: `adapt` and `extend` (every stage into a new project folder), the stage commands
+(`tokenizer`, `align`, `map`, `init`: on loose folders, or inside a project with `--project`), `eval`, `finetune`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from core import align, extend, finetune, init, mapping, models, pipeline, resources, stages, tokenizer
+from core.cli.options import (Command, ProgressBars, add_aligner, add_inputs, add_mapping_options, add_parallel,
+                              add_project, add_source, add_tokenizer_model, align_settings, ctrl_c_cancels,
+                              mapping_settings, model_folder, need, parallel_files, resource_list, weights)
+from core.errors import TweetyError
+from core.evaluate import bits_per_byte
+from core.jobs import Cancelled, CancelToken
+from core.layout import EXTEND, REPLACE
+from core.project import Project
+
+
+def _adapt_arguments(p: argparse.ArgumentParser) -> None:
+    add_inputs(p)
+    p.add_argument("--vocab-size", type=int, required=True, help="size of the new vocabulary (e.g. 16000)")
+    add_tokenizer_model(p)
+    p.add_argument("--init", choices=init.METHODS, default="transtok")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _extend_arguments(p: argparse.ArgumentParser) -> None:
+    add_inputs(p)
+    d = extend.ExtensionSettings()
+    p.add_argument("--new-tokens", type=int, default=d.new_tokens,
+                   help="how many tokens to add (continued BPE training on the target text)")
+    p.add_argument("--source-penalty", type=float, default=d.source_penalty,
+                   help="how many nats lower new tokens score in source-language text (0: none)")
+
+
+def _run_pipeline(a: argparse.Namespace, bars: ProgressBars, vocabulary: str) -> None:
+    common = dict(source_model=a.source_model, target_text=a.target_text, heldout_text=a.heldout_text,
+                  resources=tuple(resource_list(a)), overrides=a.overrides, out=a.out, language=a.language,
+                  vocabulary=vocabulary, align=align_settings(a), mapping=mapping_settings(a))
+    if vocabulary == EXTEND:
+        settings = pipeline.AdaptSettings(**common, extension=extend.ExtensionSettings(
+            new_tokens=a.new_tokens, source_penalty=a.source_penalty))
+    else:
+        settings = pipeline.AdaptSettings(
+            **common, tokenizer=tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
+            init=init.InitSettings(method=a.init, seed=a.seed))
+    result = pipeline.adapt(settings, progress=bars)
+    bars.close()
+    if vocabulary == EXTEND:
+        stats = result.project.state.stages["tokenizer"].summary
+        print(f"Extended model written to {result.model}: {stats['source_vocab']:,} source tokens kept, "
+              f"{stats['new_tokens']:,} new")
+    else:
+        print(f"Adapted model written to {result.model}")
+    print(f"Project folder {result.out}: open it in Tweety Studio, or re-run a stage with --project {result.out}")
+    print("Coverage: " + ", ".join(f"{k} {v:,}" for k, v in result.coverage.items() if v))
+    print("Times (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))
+
+
+def _tokenizer_arguments(p: argparse.ArgumentParser) -> None:
+    add_project(p, "the tokenizer")
+    add_source(p)
+    p.add_argument("--target-text")
+    p.add_argument("--vocab-size", type=int)
+    add_tokenizer_model(p)
+    p.add_argument("--out")
+
+
+def _tokenizer(a: argparse.Namespace, bars: ProgressBars) -> None:
+    if a.project:
+        project = Project.open(a.project)
+        recorded = project.state.settings_of(tokenizer.TokenizerSettings, "tokenizer")
+        settings = tokenizer.TokenizerSettings(vocab_size=a.vocab_size or recorded.vocab_size,
+                                               model_type=a.tokenizer_model)
+        tok = project.train_tokenizer(settings if project.state.vocabulary == REPLACE else None, progress=bars)
+        print(f"Tokenizer of {len(tok):,} tokens written to {project.tokenizer_dir}")
+        return
+    need(a, "target_text", "vocab_size", "out")
+    source_tok = models.load_tokenizer(a.source_model)
+    tokenizer.train_tokenizer(resources.read_lines(a.target_text), source_tok, a.out,
+                              tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
+                              progress=bars)
+    print(f"Tokenizer written to {a.out}")
+
+
+def _align_arguments(p: argparse.ArgumentParser) -> None:
+    add_project(p, "the alignment")
+    add_source(p)
+    p.add_argument("--tokenizer", help="target tokenizer folder")
+    add_parallel(p)
+    add_aligner(p)
+    p.add_argument("--out")
+
+
+def _align(a: argparse.Namespace, bars: ProgressBars) -> None:
+    if a.project:
+        summary = Project.open(a.project).align(align_settings(a), progress=bars).summary
+    else:
+        need(a, "tokenizer", "parallel", "out")
+        source, target = parallel_files(a.parallel)
+        summary = asdict(align.align_corpus(resources.read_parallel(source, target or None),
+                                            models.load_tokenizer(a.source_model),
+                                            tokenizer.load_tokenizer(a.tokenizer), a.out, align_settings(a),
+                                            progress=bars))
+    bars.close()
+    print(json.dumps(summary, indent=2))
+
+
+def _map_arguments(p: argparse.ArgumentParser) -> None:
+    add_project(p, "the mapping (its overrides: PROJECT/overrides.tsv)")
+    add_source(p)
+    p.add_argument("--tokenizer", help="target tokenizer folder")
+    p.add_argument("--alignment", action="append", metavar="DIR",
+                   help="folder written by `tweety align` (its cached link counts); may repeat")
+    p.add_argument("--alignment-weight", type=float, action="append", metavar="W",
+                   help="weight of each --alignment (default 1; give one per --alignment)")
+    p.add_argument("--dictionary", action="append", metavar="FILE", help="bilingual dictionary; may repeat")
+    p.add_argument("--dictionary-weight", type=float, action="append", metavar="W")
+    p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
+    add_mapping_options(p)
+    p.add_argument("--out")
+
+
+def _map(a: argparse.Namespace, bars: ProgressBars) -> None:
+    if a.project:
+        if a.alignment or a.dictionary or a.overrides or a.tokenizer:
+            raise TweetyError("with --project the mapping uses the project's resources and its overrides.tsv",
+                              fix="leave out --alignment/--dictionary/--overrides/--tokenizer, or edit "
+                              "PROJECT/overrides.tsv")
+        m = Project.open(a.project).build_mapping(mapping_settings(a), progress=bars)
+    else:
+        need(a, "tokenizer", "out")
+        if not a.alignment and not a.dictionary:
+            raise TweetyError("nothing to map from", fix="give --alignment DIR and/or --dictionary FILE")
+        source_tok, target_tok = models.load_tokenizer(a.source_model), tokenizer.load_tokenizer(a.tokenizer)
+        named = resources.distinct_labels(
+            [resources.Resource(resources.PARALLEL, (d,), w) for d, w in
+             zip(a.alignment or [], weights(a.alignment or [], a.alignment_weight, "alignment"))] +
+            [resources.Resource(resources.DICTIONARY, (f,), w) for f, w in
+             zip(a.dictionary or [], weights(a.dictionary or [], a.dictionary_weight, "dictionary"))])
+        evidence = [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(r.files[0]), r.weight)
+                    if r.kind == resources.PARALLEL else
+                    mapping.dictionary_evidence(r.read(), source_tok, target_tok, name=r.label, weight=r.weight)
+                    for r in named]
+        m = mapping.build_mapping(
+            source_tok, target_tok, evidence=evidence, settings=mapping_settings(a),
+            overrides=resources.read_overrides(a.overrides) if a.overrides else (), progress=bars)
+        m.save(a.out, target_tok, source_tok)
+    bars.close()
+    print(json.dumps({"origins": m.coverage(), "resources": m.shares()}, indent=2))
+
+
+def _init_arguments(p: argparse.ArgumentParser) -> None:
+    add_project(p, "the initialisation (into PROJECT/model)")
+    add_source(p)
+    p.add_argument("--tokenizer", help="target tokenizer folder")
+    p.add_argument("--mapping", help="folder written by `tweety map`")
+    p.add_argument("--init", choices=init.METHODS, default="transtok")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out")
+
+
+def _init(a: argparse.Namespace, bars: ProgressBars) -> None:
+    settings = init.InitSettings(method=a.init, seed=a.seed)
+    if a.project:
+        out = Project.open(a.project).initialise(settings, progress=bars)
+    else:
+        need(a, "tokenizer", "mapping", "out")
+        source_tok, target_tok = models.load_tokenizer(a.source_model), tokenizer.load_tokenizer(a.tokenizer)
+        m = init.mapping_for_method(a.init, mapping.Mapping.load(a.mapping), source_tok, target_tok)
+        stages.check_space_for_model(models.resolve(a.source_model), a.out)
+        out = init.initialise_folder(models.resolve(a.source_model), m, target_tok, a.out, settings, progress=bars)
+    print(f"Initialised model written to {out}")
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder, project folder (its final model) or `default`")
+    p.add_argument("--text", required=True)
+    p.add_argument("--window", type=int, default=512, help="context window in tokens")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _eval(a: argparse.Namespace, bars: ProgressBars) -> None:
+    model, tok = models.load_model(model_folder(a.model))
+    result = bits_per_byte(model, tok, resources.read_text(a.text), window=a.window, progress=bars)
+    bars.close()
+    if a.json:
+        print(json.dumps(asdict(result)))
+    else:
+        print(f"bits per byte {result.bits_per_byte:.4f}, token perplexity {result.token_ppl:.2f}, "
+              f"tokens per byte {result.tokens_per_byte:.4f}")
+
+
+def _finetune_arguments(p: argparse.ArgumentParser) -> None:
+    d = finetune.FinetuneSettings()
+    p.add_argument("--model", required=True, help="adapted model folder, or a project folder (its final model)")
+    p.add_argument("--text", required=True, help="target-language training text, one sentence/paragraph per line")
+    p.add_argument("--heldout", help="held-out target text: bits per byte every --eval-every steps")
+    p.add_argument("--stage", choices=finetune.STAGES, default=d.stage,
+                   help="embeddings: embeddings and LM head only; outer-layers: also the first and last N layers")
+    p.add_argument("--outer-layers", type=int, default=d.outer_layers, help="N for the outer-layers stage")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--schedule", choices=finetune.SCHEDULES, default=d.schedule)
+    p.add_argument("--warmup", type=int, default=d.warmup_steps, help="warm-up steps")
+    p.add_argument("--block-size", type=int, default=d.block_size, help="tokens per training sequence")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per micro-batch")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-max-bytes", type=int, default=d.eval_max_bytes, help="cut held-out text (0: all)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--out", required=True, help="output model folder (new, empty, or an earlier Tweety output)")
+    p.add_argument("--nproc", type=int, help="train with N processes on this machine (one per GPU), started by "
+                   "torchrun, trainable tensors sharded with FSDP; --batch-size is split between them (docs/cluster.md)")
+    p.add_argument("--nnodes", type=int, default=1, help="machines in the job: run the same command on each")
+    p.add_argument("--rdzv", metavar="HOST:PORT", help="where the machines of a multi-machine job meet (a free port "
+                   "on one of them)")
+    p.add_argument("--print-launch", nargs="?", const="", metavar="DIR", help="run nothing: write a job folder "
+                   "(job.json, launch.sh, slurm.sbatch; default OUT-job) for a cluster and print the torchrun command")
+
+
+def _finetune(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from core import distributed
+
+    settings = finetune.FinetuneSettings(
+        stage=a.stage, steps=a.steps, outer_layers=a.outer_layers, block_size=a.block_size,
+        batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr, schedule=a.schedule, warmup_steps=a.warmup,
+        eval_every=a.eval_every, eval_max_bytes=a.eval_max_bytes, checkpoint_every=a.checkpoint_every,
+        seed=a.seed, device=a.device)
+    model = model_folder(a.model)
+    launch = distributed.LaunchSettings(a.nproc or 1, a.nnodes, a.rdzv or "")
+    if a.print_launch is not None:
+        folder, command = distributed.write_job(a.print_launch or a.out.rstrip("/\\") + "-job", model, a.text,
+                                                a.heldout, a.out, settings, launch, resume=a.resume)
+        machines = f" on each of the {launch.nnodes} machines" if launch.nnodes > 1 else ""
+        print(f"Job folder written (job.json, launch.sh, slurm.sbatch); run {folder / 'launch.sh'}{machines}:")
+        print(command)
+        return 0
+    if not a.resume:
+        stages.check_space_for_finetuning(model, a.out)
+    cancel = CancelToken()
+    try:
+        with ctrl_c_cancels(cancel), stages.finetuning_output(a.out, a.resume):
+            if a.nproc or a.nnodes > 1:
+                result = distributed.launch(model, a.text, a.heldout, a.out, settings, launch,
+                                            resume=a.resume, cancel=cancel, progress=bars)
+            else:
+                result = finetune.finetune(model, a.text, a.heldout, a.out, settings, resume=a.resume,
+                                           cancel=cancel, progress=bars)
+    except Cancelled:
+        bars.close()
+        print(f"stopped; the last finished step is checkpointed in {a.out} — add --resume to continue",
+              file=sys.stderr)
+        return 130
+    bars.close()
+    if result.initial_bpb is not None:
+        print(f"held-out bits per byte {result.initial_bpb:.4f} → {result.final_bpb:.4f}")
+    print(f"{result.steps} steps, {result.tokens_per_s:,.0f} tokens/s; model written to {result.out} "
+          f"(curve: {result.out}/{finetune.TRAINING}/curve.png)")
+    return 0
+
+
+COMMANDS = [
+    Command("adapt", "all steps into a project folder: tokenizer, align, map, init",
+            _adapt_arguments, lambda a, bars: _run_pipeline(a, bars, REPLACE)),
+    Command("extend", "all steps, keeping the source vocabulary: add new target-language tokens",
+            _extend_arguments, lambda a, bars: _run_pipeline(a, bars, EXTEND)),
+    Command("tokenizer", "train the target tokenizer", _tokenizer_arguments, _tokenizer),
+    Command("align", "align a parallel corpus token by token", _align_arguments, _align),
+    Command("map", "build the target→source token mapping", _map_arguments, _map),
+    Command("init", "initialise the adapted model from a mapping", _init_arguments, _init),
+    Command("eval", "bits per byte of a model on held-out text", _eval_arguments, _eval),
+    Command("finetune", "train the new embeddings (and a few outer layers) on target text", _finetune_arguments,
+            _finetune),
+]

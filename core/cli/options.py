@@ -1,0 +1,181 @@
+"""What every `tweety` command shares: the command table's record, progress bars, Ctrl-C, and the option groups
+(source model, resources, tokenizer, aligner, mapping) that `adapt`, `extend` and the stage commands all take."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import align, mapping, models, resources, tokenizer
+from core.errors import TweetyError
+from core.jobs import CancelToken, Progress
+from core.layout import project_model
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, "ProgressBars"], int | None]
+
+
+class ProgressBars:
+    """Renders `Progress` events as one tqdm bar per stage on stderr (with rate and ETA)."""
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._stage = None
+
+    def __call__(self, p: Progress) -> None:
+        from tqdm import tqdm
+
+        if p.stage != self._stage or (self._bar is not None and p.total is not None and self._bar.total != p.total):
+            self.close()
+            self._stage = p.stage
+            self._bar = tqdm(total=p.total, desc=p.stage, unit="", leave=True, file=sys.stderr,
+                             bar_format=None if p.total is not None else "{desc}: {postfix} [{elapsed}]")
+        self._bar.n = p.done if p.total is not None else 0
+        self._bar.set_postfix_str(p.message, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels(cancel: CancelToken):
+    """The first Ctrl-C asks the stage to stop at its next safe point (fine-tuning: the end of a step, which it
+    checkpoints); a second one interrupts at once."""
+    import signal
+
+    def first(*_):
+        cancel.cancel()
+        print("\nstopping after this step (Ctrl-C again to abort at once)", file=sys.stderr)
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def model_folder(spec: str) -> str | Path:
+    """`--model`: a model folder, or a project folder (its fine-tuned model when there is one, else its adapted
+    model)."""
+    return project_model(spec) or spec
+
+
+# --- option groups ---------------------------------------------------------------------------------------------------
+
+def add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source-model", default=models.DEFAULT_MODEL,
+                   help="`default` (embedded SmolLM2-135M-Instruct), a Hugging Face folder or a .gguf file")
+
+
+def add_project(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--project", metavar="DIR", help=f"re-run {what} inside a project folder (from `tweety adapt`, "
+                   "`tweety extend` or the wizard), with its recorded inputs; later stages become stale")
+
+
+def add_tokenizer_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer-model", choices=("bpe", "unigram"), default=tokenizer.TokenizerSettings.model_type,
+                   help="bpe (default) tokenizes identically in llama.cpp after export; unigram does not")
+
+
+def add_parallel(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--parallel", nargs="+", metavar="FILE", required=required,
+                   help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file")
+
+
+def add_inputs(p: argparse.ArgumentParser) -> None:
+    """Everything `adapt` and `extend` read: target text and translation resources (each flag may repeat; weights
+    pair up with their resources in order), overrides, language, output."""
+    add_source(p)
+    p.add_argument("--target-text", required=True, help="target-language text, one sentence/paragraph per line")
+    p.add_argument("--heldout-text", help="held-out target text for the project's fine-tuning and evaluation "
+                   "(default: the last 5%% of --target-text)")
+    p.add_argument("--parallel", nargs="+", metavar="FILE", action="append",
+                   help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file; may repeat")
+    p.add_argument("--parallel-weight", type=float, action="append", metavar="W",
+                   help="weight of each --parallel in the mixture (default 1; give one per --parallel)")
+    p.add_argument("--dictionary", action="append", metavar="FILE",
+                   help="bilingual dictionary (.tsv/.csv, dictd .index/.dict.dz, .tmx); may repeat")
+    p.add_argument("--dictionary-weight", type=float, action="append", metavar="W",
+                   help="weight of each --dictionary (default 1; give one per --dictionary)")
+    p.add_argument("--resources", metavar="FILE", help="a TOML/JSON list of resources with weights (see README)")
+    p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
+    p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
+    add_aligner(p)
+    add_mapping_options(p)
+    p.add_argument("--out", required=True, help="the project folder to create (new, empty, or an earlier Tweety "
+                   "output); the model is OUT/model, and the wizard opens OUT")
+
+
+def weights(items: list, given: list[float] | None, flag: str) -> list[float]:
+    if given is None:
+        return [1.0] * len(items)
+    if len(given) != len(items):
+        raise TweetyError(f"{len(items)} --{flag} but {len(given)} --{flag}-weight",
+                          fix=f"give one --{flag}-weight per --{flag}, or none")
+    return given
+
+
+def parallel_files(values: list[str] | None) -> tuple[str, str] | None:
+    if not values:
+        return None
+    if len(values) > 2:
+        raise TweetyError("--parallel takes one file (TSV/TMX) or two files (source, target)")
+    return (values[0], values[1] if len(values) == 2 else "")
+
+
+def resource_list(a: argparse.Namespace) -> list[resources.Resource]:
+    out = [resources.Resource(resources.PARALLEL, tuple(filter(None, parallel_files(files))))
+           for files in a.parallel or []]
+    out = [resources.Resource(r.kind, r.files, w) for r, w in zip(out, weights(out, a.parallel_weight, "parallel"))]
+    out += [resources.Resource(resources.DICTIONARY, (f,), w) for f, w in
+            zip(a.dictionary or [], weights(a.dictionary or [], a.dictionary_weight, "dictionary"))]
+    return out + (resources.read_resource_list(a.resources) if a.resources else [])
+
+
+def add_aligner(p: argparse.ArgumentParser) -> None:
+    d = align.AlignSettings()
+    p.add_argument("--aligner", choices=align.METHODS, default=d.method,
+                   help="torch: fast_align's model on tensors (GPU when there is one; the fastest); fast_align: the "
+                   "systran-align wheel; eflomal: needs `pip install eflomal`")
+    p.add_argument("--symmetrize", choices=align.SYMMETRIZATIONS, default=d.symmetrize,
+                   help="combine both directions: intersection (precise; auto's choice) or grow-diag-final-and (more "
+                   "links; auto's choice for fast_align)")
+    p.add_argument("--align-device", choices=("auto", "cpu", "cuda"), default=d.device,
+                   help="torch aligner's device")
+
+
+def align_settings(a: argparse.Namespace) -> align.AlignSettings:
+    return align.AlignSettings(method=a.aligner, symmetrize=a.symmetrize, device=a.align_device)
+
+
+def add_mapping_options(p: argparse.ArgumentParser) -> None:
+    d = mapping.MappingSettings()
+    p.add_argument("--min-pair-count", type=int, default=d.min_pair_count,
+                   help="ignore token pairs aligned fewer times than this")
+    p.add_argument("--min-token-count", type=int, default=d.min_token_count,
+                   help="tokens with fewer alignment links get no alignment evidence")
+    p.add_argument("--top-k", type=int, default=d.top_k, help="source tokens kept per target token")
+
+
+def mapping_settings(a: argparse.Namespace) -> mapping.MappingSettings:
+    return mapping.MappingSettings(min_pair_count=a.min_pair_count, min_token_count=a.min_token_count, top_k=a.top_k)
+
+
+def need(a: argparse.Namespace, *names: str) -> None:
+    """Stage commands take either --project or their own folders; say which are missing."""
+    missing = [n for n in names if not getattr(a, n)]
+    if missing:
+        flags = " and ".join("--" + n.replace("_", "-") for n in missing)
+        raise TweetyError(f"give {flags}, or --project DIR to run this stage inside a project")

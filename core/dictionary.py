@@ -1,0 +1,204 @@
+"""A bilingual dictionary as mapping evidence: which source tokens each target token should start from.
+
+A dictionary lists words, a mapping needs tokens. Linking every target piece of an entry to every source piece
+(`entry_counts`, the first method) lets a frequent sub-word piece (`en`, `ción`) collect links from hundreds of
+unrelated entries, which then replace its better spelling-based (FVT) row. Two other ways, both measured in
+`benchmarks/dictionary.py` (README, "A dictionary alone"):
+
+- `word_counts` (the default): only a target token that is a whole word — the piece after a space, as running
+  text has it — gets dictionary evidence, from the entries that translate exactly that word (case-folded; a
+  capitalised piece takes the capitalised source word); glosses of more than `max_source_words` words are skipped.
+  Every other token keeps its spelling (FVT) row. Options measured and left off by default: weighting an entry by
+  1 / its headword's number of senses and by the source word's frequency rank, keeping only the top sense, mixing
+  the spelling row in.
+- `pseudo_parallel_counts`: the target text translated word by word with the reversed dictionary (each word's
+  heaviest source word; words the dictionary lacks — names, numbers, cognates — copied as they are) is a
+  pseudo-parallel corpus in the target's own word order; the token aligner
+  (`core.align`) then links pieces in context, so sub-word pieces get evidence only where the alignment finds it,
+  and the usual thresholds (pairs seen ≥ 5 times, tokens with ≥ 20 links) keep only confident links.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from core.align import AlignSettings, align_ids
+from core.jobs import Reporter
+from core.resources import DictionaryEntry
+from core.tokenizer import encode_many, is_byte_level, piece_bytes
+
+log = logging.getLogger(__name__)
+
+METHODS = ("words", "pseudo-parallel", "entries")
+_WORD = re.compile(r"\w+|[^\w\s]+")
+
+
+@dataclass(frozen=True)
+class DictionarySettings:
+    method: str = "words"  # see METHODS and the module docstring
+    max_source_words: int = 2  # longer source glosses ("a shop where drugs are sold") are skipped
+    # Measured (benchmarks/dictionary.py): every entry counting the same beat both weightings below.
+    sense_weights: bool = False  # an entry counts 1 / its headword's number of senses
+    frequency_prior: bool = False  # and 1 / the source word's rank in the source vocabulary (see `_ranks`)
+    min_pair_count: int = 5  # pseudo-parallel: links seen fewer times are dropped
+    min_token_count: int = 20  # pseudo-parallel: target tokens with fewer links get no evidence
+    max_lines: int = 50_000  # pseudo-parallel: at most this many lines of target text are translated and aligned
+    max_sources: int = 0  # words: keep only the heaviest this many source words per target word (0: all)
+    spelling_share: float = 0.0  # words: this share of a dictionary token's row comes from its spelling (FVT)
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+def _capitalised(word: str) -> bool:
+    return word[:1].isupper() and not word[1:2].isupper()
+
+
+def _recase(source: str, like: str) -> str:
+    """`source` written as the target word `like` is: capitalised (`Dios` → `God`) or as the dictionary has it."""
+    return source[:1].upper() + source[1:] if _capitalised(like) else source
+
+
+def _ranks(sources: set[str], source_tokenizer) -> dict[str, int]:
+    """A frequency rank of each source word without counting any text: a BPE vocabulary adds its merges in order of
+    frequency, so a word that is one token after a space ranks by that token's id (`the` ≈ 300, `soil` ≈ 20,000);
+    a word of several tokens ranks after the whole vocabulary."""
+    words = sorted(sources)
+    ids = source_tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"]
+    last = len(source_tokenizer)
+    return {w: (i[0] + 1 if len(i) == 1 else last * len(i)) for w, i in zip(words, ids)}
+
+
+def translations(entries: Sequence[DictionaryEntry], settings: DictionarySettings = DictionarySettings(),
+                 source_tokenizer=None) -> dict[str, list[tuple[str, float]]]:
+    """Target word (case-folded) → its source words with weights, heaviest first: an entry's weight, divided by
+    the number of senses of its source headword when `settings.sense_weights`, and by the source word's frequency
+    rank when `settings.frequency_prior` and a source tokenizer is given — P(source | target) ∝ P(target | source)
+    P(source). Multi-word targets are skipped (they are not one word of running text), as are sources longer than
+    `settings.max_source_words` words."""
+    senses: dict[str, int] = defaultdict(int)
+    for e in entries:
+        senses[_fold(e.source)] += 1
+    ranks = (_ranks({e.source.strip() for e in entries}, source_tokenizer)
+             if settings.frequency_prior and source_tokenizer is not None else None)
+    found: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for e in entries:
+        target, source = e.target.strip(), e.source.strip()
+        if not target or not source or len(target.split()) != 1 or len(source.split()) > settings.max_source_words:
+            continue
+        weight = e.weight / senses[_fold(e.source)] if settings.sense_weights else e.weight
+        if ranks is not None:
+            weight /= ranks[source]
+        found[_fold(target)][source] += weight
+    return {t: sorted(s.items(), key=lambda kv: -kv[1]) for t, s in found.items()}
+
+
+def entry_counts(entries: Sequence[DictionaryEntry], source_tokenizer, target_tokenizer) -> sp.csr_matrix:
+    """The first method: each entry links every target token of the target word to every source token of the
+    source word; an entry's weight is spread evenly so that long words do not outvote short ones."""
+    shape = (len(target_tokenizer), len(source_tokenizer))
+    if not entries:
+        return sp.csr_matrix(shape, dtype=np.float64)
+    # Words appear after a space in running text, so that is the form whose tokens we want on both sides.
+    tgt = target_tokenizer([" " + e.target for e in entries], add_special_tokens=False)["input_ids"]
+    src = source_tokenizer([" " + e.source for e in entries], add_special_tokens=False)["input_ids"]
+    rows, cols, vals = [], [], []
+    for e, t_ids, s_ids in zip(entries, tgt, src):
+        if not t_ids or not s_ids:
+            continue
+        w = e.weight / (len(t_ids) * len(s_ids))
+        for t in t_ids:
+            rows.extend([t] * len(s_ids))
+            cols.extend(s_ids)
+            vals.extend([w] * len(s_ids))
+    return sp.csr_matrix((vals, (rows, cols)), shape=shape, dtype=np.float64)
+
+
+def whole_words(target_tokenizer) -> dict[int, str]:
+    """Target token id → the word it stands for, for every token that is a space followed by letters only."""
+    byte_level = is_byte_level(target_tokenizer)
+    out = {}
+    for t, piece in enumerate(target_tokenizer.convert_ids_to_tokens(list(range(len(target_tokenizer))))):
+        data = piece_bytes(piece, byte_level)
+        if not data or data[:1] != b" ":
+            continue
+        word = data[1:].decode("utf-8", errors="replace")
+        if word and word.isalpha():
+            out[t] = word
+    return out
+
+
+def word_counts(entries: Sequence[DictionaryEntry], source_tokenizer, target_tokenizer,
+                settings: DictionarySettings = DictionarySettings()) -> sp.csr_matrix:
+    """Dictionary evidence for whole-word target tokens only (see the module docstring)."""
+    shape = (len(target_tokenizer), len(source_tokenizer))
+    table = translations(entries, settings, source_tokenizer)
+    rows, cols, vals = [], [], []
+    for t, word in whole_words(target_tokenizer).items():
+        sources = table.get(_fold(word))
+        if not sources:
+            continue
+        if settings.max_sources:
+            sources = sources[:settings.max_sources]
+        ids = source_tokenizer([" " + _recase(s, word) for s, _ in sources], add_special_tokens=False)["input_ids"]
+        for (_, weight), s_ids in zip(sources, ids):
+            for s in s_ids:  # a source word of several tokens spreads its weight evenly
+                rows.append(t), cols.append(s), vals.append(weight / len(s_ids))
+    m = sp.csr_matrix((vals, (rows, cols)), shape=shape, dtype=np.float64)
+    m.sum_duplicates()
+    return m
+
+
+def translate_word_by_word(lines: Sequence[str], entries: Sequence[DictionaryEntry],
+                           settings: DictionarySettings = DictionarySettings(), source_tokenizer=None) -> list[str]:
+    """Each target line with every word replaced by its likeliest source word (`translations`; case carried
+    over); words the dictionary lacks and punctuation are kept as they are."""
+    best = {t: sources[0][0] for t, sources in translations(entries, settings, source_tokenizer).items()}
+    out = []
+    for line in lines:
+        words = _WORD.findall(line)
+        out.append(" ".join(_recase(best[_fold(w)], w) if _fold(w) in best else w for w in words))
+    return out
+
+
+def pseudo_parallel_counts(entries: Sequence[DictionaryEntry], target_text: Sequence[str], source_tokenizer,
+                           target_tokenizer, settings: DictionarySettings = DictionarySettings(),
+                           report: Reporter | None = None) -> sp.csr_matrix:
+    """Link counts of the target text aligned, token by token, with its word-by-word translation; filtered by the
+    alignment thresholds, since a dictionary resource is not filtered again by the mapping."""
+    shape = (len(target_tokenizer), len(source_tokenizer))
+    lines = [line for line in target_text if line.strip()][:settings.max_lines]
+    translated = translate_word_by_word(lines, entries, settings, source_tokenizer)
+    src = encode_many(source_tokenizer, translated, report, "tokenizing the word-by-word translation")
+    tgt = encode_many(target_tokenizer, lines, report, "tokenizing the target text")
+    align = AlignSettings()
+    keep = [i for i, (s, t) in enumerate(zip(src, tgt))
+            if 0 < len(s) <= align.max_tokens and 0 < len(t) <= align.max_tokens]
+    if not keep:
+        return sp.csr_matrix(shape, dtype=np.float64)
+    src_arrays = [np.asarray(src[i], np.int64) for i in keep]
+    tgt_arrays = [np.asarray(tgt[i], np.int64) for i in keep]
+    links = align_ids(src_arrays, tgt_arrays, align, report)
+    src_flat, tgt_flat = np.concatenate(src_arrays), np.concatenate(tgt_arrays)
+    src_start = np.cumsum([0] + [len(s) for s in src_arrays])[:-1]
+    tgt_start = np.cumsum([0] + [len(t) for t in tgt_arrays])[:-1]
+    r = tgt_flat[tgt_start[links.pair] + links.target]
+    c = src_flat[src_start[links.pair] + links.source]
+    counts = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=shape).tocsr()
+    counts.sum_duplicates()
+    counts.data[counts.data < settings.min_pair_count] = 0
+    counts.eliminate_zeros()
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    counts = sp.csr_matrix(sp.diags((totals >= settings.min_token_count).astype(np.float64)) @ counts)
+    counts.eliminate_zeros()
+    log.info("pseudo-parallel: %d lines, %d links, %d target tokens with evidence", len(keep), len(links),
+             int((np.diff(counts.indptr) > 0).sum()))
+    return counts

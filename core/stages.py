@@ -1,0 +1,220 @@
+"""The adaptation's stages over one project folder (core.layout): each function reads its inputs and the earlier
+stages' outputs, writes its own output atomically and returns its `StageRecord`. `core.project.Project` records them;
+`tweety adapt`, `tweety extend`, the stage commands with `--project` and the wizard all run these same functions.
+
+Replacing and extending the vocabulary are one sequence with three parts swapped, as a tokenizers pipeline swaps a
+component: the tokenizer (new BPE vs BPE continued on the source tokenizer), the mapping (extension keeps every
+source token's own row) and the initialisation (extension adds the source-language penalty to the new rows, so it
+works on the loaded model instead of streaming).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from core import align, extend, init, mapping, models, resources, tokenizer
+from core.errors import TweetyError, plain_os_error
+from core.jobs import CancelToken, ProgressFn, require_free_space
+from core.layout import EXTEND, REPLACE, VOCABULARIES, Inputs, Layout, ProjectState, StageRecord
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def record(self, output: str, summary: dict) -> StageRecord:
+        return StageRecord(round(time.monotonic() - self.start, 2), output, summary)
+
+
+def check_inputs(inputs: Inputs, vocabulary: str = REPLACE, require_resource: bool = True) -> dict[str, int]:
+    """Read (and so validate) every input file before any long work starts; raises `TweetyError` naming the file
+    and line. Returns what was found, for the user."""
+    if vocabulary not in VOCABULARIES:
+        raise TweetyError(f"unknown vocabulary choice {vocabulary!r}", fix="choose replace or extend")
+    if not inputs.target_text:
+        raise TweetyError("no target-language text given", fix="choose a file of target-language text")
+    for r in inputs.resources:
+        r.check()
+    if not inputs.resources and require_resource:
+        raise TweetyError("trans-tokenization needs a translation resource",
+                          fix="add a parallel corpus and/or a bilingual dictionary")
+    if vocabulary == EXTEND and not inputs.parallel:
+        raise TweetyError("vocabulary extension needs a parallel corpus: its source side is the text whose "
+                          "tokenization must not change, and its alignment initialises the new tokens",
+                          fix="add a parallel corpus (source and target files)")
+    counts = {"target lines": len(resources.read_lines(inputs.target_text))}
+    for r in inputs.resources:
+        key = "parallel pairs" if r.kind == resources.PARALLEL else "dictionary entries"
+        counts[key] = counts.get(key, 0) + len(r.read())
+    if inputs.heldout_text:
+        counts["held-out lines"] = len(resources.read_lines(inputs.heldout_text))
+    if inputs.overrides:
+        counts["overrides"] = len(resources.read_overrides(inputs.overrides))
+    return counts
+
+
+def train_tokenizer(layout: Layout, inputs: Inputs, source_tok, vocabulary: str,
+                    settings: tokenizer.TokenizerSettings, extension: extend.ExtensionSettings, *,
+                    progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> StageRecord:
+    clock = _Clock()
+    lines = resources.read_lines(inputs.target_text)
+    if vocabulary == EXTEND:
+        extend.check_extensible(source_tok)
+        protected = [line for r in inputs.parallel for line in r.read().source]
+        summary = asdict(extend.extend_tokenizer(lines, protected, source_tok, layout.tokenizer_dir, extension,
+                                                 progress=progress, cancel=cancel))
+    else:
+        tokenizer.train_tokenizer(lines, source_tok, layout.tokenizer_dir, settings, progress=progress, cancel=cancel)
+        summary = {}
+    summary["vocab_size"] = len(tokenizer.load_tokenizer(layout.tokenizer_dir))
+    return clock.record("work/tokenizer", summary)
+
+
+def align_corpora(layout: Layout, inputs: Inputs, source_tok, target_tok, settings: align.AlignSettings, *,
+                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> StageRecord:
+    """Each parallel corpus on its own (work/alignment/, or work/alignment/<label>/ when there are several)."""
+    clock = _Clock()
+    corpora = inputs.parallel
+    if not corpora:
+        return clock.record("", {"skipped": "no parallel corpus"})
+    shutil.rmtree(layout.alignment_dir, ignore_errors=True)  # another run's corpora must not linger
+    stats = {r.label: asdict(align.align_corpus(r.read(), source_tok, target_tok,
+                                                layout.alignment_of(r, len(corpora)), settings,
+                                                progress=progress, cancel=cancel)) for r in corpora}
+    return clock.record("work/alignment", next(iter(stats.values())) if len(stats) == 1 else stats)
+
+
+def evidence(layout: Layout, inputs: Inputs, source_tok, target_tok) -> list[mapping.Evidence]:
+    """Every resource's evidence with its weight: cached alignment counts, dictionaries read afresh."""
+    n = len(inputs.parallel)
+    return [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(layout.alignment_of(r, n)), r.weight)
+            if r.kind == resources.PARALLEL else
+            mapping.dictionary_evidence(r.read(), source_tok, target_tok, name=r.label, weight=r.weight)
+            for r in inputs.resources]
+
+
+def build_mapping(layout: Layout, inputs: Inputs, vocabulary: str, source_tok, target_tok,
+                  settings: mapping.MappingSettings, *, progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> tuple[mapping.Mapping, StageRecord]:
+    clock = _Clock()
+    overrides = [o for f in (inputs.overrides, layout.overrides_file) if f and Path(f).exists()
+                 for o in resources.read_overrides(f)]
+    m = mapping.build_mapping(source_tok, target_tok, evidence=evidence(layout, inputs, source_tok, target_tok),
+                              overrides=overrides, settings=settings, progress=progress, cancel=cancel)
+    if vocabulary == EXTEND:
+        m = extend.keep_source_rows(m, len(source_tok))
+    m.save(layout.mapping_dir, target_tok, source_tok)
+    return m, clock.record("work/mapping", {**m.coverage(), "resources": m.shares()})
+
+
+def initialise(layout: Layout, state: ProjectState, source_tok, target_tok, settings: init.InitSettings,
+               extension: extend.ExtensionSettings, *, model=None, progress: ProgressFn | None = None,
+               cancel: CancelToken | None = None) -> StageRecord:
+    """Write the adapted model into `model/`. Replacement streams the source weights (seconds, little memory);
+    extension loads the model (or changes `model`, a loaded copy of the source model), which the source-language
+    probe needs."""
+    clock = _Clock()
+    out = layout.folder / "model"  # never an older folder's root, which holds the whole project
+    source_folder = models.resolve(state.source_model)
+    check_space_for_model(source_folder, out)
+    m = mapping.Mapping.load(layout.mapping_dir)
+    if state.vocabulary == EXTEND:
+        model = model if model is not None else models.load_model(source_folder)[0]
+        summary = extend_rows(m, model, source_tok, target_tok, state.inputs, extension, out, progress=progress,
+                              cancel=cancel)
+    else:
+        m = init.mapping_for_method(settings.method, m, source_tok, target_tok)
+        init.initialise_folder(source_folder, m, target_tok, out, settings, progress=progress, cancel=cancel)
+        summary = {"method": settings.method}
+    record = clock.record("model", summary)
+    # The model folder carries the provenance the GGUF export reads (language, source, settings, inputs).
+    replace(state, stages={}).save(out)
+    return record
+
+
+def extend_rows(m: mapping.Mapping, model, source_tok, target_tok, inputs: Inputs,
+                extension: extend.ExtensionSettings, out: Path, *, progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> dict:
+    """The extended model (`model`, the source model, is changed): source rows kept, new rows trans-tokenized and
+    lowered by the source-language probe."""
+    summary = {"method": "transtok", "kept": len(source_tok), "source_penalty": extension.source_penalty}
+    if extension.source_penalty:
+        corpus = inputs.parallel[0].read()
+        w, on_source, on_target = extend.source_language_probe(model, source_tok, corpus.source, corpus.target)
+        summary.update(probe_on_source=round(on_source, 3), probe_on_target=round(on_target, 3))
+    extended = init.initialise(model, m, init.InitSettings(), progress=progress, cancel=cancel)
+    if extension.source_penalty:
+        extend.penalise_new_rows(extended, len(source_tok), -extension.source_penalty * w)
+    init.save_adapted(extended, target_tok, out)
+    return summary
+
+
+def hydra_pairs(model, language: str, *, parallel: resources.Resource | None = None, back_translate: str | None = None,
+                lines: int = 400, progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> list[tuple[str, str]]:
+    """Training pairs for a Hydra's tuning: `lines` random pairs of a parallel corpus, or `lines` random lines of
+    target-language text back-translated into the source language by the Hydra itself."""
+    from core import hydra
+
+    if (parallel is None) == (back_translate is None):
+        raise TweetyError("tune a Hydra on a parallel corpus or on back-translated text (one of them)")
+    if parallel is not None:
+        corpus = parallel.read()
+        pairs = list(zip(corpus.source, corpus.target))
+        return random.Random(0).sample(pairs, min(lines, len(pairs)))
+    text = [line for line in resources.read_lines(back_translate) if line.strip()]
+    text = random.Random(0).sample(text, min(lines, len(text)))
+    return hydra.back_translate(model, language, text, progress=progress, cancel=cancel)
+
+
+# --- what a long job will write, so it is refused up front when the disk cannot hold it (core.jobs) ---------------
+
+GGUF_BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}  # q8_0: 32 weights in 34 bytes
+
+
+def weights_bytes(model_dir: str | Path) -> int:
+    return sum(f.stat().st_size for f in models.weight_files(Path(model_dir)))
+
+
+def check_space_for_model(model_dir: str | Path, out: str | Path, what: str = "the adapted model") -> None:
+    """An adapted (or fine-tuned) model is about as large as the model it is made from."""
+    require_free_space(out, weights_bytes(model_dir), what)
+
+
+def check_space_for_finetuning(model_dir: str | Path, out: str | Path) -> None:
+    """The fine-tuned model, plus a checkpoint (weights and the optimizer's two moments) while it trains."""
+    require_free_space(out, 4 * weights_bytes(model_dir), "fine-tuning (the model and its checkpoint)")
+
+
+def check_space_for_gguf(model_dir: str | Path, out: str | Path, gguf_type: str) -> None:
+    if not (Path(model_dir) / "config.json").is_file():
+        return  # not a model folder: the export says so in its own words
+    numel = sum(math.prod(t.shape) for t in models.safetensors_headers(models.weight_files(Path(model_dir))).values())
+    require_free_space(Path(out).parent, int(numel * GGUF_BYTES_PER_WEIGHT.get(gguf_type, 4.0)), "the GGUF file")
+
+
+@contextlib.contextmanager
+def finetuning_output(out: str | Path, resume: bool):
+    """Around a fine-tuning run: when the operating system fails it (a full disk) before any step was checkpointed,
+    the output folder the run created — its marker, a half-written checkpoint — is removed; a run with a complete
+    checkpoint keeps it, to be resumed once there is space."""
+    try:
+        yield
+    except Exception as e:
+        if plain_os_error(e) is not None and not resume and not _has_checkpoint(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _has_checkpoint(out: str | Path) -> bool:
+    from core import finetune
+
+    try:
+        return finetune.checkpoint_state(out) is not None
+    except (TweetyError, OSError, ValueError):
+        return False  # a half-written checkpoint is no checkpoint

@@ -1,0 +1,116 @@
+"""What every translator shares: language names, the wording of a translation prompt, and translating a text file
+line by line into an output that appears atomically and resumes after an interruption.
+
+Both translators use it — the llama.cpp runtime (core.runtime, a GGUF model) and Hydra models (core.hydra, tables
+swapped around one body) — so it sits below both: it imports only errors and jobs, never a model runtime, and a Hydra
+translates without llama.cpp installed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from core.errors import TweetyError
+from core.jobs import Cancelled, CancelToken, ProgressFn, Reporter, atomic_file
+
+# Enough names for prompts to read naturally; any other value of --from/--to is used as written.
+LANGUAGES = {
+    "af": "Afrikaans", "ar": "Arabic", "bg": "Bulgarian", "ca": "Catalan", "cs": "Czech", "cy": "Welsh",
+    "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "et": "Estonian",
+    "eu": "Basque", "fi": "Finnish", "fr": "French", "ga": "Irish", "gl": "Galician", "he": "Hebrew", "hi": "Hindi",
+    "hr": "Croatian", "hu": "Hungarian", "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese",
+    "ko": "Korean", "lt": "Lithuanian", "lv": "Latvian", "mt": "Maltese", "nl": "Dutch", "no": "Norwegian",
+    "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sk": "Slovak", "sl": "Slovenian",
+    "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "tr": "Turkish", "tt": "Tatar", "uk": "Ukrainian",
+    "vi": "Vietnamese", "zh": "Chinese",
+}
+
+
+def language_name(code_or_name: str) -> str:
+    return LANGUAGES.get(code_or_name.lower(), code_or_name)
+
+
+def translation_prompt(family: str, source: str, target: str, text: str) -> list[dict] | str:
+    """Chat messages (instruct models) or a completion prompt (base models) asking for a translation. `family`:
+    "tower" (TowerInstruct's own prompt), "chat" or "base"."""
+    src, tgt = language_name(source), language_name(target)
+    if family == "tower":  # the prompt TowerInstruct was trained with
+        return [{"role": "user", "content": f"Translate the following text from {src} into {tgt}.\n"
+                                            f"{src}: {text}\n{tgt}:"}]
+    if family == "chat":
+        return [{"role": "user", "content": f"Translate this {src} text into {tgt}. Reply with the translation "
+                                            f"only.\n\n{text}"}]
+    return f"{src}: {text}\n{tgt}:"
+
+
+def translate_lines_to_file(lines: list[str], translate_lines: Callable[[list[str]], list[str]],
+                            out_path: str | Path, *, key: str, batch_size: int = 1, overwrite: bool = False,
+                            progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> int:
+    """One line in, one line out (empty lines kept), into `out_path`, which appears atomically when every line is
+    done. Each finished line is also appended to a hidden sibling `.NAME.partial`, headed by `key` (the model and
+    languages) and the input's hash: a run stopped by cancel, Ctrl-C or a crash resumes from there when started again
+    with the same input, model and languages (anything else starts afresh). The partial file goes once the output
+    is written. `translate_lines` takes up to `batch_size` lines at once. Returns lines done."""
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        raise TweetyError("the output file exists; Tweety Studio never overwrites your files", path=out_path,
+                          fix="choose another file name")
+    partial = out_path.with_name(f".{out_path.name}.partial")
+    header = json.dumps({"key": key, "input_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()})
+    done = _resumed(partial, header, len(lines))
+    report = Reporter(progress, cancel, "Translating")
+    if done:
+        report(len(done), len(lines), f"resuming after line {len(done):,}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    saved = len(done)  # lines safely in the partial file
+    try:
+        with open(partial, "w" if not done else "a", encoding="utf-8") as log_file:
+            if not done:
+                log_file.write(header + "\n")
+            for i in range(len(done), len(lines), batch_size):
+                batch = lines[i:i + batch_size]
+                report(i, len(lines), f"line {i + 1:,} of {len(lines):,}")
+                texts = translate_lines(batch)
+                if cancel is not None and cancel.cancelled:  # lines cut short by cancel are not translations
+                    raise Cancelled()
+                for line, text in zip(batch, texts):
+                    # One line in, one line out: a translation's own line breaks would shift every later line.
+                    text = " ".join(text.split()) if line.strip() else ""
+                    done.append(text)
+                    log_file.write(json.dumps(text, ensure_ascii=False) + "\n")
+                log_file.flush()
+                saved = len(done)
+    except OSError:
+        if not saved:  # a full disk before any line was kept: nothing to resume, nothing left behind
+            partial.unlink(missing_ok=True)
+        raise
+    report(len(lines), len(lines), "done")
+    with atomic_file(out_path) as tmp:
+        tmp.write_text("\n".join(done) + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)
+    return len(done)
+
+
+def _resumed(partial: Path, header: str, n_lines: int) -> list[str]:
+    """The lines already translated by an earlier run of the same job (a torn last line is dropped)."""
+    try:
+        first, *rest = partial.read_text(encoding="utf-8").split("\n")
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return []
+    if first != header:
+        return []
+    done = []
+    for row in rest[:n_lines]:
+        try:
+            text = json.loads(row)
+        except json.JSONDecodeError:
+            break
+        if not isinstance(text, str):
+            break
+        done.append(text)
+    # Rewrite without a torn tail, so appending continues from a clean line.
+    partial.write_text("\n".join([header] + [json.dumps(t, ensure_ascii=False) for t in done]) + "\n",
+                       encoding="utf-8")
+    return done

@@ -1,0 +1,96 @@
+"""A bilingual dictionary as mapping evidence, on the real SmolLM2 tokenizer, an 800-piece Spanish tokenizer trained
+on 400 real verses, and real English–Spanish entries."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import write_lines
+from core.dictionary import DictionarySettings, pseudo_parallel_counts, translate_word_by_word, translations
+from core.errors import TweetyError
+from core.mapping import Origin, build_mapping, dictionary_evidence, fvt_mapping
+from core.resources import DictionaryEntry, read_dictionary
+
+# Real words the 800-piece tokenizer splits: every one shares a frequent sub-word piece with others (`en`, `iento`,
+# `ció`, `ent`), which the first method linked to all of these unrelated source words.
+SPLIT_WORDS = [("generations", "generaciones"), ("understanding", "entendimiento"), ("tale", "cuento"),
+               ("wind", "viento"), ("commandment", "mandamiento"), ("creation", "creación"), ("nation", "nación"),
+               ("tent", "tienda"), ("hundred", "ciento")]
+
+
+def row(m, source_tokenizer, target_tokenizer, piece: str) -> dict[str, float]:
+    r = m.matrix[target_tokenizer.convert_tokens_to_ids(piece)]
+    return {source_tokenizer.convert_ids_to_tokens(int(j)): float(w) for j, w in zip(r.indices, r.data)}
+
+
+def test_a_target_word_of_one_token_maps_to_its_translation(source_tokenizer, target_tokenizer):
+    entries = [DictionaryEntry("God", "Dios"), DictionaryEntry("earth", "tierra"), DictionaryEntry("waters", "aguas")]
+    m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
+    for piece, source in (("▁Dios", "ĠGod"), ("▁tierra", "Ġearth"), ("▁aguas", "Ġwaters")):
+        assert row(m, source_tokenizer, target_tokenizer, piece) == {source: pytest.approx(1.0)}
+        assert m.origin[target_tokenizer.convert_tokens_to_ids(piece)] == Origin.DICTIONARY
+    assert m.coverage()["dictionary"] == 3  # nothing else: every other token keeps its spelling row
+
+
+def test_case_is_carried_over_and_senses_weigh(source_tokenizer, target_tokenizer):
+    # The dictionary writes `dios`; the capitalised piece takes the capitalised source word.
+    entries = [DictionaryEntry("god", "dios"), DictionaryEntry("earth", "tierra"), DictionaryEntry("land", "tierra"),
+               DictionaryEntry("land", "país"), DictionaryEntry("land", "suelo"), DictionaryEntry("land", "terreno")]
+    senses = DictionarySettings(sense_weights=True)
+    m = build_mapping(source_tokenizer, target_tokenizer, evidence=[
+        dictionary_evidence(entries, source_tokenizer, target_tokenizer, settings=senses)])
+    assert row(m, source_tokenizer, target_tokenizer, "▁Dios") == {"ĠGod": pytest.approx(1.0)}
+    # `land` has four senses, so it counts a quarter: earth 1, land 1/4 → 0.8 and 0.2.
+    assert row(m, source_tokenizer, target_tokenizer, "▁tierra") == {"Ġearth": pytest.approx(0.8),
+                                                                      "Ġland": pytest.approx(0.2)}
+    assert translations(entries)["tierra"] == [("earth", 1.0), ("land", 1.0)]  # the default: every entry counts 1
+
+
+def test_frequent_sub_word_pieces_are_not_hijacked(source_tokenizer, target_tokenizer):
+    entries = [DictionaryEntry(en, es) for en, es in SPLIT_WORDS]
+    fvt = fvt_mapping(source_tokenizer, target_tokenizer)
+    m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
+    before = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
+        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(method="entries"))])
+    for piece in ("en", "ent", "iento", "ció"):
+        t = target_tokenizer.convert_tokens_to_ids(piece)
+        assert before.origin[t] == Origin.DICTIONARY  # the first method linked it to unrelated words
+        assert m.origin[t] == Origin.FVT
+        assert (m.matrix[t] != fvt.matrix[t]).nnz == 0  # its spelling row, untouched
+    assert m.coverage()["dictionary"] == 0  # none of these words is one token
+
+
+def test_word_by_word_translation_and_its_alignment(source_tokenizer, target_tokenizer, pairs):
+    entries = [DictionaryEntry("God", "Dios"), DictionaryEntry("earth", "tierra"), DictionaryEntry("and", "y"),
+               DictionaryEntry("the", "la"), DictionaryEntry("the", "el"), DictionaryEntry("light", "luz"),
+               DictionaryEntry("said", "dijo"), DictionaryEntry("waters", "aguas")]
+    line = "Y dijo Dios: Sea la luz: y fué la luz."
+    assert translate_word_by_word([line], entries) == ["And said God : Sea the light : and fué the light ."]
+    counts = pseudo_parallel_counts(entries, pairs[1], source_tokenizer, target_tokenizer, DictionarySettings())
+    dios = target_tokenizer.convert_tokens_to_ids("▁Dios")
+    god = source_tokenizer.convert_tokens_to_ids("ĠGod")
+    occurrences = sum(line.split().count("Dios") for line in pairs[1])
+    assert counts[dios].toarray().argmax() == god and counts[dios].nnz == 1
+    assert counts[dios, god] > 0.5 * occurrences  # linked in context, not at every occurrence (intersection)
+    assert (counts.data >= 5).all()  # pairs seen fewer than 5 times are dropped
+    m = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
+        entries, source_tokenizer, target_tokenizer, target_text=pairs[1],
+        settings=DictionarySettings(method="pseudo-parallel"))])
+    assert row(m, source_tokenizer, target_tokenizer, "▁Dios")["ĠGod"] > 0.9
+
+
+def test_malformed_dictionaries_get_clear_errors(tmp_path, source_tokenizer, target_tokenizer):
+    for text, message, line in (("God\tDios\nearth\n", "has 1 column", 2),
+                                ("God\tDios\tmany\n", "not a positive number", 1),
+                                ("God\tDios\ta\tb\n", "has 4 columns", 1)):
+        path = write_lines(tmp_path / "bad.tsv", text.splitlines())
+        with pytest.raises(TweetyError, match=message) as e:
+            dictionary_evidence(read_dictionary(path), source_tokenizer, target_tokenizer)
+        assert f"bad.tsv:{line}" in str(e.value)
+    with pytest.raises(TweetyError, match="unknown dictionary method"):
+        dictionary_evidence([DictionaryEntry("God", "Dios")], source_tokenizer, target_tokenizer,
+                            settings=DictionarySettings(method="guess"))
+    # Entries the method cannot use (a phrase as the target) give no evidence rather than an error.
+    e = dictionary_evidence([DictionaryEntry("a shop where drugs are sold", "coffeeshop"),
+                             DictionaryEntry("pharmacy", "la farmacia")], source_tokenizer, target_tokenizer)
+    assert e.counts.nnz == 0 and np.asarray(e.counts.shape).tolist() == [len(target_tokenizer), len(source_tokenizer)]
