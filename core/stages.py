@@ -93,9 +93,24 @@ def evidence(layout: Layout, inputs: Inputs, source_tok, target_tok) -> list[map
     """Every resource's evidence with its weight: cached alignment counts, dictionaries read afresh."""
     n = len(inputs.parallel)
     return [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(layout.alignment_of(r, n)), r.weight)
-            if r.kind == resources.PARALLEL else
-            mapping.dictionary_evidence(r.read(), source_tok, target_tok, name=r.label, weight=r.weight)
-            for r in inputs.resources]
+            if r.kind == resources.PARALLEL else _dictionary(r, source_tok, target_tok) for r in inputs.resources]
+
+
+def _dictionary(r: resources.Resource, source_tok, target_tok) -> mapping.Evidence:
+    entries = r.read()
+    check_tokenizes(entries, source_tok, target_tok, r.files[0])
+    return mapping.dictionary_evidence(entries, source_tok, target_tok, name=r.label, weight=r.weight)
+
+
+def check_tokenizes(entries: list[resources.DictionaryEntry], source_tok, target_tok, path: str) -> None:
+    """A dictionary none of whose entries (of the first 2,000) gives known tokens on both sides adds nothing."""
+    def known(tok, text: str) -> bool:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return any(i != tok.unk_token_id for i in ids)
+
+    if not any(known(source_tok, e.source) and known(target_tok, e.target) for e in entries[:2000]):
+        raise TweetyError("none of the dictionary's entries can be read into tokens (another script or language?)",
+                          path=path, fix="check the dictionary: source-language word first, then its translation")
 
 
 def build_mapping(layout: Layout, inputs: Inputs, vocabulary: str, source_tok, target_tok,

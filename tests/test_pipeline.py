@@ -130,3 +130,17 @@ def test_hydra_tuning_changes_the_tables_and_can_be_cancelled(adapted, source):
     reopened._source = source
     after = reopened.hydra().languages["es"].embeddings.detach()  # the tuned Hydra, loaded from hydra/
     assert after.shape == before.shape and not np.allclose(after.numpy(), before.numpy())
+
+
+def test_a_dictionary_no_entry_of_which_reads_into_tokens_is_refused(tmp_path, source_tokenizer):
+    """With a tokenizer that knows only <unk> (no byte fallback), no entry gives a target token."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from core import stages
+
+    unknown = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, "<unk>")),
+                                      unk_token="<unk>")
+    d = write_lines(tmp_path / "d.tsv", ["God\tΘεός", "earth\tγη"])
+    with pytest.raises(TweetyError, match="d.tsv: none of the dictionary's entries can be read into tokens"):
+        stages.check_tokenizes(Resource(DICTIONARY, (str(d),)).read(), source_tokenizer, unknown, str(d))
