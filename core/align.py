@@ -8,6 +8,10 @@ aligner from the optional `eflomal` package; both are symmetrised here. Every al
 
 The result kept on disk is the sparse table of link counts `counts[target_token, source_token]`, which is all the
 mapping stage needs (and lets the mapping be re-run in seconds without realigning).
+
+Why one module of ~580 lines: the batched EM, its closed-form diagonal prior, the batched symmetrisation and the two
+wheel adapters share the batch layout (B×M×N cells of pair indices) and the `Links` record; split apart, each half
+would have to re-explain that layout. It reads top to bottom: records, the torch model, symmetrisation, adapters.
 """
 from __future__ import annotations
 

@@ -87,13 +87,15 @@ class FineTunePage(Page):
         form.addRow("Sequence length", self.block)
         self.device = QLabel()
         form.addRow("Trains on", self.device)
-        self.estimate = QLabel()
+        self.estimate = QLabel(wordWrap=True)
         self.estimate.setToolTip("From the tokens the run reads and the speed measured on this computer (a finished "
                                  "run of this project) or, before any run, a typical speed for the model's size")
         form.addRow("Estimate", self.estimate)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        self.layout_.addLayout(form)
-        cluster = QGroupBox("Or train on a cluster: a job folder to run with torchrun (several GPUs or machines)")
+        top = QHBoxLayout()
+        top.addLayout(form, 3)
+        self.layout_.addLayout(top)
+        cluster = QGroupBox("Or train on a cluster (torchrun: several GPUs or machines)")
         cluster_form = QFormLayout(cluster)
         self.nproc = spin(1, 64, 1, "Training processes per machine: one per GPU. The batch size is split between all "
                                     "processes, so it must be a multiple of their number.")
@@ -116,7 +118,7 @@ class FineTunePage(Page):
         elsewhere.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         cluster_form.addRow(elsewhere)
         cluster_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        self.rdzv.setMinimumWidth(360)
+        self.rdzv.setMinimumWidth(220)
         row = QHBoxLayout()
         self.start_button = self.button("Start", self.start, "Start a new run on this machine (from the initialised "
                                                              "model)")
@@ -129,7 +131,7 @@ class FineTunePage(Page):
         self.status = QLabel()
         row.addWidget(self.status, 1)
         self.layout_.addLayout(row)
-        self.layout_.addWidget(cluster)
+        top.addWidget(cluster, 2)
 
         pg.setConfigOptions(antialias=True, background="w", foreground="#333")
         plots = pg.GraphicsLayoutWidget()
@@ -143,7 +145,7 @@ class FineTunePage(Page):
         self.bpb_curve = self.bpb_plot.plot(pen=pg.mkPen("#dd8452", width=2), symbol="o", symbolSize=6,
                                             symbolBrush="#dd8452")
         plots.setToolTip(TIPS["bpb"])
-        plots.setMinimumHeight(260)
+        plots.setMinimumHeight(220)
         self.layout_.addWidget(plots, 1)
         self.bpb_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.loss_plot.getAxis("bottom").enableAutoSIPrefix(False)
