@@ -79,7 +79,7 @@ def main() -> None:
         stop.set()
         if busy:
             busy.join(5)
-    print(f"\n| threads | chat tokens/s | chat wall s | translation tokens/s | translation wall s |")
+    print("\n| threads | chat tokens/s | chat wall s | translation tokens/s | translation wall s |")
     print("|---:|---:|---:|---:|---:|")
     for threads, r in rows.items():
         mark = " (default)" if threads == default else ""

@@ -134,7 +134,7 @@ def _broken_copy(adapted, tmp_path):
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / "config.json").write_text(
         (f / "config.json").read_text().replace('"model_type": "llama"', '"model_type": "gpt2"')), "gpt2"),
-    (lambda f: (f / "tokenizer.model").unlink(), "tokenizer.model"),
+    (lambda f: [(f / name).unlink() for name in ("tokenizer.model", "tokenizer.json")], "tokenizer"),
     (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:-1000]), "damaged"),
     (lambda f: (f / "config.json").write_text(
         (f / "config.json").read_text().replace('"vocab_size": 800', '"vocab_size": 801')), "801"),

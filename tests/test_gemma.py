@@ -277,3 +277,18 @@ def test_licence_must_be_accepted_before_gemma_is_used(source_page, gemma):
     page.models.setCurrentIndex(1)
     page.use()  # accepted before in this project: not asked again
     assert len(ctx.questions) == 2 and page.project.state.source_model == str(gemma)
+
+
+def test_the_command_line_asks_for_the_licence_before_adapting(gemma, tmp_path):
+    """`tweety adapt` refuses a must-accept licence without --accept-licence, from the header (no conversion)."""
+    import subprocess
+    import sys
+
+    text = tmp_path / "es.txt"
+    text.write_text("Y dijo Dios: Sea la luz.\n", encoding="utf-8")
+    (tmp_path / "d.tsv").write_text("light\tluz\n")
+    r = subprocess.run([sys.executable, "-m", "core.cli", "adapt", "--source-model", str(gemma), "--target-text",
+                        str(text), "--dictionary", str(tmp_path / "d.tsv"), "--vocab-size", "600", "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Gemma Terms of Use" in r.stderr and "--accept-licence" in r.stderr
+    assert not (tmp_path / "out").exists()

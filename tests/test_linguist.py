@@ -109,7 +109,7 @@ def test_resources_mix_by_weight_and_every_weight_says_where_it_came_from(
     assert set(provenance) == {"bible", "freedict"}
     assert sum(provenance.values()) == pytest.approx(rows["▁Dios"]["sources"][god][2], abs=2e-4)
     coverage = json.loads((tmp_path / "map" / "coverage.json").read_text())
-    assert coverage["resources"]["freedict"]["tokens"] >= 3
+    assert coverage["resources"]["freedict"]["tokens"] >= 2  # whole-word pieces only (`luz` is two pieces here)
 
 
 def test_overrides_file_round_trip_and_clear_errors(tmp_path, source_tokenizer, target_tokenizer):

@@ -6,7 +6,7 @@ import json
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QInputDialog, QLineEdit, QTableView
 
-from app.pages.widgets import TIPS, Page, fill_table, table
+from app.pages.widgets import TIPS, Page, fill_table, readable, table
 from core.errors import TweetyError
 from core.resources import OverrideLine
 
@@ -26,42 +26,6 @@ ORIGIN_WORDS = {
     "kept": ("kept from the source model", "A source token kept with its own embedding (vocabulary extension)"),
 }
 MIN_WEIGHT = 0.01  # links lighter than this change nothing visible: not listed
-
-
-def readable(piece: str) -> str:
-    """A tokenizer piece as readable text, the same on both sides: a leading space as ▁ (byte-level tokenizers write
-    it Ġ, and a newline Ċ), raw bytes as <0x..>."""
-    if piece.startswith("<0x") and piece.endswith(">"):
-        return piece
-    decode = _byte_decoder()
-    # Byte-level when every character is one of the alphabet's and some stand for a space, a control byte or part
-    # of a multi-byte character (a piece of plain ASCII reads the same either way).
-    if piece and all(c in decode for c in piece) and any(ord(c) >= 0x80 for c in piece):
-        data = bytes(decode[c] for c in piece)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:  # part of a character: bytes, when the piece is surely byte-level (Ġ, Ċ, …)
-            return "".join(f"<0x{b:02X}>" for b in data) if any(ord(c) > 0xFF for c in piece) else piece
-        return "".join(c if c.isprintable() and c != " " else "▁" if c == " " else f"<0x{ord(c):02X}>"
-                       for c in text)
-    return piece
-
-
-_decoder: dict[str, int] = {}
-
-
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet, reversed: the printable stand-in character of each byte → the byte."""
-    if not _decoder:
-        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-        chars, n = list(printable), 0
-        for b in range(256):
-            if b not in printable:
-                printable.append(b)
-                chars.append(256 + n)
-                n += 1
-        _decoder.update({chr(c): b for b, c in zip(printable, chars)})
-    return _decoder
 
 
 def origin_words(label: str) -> str:

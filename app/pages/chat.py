@@ -15,11 +15,9 @@ from core.models import DEFAULT_MODEL
 
 WEIGHTS = {".safetensors", ".bin", ".pt", ".pth"}  # files whose change means another model
 SOURCE_LANGUAGE = "en"  # the source models Tweety Studio adapts read and write English
-EXPECTATIONS = ("<b>What to expect:</b> this project adapts the small built-in model (135 million parameters, made "
-                "for trying things out). It writes words and short phrases of the new language, but its sentences "
-                "wander and repeat, and its translations are rough. For real use, start from a bigger source model "
-                "(1–8 billion parameters, Source model page) and fine-tune longer on a GPU (the “Good — GPU” "
-                "preset).")
+EXPECTATIONS = ("<b>What to expect:</b> the built-in model is small (135 million parameters): it writes words and "
+                "phrases of the new language, but its sentences wander and its translations are rough. For real use, "
+                "adapt a bigger source model (1–8 billion parameters) and fine-tune longer on a GPU.")
 
 
 class ChatPage(Page):
@@ -103,6 +101,8 @@ class ChatPage(Page):
         self.direction_note.setWordWrap(True)
         self.text_in = QPlainTextEdit(placeholderText="Text to translate")
         self.text_out = QPlainTextEdit(readOnly=True, placeholderText="Translation")
+        for edit in (self.text_in, self.text_out):
+            edit.setMinimumHeight(44)
         grid.addLayout(langs)
         grid.addWidget(self.use_hydra)
         grid.addWidget(self.direction_note)
@@ -148,6 +148,7 @@ class ChatPage(Page):
             self.direction.addItem(f"{language_name(src)} → {language_name(tgt)}", f"{src}>{tgt}")
         if current is not None and (i := self.direction.findData(current)) >= 0:
             self.direction.setCurrentIndex(i)
+        self.direction_note.setVisible(not (self.direction.count() and self.use_hydra.isChecked()))
         if self.direction.count():
             self.direction_note.setText("" if self.use_hydra.isChecked() else
                                         "The prompt asks the model itself to translate; a model adapted from a small "
@@ -201,7 +202,7 @@ class ChatPage(Page):
 
     # -- running --
     def load(self) -> None:
-        from core.runtime import RuntimeSettings, load, model_card
+        from core.runtime import load, model_card
 
         path, settings = self.file.path, self.runtime_settings()
 
@@ -225,7 +226,7 @@ class ChatPage(Page):
         self.chat = Chat(self.llm, self.runtime_settings())
         self.card.setText(f"Loaded <b>{Path(self.file.path).name}</b> · vocabulary {card.vocab_size:,} · context "
                           f"{card.context:,} tokens · languages: {', '.join(card.languages) or 'not stored'} · "
-                          f"{self.threads.value()} threads")
+                          f"{self.threads.value()} thread{'s' if self.threads.value() > 1 else ''}")
         self._show_expectations()
         self.update_directions()
 
@@ -258,10 +259,10 @@ class ChatPage(Page):
             self.speed.setText(f"{p.metrics['tokens']:.0f} tokens · {p.metrics['tokens_per_s']:.1f} tokens/s")
 
     def _finished(self, stats) -> None:
-        why = {"stop": "end of turn", "length": "length limit", "repeat": "stopped repeating itself",
+        why = {"stop": "end of turn", "length": "length limit", "repeat": "it began to repeat itself",
                "cancelled": "stopped"}.get(stats.finish, stats.finish)
-        self.speed.setText(f"{stats.tokens} tokens in {stats.seconds:.1f} s · {stats.tokens_per_s:.1f} tokens/s · "
-                           f"ended: {why}")
+        self.speed.setText(f"{stats.tokens} tokens in {stats.seconds:.1f} s · {stats.tokens_per_s:.1f} tokens/s"
+                           + (f" · ended: {why}" if why else ""))
 
     def send(self) -> None:
         from core.runtime import GenerationStats

@@ -2,7 +2,6 @@
 and a few sample continuations side by side."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel
 
 from app.pages.widgets import TIPS, Page, fill_table, table

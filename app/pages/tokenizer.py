@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QButtonGroup, QFormLayout, QLabel, QPlainTextEdit, QRadioButton, QSpinBox, QVBoxLayout
 
-from app.pages.widgets import TIPS, Page, red, spin
+from app.pages.widgets import TIPS, Page, readable, red, spin
 from core.layout import EXTEND, REPLACE
 TIPS_HERE = {
     REPLACE: "A vocabulary of the new language only: shortest sequences in the new language; the model then reads "
@@ -106,4 +106,4 @@ def segmentations(project, tok, n: int = 3) -> list[str]:
     from core.resources import read_lines
 
     lines = [line for line in read_lines(project.inputs().target_text) if line.strip()][:n]
-    return [f"{line}\n→ {' | '.join(tok.tokenize(line))}" for line in lines]
+    return [f"{line}\n→ {' | '.join(readable(piece) for piece in tok.tokenize(line))}" for line in lines]

@@ -35,7 +35,22 @@ def _extend_arguments(p: argparse.ArgumentParser) -> None:
                    help="how many nats lower new tokens score in source-language text (0: none)")
 
 
+def _licence(a: argparse.Namespace) -> dict | None:
+    """The licence guardrail (as in the wizard): terms beyond an open-source licence are shown and must be accepted
+    before the model is adapted; the acceptance is recorded in the project. Read from the header: no conversion."""
+    licence = models.model_card(a.source_model).licence
+    if licence is None or not licence.must_accept:
+        return None
+    where = f" (its text: {licence.text})" if licence.text else ""
+    if not a.accept_licence:
+        raise TweetyError(f"this source model is under the {licence.name}, {licence.url}{where}; it must be read and "
+                          "accepted before the model is adapted", fix="add --accept-licence once you have read and "
+                          "accepted it")
+    return {"name": licence.name, "url": licence.url, "text": str(licence.text or ""), "accepted": True}
+
+
 def _run_pipeline(a: argparse.Namespace, bars: ProgressBars, vocabulary: str) -> None:
+    licence = _licence(a)
     common = dict(source_model=a.source_model, target_text=a.target_text, heldout_text=a.heldout_text,
                   resources=tuple(resource_list(a)), overrides=a.overrides, out=a.out, language=a.language,
                   vocabulary=vocabulary, align=align_settings(a), mapping=mapping_settings(a))
@@ -48,6 +63,9 @@ def _run_pipeline(a: argparse.Namespace, bars: ProgressBars, vocabulary: str) ->
             init=init.InitSettings(method=a.init, seed=a.seed))
     result = pipeline.adapt(settings, progress=bars)
     bars.close()
+    if licence:
+        result.project.state.settings["licence"] = {"model": str(a.source_model), **licence}
+        result.project.save()
     if vocabulary == EXTEND:
         stats = result.project.state.stages["tokenizer"].summary
         print(f"Extended model written to {result.model}: {stats['source_vocab']:,} source tokens kept, "

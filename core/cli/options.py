@@ -112,6 +112,8 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resources", metavar="FILE", help="a TOML/JSON list of resources with weights (see README)")
     p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
     p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
+    p.add_argument("--accept-licence", action="store_true", help="you have read and accept the source model's "
+                   "licence (asked for models with terms beyond an open-source licence: Gemma, Llama, Tower)")
     add_aligner(p)
     add_mapping_options(p)
     p.add_argument("--out", required=True, help="the project folder to create (new, empty, or an earlier Tweety "
