@@ -18,6 +18,10 @@ one table, `ARCHITECTURES`, below):
 - A byte-level BPE vocabulary (a source vocabulary extended by core.extend: SmolLM2, Llama 3) is written as llama.cpp
   writes GPT-2-style vocabularies (`tokenizer.ggml.model = "gpt2"`): tokens, types, merges, and `tokenizer.ggml.pre`,
   the name of llama.cpp's pre-tokenizer for the source model (recorded when the vocabulary was extended).
+
+Why one module of ~700 lines: the architecture table, the vocabulary readers and the writer are the three parts of
+one plan (`Plan`) that must agree tensor by tensor and id by id; core.hydra builds its merged-vocabulary plan from the
+same public pieces (`tensor_plan`, `Plan`, `write_plan`). It reads top to bottom in that order.
 """
 from __future__ import annotations
 
@@ -464,17 +468,7 @@ def _sentencepiece_bpe_json(model_dir: Path) -> tuple[list[tuple[str, float, int
     import gguf
 
     spec = _tokenizer_json(model_dir)
-    ids = dict(spec["model"]["vocab"])
-    types: dict[int, int] = {}
-    for t in spec.get("added_tokens", []):
-        ids[t["content"]] = t["id"]
-        types[t["id"]] = gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
-    tokens = [None] * (max(ids.values()) + 1)
-    for token, i in ids.items():
-        tokens[i] = token
-    if None in tokens:
-        raise TweetyError(f"tokenizer.json has no token with id {tokens.index(None)}", path=model_dir,
-                          fix="re-run the vocabulary extension")
+    ids, tokens, types = _json_tokens(spec, model_dir)
     scores = [0.0] * len(tokens)
     for rank, merge in enumerate(spec["model"]["merges"]):
         left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
@@ -494,6 +488,25 @@ def _sentencepiece_bpe_json(model_dir: Path) -> tuple[list[tuple[str, float, int
     return pieces, add_space_prefix
 
 
+def _json_tokens(spec: dict, model_dir: Path) -> tuple[dict[str, int], list[str], dict[int, int]]:
+    """(piece → id, pieces by id, GGUF token type of each added token) of a tokenizer.json: special added tokens are
+    control tokens, the others user-defined ones."""
+    import gguf
+
+    ids = dict(spec["model"]["vocab"])
+    types: dict[int, int] = {}
+    for t in spec.get("added_tokens", []):
+        ids[t["content"]] = t["id"]
+        types[t["id"]] = gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
+    tokens = [None] * (max(ids.values()) + 1)
+    for token, i in ids.items():
+        tokens[i] = token
+    if None in tokens:
+        raise TweetyError(f"tokenizer.json has no token with id {tokens.index(None)}", path=model_dir,
+                          fix="re-run the vocabulary extension")
+    return ids, tokens, types
+
+
 def _is_byte_piece(token: str) -> bool:
     return len(token) == 6 and token.startswith("<0x") and token.endswith(">")
 
@@ -504,17 +517,7 @@ def _byte_level_bpe(model_dir: Path) -> tuple[list[tuple[str, float, int]], list
     import gguf
 
     spec = _tokenizer_json(model_dir)
-    ids = dict(spec["model"]["vocab"])
-    types = {}
-    for t in spec.get("added_tokens", []):
-        ids[t["content"]] = t["id"]
-        types[t["id"]] = gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
-    tokens = [None] * (max(ids.values()) + 1)
-    for token, i in ids.items():
-        tokens[i] = token
-    if None in tokens:
-        raise TweetyError(f"tokenizer.json has no token with id {tokens.index(None)}", path=model_dir,
-                          fix="re-run the vocabulary extension")
+    _, tokens, types = _json_tokens(spec, model_dir)
     pieces = [(t, 0.0, int(types.get(i, gguf.TokenType.NORMAL))) for i, t in enumerate(tokens)]
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
     extend = (_project(model_dir).get("settings") or {}).get("extend") or {}

@@ -4,6 +4,10 @@ The supported families are listed once, in `FAMILIES` (each proven by GGUF expor
 Anything else is refused before any work, from config.json or from the GGUF header (`general.architecture`), in
 well under a second. GGUF files are converted once into a Hugging Face folder in the cache (`TWEETY_CACHE`, default
 `~/.cache/tweety-studio`), so later loads take a second instead of a dequantisation pass. Nothing is ever downloaded.
+
+Why one module of ~550 lines: the family table, the model cards (header reads, licences) and the safetensors header
+reader are what every stage asks of a model before loading it; they share the family records and the header
+readers, and nothing here imports a stage.
 """
 from __future__ import annotations
 
