@@ -125,11 +125,34 @@ def align_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer, out
     report = Reporter(progress, cancel, "Aligning")
     src_ids = encode_many(source_tokenizer, corpus.source, report, "tokenizing the source side")
     tgt_ids = encode_many(target_tokenizer, corpus.target, report, "tokenizing the target side")
-    keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids))
-            if 0 < len(s) <= settings.max_tokens and 0 < len(t) <= settings.max_tokens]
+    vt, vs = len(target_tokenizer), len(source_tokenizer)
+    counts, keep, links = count_links(src_ids, tgt_ids, (vt, vs), settings, report)
     if not keep:
         raise TweetyError(f"no sentence pair is between 1 and {settings.max_tokens} tokens long",
                           fix="split long paragraphs into sentences, one per line")
+    src_flat = sum(len(src_ids[i]) for i in keep)
+    tgt_flat = sum(len(tgt_ids[i]) for i in keep)
+    stats = AlignmentStats(
+        pairs=len(keep), pairs_skipped=len(corpus) - len(keep), source_tokens=src_flat,
+        target_tokens=tgt_flat, links=len(links.pair), distinct_pairs=counts.nnz,
+        target_types_linked=int((np.diff(counts.indptr) > 0).sum()), target_vocab=vt,
+        seconds=round(time.monotonic() - start, 2), method=settings.method, symmetrize=settings.symmetrization)
+    with atomic_dir(out_dir) as tmp:
+        save_counts(tmp / COUNTS_FILE, counts)
+        (tmp / STATS_FILE).write_text(json.dumps(asdict(stats), indent=2))
+    report(1, 1, f"{stats.links:,} links")
+    return stats
+
+
+def count_links(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], shape: tuple[int, int],
+                settings: AlignSettings, report: Reporter) -> tuple[sp.csr_matrix, list[int], Links | None]:
+    """Align token-id sequences (pairs empty on a side or over `settings.max_tokens` skipped) and count how often
+    each (target token, source token) pair is linked: counts[target, source]. Returns (counts, the indices of the
+    pairs aligned, their links); nothing aligned: empty counts, [], None."""
+    keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids))
+            if 0 < len(s) <= settings.max_tokens and 0 < len(t) <= settings.max_tokens]
+    if not keep:
+        return sp.csr_matrix(shape, dtype=np.float32), keep, None
     src = [np.asarray(src_ids[i], np.int64) for i in keep]
     tgt = [np.asarray(tgt_ids[i], np.int64) for i in keep]
     links = align_ids(src, tgt, settings, report)
@@ -139,19 +162,9 @@ def align_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer, out
     tgt_start = np.cumsum([0] + [len(t) for t in tgt])[:-1]
     r = tgt_flat[tgt_start[links.pair] + links.target]
     c = src_flat[src_start[links.pair] + links.source]
-    vt, vs = len(target_tokenizer), len(source_tokenizer)
-    counts = sp.coo_matrix((np.ones(len(r), np.float32), (r, c)), shape=(vt, vs)).tocsr()
+    counts = sp.coo_matrix((np.ones(len(r), np.float32), (r, c)), shape=shape).tocsr()
     counts.sum_duplicates()
-    stats = AlignmentStats(
-        pairs=len(keep), pairs_skipped=len(corpus) - len(keep), source_tokens=len(src_flat),
-        target_tokens=len(tgt_flat), links=len(r), distinct_pairs=counts.nnz,
-        target_types_linked=int((np.diff(counts.indptr) > 0).sum()), target_vocab=vt,
-        seconds=round(time.monotonic() - start, 2), method=settings.method, symmetrize=settings.symmetrization)
-    with atomic_dir(out_dir) as tmp:
-        save_counts(tmp / COUNTS_FILE, counts)
-        (tmp / STATS_FILE).write_text(json.dumps(asdict(stats), indent=2))
-    report(1, 1, f"{stats.links:,} links")
-    return stats
+    return counts, keep, links
 
 
 def align_ids(source: Sequence[np.ndarray], target: Sequence[np.ndarray], settings: AlignSettings = AlignSettings(),

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from core.align import AlignSettings, align_ids
+from core.align import AlignSettings, count_links
 from core.jobs import Reporter
 from core.resources import DictionaryEntry
 from core.tokenizer import encode_many, is_byte_level, piece_bytes
@@ -179,26 +179,13 @@ def pseudo_parallel_counts(entries: Sequence[DictionaryEntry], target_text: Sequ
     translated = translate_word_by_word(lines, entries, settings, source_tokenizer)
     src = encode_many(source_tokenizer, translated, report, "tokenizing the word-by-word translation")
     tgt = encode_many(target_tokenizer, lines, report, "tokenizing the target text")
-    align = AlignSettings()
-    keep = [i for i, (s, t) in enumerate(zip(src, tgt))
-            if 0 < len(s) <= align.max_tokens and 0 < len(t) <= align.max_tokens]
-    if not keep:
-        return sp.csr_matrix(shape, dtype=np.float64)
-    src_arrays = [np.asarray(src[i], np.int64) for i in keep]
-    tgt_arrays = [np.asarray(tgt[i], np.int64) for i in keep]
-    links = align_ids(src_arrays, tgt_arrays, align, report)
-    src_flat, tgt_flat = np.concatenate(src_arrays), np.concatenate(tgt_arrays)
-    src_start = np.cumsum([0] + [len(s) for s in src_arrays])[:-1]
-    tgt_start = np.cumsum([0] + [len(t) for t in tgt_arrays])[:-1]
-    r = tgt_flat[tgt_start[links.pair] + links.target]
-    c = src_flat[src_start[links.pair] + links.source]
-    counts = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=shape).tocsr()
-    counts.sum_duplicates()
+    counts, keep, _ = count_links(src, tgt, shape, AlignSettings(), report or Reporter(None, None, "Aligning"))
+    counts = counts.astype(np.float64)
     counts.data[counts.data < settings.min_pair_count] = 0
     counts.eliminate_zeros()
     totals = np.asarray(counts.sum(axis=1)).ravel()
     counts = sp.csr_matrix(sp.diags((totals >= settings.min_token_count).astype(np.float64)) @ counts)
     counts.eliminate_zeros()
-    log.info("pseudo-parallel: %d lines, %d links, %d target tokens with evidence", len(keep), len(links),
+    log.info("pseudo-parallel: %d lines aligned, %d target tokens with evidence", len(keep),
              int((np.diff(counts.indptr) > 0).sum()))
     return counts
