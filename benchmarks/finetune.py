@@ -5,6 +5,8 @@ model, frozen parameters, packed blocks, batch, learning-rate schedule, clipping
 Throughput is steady state, the same way for both loops: tokens over time from the end of the first fifth of the
 steps to the end of the last (the first steps are slow while memory pools grow; evaluation is excluded).
 Usage: python benchmarks/finetune.py --model demo-output/model-transtok [--steps 300] [--trainer-steps 30] [--json F]
+Lighter runs (benchmarks/gpu.sh --tiny, on the CPU): --trainer-runs 1 (the baseline only before our loop),
+--full-eval-bytes N (the final table on the first N held-out bytes instead of all of them).
 """
 from __future__ import annotations
 
@@ -85,6 +87,14 @@ def steady_tokens_per_s(curve: list[finetune.StepRecord]) -> float:
     return (last.tokens - first.tokens) / (last.seconds - first.seconds)
 
 
+def source_model_of(model_dir: Path) -> str:
+    """The source model an adapted model folder was made from (its project.json), else the built-in SmolLM2."""
+    try:
+        return json.loads((model_dir / "project.json").read_text())["source_model"]
+    except (OSError, ValueError, KeyError):
+        return models.DEFAULT_MODEL
+
+
 def main() -> None:
     import torch
 
@@ -99,6 +109,12 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=finetune.FinetuneSettings.lr)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--eval-max-bytes", type=int, default=30_000)
+    p.add_argument("--trainer-runs", type=int, choices=(1, 2), default=2,
+                   help="2: the Trainer runs before and after our loop and keeps its better figure; 1: before only")
+    p.add_argument("--full-eval-bytes", type=int, default=0,
+                   help="the final table on the first this many held-out bytes (0: all held-out text)")
+    p.add_argument("--source-model", help="the source model of the final table (default: the one the adapted model "
+                   "was made from, as its project.json records it, else the built-in SmolLM2)")
     p.add_argument("--json", help="also write the results to this JSON file")
     a = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -129,7 +145,10 @@ def main() -> None:
 
     # The figure that matters, on all held-out text (the README's step-0 table uses the same text).
     full = resources.read_text(heldout)
-    table = {"source model, own tokenizer": bits_per_byte(*load_model(models.DEFAULT_MODEL), full),
+    if a.full_eval_bytes:
+        full = resources.head_bytes(full, a.full_eval_bytes)
+    source = a.source_model or source_model_of(Path(a.model))
+    table = {"source model, own tokenizer": bits_per_byte(*load_model(source), full),
              "trans-tokenization, step 0": bits_per_byte(*load_model(a.model), full),
              f"after {result.steps} steps ({s.stage})": bits_per_byte(*load_model(a.out), full)}
     print(f"\nAll held-out text ({len(full.encode()):,} bytes):")
@@ -138,12 +157,13 @@ def main() -> None:
         print(f"{name:<36} {r.bits_per_byte:>10.4f} {r.tokens_per_byte:>12.4f}")
     baseline = None
     if a.trainer_steps:
-        baselines.append(trainer_tokens_per_s(Path(a.model), text, s, a.trainer_steps, device))
+        if a.trainer_runs == 2:
+            baselines.append(trainer_tokens_per_s(Path(a.model), text, s, a.trainer_steps, device))
         baseline = max(baselines)
         print(f"transformers.Trainer, same settings: {baseline:,.0f} tokens/s → ours is {ours / baseline:.2f}×")
     if a.json:
         Path(a.json).write_text(json.dumps({
-            "machine": machine, "settings": s.__dict__, "initial_bpb": result.initial_bpb,
+            "machine": machine, "settings": s.__dict__, "source_model": source, "initial_bpb": result.initial_bpb,
             "final_bpb": result.final_bpb, "wall_s": wall, "ours_tokens_per_s": ours,
             "trainer_tokens_per_s": baseline, "heldout": {k: v.__dict__ for k, v in table.items()},
             "curve": [r.__dict__ for r in result.curve]}, indent=1))

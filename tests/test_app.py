@@ -45,6 +45,9 @@ def files(tmp_path) -> dict[str, Path]:
 
 def wait_job(qtbot, w, timeout: int = TIMEOUT) -> None:
     qtbot.waitUntil(lambda: not w.busy, timeout=timeout)
+    # The job's end reaches each connected slot as its own queued event (the window's, then the page's on_end):
+    # deliver the rest before looking at the page.
+    QApplication.processEvents()
     assert not w.warnings, w.warnings
 
 
@@ -103,12 +106,13 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     data = w.pages["data"]
     data.use_demo()  # "Try with the demo data" fills the page; the test then swaps in 300 of its verses
     assert data.code.text() == "es" and "bible.train.es" in data.rows["target"].path
+    qtbot.waitUntil(lambda: "rows" in data.preview_text["target"].toPlainText(), timeout=TIMEOUT)
+    shot(w, 3, "data")
     fill_data_page(w, files)
     qtbot.waitUntil(lambda: "300 rows" in data.preview_text["target"].toPlainText())  # read in the pool
     data.use()
     wait_job(qtbot, w)
     assert "300 parallel pairs" in data.counts.text() and step_mark(w, "tokenizer") == "•"
-    shot(w, 3, "data")
 
     next_step(w, "tokenizer")
     assert step_mark(w, "data") == "✓"
@@ -177,6 +181,7 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     assert token.waiting.is_set() and w.busy and 2 <= paused_at < 30  # no step can start while it waits
     w.cancel_job()
     wait_job(qtbot, w)
+    qtbot.waitUntil(lambda: "Stopped at" in ft.status.text())
     assert f"Stopped at step {paused_at} of 30" in ft.status.text() and ft.resume_button.isEnabled()
     assert "finetune" not in w.project.state.stages
     ft.resume()
@@ -704,3 +709,28 @@ def test_gui_messages_never_name_cli_commands():
     assert plain_message("no mapping here (fix: run `tweety map` first)") == \
         "no mapping here (fix: run the Align & map step first)"
     assert "make demo" not in plain_message("not installed (fix: run `make demo` once)")
+
+
+def test_corrections_typed_as_the_table_shows_them():
+    """The mapping table shows pieces readably (▁ for a space on both sides); a correction typed that way is written
+    with the tokenizer's own spelling (Ġ for a byte-level source tokenizer)."""
+    from app.pages.align import as_written
+    from app.pages.widgets import readable
+    from core.resources import OverrideLine
+
+    class Tok:
+        def __init__(self, *pieces):
+            self.vocab = {p: i for i, p in enumerate(pieces)}
+
+        def get_vocab(self):
+            return self.vocab
+
+    class Project:
+        source_tokenizer = staticmethod(lambda: Tok("ĠGod", "God", "Ċ"))
+        target_tokenizer = staticmethod(lambda: Tok("▁Dios", "▁luz"))
+
+    assert [readable(p) for p in ("ĠGod", "▁Dios", "Ċ", "ĠÃ©l")] == ["▁God", "▁Dios", "<0x0A>", "▁él"]
+    lines = as_written(Project, [OverrideLine("[▁Dios]", "[▁God]"), OverrideLine("[▁luz]", "light"),
+                                 OverrideLine("[▁Dios]", "[▁Nothing]")])
+    assert [(o.target, o.source) for o in lines] == [("[▁Dios]", "[ĠGod]"), ("[▁luz]", "light"),
+                                                     ("[▁Dios]", "[▁Nothing]")]

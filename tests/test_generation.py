@@ -151,7 +151,7 @@ def test_finetune_estimate_counts_tokens_and_held_out_measurements():
     s = FinetuneSettings(steps=100, batch_size=4, block_size=128, eval_every=50)
     assert estimate_seconds(s, 512) == pytest.approx(100.0)  # 51,200 tokens at 512/s, no held-out text
     assert estimate_seconds(s, 512, heldout_tokens=1536) == pytest.approx(100 + 3 * 1.0)  # before, at 50, at 100
-    quick = estimate_seconds(PRESETS["quick"], 480, heldout_tokens=2400, eval_tokens_per_s=330)
+    quick = estimate_seconds(PRESETS["quick"], 200, heldout_tokens=2400, eval_tokens_per_s=330)
     assert 4 * 60 < quick < 6 * 60  # "Quick look — about 5 min on this computer"
 
 

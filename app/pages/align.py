@@ -28,6 +28,28 @@ ORIGIN_WORDS = {
 MIN_WEIGHT = 0.01  # links lighter than this change nothing visible: not listed
 
 
+def as_written(project, lines: list) -> list:
+    """Override lines with `[piece]`s typed as the table shows them (▁ for a space, <0x..> for a byte) turned back
+    into the tokenizers' own spelling (Ġ… for a byte-level tokenizer), which the overrides file needs."""
+    import dataclasses
+
+    def raw(text: str, tokenizer) -> str:
+        if not (text.startswith("[") and text.endswith("]")):
+            return text
+        try:
+            vocab = tokenizer().get_vocab()
+        except (OSError, ValueError, TweetyError):  # no tokenizer yet: core says what is missing
+            return text
+        piece = text[1:-1]
+        if piece in vocab:
+            return text
+        match = next((p for p in vocab if readable(p) == piece), None)
+        return f"[{match}]" if match is not None else text
+
+    return [dataclasses.replace(o, target=raw(o.target, project.target_tokenizer),
+                                source=raw(o.source, project.source_tokenizer)) for o in lines]
+
+
 def origin_words(label: str) -> str:
     return ORIGIN_WORDS.get(label, (label, ""))[0]
 
@@ -176,7 +198,7 @@ class AlignPage(Page):
 
         def fn(progress, cancel):
             try:
-                project.add_overrides(lines)  # refuses lines that name no token before anything is written
+                project.add_overrides(as_written(project, lines))  # refuses lines that name no token before anything is written
             except OSError as e:
                 raise TweetyError(str(e)) from e
             coverage = project.remap(progress=progress, cancel=cancel).coverage()

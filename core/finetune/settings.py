@@ -84,13 +84,15 @@ def required_fields(cls) -> list[str]:
 
 
 # The wizard's presets: a first look that finishes in minutes on a laptop CPU, and a run worth keeping on a GPU.
-# "Quick look": 250 steps × 4 × 128 tokens = 128k tokens, ~4.5 min at the ~480 tokens/s the built-in 135M model
-# trains at on 2 CPU cores (README › Fine-tuning), plus six 8 kB held-out measurements.
+# "Quick look": 120 steps × 4 × 128 tokens = 61k tokens, ~5 min at the ~200 tokens/s the built-in 135M model trains
+# at with the wizard's default of physical cores minus one threads (measured on 2 cores with one busy: 132 tokens/s
+# with 1 thread, 31 with 2; 480 with 2 threads on an idle machine, README › Fine-tuning), plus four 8 kB held-out
+# measurements.
 PRESETS = {
-    "quick": FinetuneSettings(steps=250, batch_size=4, block_size=128, eval_every=50),
+    "quick": FinetuneSettings(steps=120, batch_size=4, block_size=128, eval_every=40),
     "gpu": FinetuneSettings(steps=2000, batch_size=16, block_size=512, eval_every=200, checkpoint_every=200),
 }
-CPU_TOKENS_PER_S_135M = 480.0  # training, embeddings stage, built-in model, 2 CPU cores (README › Fine-tuning)
+CPU_TOKENS_PER_S_135M = 200.0  # training, embeddings stage, built-in model, CPU, threads = physical cores − 1
 GPU_TOKENS_PER_S_135M = 20_000.0  # a rough figure for one recent GPU, bf16 — not measured in this project
 EVAL_TOKENS_PER_S_135M = 330.0  # held-out measurement (forward only), 2 CPU cores
 
