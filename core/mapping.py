@@ -75,6 +75,10 @@ class MappingSettings:
     min_pair_count: int = 5
     min_token_count: int = 20
     top_k: int = 3  # keep the k heaviest source tokens per target token
+    # A dictionary fills in where no parallel corpus has evidence, instead of being mixed into the corpus's rows:
+    # mixed, corpus + FreeDict read the held-out text worse than the corpus alone (2.275 against 2.216 bits/byte,
+    # README "A dictionary alone"). False mixes every resource by weight.
+    dictionary_fills_gaps: bool = True
 
 
 ALIGNMENT_KIND, DICTIONARY_KIND = "alignment", "dictionary"
@@ -339,6 +343,15 @@ def build_mapping(source_tokenizer, target_tokenizer, *, alignment_counts: sp.cs
     weighted = [without_removed(_normalised_evidence(e, (vt, vs), settings)) * e.weight for e in evidence]
     for w in weighted:
         w.eliminate_zeros()  # a resource of weight 0 leaves no trace (not even in the origins)
+    if settings.dictionary_fills_gaps:
+        aligned = np.zeros(vt, dtype=bool)
+        for e, w in zip(evidence, weighted):
+            if e.kind == ALIGNMENT_KIND:
+                aligned |= np.diff(w.indptr) > 0
+        weighted = [_row_scale(w, (~aligned).astype(np.float64)) if e.kind == DICTIONARY_KIND else w
+                    for e, w in zip(evidence, weighted)]
+        for w in weighted:
+            w.eliminate_zeros()
     totals = sum((np.asarray(w.sum(axis=1)).ravel() for w in weighted), np.zeros(vt))
     has_evidence = totals > 0
     inverse = np.divide(1.0, totals, out=np.zeros(vt), where=has_evidence)

@@ -30,7 +30,8 @@ TextFn = Callable[[str], None]
 
 # Where a chat reply has ended even when the model never writes its end-of-turn token: the template's own markers, and
 # a line that opens the next turn.
-CHAT_STOPS = ["<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>", "</s>", "\nYou:", "\nUser:", "\nuser\n"]
+CHAT_STOPS = ["<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", "</s>", "\nYou:",
+              "\nUser:", "\nuser\n"]
 REPEAT_NGRAM = 4  # a reply whose word 4-gram comes back a third time has started looping: it stops there
 
 

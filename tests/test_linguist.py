@@ -11,8 +11,8 @@ import torch
 from conftest import write_lines
 from core.align import align_corpus, load_counts
 from core.errors import TweetyError
-from core.mapping import (ALIGNMENT_KIND, FALLBACK, OVERRIDE, Evidence, Mapping, Origin, build_mapping,
-                          dictionary_evidence)
+from core.mapping import (ALIGNMENT_KIND, DICTIONARY_KIND, FALLBACK, OVERRIDE, Evidence, Mapping,
+                          MappingSettings, Origin, build_mapping, dictionary_evidence)
 from core.resources import (DictionaryEntry, OverrideLine, ParallelCorpus, Resource, format_override,
                             read_overrides, read_resource_list)
 
@@ -84,12 +84,32 @@ def test_two_resources_with_weights_1_and_0_reproduce_the_single_resource_mappin
     assert both.shares()["freedict"] == {"tokens": 0, "share": 0.0}
 
 
+def test_by_default_a_dictionary_fills_in_where_the_corpus_has_no_evidence(counts, base, source_tokenizer,
+                                                                             target_tokenizer):
+    entries = ENTRIES + [DictionaryEntry(en, es) for en, es in (
+        ("waters", "aguas"), ("night", "noche"), ("day", "día"), ("seed", "simiente"), ("grass", "hierba"),
+        ("evening", "tarde"), ("morning", "mañana"), ("man", "hombre"), ("sea", "mar"), ("fruit", "fruto"),
+        ("tree", "árbol"), ("river", "río"), ("gold", "oro"), ("garden", "huerto"), ("beast", "bestia"))]
+    both = build_mapping(source_tokenizer, target_tokenizer, evidence=[
+        Evidence("bible", ALIGNMENT_KIND, counts), dictionary_evidence(entries, source_tokenizer, target_tokenizer,
+                                                                       name="freedict")])
+    only_dictionary = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
+    aligned = np.diff(base.parts[ALIGNMENT_KIND].indptr) > 0
+    from_dictionary = np.diff(only_dictionary.parts[DICTIONARY_KIND].indptr) > 0
+    assert (aligned & from_dictionary).any() and (from_dictionary & ~aligned).any()
+    for t in np.flatnonzero(aligned):  # the corpus's rows stay as they are
+        assert abs(both.matrix[t] - base.matrix[t]).max() < 1e-6 and both.parts["freedict"][t].nnz == 0
+    for t in np.flatnonzero(from_dictionary & ~aligned):  # the dictionary fills the gaps
+        assert abs(both.matrix[t] - only_dictionary.matrix[t]).max() < 1e-6 and both.origin[t] == Origin.DICTIONARY
+
+
 def test_resources_mix_by_weight_and_every_weight_says_where_it_came_from(
         counts, base, source_tokenizer, target_tokenizer, tmp_path):
     only_dictionary = build_mapping(source_tokenizer, target_tokenizer, dictionary=ENTRIES)
     mixed = build_mapping(source_tokenizer, target_tokenizer, evidence=[
         Evidence("bible", ALIGNMENT_KIND, counts, 2.0),
-        dictionary_evidence(ENTRIES, source_tokenizer, target_tokenizer, name="freedict", weight=1.0)])
+        dictionary_evidence(ENTRIES, source_tokenizer, target_tokenizer, name="freedict", weight=1.0)],
+        settings=MappingSettings(dictionary_fills_gaps=False))
     dios = one(target_tokenizer, "▁Dios")
     assert base.origin[dios] == Origin.ALIGNMENT and mixed.origin[dios] == Origin.ALIGNMENT_AND_DICTIONARY
     expected = (2 * base.matrix[dios] + only_dictionary.matrix[dios]) / 3

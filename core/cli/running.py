@@ -119,7 +119,8 @@ def _add_runtime(p: argparse.ArgumentParser, hydra: bool = False) -> None:
     else:
         p.add_argument("--gguf", required=True, help="GGUF file written by `tweety export`")
     p.add_argument("--ctx", type=int, default=runtime.RuntimeSettings.n_ctx, help="context length in tokens")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores minus one: on a busy machine "
+                   "more threads are slower)")
 
 
 def _runtime(a: argparse.Namespace, **kw):
@@ -215,8 +216,7 @@ def _translate_hydra(a: argparse.Namespace, bars: ProgressBars) -> int:
 
     from core import hydra
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads or runtime.default_threads())
     model = hydra.load_hydra(a.hydra, languages=[a.source, a.target])
     if a.text:
         text = hydra.translate(model, a.text, a.source, a.target, max_new_tokens=a.max_tokens)
