@@ -16,9 +16,9 @@ import json
 import time
 from pathlib import Path
 
-from common import DEMO, ROOT, StageTimer
+from common import ROOT, StageTimer, demo_setup
 
-from core import align, dictionary, finetune, init, mapping, models, resources, tokenizer
+from core import align, dictionary, finetune, init, mapping, resources
 from core.evaluate import bits_per_byte
 
 FREEDICT = Path("/usr/share/dictd/freedict-eng-spa.index")
@@ -38,13 +38,10 @@ def main() -> None:
     timed = StageTimer()
 
     print("Stages:")
-    corpus = timed("read corpus", resources.read_parallel, DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz")
-    heldout = resources.head_bytes(resources.read_text(DEMO / "bible.heldout.es.gz"), a.max_bytes)
     entries = timed("read dictionary", resources.read_dictionary, a.dictionary)
-    model, source_tok = timed("load source model", models.load_model, models.DEFAULT_MODEL)
-    timed("train tokenizer", tokenizer.train_tokenizer, corpus.target, source_tok, out / "tokenizer",
-          tokenizer.TokenizerSettings(vocab_size=a.vocab_size))
-    target_tok = tokenizer.load_tokenizer(out / "tokenizer")
+    demo = demo_setup(timed, out, a.vocab_size, a.max_bytes)
+    corpus, heldout, model, source_tok, target_tok = (demo.corpus, demo.heldout, demo.model, demo.source_tok,
+                                                      demo.target_tok)
     timed("align corpus", align.align_corpus, corpus, source_tok, target_tok, out / "alignment")
     corpus_evidence = mapping.Evidence("corpus", mapping.ALIGNMENT_KIND, align.load_counts(out / "alignment"))
     text = corpus.target

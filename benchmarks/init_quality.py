@@ -11,9 +11,9 @@ import copy
 import json
 from pathlib import Path
 
-from common import DEMO, ROOT, StageTimer
+from common import ROOT, StageTimer, demo_setup
 
-from core import align, init, mapping, models, resources, tokenizer
+from core import align, init, mapping
 from core.evaluate import bits_per_byte
 
 
@@ -28,12 +28,9 @@ def main() -> None:
     timed = StageTimer()
 
     print("Stages:")
-    corpus = timed("read corpus", resources.read_parallel, DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz")
-    heldout = resources.head_bytes(resources.read_text(DEMO / "bible.heldout.es.gz"), a.max_bytes)
-    model, source_tok = timed("load source model", models.load_model, models.DEFAULT_MODEL)
-    timed("train tokenizer", tokenizer.train_tokenizer, corpus.target, source_tok, out / "tokenizer",
-          tokenizer.TokenizerSettings(vocab_size=a.vocab_size))
-    target_tok = tokenizer.load_tokenizer(out / "tokenizer")
+    demo = demo_setup(timed, out, a.vocab_size, a.max_bytes)
+    corpus, heldout, model, source_tok, target_tok = (demo.corpus, demo.heldout, demo.model, demo.source_tok,
+                                                      demo.target_tok)
     stats = timed("align", align.align_corpus, corpus, source_tok, target_tok, out / "alignment")
     counts = align.load_counts(out / "alignment")
     m = timed("map", mapping.build_mapping, source_tok, target_tok, alignment_counts=counts)
