@@ -154,8 +154,7 @@ class Project:
         settings = settings or self.state.settings_of(tokenizer.TokenizerSettings, "tokenizer")
         extension = extension or self.state.settings_of(extend.ExtensionSettings, "extend")
         inputs = self.inputs()
-        if vocabulary != self.state.vocabulary:
-            stages.check_inputs(inputs, vocabulary)
+        stages.check_vocabulary(inputs, vocabulary)  # the files were read when the inputs were set
         record = stages.train_tokenizer(self.layout, inputs, self.source_tokenizer(), vocabulary, settings,
                                         extension, progress=progress, cancel=cancel)
         self.state.vocabulary = vocabulary

@@ -31,11 +31,20 @@ class _Clock:
         return StageRecord(round(time.monotonic() - self.start, 2), output, summary)
 
 
+def check_vocabulary(inputs: Inputs, vocabulary: str) -> None:
+    """Replace or extend: extension needs a parallel corpus (checked without reading any file)."""
+    if vocabulary not in VOCABULARIES:
+        raise TweetyError(f"unknown vocabulary choice {vocabulary!r}", fix="choose replace or extend")
+    if vocabulary == EXTEND and not inputs.parallel:
+        raise TweetyError("vocabulary extension needs a parallel corpus: its source side is the text whose "
+                          "tokenization must not change, and its alignment initialises the new tokens",
+                          fix="add a parallel corpus (source and target files)")
+
+
 def check_inputs(inputs: Inputs, vocabulary: str = REPLACE, require_resource: bool = True) -> dict[str, int]:
     """Read (and so validate) every input file before any long work starts; raises `TweetyError` naming the file
     and line. Returns what was found, for the user."""
-    if vocabulary not in VOCABULARIES:
-        raise TweetyError(f"unknown vocabulary choice {vocabulary!r}", fix="choose replace or extend")
+    check_vocabulary(inputs, vocabulary)
     if not inputs.target_text:
         raise TweetyError("no target-language text given", fix="choose a file of target-language text")
     for r in inputs.resources:
@@ -43,10 +52,6 @@ def check_inputs(inputs: Inputs, vocabulary: str = REPLACE, require_resource: bo
     if not inputs.resources and require_resource:
         raise TweetyError("trans-tokenization needs a translation resource",
                           fix="add a parallel corpus and/or a bilingual dictionary")
-    if vocabulary == EXTEND and not inputs.parallel:
-        raise TweetyError("vocabulary extension needs a parallel corpus: its source side is the text whose "
-                          "tokenization must not change, and its alignment initialises the new tokens",
-                          fix="add a parallel corpus (source and target files)")
     counts = {"target lines": len(resources.read_lines(inputs.target_text))}
     for r in inputs.resources:
         key = "parallel pairs" if r.kind == resources.PARALLEL else "dictionary entries"
