@@ -15,8 +15,10 @@ verse — core.hydra.translation_segments):
 - dictionary: word by word with Debian's FreeDict eng-spa (/usr/share/dictd): for each English word, of its
   dictionary translations the one most frequent in the Spanish training verses; unknown words (names) kept as is.
 chrF is sacrebleu's corpus chrF (character 6-grams, β = 2) against the Reina-Valera 1909 verses.
+With `--source-model gemma` (the `gemma` extra) every system above uses Gemma 3 270M's body instead; `--adapted`
+must then be a Gemma adapted to Spanish whose body is untouched (benchmarks/families.py writes one).
 Usage: python benchmarks/translate_chrf.py [--limit 500] [--adapted DIR] [--systems hydra,adapted,source,dictionary]
-       [--tune-lines 400 --tune-steps 100 --tune-batch 4 --tied]
+       [--tune-lines 400 --tune-steps 100 --tune-batch 4 --tied] [--source-model default|gemma|FILE]
 """
 from __future__ import annotations
 
@@ -77,6 +79,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=500, help="first N held-out verses (at most 500)")
     p.add_argument("--adapted", default=str(ROOT / "demo-output" / "model-finetuned"),
                    help="adapted Spanish model folder (its body must be the source model's)")
+    p.add_argument("--source-model", default=models.DEFAULT_MODEL,
+                   help="the body: default (SmolLM2-135M-Instruct), gemma (Gemma 3 270M), or a GGUF file / folder")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, from " + ", ".join(SYSTEMS))
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -101,7 +105,10 @@ def main() -> None:
 
     train_en, train_es = read_lines(DEMO / "bible.train.en.gz"), read_lines(DEMO / "bible.train.es.gz")
     examples = H.choose_examples(train_en, train_es)
-    source_model, source_tok = models.load_model(models.DEFAULT_MODEL)
+    spec = models.gemma_gguf() if a.source_model == "gemma" else a.source_model
+    if spec is None:
+        raise SystemExit("the gemma extra is not installed (make test installs it)")
+    source_model, source_tok = models.load_model(spec)
     translators, notes = {}, {}
     if {"hydra", "hydra-chat"} & set(systems):
         hydra = H.build_hydra((source_model, source_tok), {"es": a.adapted}, examples={"es": examples})
@@ -142,7 +149,8 @@ def main() -> None:
         seconds[name] = time.monotonic() - start
         scores[name] = sacrebleu.corpus_chrf(outputs[name], [spanish]).score
 
-    print(f"\nchrF, English → Spanish, first {n} held-out verses (Ruth…), adapted model: {a.adapted}")
+    print(f"\nchrF, English → Spanish, first {n} held-out verses (Ruth…), body: {a.source_model}, "
+          f"adapted model: {a.adapted}")
     print(f"{'system':<12} {'chrF':>6} {'s/verse':>8}")
     for name in outputs:
         print(f"{name:<12} {scores[name]:6.1f} {seconds[name] / n:8.2f}")
@@ -153,7 +161,7 @@ def main() -> None:
         for name in outputs:
             print(f"    {name + ':':<11} {outputs[name][i]}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"limit": n, "adapted": a.adapted, "tuning": dataclasses.asdict(tuning),
+        Path(a.json).write_text(json.dumps({"limit": n, "source_model": a.source_model, "adapted": a.adapted, "tuning": dataclasses.asdict(tuning),
                                             "tune_lines": a.tune_lines, "chrf": scores, "seconds": seconds,
                                             "notes": notes, "outputs": outputs}, ensure_ascii=False, indent=1))
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.convert import llama3_rope_factors
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_file
 from core.layout import PROJECT_FILE
@@ -86,8 +87,6 @@ class Architecture:
     attn_softcapping: bool = False  # attention soft-capping (Gemma 2 requires it)
     final_softcapping: bool = False  # final-logit soft-capping key read (Gemma 2 requires it, Gemma 3 optional)
     sliding_window: bool = False  # sliding-window layers: window, per-layer pattern, local RoPE base (Gemma 2/3)
-    big_layer_counts: tuple[int, ...] = ()  # Gemma: llama.cpp scales queries by 1/√(hidden/heads) at these depths
-    #                                         (the 27B models), else by 1/√head_dim
 
 
 ARCHITECTURES = {a.name: a for a in (
@@ -95,10 +94,9 @@ ARCHITECTURES = {a.name: a for a in (
     Architecture("qwen2", {**_LLAMA_BLOCK, **_QKV_BIASES}),
     Architecture("qwen3", {**_LLAMA_BLOCK, **_QK_NORMS}),
     Architecture("gemma2", {**_LLAMA_BLOCK, **_GEMMA_NORMS}, activation="gelu_pytorch_tanh", norm_offset=1.0,
-                 reads_head=False, attn_softcapping=True, final_softcapping=True, sliding_window=True,
-                 big_layer_counts=(46,)),
+                 reads_head=False, attn_softcapping=True, final_softcapping=True, sliding_window=True),
     Architecture("gemma3", {**_LLAMA_BLOCK, **_GEMMA_NORMS, **_QK_NORMS}, activation="gelu_pytorch_tanh",
-                 norm_offset=1.0, final_softcapping=True, sliding_window=True, big_layer_counts=(62,)),
+                 norm_offset=1.0, final_softcapping=True, sliding_window=True),
 )}
 
 
@@ -350,8 +348,8 @@ def check_config(config: dict, path: Path) -> Architecture:
     if not arch.reads_head and not tied_embeddings(c):
         refuse("an untied LM head, which llama.cpp ignores for this architecture (it reuses the embeddings)",
                "keep the head tied to the embeddings when adapting this model")
-    if arch.big_layer_counts:
-        big = c["num_hidden_layers"] in arch.big_layer_counts
+    if family(c).big_layer_counts:
+        big = c["num_hidden_layers"] in family(c).big_layer_counts
         expected = c["hidden_size"] // c["num_attention_heads"] if big else _head_dim(c)
         if c.get("query_pre_attn_scalar", expected) != expected:
             refuse(f"query_pre_attn_scalar {c['query_pre_attn_scalar']} differs from the {expected} llama.cpp uses",
@@ -398,26 +396,11 @@ def _rope(config: dict) -> tuple[float, str, float]:
 
 
 def _llama3_rope_factors(config: dict) -> tuple[float, ...]:
-    """Llama 3.x's RoPE scaling as llama.cpp takes it: each rotated pair's frequency is divided by its factor — 1 for
-    the high frequencies, `factor` for the low ones, a smooth blend between (the formula of transformers'
-    `_compute_llama3_parameters`)."""
-    import math
-
+    """Llama 3.x's RoPE scaling as llama.cpp takes it: one divisor per rotated pair (core.convert has the formula)."""
     rope = _rope_parameters(config)
-    dim, theta, factor = _head_dim(config), rope["rope_theta"], float(rope.get("factor", 8.0))
-    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
-    context = float(rope.get("original_max_position_embeddings", 8192))
-    factors = []
-    for i in range(0, dim, 2):
-        wavelength = 2 * math.pi * theta ** (i / dim)
-        if wavelength < context / high:
-            factors.append(1.0)
-        elif wavelength > context / low:
-            factors.append(factor)
-        else:
-            smooth = (context / wavelength - low) / (high - low)
-            factors.append(1 / ((1 - smooth) / factor + smooth))
-    return tuple(factors)
+    return tuple(llama3_rope_factors(_head_dim(config), rope["rope_theta"], float(rope.get("factor", 8.0)),
+                                     float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0)),
+                                     float(rope.get("original_max_position_embeddings", 8192))))
 
 
 def _sentencepiece(model_dir: Path) -> tuple[list[tuple[str, float, int]], bool, bool]:

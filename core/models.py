@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import TweetyError
+from core.errors import TweetyError, plain_os_error
 from core.jobs import atomic_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
+CONVERTER = 2  # the GGUF → folder conversion: 2 streams one tensor at a time (core/convert.py), BF16 matrices
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -47,6 +48,8 @@ class Family:
     # (Gemma 3 270M's GGUF): the adapted model then chats the way the family's instruction-tuned models do.
     chat_template: str | None = None
     chat_tokens: tuple[str, ...] = ()  # the tokens `chat_template` needs in the vocabulary
+    big_layer_counts: tuple[int, ...] = ()  # Gemma: llama.cpp scales queries by 1/√(hidden/heads) at these depths
+    #                                         (the 27B models), else by 1/√head_dim
 
 
 # Gemma's turn format (the instruction-tuned Gemma 2/3 checkpoints' template, text content only): a system message
@@ -69,8 +72,9 @@ FAMILIES = (
     Family("Mistral", "mistral", "llama", "Mistral 7B"),
     Family("Qwen2", "qwen2", "qwen2", "Qwen2, Qwen2.5"),
     Family("Qwen3", "qwen3", "qwen3", "Qwen3 (dense)"),
-    Family("Gemma 2", "gemma2", "gemma2", "Gemma 2", tied_default=True, **_GEMMA_CHAT),
-    Family("Gemma 3", "gemma3_text", "gemma3", "Gemma 3 text-only (270M, 1B)", tied_default=True, **_GEMMA_CHAT),
+    Family("Gemma 2", "gemma2", "gemma2", "Gemma 2", tied_default=True, big_layer_counts=(46,), **_GEMMA_CHAT),
+    Family("Gemma 3", "gemma3_text", "gemma3", "Gemma 3 text-only (270M, 1B)", tied_default=True,
+           big_layer_counts=(62,), **_GEMMA_CHAT),
 )
 SUPPORTED_TYPES = {f.model_type for f in FAMILIES}
 SUPPORTED_GGUF_ARCHS = {f.gguf_arch for f in FAMILIES}
@@ -417,28 +421,32 @@ def check_gguf_architecture(gguf_file: Path) -> str:
 
 def _converted(gguf: Path) -> Path:
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    # The converter's version is part of the key: a folder written by an older converter is converted again.
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CONVERTER}".encode()).hexdigest()[:16]
     folder = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (folder / "config.json").exists():
         return folder
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from core.convert import source_config, write_weights
 
     log.info("Converting %s to a Hugging Face folder (once)", gguf.name)
+    architecture = check_gguf_architecture(gguf)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        gguf_family = next(f for f in FAMILIES if f.gguf_arch == architecture)
+        config = source_config(gguf, architecture, gguf_family.big_layer_counts)
+        family(config.to_dict(), gguf)
+        with atomic_dir(folder) as tmp:
+            write_weights(gguf, architecture, config, tmp / "model.safetensors")  # one tensor at a time
+            config.save_pretrained(tmp)
+            GenerationConfig.from_model_config(config).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     except (ValueError, KeyError, OSError) as e:
+        if isinstance(e, OSError) and plain_os_error(e) is not None:
+            raise
         raise TweetyError(f"cannot read this GGUF file ({e})", path=gguf,
                           fix="choose a GGUF of a supported family, written by llama.cpp's converter") from None
-    family(model.config.to_dict(), gguf)
-    # The model is dequantised to float32 in memory (transformers dequantises every tensor to float32 and keeps them
-    # all until the model is built: about 4 bytes per parameter); saving must not claim it is still GGUF-quantised.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
     return folder
 
 

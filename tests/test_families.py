@@ -27,7 +27,7 @@ GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=4)  # a windo
 FAMILIES = {
     "llama": dict(tie_word_embeddings=False, rope_parameters=dict(
         rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=32)),
+        original_max_position_embeddings=64)),
     "mistral": dict(tie_word_embeddings=False),
     "qwen2": dict(tie_word_embeddings=True),
     "qwen3": dict(tie_word_embeddings=False, head_dim=32),
@@ -252,6 +252,49 @@ def test_identity_initialisation_keeps_every_familys_logits(model_type, tokenize
         streamed = load_hf(initialise_folder(source, identity, tokenizer, tmp_path / "adapted"))(ids).logits
     assert torch.allclose(in_memory, expected, atol=1e-5)
     assert torch.allclose(streamed, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", list(FAMILIES))
+def test_hydra_of_every_family_reproduces_its_body(model_type, tokenizer, sentences):
+    """A Hydra reading and writing with the source's own tables computes what the model computes: the Hydra feeds
+    the body itself, so it must apply Gemma's embedding scale and soft-capped logits as the model's own layers do."""
+    from core import hydra as H
+
+    model = tiny_model(model_type, tokenizer)
+    ids = prompt_ids(tokenizer, sentences)
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits[0]
+    got = H.Hydra(model, "en", tokenizer).logits([H.Segment("en", tuple(ids))], "en")
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+def test_gguf_source_converts_back_to_the_same_model(exported, sentences, tokenizer, tmp_path, monkeypatch):
+    """A GGUF as a source model: converted one tensor at a time (core/convert.py) into a folder that computes what
+    the model it was exported from computes (Llama's Q/K permutation undone, Gemma's norm offset taken back)."""
+    model_type, reference, gguf_file = exported
+    monkeypatch.setenv("TWEETY_CACHE", str(tmp_path))
+    converted = models.resolve(gguf_file)
+    stored = models.safetensors_headers(models.weight_files(converted))
+    assert {t.dtype for t in stored.values()} == {"F32"}  # an F32 GGUF stays F32
+    ids = torch.tensor([prompt_ids(tokenizer, sentences)])
+    with torch.no_grad():
+        expected, got = reference(ids).logits, load_hf(converted)(ids).logits
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("dim,theta,context", [(128, 500000.0, 8192.0), (16, 10000.0, 32.0)])
+def test_llama3_rope_scaling_is_recovered_from_rope_freqs(dim, theta, context, tmp_path):
+    """A GGUF keeps Llama 3's RoPE scaling only as divisors; the parameters read back give the same divisors
+    (Llama 3.1/3.2's own values, and a band of one pair, where Meta's high factor is assumed)."""
+    from core.convert import llama3_rope_factors, llama3_rope_parameters
+
+    factors = llama3_rope_factors(dim, theta, 8.0, 1.0, 4.0, context)
+    rope = llama3_rope_parameters(factors, dim, theta, tmp_path)
+    assert llama3_rope_factors(dim, theta, rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"],
+                               rope["original_max_position_embeddings"]) == pytest.approx(factors, rel=1e-6)
+    assert rope["factor"] == 8.0
+    with pytest.raises(TweetyError, match="not Llama 3's scaling"):
+        llama3_rope_parameters([1.0, 3.0, 1.5, 8.0] * (dim // 8), dim, theta, tmp_path)
 
 
 # --- refusal: unsupported architectures, before any work ------------------------------------------------------------

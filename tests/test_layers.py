@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FLOORS: list[tuple[str, list[str]]] = [
     # Readers, records and the shared plumbing every stage uses.
-    ("readers", ["core", "core.errors", "core.jobs", "core.resources", "core.layout", "core.models",
+    ("readers", ["core", "core.errors", "core.jobs", "core.resources", "core.layout", "core.models", "core.convert",
                  "core.translation"]),
     # The stages: each reads and writes files and knows nothing of the project folder's bookkeeping.
     ("stages", ["core.tokenizer", "core.align", "core.dictionary", "core.mapping", "core.init", "core.extend",

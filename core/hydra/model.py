@@ -71,6 +71,10 @@ class Hydra:
         self.source_language = source_language
         self.languages: dict[str, Language] = {}
         embeddings, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        # Gemma's embedding layer multiplies its rows by √hidden and Gemma 2 soft-caps its logits: the body is fed
+        # and read around those layers, so the Hydra does both itself (1 and None for the other families).
+        self.embed_scale = getattr(model.get_input_embeddings(), "embed_scale", None)
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
         self.languages[source_language] = Language(source_language, source_tokenizer, embeddings,
                                                    embeddings if head is embeddings else head)
 
@@ -120,7 +124,6 @@ class Hydra:
     def embed(self, segments: list[Segment]):
         """[1, T, hidden]: each segment's rows from its own language's table."""
         import torch
-        import torch.nn.functional as F
 
         parts = []
         for s in segments:
@@ -128,8 +131,23 @@ class Hydra:
             if s.ids and max(s.ids) >= table.shape[0]:
                 raise TweetyError(f"token id {max(s.ids)} is outside the {s.language!r} vocabulary "
                                   f"({table.shape[0]:,} tokens)", fix="tokenize each segment with its own language")
-            parts.append(F.embedding(torch.tensor(s.ids, dtype=torch.long), table))
+            parts.append(self.rows(torch.tensor(s.ids, dtype=torch.long), table))
         return torch.cat(parts).unsqueeze(0)
+
+    def rows(self, ids, table):
+        """The body's input for `ids` read with `table` (what the model's own embedding layer would give)."""
+        import torch.nn.functional as F
+
+        rows = F.embedding(ids, table)
+        return rows if self.embed_scale is None else rows * self.embed_scale.to(rows.dtype)
+
+    def project(self, hidden, head):
+        """Next-token logits of `hidden` through `head` (what the model's own LM head would give)."""
+        import torch
+        import torch.nn.functional as F
+
+        logits = F.linear(hidden, head)
+        return logits if not self.softcap else torch.tanh(logits / self.softcap) * self.softcap
 
     def new_cache(self):
         """An empty KV cache for `hidden` (the model's own DynamicCache, filled in place)."""
@@ -151,11 +169,10 @@ class Hydra:
     def logits(self, segments: list[Segment], language: str):
         """[T, vocab of `language`]: next-token logits at every position, from `language`'s head only."""
         import torch
-        import torch.nn.functional as F
 
         with torch.no_grad():
             h = self.hidden(self.embed(segments))
-            return F.linear(h[0], self.language(language).head)
+            return self.project(h[0], self.language(language).head)
 
     # ---- generation -----------------------------------------------------------------------------------------------
     def stop_ids(self, language: str) -> set[int]:
@@ -184,7 +201,6 @@ class Hydra:
         """`generate` for several prompts at once (left-padded; a finished row leaves the batch), each reply at most
         `limits[i]` tokens (default: settings.max_new_tokens). `on_text` streams the first row's text."""
         import torch
-        import torch.nn.functional as F
 
         lang = self.language(language)
         stops = self.stop_ids(language) if stop_ids is None else set(stop_ids)
@@ -208,7 +224,7 @@ class Hydra:
                         replies[i].finish = "cancelled"
                     break
                 h = self.hidden(embeds, cache, mask if len(rows) > 1 else None, positions)
-                logits = F.linear(h[:, -1], lang.head)
+                logits = self.project(h[:, -1], lang.head)
                 tokens, keep = [], []
                 for k, i in enumerate(active):
                     reply = replies[i]
@@ -225,7 +241,7 @@ class Hydra:
                         break
                     cache.batch_select_indices(torch.tensor(keep))
                     mask, positions = mask[keep], positions[keep]
-                embeds = F.embedding(torch.tensor(tokens).unsqueeze(1), lang.embeddings)
+                embeds = self.rows(torch.tensor(tokens).unsqueeze(1), lang.embeddings)
                 mask = torch.cat([mask, torch.ones(len(active), 1, dtype=torch.long)], 1)
                 positions = positions[:, -1:] + 1
         return [r.result() for r in replies]

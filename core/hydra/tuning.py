@@ -149,7 +149,7 @@ def reply_loss(hydra: Hydra, code: str, batch: list[tuple[str, str]]):
     positions = torch.arange(shared, shared + width).expand(len(rows), -1)
     h = hydra.hidden(embeds, cache, mask if len(rows) > 1 else None, positions)
     b, t = torch.tensor(where).T
-    logits = F.linear(h[b, t], hydra.language(code).head)
+    logits = hydra.project(h[b, t], hydra.language(code).head)
     per_token = F.cross_entropy(logits.float(), torch.tensor(targets), reduction="none")
     return (per_token * torch.tensor(weights)).sum()
 
