@@ -24,7 +24,7 @@ from common import ROOT
 # Run in a child: prints "<RSS after imports> <peak RSS since then>" in KiB. Linux resets the peak (VmHWM) when "5"
 # is written to clear_refs, so the imports' own peak does not count.
 CHILD = """
-import sys, tempfile
+import sys, tempfile, time
 sys.path.insert(0, {root!r})
 import torch, transformers
 from core import models
@@ -34,7 +34,7 @@ def status(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
 
 open("/proc/self/clear_refs", "w").write("5")
-start = status("VmRSS:")
+start, began = status("VmRSS:"), time.monotonic()
 gguf = {gguf!r}
 if sys.argv[1] == "ours":
     models.resolve(gguf)
@@ -44,7 +44,7 @@ else:
     model.hf_quantizer = None  # as the studio did: the dequantised model is saved as a plain one
     del model.config.quantization_config
     model.save_pretrained(tempfile.mkdtemp(dir={tmp!r}))
-print(start, status("VmHWM:"))
+print(start, status("VmHWM:"), time.monotonic() - began)
 """
 
 
@@ -77,8 +77,8 @@ def random_llama_gguf(out: Path, layers: int, hidden: int) -> tuple[Path, int]:
     return gguf, parameters
 
 
-def peak_above_start(way: str, gguf: Path, cache: Path, tmp: Path) -> float:
-    """GiB the child grew by (its peak RSS during the conversion − its RSS before it)."""
+def peak_above_start(way: str, gguf: Path, cache: Path, tmp: Path) -> tuple[float, float]:
+    """(GiB the child grew by — its peak RSS during the conversion − its RSS before it —, seconds it took)."""
     import os
 
     code = CHILD.format(root=str(ROOT), gguf=str(gguf), tmp=str(tmp))
@@ -86,8 +86,8 @@ def peak_above_start(way: str, gguf: Path, cache: Path, tmp: Path) -> float:
     run = subprocess.run([sys.executable, "-c", code, way], capture_output=True, text=True, env=env)
     if run.returncode:
         raise SystemExit(f"{way} failed:\n{run.stderr[-3000:]}")
-    start, end = map(int, run.stdout.split()[-2:])
-    return (end - start) / 2**20
+    start, end, seconds = run.stdout.split()[-3:]
+    return (int(end) - int(start)) / 2**20, float(seconds)
 
 
 def main() -> None:
@@ -114,12 +114,12 @@ def main() -> None:
                              models.safetensors_headers(models.weight_files(folder)).values())
     bf16 = parameters * 2 / 2**30
     print(f"GGUF {gguf.name}: {parameters / 1e6:.0f}M parameters, {bf16:.2f} GiB in BF16")
-    print(f"{'conversion':<14} {'peak above start':>17} {'× BF16 model':>13}")
-    for way, gib in results.items():
-        print(f"{way:<14} {gib:>13.2f} GiB {gib / bf16:>12.2f}×")
-    print(f"ours / transformers: {results['ours'] / results['transformers']:.2f}")
+    print(f"{'conversion':<14} {'peak above start':>17} {'× BF16 model':>13} {'seconds':>8}")
+    for way, (gib, seconds) in results.items():
+        print(f"{way:<14} {gib:>13.2f} GiB {gib / bf16:>12.2f}× {seconds:>8.0f}")
+    print(f"ours / transformers: {results['ours'][0] / results['transformers'][0]:.2f}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"parameters": parameters, "peak_gib": results}, indent=2))
+        Path(a.json).write_text(json.dumps({"parameters": parameters, "peak_gib_and_seconds": results}, indent=2))
 
 
 if __name__ == "__main__":

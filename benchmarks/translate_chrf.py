@@ -54,13 +54,15 @@ def batched(hydra: H.Hydra, examples=None):
     return lambda texts, k: H.translate_batch(hydra, texts, "en", "es", max_new_tokens=k, examples=examples)
 
 
-def dictionary_translator():
-    if not FREEDICT.exists():
-        raise SystemExit(f"{FREEDICT} is missing: apt-get install dict-freedict-eng-spa, or leave out `dictionary`")
+def dictionary_translator(index: Path):
+    if not index.exists():
+        raise SystemExit(f"{index} is missing: apt-get install dict-freedict-eng-spa (or apt-get download it and "
+                         "dpkg -x, then --dictionary DIR/usr/share/dictd/freedict-eng-spa.index), or leave out "
+                         "`dictionary`")
     frequency = collections.Counter(w for line in read_lines(DEMO / "bible.train.es.gz")
                                     for w in re.findall(r"\w+", line.lower()))
     options: dict[str, list[str]] = collections.defaultdict(list)
-    for e in read_dictionary(FREEDICT):
+    for e in read_dictionary(index):
         options[e.source.lower()].append(e.target)
     best = {w: max(ts, key=lambda t: (frequency[t.lower()] if " " not in t else 0, -ts.index(t)))
             for w, ts in options.items()}
@@ -82,6 +84,7 @@ def main() -> None:
     p.add_argument("--source-model", default=models.DEFAULT_MODEL,
                    help="the body: default (SmolLM2-135M-Instruct), gemma (Gemma 3 270M), or a GGUF file / folder")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, from " + ", ".join(SYSTEMS))
+    p.add_argument("--dictionary", default=str(FREEDICT), help="FreeDict eng-spa .index for `dictionary`")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--examples", type=int, default=3, help="example outputs to print")
@@ -137,7 +140,7 @@ def main() -> None:
     if "source" in systems:
         translators["source"] = batched(on_its_own(source_model, source_tok, examples))
     if "dictionary" in systems:
-        translators["dictionary"] = dictionary_translator()
+        translators["dictionary"] = dictionary_translator(Path(a.dictionary))
 
     outputs, scores, seconds = {}, {}, {}
     for name in [s for s in SYSTEMS if s in systems]:

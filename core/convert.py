@@ -4,8 +4,8 @@ transformers reads a GGUF itself (`from_pretrained(gguf_file=…)`), but it dequ
 holds them all until the model is built: about 4 bytes a parameter, 28 GB for a 7B, before anything is written.
 Here the safetensors header is written first — every tensor's name, type and shape is known from the GGUF's own
 header — and each tensor is then dequantised, put back into the Hugging Face layout by transformers' own
-per-architecture processor (Llama's Q/K row permutation, Gemma's norm offset of 1) and appended. Memory holds one
-tensor (in float32, the largest is the peak: `benchmarks/convert_memory.py` measures it).
+per-architecture processor (Llama's Q/K row permutation, Gemma's norm offset of 1) and appended, large matrices a
+block of rows at a time. Memory holds one block, not the model (`benchmarks/convert_memory.py` measures it).
 
 The configuration is transformers' reading of the GGUF header, completed with what it leaves out or replaces by the
 family's defaults (`source_config`): head_dim, soft-capping values, the sliding-window layers and their RoPE base,
@@ -56,15 +56,21 @@ def _plan(reader, names: dict[str, str]) -> list[_Planned]:
     return plan
 
 
-def write_weights(gguf: Path, architecture: str, config, out_file: Path, report: Reporter | None = None) -> int:
-    """Write `gguf`'s tensors, in the layout of the transformers model `config` describes, to `out_file`; returns
-    the number of tensors. `architecture` is the GGUF's `general.architecture` (it picks the processor)."""
+CHUNK_VALUES = 1 << 22  # rows are dequantised this many values at a time (16 MB of float32)
+_WHOLE = (".attn_q.", ".attn_k.")  # tensors a processor rearranges across rows (Llama's Q/K permutation)
+
+
+def write_weights(reader, architecture: str, config, out_file: Path, report: Reporter | None = None) -> int:
+    """Write the tensors of `reader` (a `gguf.GGUFReader`), in the layout of the transformers model `config`
+    describes, to `out_file`; returns the number of tensors. `architecture` is the GGUF's `general.architecture`
+    (it picks the processor). Large matrices are dequantised a block of rows at a time, so even a 262k-row
+    embedding never exists in float32 whole; the GGUF pages read are handed back to the system as we go (they are
+    the file's, but would otherwise count in the process's memory)."""
     import torch
-    from gguf import GGUFReader, dequantize
+    from gguf import dequantize
     from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map
 
-    reader = GGUFReader(gguf)
     settings = config.to_dict()
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=settings)
     with torch.device("meta"):  # names only: no memory for the weights
@@ -84,14 +90,31 @@ def write_weights(gguf: Path, architecture: str, config, out_file: Path, report:
         for i, p in enumerate(plan):
             if report is not None:
                 report(i, len(plan), f"converting {p.name}")
-            weights = processor.process(weights=dequantize(p.tensor.data, p.tensor.tensor_type), name=p.tensor.name,
-                                        tensor_key_mapping={}, parsed_parameters={"config": settings}).weights
-            tensor = torch.from_numpy(np.require(weights, np.float32, ["C", "W"])).reshape(p.shape)
-            data = tensor.to(types[p.dtype]).contiguous().view(torch.uint8).numpy()
-            if data.nbytes != p.nbytes:  # the header promised this size: never write a file it would misdescribe
-                raise ValueError(f"tensor {p.tensor.name} has {data.nbytes} bytes, expected {p.nbytes}")
-            f.write(data.data)
+            t, written = p.tensor, 0
+            whole = len(p.shape) == 1 or any(s in t.name for s in _WHOLE)
+            step = p.shape[0] if whole else max(1, CHUNK_VALUES // int(np.prod(p.shape[1:])))
+            for row in range(0, p.shape[0], step):
+                weights = processor.process(weights=dequantize(t.data[row:row + step], t.tensor_type), name=t.name,
+                                            tensor_key_mapping={}, parsed_parameters={"config": settings}).weights
+                tensor = torch.from_numpy(np.require(weights, np.float32, ["C", "W"])).reshape(-1, *p.shape[1:])
+                data = tensor.to(types[p.dtype]).contiguous().view(torch.uint8).numpy()
+                f.write(data.data)
+                written += data.nbytes
+            if written != p.nbytes:  # the header promised this size: never leave a file it would misdescribe
+                raise ValueError(f"tensor {t.name} has {written} bytes, expected {p.nbytes}")
+            _release(reader, t)
     return len(plan)
+
+
+def _release(reader, tensor) -> None:
+    """Drop the GGUF pages of `tensor` from this process (they are clean file pages: read again if ever needed)."""
+    import mmap
+
+    mapped = getattr(reader.data, "_mmap", None)
+    if mapped is None or not hasattr(mapped, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return  # Windows: no madvise; the pages stay until the reader is closed
+    start = tensor.data_offset - tensor.data_offset % mmap.PAGESIZE
+    mapped.madvise(mmap.MADV_DONTNEED, start, tensor.data_offset + tensor.n_bytes - start)
 
 
 # --- the configuration ----------------------------------------------------------------------------------------------
@@ -143,15 +166,13 @@ def llama3_rope_parameters(factors: list[float], dim: int, theta: float, path: P
     return rope
 
 
-def source_config(gguf: Path, architecture: str, gemma_big_layers: tuple[int, ...] = ()):
+def source_config(gguf: Path, reader, architecture: str, gemma_big_layers: tuple[int, ...] = ()):
     """transformers' configuration of a GGUF, completed from the header's own keys (see the module docstring).
     `gemma_big_layers`: the depths at which llama.cpp scales a Gemma's queries by 1/√(hidden/heads), not by
     1/√head_dim."""
-    from gguf import GGUFReader
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    reader = GGUFReader(gguf)
 
     def key(name: str):
         field = reader.fields.get(f"{architecture}.{name}")

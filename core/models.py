@@ -426,6 +426,7 @@ def _converted(gguf: Path) -> Path:
     folder = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (folder / "config.json").exists():
         return folder
+    from gguf import GGUFReader
     from transformers import AutoTokenizer, GenerationConfig
 
     from core.convert import source_config, write_weights
@@ -435,10 +436,11 @@ def _converted(gguf: Path) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         gguf_family = next(f for f in FAMILIES if f.gguf_arch == architecture)
-        config = source_config(gguf, architecture, gguf_family.big_layer_counts)
+        reader = GGUFReader(gguf)  # read once (a 262k-token vocabulary takes seconds), memory-mapped
+        config = source_config(gguf, reader, architecture, gguf_family.big_layer_counts)
         family(config.to_dict(), gguf)
         with atomic_dir(folder) as tmp:
-            write_weights(gguf, architecture, config, tmp / "model.safetensors")  # one tensor at a time
+            write_weights(reader, architecture, config, tmp / "model.safetensors")  # one tensor at a time
             config.save_pretrained(tmp)
             GenerationConfig.from_model_config(config).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
