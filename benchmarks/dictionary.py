@@ -6,7 +6,9 @@ The dictionary is Debian's FreeDict eng-spa (`dict-freedict-eng-spa`, dictd `.in
 /usr/share/dictd; without root: `apt-get download dict-freedict-eng-spa && dpkg -x dict-freedict-eng-spa_*.deb DIR`
 and pass `--dictionary DIR/usr/share/dictd/freedict-eng-spa.index`. The "target text" of the dictionary methods
 is the Spanish side of the training verses (the text the tokenizer is trained on; its English side is not used).
-Usage: python benchmarks/dictionary.py [--dictionary FILE] [--max-bytes 30000] [--steps 100] [--json FILE]
+Usage: python benchmarks/dictionary.py [--dictionary FILE] [--max-bytes 30000] [--skip-bytes 0] [--steps 100]
+       [--rows 'NAME PART|…'] [--threads 1] [--reuse-alignment] [--json FILE]
+Why the dictionary rows come out as they do: benchmarks/dictionary_diagnose.py.
 """
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from common import ROOT, StageTimer, demo_setup
+from dictionary_diagnose import mapped_counts
 
 from core import align, dictionary, finetune, init, mapping, resources
 from core.evaluate import bits_per_byte
@@ -30,19 +34,31 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=16000)
     p.add_argument("--out", default=str(ROOT / "demo-output" / "dictionary"))
     p.add_argument("--max-bytes", type=int, default=30_000, help="evaluate on the first N held-out bytes")
+    p.add_argument("--skip-bytes", type=int, default=0, help="evaluate on the held-out bytes after the first N")
     p.add_argument("--steps", type=int, default=100, help="embedding fine-tune steps for the last table (0: skip)")
-    p.add_argument("--rows", help="comma-separated row names to run (default: all)")
+    p.add_argument("--rows", help="parts of the names of the rows to run, separated by | (or by commas where no name "
+                                  "has one; default: all)")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--reuse-alignment", action="store_true",
+                   help="use the alignment an earlier run left in --out (the tokenizer training is deterministic)")
     a = p.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     out = Path(a.out)
     timed = StageTimer()
 
     print("Stages:")
     entries = timed("read dictionary", resources.read_dictionary, a.dictionary)
-    demo = demo_setup(timed, out, a.vocab_size, a.max_bytes)
+    demo = demo_setup(timed, out, a.vocab_size, a.max_bytes + a.skip_bytes)
+    if a.skip_bytes:  # a second held-out sample, for checking choices made on the first
+        demo.heldout = demo.heldout.encode()[a.skip_bytes:].decode("utf-8", errors="ignore")
     corpus, heldout, model, source_tok, target_tok = (demo.corpus, demo.heldout, demo.model, demo.source_tok,
                                                       demo.target_tok)
-    timed("align corpus", align.align_corpus, corpus, source_tok, target_tok, out / "alignment")
+    if not (a.reuse_alignment and (out / "alignment").exists()):
+        timed("align corpus", align.align_corpus, corpus, source_tok, target_tok, out / "alignment")
     corpus_evidence = mapping.Evidence("corpus", mapping.ALIGNMENT_KIND, align.load_counts(out / "alignment"))
     text = corpus.target
 
@@ -65,25 +81,81 @@ def main() -> None:
                                    source_tok, target_tok, s)
         return built[key]
 
-    def words(**kw):
-        return lambda: [mapping.dictionary_evidence(entries, source_tok, target_tok, settings=D(**kw))]
+    def words(base: dict | None = None, **kw):
+        return lambda: [mapping.dictionary_evidence(entries, source_tok, target_tok, settings=D(**(base or {}) | kw))]
 
-    plain = dict(sense_weights=False, frequency_prior=False)
+    # Every row names all the settings it changes from these, so that it keeps measuring the same thing whatever the
+    # defaults: `exact` is whole words as of 2026-11-28 (dictionary words only), `stems` adds inflected forms.
+    exact = dict(stem_match=0, max_ending=3, one_token_sources=False, spelling_kept_from=0, plural=("", ""))
+    stems = dict(exact, stem_match=4, one_token_sources=True)
+    kept = dict(stems, stem_match=3, plural=("s", "s"), spelling_kept_from=1)
     variants = {
         "dictionary: every piece × every piece (before)": lambda: [dict_evidence(counts("entries"))],
-        "dictionary: whole words, sense × frequency weights": words(),
-        "dictionary: whole words, sense weights": words(frequency_prior=False),
-        "dictionary: whole words, equal weights": words(**plain),
-        "dictionary: whole words, equal, glosses of 1 word": words(**plain, max_source_words=1),
-        "dictionary: whole words, equal, top sense": words(**plain, max_sources=1),
-        "dictionary: whole words, equal, + spelling ½": words(**plain, spelling_share=0.5),
-        "dictionary: whole words, top sense, + spelling ½": words(**plain, max_sources=1, spelling_share=0.5),
-        "dictionary: whole words, sense × freq, + spelling ½": words(spelling_share=0.5),
+        "dictionary: whole words, sense × frequency weights": words(exact, sense_weights=True, frequency_prior=True),
+        "dictionary: whole words, sense weights": words(exact, sense_weights=True),
+        "dictionary: whole words, equal weights": words(exact),
+        "dictionary: whole words, equal, glosses of 1 word": words(exact, max_source_words=1),
+        "dictionary: whole words, equal, top sense": words(exact, max_sources=1),
+        "dictionary: whole words, equal, + spelling ½": words(exact, spelling_share=0.5),
+        "dictionary: whole words, top sense, + spelling ½": words(exact, max_sources=1, spelling_share=0.5),
+        "dictionary: whole words, sense × freq, + spelling ½": words(exact, sense_weights=True,
+                                                                  frequency_prior=True, spelling_share=0.5),
+        "dictionary: whole words, equal, frequency prior": words(exact, frequency_prior=True),
+        "dictionary: whole words, frequency prior, top sense": words(exact, frequency_prior=True, max_sources=1),
+        "dictionary: stems ≥ 4": words(exact, stem_match=4),
+        "dictionary: stems ≥ 5": words(exact, stem_match=5),
+        "dictionary: stems ≥ 3": words(exact, stem_match=3),
+        "dictionary: stems ≥ 4, frequency prior": words(exact, frequency_prior=True, stem_match=4),
+        "dictionary: stems ≥ 4, frequency prior, top sense": words(exact, frequency_prior=True, max_sources=1,
+                                                                 stem_match=4),
+        "dictionary: stems ≥ 4, one-token glosses": words(stems),
+        "dictionary: stems ≥ 4, one-token glosses, own ending": words(stems, own_ending=True),
+        "dictionary: stems ≥ 4, one-token glosses, shared spelling kept if ≥ 3 senses": words(stems,
+                                                                                          spelling_kept_from=3),
+        "dictionary: stems ≥ 4, one-token glosses, shared spelling kept if ≥ 2 senses": words(stems,
+                                                                                          spelling_kept_from=2),
+        "dictionary: stems ≥ 4, one-token glosses, shared spelling always kept": words(stems, spelling_kept_from=1),
+        "dictionary: stems ≥ 4 own ending, one-token glosses, kept if ≥ 2": words(stems, own_ending=True,
+                                                                                spelling_kept_from=2),
+        "dictionary: stems ≥ 4 own ending, one-token glosses, kept if ≥ 3": words(stems, own_ending=True,
+                                                                                spelling_kept_from=3),
+        "dictionary: stems ≥ 4, one-token glosses, kept if ≥ 2, plurals": words(stems, spelling_kept_from=2,
+                                                                              plural=("s", "s")),
+        "dictionary: stems ≥ 4 endings ≤ 4, one-token glosses, kept if ≥ 2": words(stems, max_ending=4,
+                                                                                 spelling_kept_from=2),
+        "dictionary: stems ≥ 4 endings ≤ 4, one-token glosses, plurals, kept": words(kept, stem_match=4,
+                                                                                   max_ending=4),
+        "dictionary: stems ≥ 4 endings ≤ 5, one-token glosses, plurals, kept": words(kept, stem_match=4,
+                                                                                   max_ending=5),
+        "dictionary: stems ≥ 2 endings ≤ 4, one-token glosses, plurals, kept": words(kept, stem_match=2,
+                                                                                   max_ending=4),
+        **{f"dictionary: stems ≥ 3 endings ≤ {n}, one-token glosses, plurals, kept": words(kept, max_ending=n)
+           for n in (4, 5, 8, 10)},
+        "dictionary: stems ≥ 3 endings ≤ 5, one-token glosses, kept (no plurals)": words(kept, max_ending=5,
+                                                                                       plural=("", "")),
+        "dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept, closest lemmas": words(
+            kept, max_ending=6, closest_lemmas=True),
+        "dictionary: stems ≥ 3 endings ≤ 6 own ending, one-token glosses, plurals, kept": words(
+            kept, max_ending=6, own_ending=True),
+        **{f"dictionary: stems ≥ 3 endings ≤ 6 (dictionary word's ≤ {n}), one-token glosses, plurals, kept":
+           words(kept, max_ending=6, max_lemma_ending=n) for n in (2, 3, 4)},
+        "dictionary: the default (stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept)": words(),
+        "dictionary: the default, but glosses of several tokens too": words(one_token_sources=False),
         "dictionary: pseudo-parallel text, aligned": lambda: [dict_evidence(counts("pseudo-parallel"))],
+        "dictionary: the default + a WECHSEL-style map for the other whole words": lambda: with_map(),
     }
+    def with_map() -> list[mapping.Evidence]:
+        """The default, and for every whole word it leaves on its spelling row (the source lacks it as one token),
+        the source tokens nearest to that row mapped the way the dictionary's words map (`mapped_counts`)."""
+        default = words()()[0]
+        fvt = mapping.fvt_rows(target_tok, source_tok)[0]
+        others = np.array([t for t in dictionary.whole_words(target_tok)
+                           if default.counts[t].nnz == 0 and fvt[t].nnz > 1])
+        return [default, dict_evidence(mapped_counts(model, default.counts, fvt, others), "dictionary map")]
+
     rows = {"fvt (no resource)": lambda: [], **variants, "corpus only": lambda: [corpus_evidence],
             "corpus + dictionary (before)": lambda: [corpus_evidence, dict_evidence(counts("entries"))]}
-    wanted = set(a.rows.split(",")) if a.rows else None
+    wanted = set(a.rows.split("|" if "|" in a.rows else ",")) if a.rows else None
     results, mappings, rows_after = {}, {}, {}
     for name, evidence in rows.items():
         if wanted and not any(w in name for w in wanted):
@@ -114,7 +186,9 @@ def main() -> None:
         print(f"  {name:<50} {r.bits_per_byte:.4f} bits/byte", flush=True)
 
     fvt = results.get("fvt (no resource)", {}).get("bits_per_byte")
-    print(f"\nHeld-out Spanish, first {len(heldout.encode()):,} bytes; target vocabulary {len(target_tok):,}; "
+    sample = f"bytes {a.skip_bytes:,}–{a.skip_bytes + len(heldout.encode()):,}" if a.skip_bytes else \
+        f"first {len(heldout.encode()):,} bytes"
+    print(f"\nHeld-out Spanish, {sample}; target vocabulary {len(target_tok):,}; "
           f"{len(entries):,} dictionary entries")
     print(f"{'resource':<58} {'bits/byte':>10} {'vs fvt':>8} {'dict tok':>9} {'align tok':>10}")
     for name, r in results.items():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import write_lines
-from core.dictionary import DictionarySettings, pseudo_parallel_counts, translate_word_by_word, translations
+from core.dictionary import DictionarySettings, by_stem, pseudo_parallel_counts, translate_word_by_word, translations
 from core.errors import TweetyError
 from core.mapping import Origin, build_mapping, dictionary_evidence, fvt_mapping
 from core.resources import DictionaryEntry, read_dictionary
@@ -57,7 +57,13 @@ def test_frequent_sub_word_pieces_are_not_hijacked(source_tokenizer, target_toke
         assert before.origin[t] == Origin.DICTIONARY  # the first method linked it to unrelated words
         assert m.origin[t] == Origin.FVT
         assert (m.matrix[t] != fvt.matrix[t]).nnz == 0  # its spelling row, untouched
-    assert m.coverage()["dictionary"] == 0  # none of these words is one token
+    # Only whole-word tokens get dictionary evidence: here none of the dictionary's words is one token, so with stem
+    # matching off nothing does; with it, only pieces after a space that share a stem with a dictionary word.
+    exact = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
+        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(stem_match=0))])
+    assert exact.coverage()["dictionary"] == 0
+    pieces = target_tokenizer.convert_ids_to_tokens(np.flatnonzero(m.origin == Origin.DICTIONARY).tolist())
+    assert pieces and all(p.startswith("▁") for p in pieces)
 
 
 def test_word_by_word_translation_and_its_alignment(source_tokenizer, target_tokenizer, pairs):
@@ -94,3 +100,38 @@ def test_malformed_dictionaries_get_clear_errors(tmp_path, source_tokenizer, tar
     e = dictionary_evidence([DictionaryEntry("a shop where drugs are sold", "coffeeshop"),
                              DictionaryEntry("pharmacy", "la farmacia")], source_tokenizer, target_tokenizer)
     assert e.counts.nnz == 0 and np.asarray(e.counts.shape).tolist() == [len(target_tokenizer), len(source_tokenizer)]
+
+
+def test_inflected_forms_borrow_their_lemmas_translations(source_tokenizer, target_tokenizer):
+    # Real FreeDict entries; the running text has the inflected forms, which the dictionary lacks.
+    entries = [DictionaryEntry("son", "hijo"), DictionaryEntry("woman", "mujer"), DictionaryEntry("wife", "mujer"),
+               DictionaryEntry("house", "casa"), DictionaryEntry("marry", "casar"), DictionaryEntry("the", "la"),
+               DictionaryEntry("of", "de"), DictionaryEntry("from", "de")]
+    table = translations(entries)
+    found = by_stem(["hijos", "mujeres", "casas", "hijas", "su", "hijo"], table,
+                    DictionarySettings(stem_match=4, max_ending=3, plural=("", "")))
+    assert found["hijos"] == [("son", 1.0)]
+    assert dict(found["mujeres"]) == {"woman": 0.5, "wife": 0.5}  # each lemma counts 1, spread over its senses
+    assert found["casas"] == [("house", 1.0)]  # `casa` + s, not `casar`
+    assert "hijas" not in found  # `hij` is shorter than 4 letters: no lemma
+    assert "su" not in found and "hijo" not in found  # too short; already in the dictionary
+    assert by_stem(["hijos"], table, DictionarySettings())["hijos"] == [("sons", 1.0), ("son", 0.5)]  # the default
+
+    m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)  # the default settings
+    assert row(m, source_tokenizer, target_tokenizer, "▁hijo") == {"Ġson": pytest.approx(1.0)}
+    assert row(m, source_tokenizer, target_tokenizer, "▁hijos") == {"Ġsons": pytest.approx(2 / 3),
+                                                                     "Ġson": pytest.approx(1 / 3)}
+    # ` womans` and ` wifes` are no source tokens: only the singulars are left.
+    assert row(m, source_tokenizer, target_tokenizer, "▁mujeres") == {"Ġwoman": pytest.approx(0.5),
+                                                                       "Ġwife": pytest.approx(0.5)}
+    # `la` and `de` are source tokens already (` la`, ` de`): they keep their spelling rows, not ` the` / ` of`.
+    fvt = fvt_mapping(source_tokenizer, target_tokenizer)
+    for piece in ("▁la", "▁de"):
+        t = target_tokenizer.convert_tokens_to_ids(piece)
+        assert m.origin[t] == Origin.FVT and (m.matrix[t] != fvt.matrix[t]).nnz == 0
+    exact = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
+        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(stem_match=0, spelling_kept_from=0))])
+    assert row(exact, source_tokenizer, target_tokenizer, "▁la") == {"Ġthe": pytest.approx(1.0)}
+    for piece in ("▁hijos", "▁mujeres", "▁hijas"):
+        t = target_tokenizer.convert_tokens_to_ids(piece)
+        assert exact.origin[t] == Origin.FVT and (exact.matrix[t] != fvt.matrix[t]).nnz == 0

@@ -103,15 +103,17 @@ def test_dictionary_only_spreads_over_source_word_tokens(target_tokenizer, sourc
         row = m.matrix[t]
         return {source_tokenizer.convert_ids_to_tokens(int(j)): float(w) for j, w in zip(row.indices, row.data)}
 
-    # Two entries of weight 1; " God" is one token, " Supreme Being" two, which share its half evenly.
-    assert sources(DictionarySettings()) == {
+    # Two entries of weight 1; " God" is one token, " Supreme Being" two, which share its half evenly (by default a
+    # word with a one-token translation keeps only those: `one_token_sources`).
+    assert sources(DictionarySettings(one_token_sources=False)) == {
         "ĠGod": pytest.approx(0.5), "ĠSupreme": pytest.approx(0.25), "ĠBeing": pytest.approx(0.25)}
     # The frequency prior also divides by each source word's rank: " God" is token 1839 (rank 1840); a two-token
     # phrase ranks after the whole 49,152-token vocabulary, twice.
     god, phrase = 1 / 1840, 1 / (2 * 49152)
-    assert sources(DictionarySettings(frequency_prior=True)) == {
+    assert sources(DictionarySettings(frequency_prior=True, one_token_sources=False)) == {
         "ĠGod": pytest.approx(god / (god + phrase)), "ĠSupreme": pytest.approx(phrase / 2 / (god + phrase)),
         "ĠBeing": pytest.approx(phrase / 2 / (god + phrase))}
+    assert sources(DictionarySettings()) == {"ĠGod": pytest.approx(1.0)}
 
 
 def test_alignment_counts_for_other_vocabularies_are_refused(synthetic, target_tokenizer, source_tokenizer):
