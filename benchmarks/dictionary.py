@@ -86,7 +86,8 @@ def main() -> None:
 
     # Every row names all the settings it changes from these, so that it keeps measuring the same thing whatever the
     # defaults: `exact` is whole words as of 2026-11-28 (dictionary words only), `stems` adds inflected forms.
-    exact = dict(stem_match=0, max_ending=3, one_token_sources=False, spelling_kept_from=0, plural=("", ""))
+    exact = dict(stem_match=0, max_ending=3, one_token_sources=False, spelling_kept_from=0, plural=("", ""),
+                 wider_pool=0, fallback_ending=0)
     stems = dict(exact, stem_match=4, one_token_sources=True)
     kept = dict(stems, stem_match=3, plural=("s", "s"), spelling_kept_from=1)
     variants = {
@@ -139,8 +140,24 @@ def main() -> None:
             kept, max_ending=6, own_ending=True),
         **{f"dictionary: stems ≥ 3 endings ≤ 6 (dictionary word's ≤ {n}), one-token glosses, plurals, kept":
            words(kept, max_ending=6, max_lemma_ending=n) for n in (2, 3, 4)},
-        "dictionary: the default (stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept)": words(),
+        "dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept (the default until 2026-11-29)": words(
+            kept, max_ending=6),
+        "dictionary: the default (stems ≥ 3 endings ≤ 6, then ≤ 8 if none, one-token glosses, plurals, kept, lemmas "
+        "of a prefix 1 shorter too)": words(),
         "dictionary: the default, but glosses of several tokens too": words(one_token_sources=False),
+        **{f"dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept, prefix ≥ {x:g} of the longer word":
+           words(kept, max_ending=6, stem_share=x) for x in (0.4, 0.5, 0.6)},
+        **{f"dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept, prefix ≥ {x:g} of the longer word "
+           f"if ≤ {n} letters": words(kept, max_ending=6, stem_share=x, short_word=n)
+           for x, n in ((0.6, 5), (0.75, 5))},
+        "dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept, lemmas nearest in length": words(
+            kept, max_ending=6, nearest_length=True),
+        **{f"dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept, lemmas of a prefix {n} shorter too":
+           words(kept, max_ending=6, wider_pool=n) for n in (1, 2, 3)},
+        "dictionary: stems ≥ 3 endings ≤ 6, then ≤ 8 if none, one-token glosses, plurals, kept, lemmas of a prefix 1 "
+        "shorter too": words(kept, max_ending=6, fallback_ending=8, wider_pool=1),
+        **{f"dictionary: stems ≥ 3 endings ≤ 6, then ≤ {n} if none, one-token glosses, plurals, kept":
+           words(kept, max_ending=6, fallback_ending=n) for n in (8, 12)},
         "dictionary: pseudo-parallel text, aligned": lambda: [dict_evidence(counts("pseudo-parallel"))],
         "dictionary: the default + a WECHSEL-style map for the other whole words": lambda: with_map(),
     }

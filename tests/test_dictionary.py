@@ -2,6 +2,8 @@
 on 400 real verses, and real English–Spanish entries."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -109,13 +111,21 @@ def test_inflected_forms_borrow_their_lemmas_translations(source_tokenizer, targ
                DictionaryEntry("of", "de"), DictionaryEntry("from", "de")]
     table = translations(entries)
     found = by_stem(["hijos", "mujeres", "casas", "hijas", "su", "hijo"], table,
-                    DictionarySettings(stem_match=4, max_ending=3, plural=("", "")))
+                    DictionarySettings(stem_match=4, max_ending=3, plural=("", ""), wider_pool=0, fallback_ending=0))
     assert found["hijos"] == [("son", 1.0)]
     assert dict(found["mujeres"]) == {"woman": 0.5, "wife": 0.5}  # each lemma counts 1, spread over its senses
     assert found["casas"] == [("house", 1.0)]  # `casa` + s, not `casar`
     assert "hijas" not in found  # `hij` is shorter than 4 letters: no lemma
     assert "su" not in found and "hijo" not in found  # too short; already in the dictionary
     assert by_stem(["hijos"], table, DictionarySettings())["hijos"] == [("sons", 1.0), ("son", 0.5)]  # the default
+    # The default pools the lemmas of a prefix one letter shorter too (`cas`: `casa` and `casar`), and a word no lemma
+    # matches within 6 letters tries again within 8 (`trescientos` = `tres` + 7 letters).
+    table = translations([*entries, DictionaryEntry("three", "tres")])
+    singular = DictionarySettings(plural=("", ""))
+    found = by_stem(["casas", "trescientos"], table, singular)
+    assert dict(found["casas"]) == {"house": 1.0, "marry": 1.0} and found["trescientos"] == [("three", 1.0)]
+    found = by_stem(["casas", "trescientos"], table, replace(singular, wider_pool=0, fallback_ending=0))
+    assert found == {"casas": [("house", 1.0)]}
 
     m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)  # the default settings
     assert row(m, source_tokenizer, target_tokenizer, "▁hijo") == {"Ġson": pytest.approx(1.0)}
