@@ -348,8 +348,9 @@ def check_config(config: dict, path: Path) -> Architecture:
     if not arch.reads_head and not tied_embeddings(c):
         refuse("an untied LM head, which llama.cpp ignores for this architecture (it reuses the embeddings)",
                "keep the head tied to the embeddings when adapting this model")
-    if family(c).big_layer_counts:
-        big = c["num_hidden_layers"] in family(c).big_layer_counts
+    big_layer_counts = family(c).big_layer_counts
+    if big_layer_counts:
+        big = c["num_hidden_layers"] in big_layer_counts
         expected = c["hidden_size"] // c["num_attention_heads"] if big else _head_dim(c)
         if c.get("query_pre_attn_scalar", expected) != expected:
             refuse(f"query_pre_attn_scalar {c['query_pre_attn_scalar']} differs from the {expected} llama.cpp uses",

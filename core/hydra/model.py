@@ -72,7 +72,7 @@ class Hydra:
         self.languages: dict[str, Language] = {}
         embeddings, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
         # Gemma's embedding layer multiplies its rows by √hidden and Gemma 2 soft-caps its logits: the body is fed
-        # and read around those layers, so the Hydra does both itself (1 and None for the other families).
+        # and read around those layers, so the Hydra does both itself (both None for the other families).
         self.embed_scale = getattr(model.get_input_embeddings(), "embed_scale", None)
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
         self.languages[source_language] = Language(source_language, source_tokenizer, embeddings,
