@@ -419,11 +419,20 @@ def check_gguf_architecture(gguf_file: Path) -> str:
     return arch
 
 
+def _content_key(gguf: Path, edge: int = 1 << 20) -> str:
+    """The cache key of a GGUF: its size, first and last MiB (the header names the model, the tail holds the last
+    tensors' bytes) and the converter's version (a folder written by an older converter is converted again). By
+    content, not path: every reinstall or clone of the same model shares one converted folder instead of adding one."""
+    digest = hashlib.sha256(f"{gguf.stat().st_size}|{CONVERTER}|".encode())
+    with open(gguf, "rb") as f:
+        digest.update(f.read(edge))
+        f.seek(max(0, gguf.stat().st_size - edge))
+        digest.update(f.read(edge))
+    return digest.hexdigest()[:16]
+
+
 def _converted(gguf: Path) -> Path:
-    stat = gguf.stat()
-    # The converter's version is part of the key: a folder written by an older converter is converted again.
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CONVERTER}".encode()).hexdigest()[:16]
-    folder = cache_dir() / "models" / f"{gguf.stem}-{key}"
+    folder = cache_dir() / "models" / f"{gguf.stem}-{_content_key(gguf)}"
     if (folder / "config.json").exists():
         return folder
     from gguf import GGUFReader

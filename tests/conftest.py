@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,21 @@ DEMO = ROOT / "resources" / "demo"
 def demo_lines(name: str, n: int) -> list[str]:
     with gzip.open(DEMO / name, "rt", encoding="utf-8") as f:
         return [next(f).rstrip("\n") for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """`mktemp` for a module's fixtures, emptied when the module's tests are done: a full run writes ~18 GB of adapted
+    models and GGUFs, which must not pile up on CI's disk (failing tests' function folders are kept, see pyproject)."""
+    made: list[Path] = []
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ def tweety(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, pairs):
-    d = tmp_path_factory.mktemp("cli")
+def files(module_tmp, pairs):
+    d = module_tmp("cli")
     en, es = pairs
     write_lines(d / "train.en", en[:300])
     write_lines(d / "train.es", es[:300])

@@ -32,7 +32,7 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, target_tokenizer, pairs):
+def tiny(module_tmp, target_tokenizer, pairs):
     """A random tiny Llama (tied embeddings, like SmolLM2) with the target tokenizer, the texts, and the
     one-process reference run."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -43,7 +43,7 @@ def tiny(tmp_path_factory, target_tokenizer, pairs):
     config = LlamaConfig(vocab_size=len(target_tokenizer), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=256, tie_word_embeddings=True)
-    d = tmp_path_factory.mktemp("distributed")
+    d = module_tmp("distributed")
     save_adapted(LlamaForCausalLM(config), target_tokenizer, d / "model")
     write_lines(d / "train.es", pairs[1])
     write_lines(d / "heldout.es", demo_lines("bible.heldout.es.gz", 10))

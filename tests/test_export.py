@@ -17,12 +17,12 @@ from core.resources import read_lines
 
 
 @pytest.fixture(scope="module")
-def adapted(tmp_path_factory, pairs):
+def adapted(module_tmp, pairs):
     """The real SmolLM2-135M adapted to Spanish through the whole pipeline (vocab 800, 400 verse pairs)."""
     from core.pipeline import AdaptSettings, adapt
     from core.tokenizer import TokenizerSettings
 
-    tmp = tmp_path_factory.mktemp("export")
+    tmp = module_tmp("export")
     en, es = write_lines(tmp / "train.en", pairs[0]), write_lines(tmp / "train.es", pairs[1])
     return adapt(AdaptSettings(target_text=str(es), parallel=(str(en), str(es)), out=str(tmp / "adapted"),
                                language="es", tokenizer=TokenizerSettings(vocab_size=800))).model
@@ -34,8 +34,8 @@ def hf(adapted):
     return AutoModelForCausalLM.from_pretrained(adapted, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(adapted)
 
 @pytest.fixture(scope="module")
-def ggufs(adapted, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gguf")
+def ggufs(adapted, module_tmp):
+    out = module_tmp("gguf")
     return {t: export_gguf(adapted, out / f"model-{t}.gguf", ExportSettings(type=t)).path for t in ("f32", "f16", "q8_0")}
 
 @pytest.fixture(scope="module")

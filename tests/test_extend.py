@@ -27,14 +27,14 @@ def _gemma_installed() -> bool:
 
 
 @pytest.fixture(scope="module")
-def extended(tmp_path_factory, source, pairs):
+def extended(module_tmp, source, pairs):
     """(model folder, project) of a project extending the vocabulary (the wizard's Extend choice, `tweety extend`)
     on 400 Genesis verse pairs, 300 new tokens."""
     from core.layout import EXTEND
     from core.project import Inputs, Project
     from core.resources import PARALLEL, Resource
 
-    tmp = tmp_path_factory.mktemp("extend")
+    tmp = module_tmp("extend")
     en, es = write_lines(tmp / "train.en", pairs[0]), write_lines(tmp / "train.es", pairs[1])
     project = Project.create(tmp / "extended")
     project._source = source  # the session's loaded SmolLM2; initialisation changes a copy of it
@@ -192,12 +192,12 @@ def test_non_bpe_and_plain_bpe_sources_are_refused():
 
 
 @pytest.fixture(scope="module")
-def english_sentencepiece(source_tokenizer, pairs, tmp_path_factory):
+def english_sentencepiece(source_tokenizer, pairs, module_tmp):
     """A small SentencePiece-style BPE source (`▁`, `<0xNN>` byte fallback, every split of a piece a merge), as
     Llama 2 and Mistral have, trained on the English side: cheap, so it runs where Gemma is not installed."""
     from core.tokenizer import TokenizerSettings, load_tokenizer, train_tokenizer
 
-    out = tmp_path_factory.mktemp("sp") / "english"
+    out = module_tmp("sp") / "english"
     train_tokenizer(pairs[0], source_tokenizer, out, TokenizerSettings(vocab_size=1000))
     return load_tokenizer(out)
 
@@ -253,14 +253,14 @@ needs_gemma = pytest.mark.skipif(not _gemma_installed(), reason=GEMMA_MISSING)
 
 
 @pytest.fixture(scope="module")
-def gemma_extended(tmp_path_factory, pairs):
+def gemma_extended(module_tmp, pairs):
     """(model folder, project) of Gemma 3 270M extended with 300 Spanish tokens on 400 verse pairs."""
     from core import models
     from core.layout import EXTEND
     from core.project import Inputs, Project
     from core.resources import PARALLEL, Resource
 
-    tmp = tmp_path_factory.mktemp("gemma-extend")
+    tmp = module_tmp("gemma-extend")
     en, es = write_lines(tmp / "train.en", pairs[0]), write_lines(tmp / "train.es", pairs[1])
     project = Project.create(tmp / "extended", str(models.gemma_gguf()))
     project.set_inputs(Inputs(str(es), (Resource(PARALLEL, (str(en), str(es))),), "es"), EXTEND)

@@ -4,6 +4,7 @@ initialisations keep each family's embedding and head right; anything unsupporte
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import numpy as np
@@ -79,10 +80,10 @@ def load_hf(folder):
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
-def exported(request, tokenizer, tmp_path_factory):
+def exported(request, tokenizer, module_tmp):
     """(model type, transformers model reloaded from its folder, F32 GGUF path)."""
     model_type = request.param
-    tmp = tmp_path_factory.mktemp(model_type)
+    tmp = module_tmp(model_type)
     folder = save(tiny_model(model_type, tokenizer), tokenizer, tmp / "model")
     gguf_file = export_gguf(folder, tmp / "model.gguf", ExportSettings(type="f32")).path
     return model_type, load_hf(folder), gguf_file
@@ -280,6 +281,11 @@ def test_gguf_source_converts_back_to_the_same_model(exported, sentences, tokeni
     with torch.no_grad():
         expected, got = reference(ids).logits, load_hf(converted)(ids).logits
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    # The cache is keyed by content: the same file elsewhere (a reinstall, another clone) reuses the folder.
+    copy = tmp_path / "elsewhere" / gguf_file.name
+    copy.parent.mkdir()
+    shutil.copy(gguf_file, copy)
+    assert models.resolve(copy) == converted
 
 
 @pytest.mark.parametrize("dim,theta,context", [(128, 500000.0, 8192.0), (16, 10000.0, 32.0)])

@@ -21,7 +21,7 @@ QUICK = dict(block_size=32, batch_size=2, warmup_steps=2, eval_every=100, checkp
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory, source, target_tokenizer, pairs):
+def small(module_tmp, source, target_tokenizer, pairs):
     """A 4-layer cut of the real SmolLM2 weights, FVT-initialised for the 800-token target tokenizer, plus texts."""
     from core.init import initialise, save_adapted
     from core.mapping import fvt_mapping
@@ -33,7 +33,7 @@ def small(tmp_path_factory, source, target_tokenizer, pairs):
     if getattr(cut.config, "layer_types", None):
         cut.config.layer_types = cut.config.layer_types[:4]
     initialise(cut, fvt_mapping(source_tok, target_tokenizer))
-    d = tmp_path_factory.mktemp("finetune")
+    d = module_tmp("finetune")
     save_adapted(cut, target_tokenizer, d / "model")
     write_lines(d / "train.es", pairs[1])
     write_lines(d / "heldout.es", demo_lines("bible.heldout.es.gz", 15))

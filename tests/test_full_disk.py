@@ -48,8 +48,8 @@ def fill(disk: Path, free: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, pairs):
-    d = tmp_path_factory.mktemp("inputs")
+def files(module_tmp, pairs):
+    d = module_tmp("inputs")
     en, es = pairs
     write_lines(d / "en.txt", en[:200])
     write_lines(d / "es.txt", es[:200])
@@ -58,8 +58,8 @@ def files(tmp_path_factory, pairs):
 
 
 @pytest.fixture(scope="module")
-def project(files, tmp_path_factory):
-    out = tmp_path_factory.mktemp("project") / "p"
+def project(files, module_tmp):
+    out = module_tmp("project") / "p"
     r = tweety("adapt", "--target-text", files / "es.txt", "--parallel", files / "en.txt", files / "es.txt",
                "--vocab-size", 600, "--language", "es", "--out", out)
     assert r.returncode == 0, r.stderr

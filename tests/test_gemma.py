@@ -36,13 +36,13 @@ def gemma() -> Path:
 
 
 @pytest.fixture(scope="module")
-def adapted(gemma, pairs, tmp_path_factory):
+def adapted(gemma, pairs, module_tmp):
     """(AdaptResult, F32 GGUF path, seconds of adapt, seconds of export) for Gemma 3 270M → Spanish."""
     from core.export import ExportSettings, export_gguf
     from core.pipeline import AdaptSettings, adapt
     from core.tokenizer import TokenizerSettings
 
-    tmp = tmp_path_factory.mktemp("gemma")
+    tmp = module_tmp("gemma")
     en, es = write_lines(tmp / "en.txt", pairs[0]), write_lines(tmp / "es.txt", pairs[1])
     start = time.monotonic()
     result = adapt(AdaptSettings(source_model=str(gemma), target_text=str(es), parallel=(str(en), str(es)),

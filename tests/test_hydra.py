@@ -21,7 +21,7 @@ EXAMPLES = [("And God saw the light, that it was good.", "Y vió Dios que la luz
 
 
 @pytest.fixture(scope="module")
-def adapted_es(tmp_path_factory, source, target_tokenizer):
+def adapted_es(module_tmp, source, target_tokenizer):
     """SmolLM2 adapted to the 800-piece Spanish tokenizer (dictionary mapping), saved like `tweety init` does."""
     from core.init import initialise, save_adapted
     from core.mapping import build_mapping
@@ -31,7 +31,7 @@ def adapted_es(tmp_path_factory, source, target_tokenizer):
     entries = [DictionaryEntry(en, es) for en, es in (("God", "Dios"), ("earth", "tierra"), ("waters", "aguas"),
                                                       ("light", "luz"), ("beginning", "principio"))]
     m = build_mapping(tok, target_tokenizer, dictionary=entries)
-    out = tmp_path_factory.mktemp("hydra") / "es"
+    out = module_tmp("hydra") / "es"
     save_adapted(initialise(copy.deepcopy(model), m), target_tokenizer, out)
     return out
 
@@ -42,8 +42,8 @@ def hydra(source, adapted_es):
 
 
 @pytest.fixture(scope="module")
-def saved(hydra, tmp_path_factory):
-    return H.save_hydra(hydra, tmp_path_factory.mktemp("saved") / "hydra")
+def saved(hydra, module_tmp):
+    return H.save_hydra(hydra, module_tmp("saved") / "hydra")
 
 
 def _prompt(hydra) -> list[H.Segment]:

@@ -20,8 +20,8 @@ ENTRIES = [DictionaryEntry("God", "Dios"), DictionaryEntry("earth", "tierra"), D
 
 
 @pytest.fixture(scope="module")
-def counts(tmp_path_factory, pairs, source_tokenizer, target_tokenizer):
-    folder = tmp_path_factory.mktemp("align")
+def counts(module_tmp, pairs, source_tokenizer, target_tokenizer):
+    folder = module_tmp("align")
     align_corpus(ParallelCorpus(*pairs), source_tokenizer, target_tokenizer, folder)
     return load_counts(folder)
 

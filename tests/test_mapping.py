@@ -20,7 +20,7 @@ PERMUTATION = [3, 7, 0, 9, 1, 5, 2, 8, 6, 4]  # source word i translates to targ
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory, source_tokenizer):
+def synthetic(module_tmp, source_tokenizer):
     rng = random.Random(1)
     src, tgt = [], []
     for _ in range(600):
@@ -30,7 +30,7 @@ def synthetic(tmp_path_factory, source_tokenizer):
         if rng.random() < 0.5:  # word order differs half the time
             rng.shuffle(target_order)
         tgt.append(" ".join(TARGET_WORDS[PERMUTATION[i]] for i in target_order))
-    folder = tmp_path_factory.mktemp("synthetic")
+    folder = module_tmp("synthetic")
     train_tokenizer(tgt, source_tokenizer, folder / "tok", TokenizerSettings(vocab_size=400))
     target_tok = load_tokenizer(folder / "tok")
     stats = align_corpus(ParallelCorpus(src, tgt), source_tokenizer, target_tok, folder / "align")

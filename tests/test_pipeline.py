@@ -19,8 +19,8 @@ from core.tokenizer import TokenizerSettings
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, pairs):
-    d = tmp_path_factory.mktemp("pipeline")
+def files(module_tmp, pairs):
+    d = module_tmp("pipeline")
     en, es = pairs
     for name, lines in (("a.en", en[:200]), ("a.es", es[:200]), ("b.en", en[200:]), ("b.es", es[200:]),
                         ("all.es", es)):

@@ -31,8 +31,8 @@ def window(qtbot, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, pairs):
-    d = tmp_path_factory.mktemp("wizard-inputs")
+def files(module_tmp, pairs):
+    d = module_tmp("wizard-inputs")
     en, es = pairs
     for name, lines in (("a.en", en[:200]), ("a.es", es[:200]), ("b.en", en[200:]), ("b.es", es[200:]),
                         ("all.es", es)):
