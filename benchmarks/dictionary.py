@@ -87,7 +87,7 @@ def main() -> None:
     # Every row names all the settings it changes from these, so that it keeps measuring the same thing whatever the
     # defaults: `exact` is whole words as of 2026-11-28 (dictionary words only), `stems` adds inflected forms.
     exact = dict(stem_match=0, max_ending=3, one_token_sources=False, spelling_kept_from=0, plural=("", ""),
-                 wider_pool=0, fallback_ending=0)
+                 wider_pool=0, fallback_ending=0, cognates=0.0)
     stems = dict(exact, stem_match=4, one_token_sources=True)
     kept = dict(stems, stem_match=3, plural=("s", "s"), spelling_kept_from=1)
     variants = {
@@ -143,8 +143,9 @@ def main() -> None:
         "dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept (the default until 2026-11-29)": words(
             kept, max_ending=6),
         "dictionary: the default (stems ≥ 3 endings ≤ 6, then ≤ 8 if none, one-token glosses, plurals, kept, lemmas "
-        "of a prefix 1 shorter too)": words(),
-        "dictionary: the default, but glosses of several tokens too": words(one_token_sources=False),
+        "of a prefix 1 shorter too, cognates ≥ 0.85)": words(),
+        "dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept, but glosses of several tokens too": words(
+            kept, max_ending=6, one_token_sources=False),
         **{f"dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept, prefix ≥ {x:g} of the longer word":
            words(kept, max_ending=6, stem_share=x) for x in (0.4, 0.5, 0.6)},
         **{f"dictionary: stems ≥ 3 endings ≤ 6, one-token glosses, plurals, kept, prefix ≥ {x:g} of the longer word "
@@ -158,13 +159,17 @@ def main() -> None:
         "shorter too": words(kept, max_ending=6, fallback_ending=8, wider_pool=1),
         **{f"dictionary: stems ≥ 3 endings ≤ 6, then ≤ {n} if none, one-token glosses, plurals, kept":
            words(kept, max_ending=6, fallback_ending=n) for n in (8, 12)},
+        **{f"dictionary: stems ≥ 3 endings ≤ 6, then ≤ 8 if none, one-token glosses, plurals, kept, lemmas of a "
+           f"prefix 1 shorter too, cognates ≥ {x:g}": words(kept, max_ending=6, fallback_ending=8, wider_pool=1,
+                                                         cognates=x) for x in (0.7, 0.75, 0.8, 0.85, 0.9)},
         "dictionary: pseudo-parallel text, aligned": lambda: [dict_evidence(counts("pseudo-parallel"))],
-        "dictionary: the default + a WECHSEL-style map for the other whole words": lambda: with_map(),
+        "dictionary: stems ≥ 3 endings ≤ 6, then ≤ 8 if none, one-token glosses, plurals, kept, lemmas of a prefix 1 "
+        "shorter too + a WECHSEL-style map for the other whole words": lambda: with_map(),
     }
     def with_map() -> list[mapping.Evidence]:
         """The default, and for every whole word it leaves on its spelling row (the source lacks it as one token),
         the source tokens nearest to that row mapped the way the dictionary's words map (`mapped_counts`)."""
-        default = words()()[0]
+        default = words(kept, max_ending=6, fallback_ending=8, wider_pool=1)()[0]
         fvt = mapping.fvt_rows(target_tok, source_tok)[0]
         others = np.array([t for t in dictionary.whole_words(target_tok)
                            if default.counts[t].nnz == 0 and fvt[t].nnz > 1])

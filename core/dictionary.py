@@ -10,7 +10,9 @@ unrelated entries, which then replace its better spelling-based (FVT) row. Two o
   piece takes the capitalised source word); glosses of more than `max_source_words` words are skipped. A word the
   dictionary lacks borrows the translations of the dictionary words sharing its longest prefix, less a letter
   (`by_stem`: inflected forms, `hijos` → `hijo`, `hija` → `sons`, `daughters`), and a word the source vocabulary
-  has as one token (`de`, `que`, `la`) keeps that row. Every other token keeps its spelling (FVT) row. Options
+  has as one token (`de`, `que`, `la`) keeps that row; a whole word still uncovered takes the source word spelled
+  most like it (`by_spelling`: names and loanwords, `Jacobo` → `Jacob`). Every other token keeps its spelling (FVT)
+  row. Options
   measured and left off by default: weighting an entry by 1 / its headword's number of senses and by the source
   word's frequency rank, keeping only the top sense, mixing the spelling row in, exact dictionary words only,
   stricter stem matches for short words.
@@ -22,6 +24,7 @@ unrelated entries, which then replace its better spelling-based (FVT) row. Two o
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import unicodedata
@@ -93,6 +96,11 @@ class DictionarySettings:
     # stem matching: a word that no dictionary word matches within `max_ending` then tries again with this limit (0:
     # no second try); 8 measured a little better on both samples (12 worse), as wider limits for every word were
     fallback_ending: int = 8
+    # words: a whole word still without translations (names, loanwords: `Jacobo`, `efecto`, `imaginaciones`) takes
+    # the source vocabulary's word spelled most like it, if difflib's similarity ratio is at least this (accents and
+    # case ignored, same first letter; 0: off; `by_spelling`). Measured a little better on all three held-out
+    # samples (−0.002 to −0.003 bits/byte; 0.8 and 0.9 about the same, 0.7 worse: more false friends)
+    cognates: float = 0.85
 
 
 def _fold(text: str) -> str:
@@ -226,6 +234,34 @@ def by_stem(words: Sequence[str], table: dict[str, list[tuple[str, float]]], set
     return out
 
 
+def _plain(word: str) -> str:
+    """Case-folded with accents dropped: how two spellings are compared for cognates (`nación` ~ `nation`)."""
+    return "".join(c for c in unicodedata.normalize("NFD", word.casefold()) if not unicodedata.combining(c))
+
+
+def by_spelling(words: Sequence[str], source_words: Sequence[str], cutoff: float, min_letters: int = 4
+                ) -> dict[str, list[tuple[str, float]]]:
+    """Cognates: each of `words` → the one of `source_words` spelled most like it (difflib's ratio ≥ `cutoff` on
+    `_plain` forms; the same first letter, at most half as long again or shorter; both ≥ `min_letters` letters):
+    names and loanwords a dictionary does not list (`efecto` → `effect`, `Jacobo` → `Jacob`). Of source words
+    spelled alike but for case, the lower-case one is kept (`_recase` capitalises it where the target word is)."""
+    index: dict[str, dict[str, str]] = defaultdict(dict)
+    for w in sorted(source_words, key=str.islower):  # lower-case last: it overwrites `Nation` with `nation`
+        plain = _plain(w)
+        if len(plain) >= min_letters:
+            index[plain[0]][plain] = w
+    out = {}
+    for word in words:
+        plain = _plain(word)
+        if len(plain) < min_letters:
+            continue
+        candidates = [c for c in index.get(plain[0], ()) if abs(len(c) - len(plain)) <= len(plain) // 2]
+        best = difflib.get_close_matches(plain, candidates, n=1, cutoff=cutoff)
+        if best:
+            out[word] = [(index[plain[0]][best[0]], 1.0)]
+    return out
+
+
 def word_counts(entries: Sequence[DictionaryEntry], source_tokenizer, target_tokenizer,
                 settings: DictionarySettings = DictionarySettings()) -> sp.csr_matrix:
     """Dictionary evidence for whole-word target tokens only (see the module docstring)."""
@@ -234,6 +270,9 @@ def word_counts(entries: Sequence[DictionaryEntry], source_tokenizer, target_tok
     words = whole_words(target_tokenizer)
     if settings.stem_match:
         table = {**table, **by_stem(sorted({_fold(w) for w in words.values()}), table, settings)}
+    if settings.cognates and table:  # a dictionary with no usable entry gives no evidence, cognates neither
+        missing = sorted({_fold(w) for w in words.values()} - table.keys())
+        table = {**table, **by_spelling(missing, list(whole_words(source_tokenizer).values()), settings.cognates)}
     rows, cols, vals = [], [], []
     for t, word in words.items():
         sources = table.get(_fold(word))

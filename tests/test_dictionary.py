@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import write_lines
-from core.dictionary import DictionarySettings, by_stem, pseudo_parallel_counts, translate_word_by_word, translations
+from core.dictionary import (DictionarySettings, by_spelling, by_stem, pseudo_parallel_counts, translate_word_by_word,
+                             translations, whole_words)
 from core.errors import TweetyError
 from core.mapping import Origin, build_mapping, dictionary_evidence, fvt_mapping
 from core.resources import DictionaryEntry, read_dictionary
@@ -31,7 +32,10 @@ def test_a_target_word_of_one_token_maps_to_its_translation(source_tokenizer, ta
     for piece, source in (("▁Dios", "ĠGod"), ("▁tierra", "Ġearth"), ("▁aguas", "Ġwaters")):
         assert row(m, source_tokenizer, target_tokenizer, piece) == {source: pytest.approx(1.0)}
         assert m.origin[target_tokenizer.convert_tokens_to_ids(piece)] == Origin.DICTIONARY
-    assert m.coverage()["dictionary"] == 3  # nothing else: every other token keeps its spelling row
+    # Nothing else (with cognates off; they give names and loanwords rows too): every other token keeps its spelling.
+    only = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
+        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(cognates=0.0))])
+    assert only.coverage()["dictionary"] == 3
 
 
 def test_case_is_carried_over_and_senses_weigh(source_tokenizer, target_tokenizer):
@@ -62,7 +66,7 @@ def test_frequent_sub_word_pieces_are_not_hijacked(source_tokenizer, target_toke
     # Only whole-word tokens get dictionary evidence: here none of the dictionary's words is one token, so with stem
     # matching off nothing does; with it, only pieces after a space that share a stem with a dictionary word.
     exact = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
-        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(stem_match=0))])
+        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(stem_match=0, cognates=0.0))])
     assert exact.coverage()["dictionary"] == 0
     pieces = target_tokenizer.convert_ids_to_tokens(np.flatnonzero(m.origin == Origin.DICTIONARY).tolist())
     assert pieces and all(p.startswith("▁") for p in pieces)
@@ -140,8 +144,29 @@ def test_inflected_forms_borrow_their_lemmas_translations(source_tokenizer, targ
         t = target_tokenizer.convert_tokens_to_ids(piece)
         assert m.origin[t] == Origin.FVT and (m.matrix[t] != fvt.matrix[t]).nnz == 0
     exact = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
-        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(stem_match=0, spelling_kept_from=0))])
+        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(stem_match=0, spelling_kept_from=0, cognates=0.0))])
     assert row(exact, source_tokenizer, target_tokenizer, "▁la") == {"Ġthe": pytest.approx(1.0)}
     for piece in ("▁hijos", "▁mujeres", "▁hijas"):
         t = target_tokenizer.convert_tokens_to_ids(piece)
         assert exact.origin[t] == Origin.FVT and (exact.matrix[t] != fvt.matrix[t]).nnz == 0
+
+
+def test_names_and_loanwords_take_the_source_word_spelled_like_them(source_tokenizer, target_tokenizer):
+    # Cognates among the real source vocabulary's words: accents and case ignored, the lower-case spelling preferred.
+    found = by_spelling(["efecto", "jacobo", "imaginaciones", "sacrificio"], list(whole_words(source_tokenizer).values()),
+                        cutoff=0.8)
+    assert {w: s for w, [(s, _)] in found.items()} == {"efecto": "effect", "jacobo": "Jacob",
+                                                       "imaginaciones": "imaginations", "sacrificio": "sacrific"}
+    # Nothing spelled alike enough (`casa` ~ `cases` 0.67), a different first letter, or too short: no evidence.
+    assert by_spelling(["casa", "faraón", "mar"], ["cases", "Pharaoh", "mare", "Nation"], cutoff=0.8) == {}
+    assert by_spelling(["nación", "templo"], ["Nation", "nation", "Temple"], cutoff=0.8) == {
+        "nación": [("nation", 1.0)], "templo": [("Temple", 1.0)]}
+    # By default a whole word that neither the dictionary nor its stems cover takes its cognate's row.
+    entries = [DictionaryEntry("son", "hijo")]
+    m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
+    assert row(m, source_tokenizer, target_tokenizer, "▁animales") == {"Ġanimals": pytest.approx(1.0)}
+    assert row(m, source_tokenizer, target_tokenizer, "▁Canaán") == {"ĠCanaan": pytest.approx(1.0)}
+    off = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
+        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(cognates=0.0))])
+    t = target_tokenizer.convert_tokens_to_ids("▁animales")
+    assert off.origin[t] == Origin.FVT
