@@ -12,10 +12,9 @@ unrelated entries, which then replace its better spelling-based (FVT) row. Two o
   (`by_stem`: inflected forms, `hijos` → `hijo`, `hija` → `sons`, `daughters`), and a word the source vocabulary
   has as one token (`de`, `que`, `la`) keeps that row; a whole word still uncovered takes the source word spelled
   most like it (`by_spelling`: names and loanwords, `Jacobo` → `Jacob`). Every other token keeps its spelling (FVT)
-  row. Options
-  measured and left off by default: weighting an entry by 1 / its headword's number of senses and by the source
-  word's frequency rank, keeping only the top sense, mixing the spelling row in, exact dictionary words only,
-  stricter stem matches for short words.
+  row. Options measured and left off by default: weighting an entry by 1 / its headword's number of senses and by
+  the source word's frequency rank, keeping only the top sense, mixing the spelling row in, exact dictionary words
+  only, stricter stem matches for short words.
 - `pseudo_parallel_counts`: the target text translated word by word with the reversed dictionary (each word's
   heaviest source word; words the dictionary lacks — names, numbers, cognates — copied as they are) is a
   pseudo-parallel corpus in the target's own word order; the token aligner
