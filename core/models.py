@@ -423,10 +423,11 @@ def _content_key(gguf: Path, edge: int = 1 << 20) -> str:
     """The cache key of a GGUF: its size, first and last MiB (the header names the model, the tail holds the last
     tensors' bytes) and the converter's version (a folder written by an older converter is converted again). By
     content, not path: every reinstall or clone of the same model shares one converted folder instead of adding one."""
-    digest = hashlib.sha256(f"{gguf.stat().st_size}|{CONVERTER}|".encode())
+    size = gguf.stat().st_size
+    digest = hashlib.sha256(f"{size}|{CONVERTER}|".encode())
     with open(gguf, "rb") as f:
         digest.update(f.read(edge))
-        f.seek(max(0, gguf.stat().st_size - edge))
+        f.seek(max(0, size - edge))
         digest.update(f.read(edge))
     return digest.hexdigest()[:16]
 
