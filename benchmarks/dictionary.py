@@ -162,6 +162,10 @@ def main() -> None:
         **{f"dictionary: stems ≥ 3 endings ≤ 6, then ≤ 8 if none, one-token glosses, plurals, kept, lemmas of a "
            f"prefix 1 shorter too, cognates ≥ {x:g}": words(kept, max_ending=6, fallback_ending=8, wider_pool=1,
                                                          cognates=x) for x in (0.7, 0.75, 0.8, 0.85, 0.9)},
+        # What the default's spelling part is worth without a single translation: a dictionary of one entry that no
+        # target word is, so only cognates (and accent-free spellings, `á` → ` a`) give rows.
+        "spelling only: the default's cognates, no translations": lambda: [mapping.dictionary_evidence(
+            [resources.DictionaryEntry("zzzz", "zzzz")], source_tok, target_tok)],
         "dictionary: pseudo-parallel text, aligned": lambda: [dict_evidence(counts("pseudo-parallel"))],
         "dictionary: stems ≥ 3 endings ≤ 6, then ≤ 8 if none, one-token glosses, plurals, kept, lemmas of a prefix 1 "
         "shorter too + a WECHSEL-style map for the other whole words": lambda: with_map(),

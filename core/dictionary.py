@@ -242,22 +242,29 @@ def by_spelling(words: Sequence[str], source_words: Sequence[str], cutoff: float
                 ) -> dict[str, list[tuple[str, float]]]:
     """Cognates: each of `words` → the one of `source_words` spelled most like it (difflib's ratio ≥ `cutoff` on
     `_plain` forms; the same first letter, at most half as long again or shorter; both ≥ `min_letters` letters):
-    names and loanwords a dictionary does not list (`efecto` → `effect`, `Jacobo` → `Jacob`). Of source words
-    spelled alike but for case, the lower-case one is kept (`_recase` capitalises it where the target word is)."""
+    names and loanwords a dictionary does not list (`efecto` → `effect`, `Jacobo` → `Jacob`). A shorter word takes
+    only a source word spelled the same but for accents (`á` → `a`, `qué` → `que`); a word the source has itself is
+    left to its own row. Of source words spelled alike but for case or accents, the lower-case, unaccented one is
+    kept (`_recase` capitalises it where the target word is)."""
     index: dict[str, dict[str, str]] = defaultdict(dict)
-    for w in sorted(source_words, key=str.islower):  # lower-case last: it overwrites `Nation` with `nation`
+    # lower-case and unaccented last: `nation` overwrites `Nation`, `a` overwrites `à`
+    for w in sorted(source_words, key=lambda w: (w.islower(), _plain(w) == w)):
         plain = _plain(w)
-        if len(plain) >= min_letters:
-            index[plain[0]][plain] = w
+        index[plain[:1]][plain] = w
+    known = set(source_words)  # `words` are case-folded: a capitalised target word has the kept rule of word_counts
     out = {}
     for word in words:
         plain = _plain(word)
-        if len(plain) < min_letters:
+        if word in known:
             continue
-        candidates = [c for c in index.get(plain[0], ()) if abs(len(c) - len(plain)) <= len(plain) // 2]
-        best = difflib.get_close_matches(plain, candidates, n=1, cutoff=cutoff)
+        same = index.get(plain[:1], {})
+        if len(plain) < min_letters:
+            best = [plain] if plain in same and plain != word else []
+        else:
+            candidates = [c for c in same if len(c) >= min_letters and abs(len(c) - len(plain)) <= len(plain) // 2]
+            best = difflib.get_close_matches(plain, candidates, n=1, cutoff=cutoff)
         if best:
-            out[word] = [(index[plain[0]][best[0]], 1.0)]
+            out[word] = [(same[best[0]], 1.0)]
     return out
 
 

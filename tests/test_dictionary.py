@@ -161,6 +161,10 @@ def test_names_and_loanwords_take_the_source_word_spelled_like_them(source_token
     assert by_spelling(["casa", "faraón", "mar"], ["cases", "Pharaoh", "mare", "Nation"], cutoff=0.8) == {}
     assert by_spelling(["nación", "templo"], ["Nation", "nation", "Temple"], cutoff=0.8) == {
         "nación": [("nation", 1.0)], "templo": [("Temple", 1.0)]}
+    # A short word only takes a source word spelled the same but for accents (the unaccented one: `a`, not `à`), and
+    # none where the source has the word itself (`dé`).
+    assert by_spelling(["á", "qué", "dé", "mar"], ["à", "a", "Qué", "que", "dé", "de", "mare"], cutoff=0.8) == {
+        "á": [("a", 1.0)], "qué": [("que", 1.0)]}
     # By default a whole word that neither the dictionary nor its stems cover takes its cognate's row.
     entries = [DictionaryEntry("son", "hijo")]
     m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
