@@ -17,6 +17,8 @@ import importlib.util
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -459,6 +461,12 @@ def _converted(gguf: Path) -> Path:
             raise
         raise TweetyError(f"cannot read this GGUF file ({e})", path=gguf,
                           fix="choose a GGUF of a supported family, written by llama.cpp's converter") from None
+    # A folder of the same file name with another key was converted by an older converter or from a file since
+    # replaced: hundreds of MB that nothing reads any more (a file of the same name elsewhere is converted again).
+    stale = re.compile(re.escape(gguf.stem) + r"-[0-9a-f]{16}")
+    for old in folder.parent.iterdir():
+        if old != folder and stale.fullmatch(old.name):
+            shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

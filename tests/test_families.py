@@ -274,7 +274,10 @@ def test_gguf_source_converts_back_to_the_same_model(exported, sentences, tokeni
     the model it was exported from computes (Llama's Q/K permutation undone, Gemma's norm offset taken back)."""
     model_type, reference, gguf_file = exported
     monkeypatch.setenv("TWEETY_CACHE", str(tmp_path))
+    older = tmp_path / "models" / f"{gguf_file.stem}-0123456789abcdef"  # an older converter's folder of this file
+    older.mkdir(parents=True)
     converted = models.resolve(gguf_file)
+    assert not older.exists()
     stored = models.safetensors_headers(models.weight_files(converted))
     assert {t.dtype for t in stored.values()} == {"F32"}  # an F32 GGUF stays F32
     ids = torch.tensor([prompt_ids(tokenizer, sentences)])
