@@ -231,7 +231,8 @@ def by_stem(words: Sequence[str], table: dict[str, list[tuple[str, float]]], set
                 out[word] = sorted(pooled.items(), key=lambda kv: -kv[1])
                 break
     if s.fallback_ending:  # the words still unmatched try again with the longer limit
-        out = {**by_stem(words, table, replace(s, max_ending=s.fallback_ending, fallback_ending=0)), **out}
+        unmatched = [w for w in words if w not in out]
+        out |= by_stem(unmatched, table, replace(s, max_ending=s.fallback_ending, fallback_ending=0))
     return out
 
 
@@ -256,9 +257,9 @@ def by_spelling(words: Sequence[str], source_words: Sequence[str], cutoff: float
     known = set(source_words)  # `words` are case-folded: a capitalised target word has the kept rule of word_counts
     out = {}
     for word in words:
-        plain = _plain(word)
         if word in known:
             continue
+        plain = _plain(word)
         same = index.get(plain[:1], {})
         if len(plain) < min_letters:
             best = [plain] if plain in same and plain != word else []
@@ -276,10 +277,11 @@ def word_counts(entries: Sequence[DictionaryEntry], source_tokenizer, target_tok
     shape = (len(target_tokenizer), len(source_tokenizer))
     table = translations(entries, settings, source_tokenizer)
     words = whole_words(target_tokenizer)
+    folded = sorted({_fold(w) for w in words.values()})
     if settings.stem_match:
-        table = {**table, **by_stem(sorted({_fold(w) for w in words.values()}), table, settings)}
+        table = {**table, **by_stem(folded, table, settings)}
     if settings.cognates and table:  # a dictionary with no usable entry gives no evidence, cognates neither
-        missing = sorted({_fold(w) for w in words.values()} - table.keys())
+        missing = [w for w in folded if w not in table]
         table = {**table, **by_spelling(missing, list(whole_words(source_tokenizer).values()), settings.cognates)}
     rows, cols, vals = [], [], []
     for t, word in words.items():
