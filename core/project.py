@@ -23,6 +23,7 @@ from core.resources import distinct_labels
 __all__ = ["Project", "Inputs", "ProjectState", "StageRecord", "PROJECT_FILE", "STAGES", "REPLACE", "EXTEND"]
 
 HYDRA = "hydra"  # the record of a tuned Hydra (not a step of the sequence: the wizard tunes it on demand)
+TRANSLATION = "translation"  # the last translation measurement (core.translating)
 
 
 class Project:
@@ -82,7 +83,7 @@ class Project:
         if stage not in BUILDING:
             return []
         later = STAGES[STAGES.index(stage) + 1:]
-        return [s for s in (*later, HYDRA) if s in self.state.stages]
+        return [s for s in (*later, HYDRA, TRANSLATION) if s in self.state.stages]
 
     def _record(self, stage: str, record: StageRecord, settings=None) -> None:
         for name in self.stale_after(stage):
@@ -354,6 +355,7 @@ class Project:
             "language": code, "pairs": len(pairs), "from": source, "steps": settings.steps,
             "first_loss": round(losses[0], 4), "last_loss": round(sum(last) / len(last), 4)})
         self.state.settings[HYDRA] = asdict(settings)
+        self.state.stages.pop(TRANSLATION, None)  # measured with the Hydra before this tuning
         self.save()
         return losses
 

@@ -24,7 +24,8 @@ from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn
 from core.resources import read_lines
 # Shared with Hydra models (core.hydra), which translate without llama.cpp; re-exported here for older callers.
-from core.translation import LANGUAGES, language_name, translate_lines_to_file, translation_prompt  # noqa: F401
+from core.translation import (LANGUAGES, few_shot_prompt, language_name, translate_lines_to_file,  # noqa: F401
+                              translation_prompt)
 
 TextFn = Callable[[str], None]
 
@@ -276,10 +277,12 @@ def translation_directions(card: ModelCard, source_language: str = "en") -> list
 
 def translate(llm, text: str, source: str, target: str, *, max_tokens: int = 256, on_text: TextFn | None = None,
               cancel: CancelToken | None = None, repeat_penalty: float = RuntimeSettings.repeat_penalty,
-              stats: GenerationStats | None = None) -> str:
+              examples: list[tuple[str, str]] | None = None, stats: GenerationStats | None = None) -> str:
     """Greedy translation of one text (one line or paragraph): one line, at most `translation_limit` tokens, with
-    the repeat penalty and loop guard on."""
-    prompt = translation_prompt(model_card(llm).family, source, target, text)
+    the repeat penalty and loop guard on. With `examples` (a translation memory's closest pairs) the prompt is those
+    pairs, then the text (core.translation.few_shot_prompt), whatever the model's family."""
+    prompt = (few_shot_prompt(source, target, examples, text) if examples
+              else translation_prompt(model_card(llm).family, source, target, text))
     limit = translation_limit(llm, text, max_tokens)
     if isinstance(prompt, str):
         return complete(llm, prompt, max_tokens=limit, stop=["\n"], repeat_penalty=repeat_penalty, on_text=on_text,

@@ -45,28 +45,63 @@ def translation_prompt(family: str, source: str, target: str, text: str) -> list
     return f"{src}: {text}\n{tgt}:"
 
 
+def few_shot_prompt(source: str, target: str, examples: list[tuple[str, str]], text: str) -> str:
+    """A completion prompt of example pairs, then the text: `English: …\nSpanish: …\n\n` per pair, ending in
+    `Spanish:`. Every translator gets its examples this way (a Hydra reads the same text, each side with its own
+    language's table: core.hydra.prompt); the reply ends at its first line break."""
+    src, tgt = language_name(source), language_name(target)
+    shots = "".join(f"{src}: {_one_line(s)}\n{tgt}: {_one_line(t)}\n\n" for s, t in examples)
+    return f"{shots}{src}: {_one_line(text)}\n{tgt}:"
+
+
+def _one_line(text: str) -> str:
+    # An example's own line breaks would read as the end of its reply.
+    return " ".join(text.split())
+
+
 def translate_lines_to_file(lines: list[str], translate_lines: Callable[[list[str]], list[str]],
                             out_path: str | Path, *, key: str, batch_size: int = 1, overwrite: bool = False,
                             progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> int:
     """One line in, one line out (empty lines kept), into `out_path`, which appears atomically when every line is
-    done. Each finished line is also appended to a hidden sibling `.NAME.partial`, headed by `key` (the model and
-    languages) and the input's hash: a run stopped by cancel, Ctrl-C or a crash resumes from there when started again
-    with the same input, model and languages (anything else starts afresh). The partial file goes once the output
-    is written. `translate_lines` takes up to `batch_size` lines at once. Returns lines done."""
+    done; a run stopped by cancel, Ctrl-C or a crash resumes when started again with the same input, model and
+    languages (see translate_lines_resumable). The partial file goes once the output is written. Returns lines
+    done."""
     out_path = Path(out_path)
+    partial = partial_for(out_path, overwrite=overwrite)
+    done = translate_lines_resumable(lines, translate_lines, partial, key=key, batch_size=batch_size,
+                                     progress=progress, cancel=cancel)
+    with atomic_file(out_path) as tmp:
+        tmp.write_text("\n".join(done) + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)
+    return len(done)
+
+
+def partial_for(out_path: Path, *, overwrite: bool = False) -> Path:
+    """The hidden sibling `.NAME.partial` that logs a translation into `out_path` as it goes — after refusing an
+    existing `out_path` unless `overwrite`, before any work is done."""
     if out_path.exists() and not overwrite:
         raise TweetyError("the output file exists; Tweety Studio never overwrites your files", path=out_path,
                           fix="choose another file name")
-    partial = out_path.with_name(f".{out_path.name}.partial")
+    return out_path.with_name(f".{out_path.name}.partial")
+
+
+def translate_lines_resumable(lines: list[str], translate_lines: Callable[[list[str]], list[str]],
+                              partial_path: Path, *, key: str, batch_size: int = 1,
+                              progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[str]:
+    """The translations of `lines`, one line in, one line out (an empty line gives an empty line). Each finished
+    line is also appended to `partial_path`, headed by `key` (the model and languages) and the input's hash: a run
+    stopped by cancel, Ctrl-C or a crash resumes from there when started again with the same lines and key
+    (anything else starts afresh). The caller removes `partial_path` once it has written what it makes of the
+    result. `translate_lines` takes up to `batch_size` lines at once."""
     header = json.dumps({"key": key, "input_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()})
-    done = _resumed(partial, header, len(lines))
+    done = _resumed(partial_path, header, len(lines))
     report = Reporter(progress, cancel, "Translating")
     if done:
         report(len(done), len(lines), f"resuming after line {len(done):,}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path.parent.mkdir(parents=True, exist_ok=True)
     saved = len(done)  # lines safely in the partial file
     try:
-        with open(partial, "w" if not done else "a", encoding="utf-8") as log_file:
+        with open(partial_path, "w" if not done else "a", encoding="utf-8") as log_file:
             if not done:
                 log_file.write(header + "\n")
             for i in range(len(done), len(lines), batch_size):
@@ -84,13 +119,10 @@ def translate_lines_to_file(lines: list[str], translate_lines: Callable[[list[st
                 saved = len(done)
     except OSError:
         if not saved:  # a full disk before any line was kept: nothing to resume, nothing left behind
-            partial.unlink(missing_ok=True)
+            partial_path.unlink(missing_ok=True)
         raise
     report(len(lines), len(lines), "done")
-    with atomic_file(out_path) as tmp:
-        tmp.write_text("\n".join(done) + "\n", encoding="utf-8")
-    partial.unlink(missing_ok=True)
-    return len(done)
+    return done
 
 
 def _resumed(partial: Path, header: str, n_lines: int) -> list[str]:

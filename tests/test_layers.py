@@ -23,12 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOORS: list[tuple[str, list[str]]] = [
     # Readers, records and the shared plumbing every stage uses.
     ("readers", ["core", "core.errors", "core.jobs", "core.resources", "core.layout", "core.models", "core.convert",
-                 "core.translation"]),
+                 "core.translation", "core.memory", "core.pofile"]),
     # The stages: each reads and writes files and knows nothing of the project folder's bookkeeping.
     ("stages", ["core.tokenizer", "core.align", "core.dictionary", "core.mapping", "core.init", "core.extend",
-                "core.finetune", "core.distributed", "core.evaluate", "core.hydra", "core.export", "core.runtime"]),
+                "core.finetune", "core.distributed", "core.evaluate", "core.hydra", "core.export", "core.runtime", "core.translators"]),
     # The project folder and the runs of stages over it.
-    ("orchestration", ["core.pipeline", "core.project", "core.stages"]),
+    ("orchestration", ["core.pipeline", "core.project", "core.stages", "core.translating"]),
     # What people run.
     ("top", ["core.cli", "app"]),
 ]

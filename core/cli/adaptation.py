@@ -195,12 +195,21 @@ def _init(a: argparse.Namespace, bars: ProgressBars) -> None:
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model folder, project folder (its final model) or `default`")
-    p.add_argument("--text", required=True)
+    p.add_argument("--text", help="held-out text: bits per byte (required unless --translation)")
+    p.add_argument("--translation", action="store_true", help="a project's translators (copy, dictionary, "
+                   "translation memory, each model) measured in chrF on its held-out pairs")
+    p.add_argument("--from", dest="source", default="en", help="with --translation: source language (default en)")
+    p.add_argument("--to", dest="target", help="with --translation: target language (default: the project's)")
+    p.add_argument("--pairs", type=int, default=200, help="with --translation: held-out pairs measured (0: all)")
     p.add_argument("--window", type=int, default=512, help="context window in tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _eval(a: argparse.Namespace, bars: ProgressBars) -> None:
+    if a.translation:
+        return _eval_translation(a, bars)
+    if not a.text:
+        raise TweetyError("give the held-out text to measure on (--text FILE), or --translation for a project")
     model, tok = models.load_model(model_folder(a.model))
     result = bits_per_byte(model, tok, resources.read_text(a.text), window=a.window, progress=bars)
     bars.close()
@@ -209,6 +218,34 @@ def _eval(a: argparse.Namespace, bars: ProgressBars) -> None:
     else:
         print(f"bits per byte {result.bits_per_byte:.4f}, token perplexity {result.token_ppl:.2f}, "
               f"tokens per byte {result.tokens_per_byte:.4f}")
+
+
+def _eval_translation(a: argparse.Namespace, bars: ProgressBars) -> None:
+    from core import translating
+    from core.project import Project
+
+    project = Project.open(a.model)
+    target = a.target or project.state.language
+    if not target:
+        raise TweetyError("the project records no language code", fix="say which language it translates into, "
+                          "e.g. --to es")
+    cancel = CancelToken()
+    with ctrl_c_cancels(cancel):
+        result = translating.evaluate(project, a.source, target, limit=a.pairs, progress=bars, cancel=cancel)
+    bars.close()
+    if a.json:
+        print(json.dumps({"best": result.best, "pairs": result.pairs,
+                          "scores": {n: asdict(s) for n, s in result.scores.items()}}, ensure_ascii=False))
+        return
+    print(f"Translation {a.source} → {target} on {result.pairs:,} held-out pairs (chrF, higher is better):")
+    for name, s in sorted(result.scores.items(), key=lambda kv: -kv[1].chrf):
+        print(f"  {name:<16} {s.chrf:6.1f}   {s.seconds_per_line:.2f} s a line")
+    print(result.verdict)
+    for i, line in enumerate(result.sources):
+        print(f"\n{a.source}: {line}\nreference: {result.references[i]}")
+        for name, s in result.scores.items():
+            if name != "copy" and i < len(s.samples):
+                print(f"{name}: {s.samples[i]}")
 
 
 def _finetune_arguments(p: argparse.ArgumentParser) -> None:

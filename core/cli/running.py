@@ -96,6 +96,8 @@ def _translate_arguments(p: argparse.ArgumentParser) -> None:
 def _translate(a: argparse.Namespace, bars: ProgressBars) -> int:
     if bool(a.text) == bool(a.input):
         raise TweetyError("give the text to translate, or --input FILE (not both)")
+    if a.model:
+        return _translate_project(a, bars)
     if a.hydra:
         return _translate_hydra(a, bars)
     llm, _ = _runtime(a)
@@ -116,6 +118,8 @@ def _add_runtime(p: argparse.ArgumentParser, hydra: bool = False) -> None:
         g.add_argument("--gguf", help="GGUF file written by `tweety export`")
         g.add_argument("--hydra", help="Hydra folder (core.hydra.save_hydra): zero-shot translation, the reply "
                        "written with the target language's embeddings and head")
+        g.add_argument("--model", metavar="PROJECT", help="project folder: its translation memory and its best "
+                       "translator (measured on its held-out pairs); --input may be a .txt or a gettext .po/.pot")
     else:
         p.add_argument("--gguf", required=True, help="GGUF file written by `tweety export`")
     p.add_argument("--ctx", type=int, default=runtime.RuntimeSettings.n_ctx, help="context length in tokens")
@@ -226,6 +230,32 @@ def _translate_hydra(a: argparse.Namespace, bars: ProgressBars) -> int:
         return 0
     return _translate_file(a, bars, lambda out, **kw: hydra.translate_file(
         model, a.input, out, a.source, a.target, max_new_tokens=a.max_tokens, **kw))
+
+
+def _translate_project(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from core import translating
+    from core.project import Project
+
+    project = Project.open(a.model)
+    if a.text:
+        cancel = CancelToken()
+        with ctrl_c_cancels(cancel):
+            name, translate = translating.translator(project, a.source, a.target, progress=bars, cancel=cancel)
+            bars.close()
+            print(translate([a.text])[0])
+        print(f"(translated by: {name})", file=sys.stderr)
+        return 0
+    used = []
+
+    def translate_file(out, **kw):
+        name, n = translating.translate_file(project, a.input, out, a.source, a.target, **kw)
+        used.append(name)
+        return n
+
+    code = _translate_file(a, bars, translate_file)
+    if used:
+        print(f"(translated by: {used[0]})", file=sys.stderr)
+    return code
 
 
 def _translate_file(a: argparse.Namespace, bars: ProgressBars, translate_file) -> int:

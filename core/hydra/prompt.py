@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,15 +100,19 @@ def translate(hydra: Hydra, text: str, source: str, target: str, *, max_new_toke
 
 def translate_batch(hydra: Hydra, texts: list[str], source: str, target: str, *, max_new_tokens: int = 256,
                     examples: list[tuple[str, str]] | None = None, batch_size: int = 8,
+                    examples_each: Sequence[list[tuple[str, str]]] | None = None,
                     cancel: CancelToken | None = None) -> list[str]:
     """`translate` for many texts, `batch_size` at a time (texts of similar length together); empty texts stay
-    empty. Greedy replies equal `translate`'s up to float rounding in the padded batch."""
+    empty. `examples_each`: each text's own example pairs (a translation memory's matches), instead of `examples`
+    for all. Greedy replies equal `translate`'s up to float rounding in the padded batch."""
     out = [""] * len(texts)
     todo = sorted((i for i, t in enumerate(texts) if t.strip()), key=lambda i: len(texts[i]))
     settings = GenerationSettings(stop_strings=("\n",), no_repeat_ngram=NO_REPEAT)
     for start in range(0, len(todo), batch_size):
         group = todo[start:start + batch_size]
-        prompts = [translation_segments(hydra, texts[i], source, target, examples).segments for i in group]
+        prompts = [translation_segments(hydra, texts[i], source, target,
+                                        examples_each[i] if examples_each is not None else examples).segments
+                   for i in group]
         limits = [reply_limit(hydra, texts[i], source, max_new_tokens) for i in group]
         replies = hydra.generate_batch(prompts, target, settings, limits=limits, cancel=cancel)
         for i, reply in zip(group, replies):

@@ -1,0 +1,159 @@
+"""Translating with a project: its translation memory, its held-out pairs, the translators it can offer, which one
+measured best, and translating text, a text file or a gettext catalogue with that one.
+
+The project's parallel corpora are split once (core.memory.split_pairs, the same pairs every time): the held-out
+pairs are never retrieved from and only measured on; the rest is the memory. `evaluate` measures copy, the
+dictionary, the memory and each model (with the memory behind it) on the held-out pairs and records the scores in
+project.json; `translator` then hands out the best of them (measuring first when nothing is recorded for that
+direction).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core import translators as T
+from core.errors import TweetyError
+from core.jobs import CancelToken, ProgressFn
+from core.layout import REPLACE, StageRecord
+from core.memory import Split, TranslationMemory, split_pairs
+from core.project import TRANSLATION, Project
+HYDRA_SYSTEM, GGUF_SYSTEM = "hydra", "exported model"
+QUICK_PAIRS = 100  # held-out pairs measured when `translator` finds no measurement
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    source: str
+    target: str
+    pairs: int
+    scores: dict[str, T.Score]
+    best: str
+    verdict: str
+    sources: list[str]  # the first held-out lines and their references, for samples side by side
+    references: list[str]
+
+
+def split(project: Project) -> Split:
+    """The project's parallel corpora (all of them, in order) cut into memory and held-out pairs."""
+    corpora = project.inputs().parallel
+    if not corpora:
+        raise TweetyError("the project has no parallel corpus, so it has no translation memory and nothing to "
+                          "measure translation on", fix="add a parallel corpus to the project's data")
+    sources, targets = [], []
+    for r in corpora:
+        corpus = r.read()
+        sources += corpus.source
+        targets += corpus.target
+    return split_pairs(sources, targets)
+
+
+def _direction(project: Project, source: str, target: str) -> bool:
+    """True for source language → project language (the corpus's own direction), False for the reverse."""
+    code = project.state.language
+    if target == code or (not code and source != target):
+        return True
+    if source == code:
+        return False
+    raise TweetyError(f"this project translates between its source language and {code or 'its language'}, not "
+                      f"{source} → {target}", fix=f"choose {source} → {code} or {code} → {source}")
+
+
+def memory(project: Project, source: str, target: str, pairs: Split | None = None) -> TranslationMemory:
+    pairs = pairs or split(project)
+    forward = _direction(project, source, target)
+    return TranslationMemory(*((pairs.train_source, pairs.train_target) if forward else
+                               (pairs.train_target, pairs.train_source)))
+
+
+def systems(project: Project, source: str, target: str, pairs: Split | None = None, *,
+            cancel: CancelToken | None = None) -> dict[str, Callable[[], T.Lines]]:
+    """Each translator the project offers for `source` → `target`, made only when called (a model loads then)."""
+    pairs = pairs or split(project)
+    forward = _direction(project, source, target)
+    mem = memory(project, source, target, pairs)
+    entries = [e for r in project.inputs().dictionaries for e in r.read()] if forward else []
+    out: dict[str, Callable[[], T.Lines]] = {T.COPY: lambda: T.copy, T.MEMORY: lambda: T.memory_top(mem)}
+    if entries:
+        out[T.DICTIONARY] = lambda: T.word_by_word(entries, pairs.train_target)
+    fallback = T.word_by_word(entries, pairs.train_target) if entries else T.memory_top(mem)
+    if project.state.vocabulary == REPLACE and "init" in project.state.stages:
+        def hydra() -> T.Lines:
+            model = project.hydra(source_language=source if forward else target,
+                                  target_language=target if forward else source)
+            return T.with_memory(mem, T.hydra_model(model, source, target, cancel=cancel), fallback=fallback)
+        out[HYDRA_SYSTEM] = hydra
+    exported = project.state.stages.get("export")
+    if exported is not None and Path(exported.summary.get("file", "")).is_file():
+        def gguf() -> T.Lines:
+            from core import runtime
+
+            llm = runtime.load(exported.summary["file"])
+            return T.with_memory(mem, T.gguf_model(llm, source, target, cancel=cancel), fallback=fallback)
+        out[GGUF_SYSTEM] = gguf
+    return out
+
+
+def evaluate(project: Project, source: str, target: str, *, limit: int = 200, progress: ProgressFn | None = None,
+             cancel: CancelToken | None = None) -> Evaluation:
+    """chrF of every translator on the first `limit` held-out pairs (0: all), recorded in project.json."""
+    start = time.monotonic()
+    pairs = split(project)
+    forward = _direction(project, source, target)
+    held_src, held_tgt = ((pairs.heldout_source, pairs.heldout_target) if forward else
+                          (pairs.heldout_target, pairs.heldout_source))
+    if limit:
+        held_src, held_tgt = held_src[:limit], held_tgt[:limit]
+    made = {name: make() for name, make in systems(project, source, target, pairs, cancel=cancel).items()}
+    scores = T.measure(made, held_src, held_tgt, progress=progress, cancel=cancel)
+    result = Evaluation(source, target, len(held_src), scores, T.best(scores), T.verdict(scores), held_src[:3],
+                        held_tgt[:3])
+    project.state.stages[TRANSLATION] = StageRecord(round(time.monotonic() - start, 2), ".", {
+        "direction": f"{source}->{target}", "pairs": result.pairs, "best": result.best,
+        "scores": {name: asdict(s) for name, s in scores.items()}})
+    project.save()
+    return result
+
+
+def recorded_best(project: Project, source: str, target: str) -> str | None:
+    """The best translator of the last measurement, when it measured this direction and every translator offered
+    now (an export or a Hydra made since is measured again)."""
+    record = project.state.stages.get(TRANSLATION)
+    if record is None or record.summary.get("direction") != f"{source}->{target}":
+        return None
+    if set(record.summary.get("scores", {})) != set(systems(project, source, target)):
+        return None
+    return record.summary.get("best")
+
+
+def translator(project: Project, source: str, target: str, *, progress: ProgressFn | None = None,
+               cancel: CancelToken | None = None) -> tuple[str, T.Lines]:
+    """The project's best translator for this direction (its name and the translator), measuring on
+    `QUICK_PAIRS` held-out pairs first when no measurement is recorded."""
+    offered = systems(project, source, target, cancel=cancel)
+    name = recorded_best(project, source, target)
+    if name is None:
+        name = evaluate(project, source, target, limit=QUICK_PAIRS, progress=progress, cancel=cancel).best
+    return name, offered[name]()
+
+
+def translate_file(project: Project, in_path: str | Path, out_path: str | Path, source: str, target: str, *,
+                   overwrite: bool = False, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> tuple[str, int]:
+    """A text file line by line, or a gettext catalogue (.po/.pot: its empty entries), with the project's best
+    translator; atomic and resumable (core.translation, core.pofile). Returns the translator's name and the lines
+    (or entries) translated."""
+    from core import pofile
+    from core.resources import read_lines
+    from core.translation import translate_lines_to_file
+
+    name, translate = translator(project, source, target, progress=progress, cancel=cancel)
+    key = f"project {project.folder.resolve()} {name} {source}->{target}"
+    if pofile.is_po(in_path):
+        result = pofile.translate_po(in_path, out_path, translate, key=key, language=target, overwrite=overwrite,
+                                     batch_size=8, progress=progress, cancel=cancel)
+        return name, result.translated
+    return name, translate_lines_to_file(read_lines(in_path), translate, out_path, key=key, batch_size=8,
+                                         overwrite=overwrite, progress=progress, cancel=cancel)

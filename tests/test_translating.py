@@ -1,0 +1,135 @@
+"""The translation memory, the held-out split, the translators and a project's translation (CLI included), on real
+demo verses and the real SmolLM2 body."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import demo_lines, write_lines
+from core import translators as T
+from core.memory import TranslationMemory, split_pairs
+from core.resources import DictionaryEntry
+
+
+@pytest.fixture(scope="module")
+def verses():
+    return demo_lines("bible.train.en.gz", 2000), demo_lines("bible.train.es.gz", 2000)
+
+
+def test_memory_finds_a_training_pair_for_its_own_source_line(verses):
+    en, es = verses
+    memory = TranslationMemory(en, es)
+    for i in (0, 17, 999, 1999):
+        found = memory.search(en[i], 3)
+        assert found[0].target == memory.exact(en[i])
+        assert found[0].source == " ".join(en[i].split())
+        assert len(found) == 3 and found[1].score <= found[0].score
+    # a line that is not in the memory: its closest pairs share its words, and the closest comes last as an example
+    query = "And God said unto Noah, make thee an ark of gopher wood"
+    assert memory.exact(query) is None
+    examples = memory.examples(query, 4)
+    assert len(examples) == 4
+    assert "ark" in examples[-1][0].lower() or "noah" in examples[-1][0].lower()
+    assert memory.search("zzzz qqqq", 4) == []
+
+
+def test_heldout_pairs_never_occur_in_the_memory(verses):
+    en, es = verses
+    en = en + en[:50]  # repeated pairs are never held out
+    es = es + es[:50]
+    split = split_pairs(en, es, heldout=100)
+    assert len(split.heldout_source) == 100
+    assert len(split.train_source) == len(en) - 100
+    train = set(split.train_source) | set(split.train_target)
+    assert not train & (set(split.heldout_source) | set(split.heldout_target))
+    assert not set(en[:50]) & set(split.heldout_source)
+    assert split_pairs(en, es, heldout=100) == split  # the same pairs every time
+
+
+def test_memory_backed_model_gets_examples_and_exact_matches_pass_through(verses):
+    en, es = verses
+    memory = TranslationMemory(en, es)
+    seen = []
+
+    def model(lines, examples):  # records its prompt's examples; answers nothing for one line
+        seen.extend(examples)
+        return ["" if "Cain" in line else "ok" for line in lines]
+
+    translate = T.with_memory(memory, model, k=2, fallback=T.copy)
+    out = translate([en[5], "", "Cain went out from the LORD", "The sons of Noah were many"])
+    assert out[0] == memory.exact(en[5]) and out[1] == ""
+    assert out[2] == "Cain went out from the LORD"  # the fallback answers what the model left empty
+    assert out[3] == "ok"
+    assert len(seen) == 2 and all(len(ex) == 2 for ex in seen)
+
+
+def test_word_by_word_prefers_the_translation_seen_in_target_text():
+    entries = [DictionaryEntry("house", "hogar"), DictionaryEntry("house", "casa"), DictionaryEntry("God", "Dios")]
+    translate = T.word_by_word(entries, ["la casa de Dios", "una casa"])
+    assert translate(["The house of God, Abram's house"]) == ["The casa of Dios, Abram's casa"]
+
+
+def test_measure_ranks_systems_by_chrf(verses):
+    en, es = verses
+    scores = T.measure({"copy": T.copy, "perfect": lambda lines: [es[en.index(s)] for s in lines]}, en[:20], es[:20])
+    assert scores["perfect"].chrf == 100.0 and scores["copy"].chrf < 40
+    assert T.best(scores) == "perfect"
+    assert "perfect" in T.verdict(scores)
+
+
+@pytest.fixture(scope="module")
+def project(module_tmp, verses):
+    """A real adapted project: 2,000 demo verse pairs, a small dictionary, a 1,000-token Spanish vocabulary."""
+    from core.pipeline import AdaptSettings, adapt
+    from core.tokenizer import TokenizerSettings
+
+    en, es = verses
+    folder = module_tmp("translating")
+    write_lines(folder / "en.txt", en), write_lines(folder / "es.txt", es)
+    write_lines(folder / "dict.tsv", ["God\tDios", "earth\ttierra", "said\tdijo", "and\ty", "the\tel"])
+    adapt(AdaptSettings(target_text=str(folder / "es.txt"), parallel=(str(folder / "en.txt"), str(folder / "es.txt")),
+                        dictionary=str(folder / "dict.tsv"), language="es", out=str(folder / "project"),
+                        tokenizer=TokenizerSettings(vocab_size=1000)))
+    return folder / "project"
+
+
+def test_project_measures_its_translators_and_translates_a_file_with_the_best(project, tmp_path, capsys):
+    from core.cli import main
+
+    assert main(["eval", "--model", str(project), "--translation", "--pairs", "12", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["scores"]) == {"copy", "memory", "dictionary", "hydra"}
+    assert result["pairs"] == 12
+    best = max(result["scores"], key=lambda n: result["scores"][n]["chrf"])
+    recorded = json.loads((project / "project.json").read_text())["stages"]["translation"]["summary"]
+    assert recorded["best"] == best == result["best"]
+
+    src = write_lines(tmp_path / "in.en", ["And God said unto them,", "", "the earth"])
+    out = tmp_path / "out.es"
+    assert main(["translate", "--model", str(project), "--from", "en", "--to", "es", "--input", str(src),
+                 "--output", str(out)]) == 0
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[0] and lines[2]
+    assert f"translated by: {best}" in capsys.readouterr().err
+    # never over a user's file
+    assert main(["translate", "--model", str(project), "--from", "en", "--to", "es", "--input", str(src),
+                 "--output", str(out)]) == 2
+
+
+def test_project_translates_a_po_catalogue(project, tmp_path):
+    import shutil
+    import subprocess
+
+    from core.cli import main
+
+    po = tmp_path / "app.pot"
+    po.write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                  '#, c-format\nmsgid "God said %s unto the earth"\nmsgstr ""\n\n'
+                  'msgid "_Open the earth"\nmsgstr ""\n', encoding="utf-8")
+    out = tmp_path / "es.po"
+    assert main(["translate", "--model", str(project), "--from", "en", "--to", "es", "--input", str(po),
+                 "--output", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "%s" in text.split('msgid "God said %s unto the earth"')[1]
+    assert subprocess.run([shutil.which("msgfmt") or "msgfmt", "--check", "-o", "/dev/null", str(out)]).returncode == 0
