@@ -328,17 +328,21 @@ class Project:
                                  source_language=source_language, examples=self._examples(code))
 
     def tune_hydra(self, language: str | None = None, settings=None, *, source: str = "parallel", lines: int = 400,
-                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[float]:
+                   pairs: list[tuple[str, str]] | None = None, examples_of=None, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> list[float]:
         """Tune the Hydra's tables of `language` (default: the project's) on `lines` pairs — of the first parallel
-        corpus (`source="parallel"`) or of the target text back-translated by the Hydra (`"back-translation"`) —
-        and keep the tuned Hydra in `hydra/`. Returns the loss of each step. Cancelling keeps nothing."""
+        corpus (`source="parallel"`), of the target text back-translated by the Hydra (`"back-translation"`), or
+        the `pairs` given — and keep the tuned Hydra in `hydra/`. `examples_of`: each pair's prompt examples
+        (core.hydra.finetune_language). Returns the loss of each step. Cancelling keeps nothing."""
         from core import hydra
 
         code = language or self.state.language
         settings = settings or hydra.HydraTuning()
         model = self.hydra(target_language=code)
         inputs = self.inputs()
-        if source == "parallel":
+        if pairs is not None:
+            source = "given pairs"
+        elif source == "parallel":
             if not inputs.parallel:
                 raise TweetyError("the project has no parallel corpus to tune on", fix="tune by back-translation")
             pairs = stages.hydra_pairs(model, code, parallel=inputs.parallel[0], lines=lines)
@@ -348,7 +352,8 @@ class Project:
         else:
             raise TweetyError(f"unknown tuning source {source!r}", fix="choose parallel or back-translation")
         start = time.monotonic()
-        losses = hydra.finetune_language(model, code, pairs, settings, progress=progress, cancel=cancel)
+        losses = hydra.finetune_language(model, code, pairs, settings, examples_of=examples_of, progress=progress,
+                                         cancel=cancel)
         hydra.save_hydra(model, self.hydra_dir)
         last = losses[-10:]
         self.state.stages[HYDRA] = StageRecord(round(time.monotonic() - start, 2), "hydra", {

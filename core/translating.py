@@ -157,3 +157,45 @@ def translate_file(project: Project, in_path: str | Path, out_path: str | Path, 
         return name, result.translated
     return name, translate_lines_to_file(read_lines(in_path), translate, out_path, key=key, batch_size=8,
                                          overwrite=overwrite, progress=progress, cancel=cancel)
+
+
+def tune(project: Project, *, steps: int = 300, batch_size: int = 4, pairs_files: tuple[str, str] | None = None,
+         source: str = "en", progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[float]:
+    """Teach the project's Hydra to translate: its target language's table and head (the body stays the source
+    model's) trained on memory pairs — or on `pairs_files` — each behind exactly the prompt translation uses (its
+    closest other memory pairs as examples), the loss on the reply. Held-out pairs are never trained on. Records
+    the tuning in project.json; the translation measurement is then redone on demand."""
+    import random
+
+    from core.hydra import HydraTuning
+    from core.memory import EXAMPLES, normalised
+    from core.resources import read_parallel
+
+    if project.state.vocabulary != REPLACE:
+        raise TweetyError("teaching a model to translate needs a project that replaced the vocabulary (a Hydra); "
+                          "an extended model translates with its memory as it is",
+                          fix="use `tweety translate --model PROJECT` directly")
+    target = project.state.language
+    if not target:
+        raise TweetyError("the project records no language code", fix="set the project's language first")
+    pairs = split(project)
+    held = {normalised(s) for s in pairs.heldout_source} | {normalised(t) for t in pairs.heldout_target}
+    if pairs_files:
+        corpus = read_parallel(*pairs_files)
+        train = [(s, t) for s, t in zip(corpus.source, corpus.target)
+                 if normalised(s) not in held and normalised(t) not in held]
+    else:
+        train = list(zip(pairs.train_source, pairs.train_target))
+    train = random.Random(0).sample(train, min(len(train), steps * batch_size))
+    mem = memory(project, source, target, pairs)
+
+    def examples_of(text: str) -> list[tuple[str, str]]:
+        # the pair's own line is in the memory: its closest *other* pairs are what a new line would get
+        found = [m for m in mem.search(text, EXAMPLES + 1) if normalised(m.source) != normalised(text)]
+        return [(m.source, m.target) for m in reversed(found[:EXAMPLES])]
+
+    losses = project.tune_hydra(target, HydraTuning(steps=steps, batch_size=batch_size), pairs=train,
+                                examples_of=examples_of, progress=progress, cancel=cancel)
+    project.state.stages["hydra"].summary.update({"for": "translation", "examples": f"memory, {EXAMPLES} closest"})
+    project.save()
+    return losses

@@ -133,3 +133,34 @@ def test_project_translates_a_po_catalogue(project, tmp_path):
     text = out.read_text(encoding="utf-8")
     assert "%s" in text.split('msgid "God said %s unto the earth"')[1]
     assert subprocess.run([shutil.which("msgfmt") or "msgfmt", "--check", "-o", "/dev/null", str(out)]).returncode == 0
+
+
+def test_teaching_the_project_to_translate_lowers_heldout_loss_and_keeps_the_body(project):
+    import torch
+
+    from core import translating
+    from core.hydra import reply_loss
+    from core.project import Project
+
+    p = Project.open(project)
+    pairs = translating.split(p)
+    held = list(zip(pairs.heldout_source, pairs.heldout_target))[:6]
+    mem = translating.memory(p, "en", "es", pairs)
+
+    def loss(hydra) -> float:
+        with torch.no_grad():
+            return float(reply_loss(hydra, "es", held, lambda s: mem.examples(s)))
+
+    before = p.hydra()
+    body = {k: v.clone() for k, v in before.model.state_dict().items()}
+    english = before.languages["en"].embeddings.clone()
+    start = loss(before)
+    losses = translating.tune(p, steps=12, batch_size=2)
+    assert len(losses) == 12
+    after = Project.open(project).hydra()
+    assert loss(after) < start - 0.05
+    assert all(torch.equal(body[k], v) for k, v in after.model.state_dict().items())
+    assert torch.equal(after.languages["en"].embeddings, english)
+    assert not torch.equal(after.languages["es"].head, before.languages["es"].head)
+    record = json.loads((project / "project.json").read_text())["stages"]
+    assert record["hydra"]["summary"]["for"] == "translation" and "translation" not in record

@@ -251,10 +251,15 @@ def _eval_translation(a: argparse.Namespace, bars: ProgressBars) -> None:
 def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     d = finetune.FinetuneSettings()
     p.add_argument("--model", required=True, help="adapted model folder, or a project folder (its final model)")
-    p.add_argument("--text", required=True, help="target-language training text, one sentence/paragraph per line")
+    p.add_argument("--text", help="target-language training text, one sentence/paragraph per line (not for "
+                   "--stage translation)")
     p.add_argument("--heldout", help="held-out target text: bits per byte every --eval-every steps")
-    p.add_argument("--stage", choices=finetune.STAGES, default=d.stage,
-                   help="embeddings: embeddings and LM head only; outer-layers: also the first and last N layers")
+    p.add_argument("--stage", choices=(*finetune.STAGES, "translation"), default=d.stage,
+                   help="embeddings: embeddings and LM head only; outer-layers: also the first and last N layers; "
+                   "translation: a project's Hydra taught to translate, on its memory's pairs behind the prompt "
+                   "translation uses")
+    p.add_argument("--pairs", nargs=2, metavar=("SOURCE_FILE", "TARGET_FILE"), help="--stage translation: train "
+                   "on these pairs (default: the project's parallel corpora, held-out pairs left out)")
     p.add_argument("--outer-layers", type=int, default=d.outer_layers, help="N for the outer-layers stage")
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
@@ -269,7 +274,8 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--out", required=True, help="output model folder (new, empty, or an earlier Tweety output)")
+    p.add_argument("--out", help="output model folder (new, empty, or an earlier Tweety output; not for --stage "
+                   "translation, which writes into the project)")
     p.add_argument("--nproc", type=int, help="train with N processes on this machine (one per GPU), started by "
                    "torchrun, trainable tensors sharded with FSDP; --batch-size is split between them (docs/cluster.md)")
     p.add_argument("--nnodes", type=int, default=1, help="machines in the job: run the same command on each")
@@ -281,6 +287,11 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
 
 def _finetune(a: argparse.Namespace, bars: ProgressBars) -> int:
     from core import distributed
+
+    if a.stage == "translation":
+        return _finetune_translation(a, bars)
+    if not a.text or not a.out:
+        raise TweetyError("fine-tuning needs the training text (--text FILE) and an output folder (--out DIR)")
 
     settings = finetune.FinetuneSettings(
         stage=a.stage, steps=a.steps, outer_layers=a.outer_layers, block_size=a.block_size,
@@ -333,3 +344,23 @@ COMMANDS = [
     Command("finetune", "train the new embeddings (and a few outer layers) on target text", _finetune_arguments,
             _finetune),
 ]
+
+
+def _finetune_translation(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from core import translating
+
+    project = Project.open(a.model)
+    cancel = CancelToken()
+    try:
+        with ctrl_c_cancels(cancel):
+            losses = translating.tune(project, steps=a.steps, pairs_files=tuple(a.pairs) if a.pairs else None,
+                                      progress=bars, cancel=cancel)
+    except Cancelled:
+        bars.close()
+        print("stopped; the project's translator is as it was", file=sys.stderr)
+        return 130
+    bars.close()
+    last = losses[-10:]
+    print(f"Taught to translate: loss {losses[0]:.2f} → {sum(last) / len(last):.2f} (mean of the last 10 steps); "
+          f"kept in {project.hydra_dir}. Measure it with: tweety eval --model {a.model} --translation")
+    return 0

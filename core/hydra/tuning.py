@@ -3,12 +3,15 @@ back-translating target-language text with the Hydra itself), the body untouched
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from core.errors import TweetyError
 from core.hydra.model import Hydra, Segment
 from core.hydra.prompt import translate_batch, translation_segments
 from core.jobs import CancelToken, ProgressFn, Reporter
+
+ExamplesFn = Callable[[str], list[tuple[str, str]]]  # a source text → its prompt's example pairs
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,15 @@ def back_translate(hydra: Hydra, code: str, lines: list[str], *, batch_size: int
 
 
 def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], settings: HydraTuning = HydraTuning(),
-                      *, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[float]:
+                      *, examples_of: ExamplesFn | None = None, progress: ProgressFn | None = None,
+                      cancel: CancelToken | None = None) -> list[float]:
     """Train `code`'s embedding table and head (nothing else: the body stays every language's; a tied language
     gets a head of its own unless `settings.untie` is off) to write the second text of each pair when prompted to
     translate the first (in the Hydra's source language) — the prompt `translate` uses, the loss on the reply and
     its closing line break only. Pairs come from a parallel corpus or from `back_translate` (target-language text
-    only). The Hydra's tables are replaced when training ends; a cancel leaves them as they were. Returns the loss
-    of each step."""
+    only). `examples_of`: each pair's own prompt examples (a translation memory's closest pairs, as translation
+    will use them), instead of the Hydra's fixed ones. The Hydra's tables are replaced when training ends; a cancel
+    leaves them as they were. Returns the loss of each step."""
     import random
 
     import torch
@@ -96,7 +101,7 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
                 if not order:
                     order = rng.sample(range(len(pairs)), len(pairs))
                 batch.append(pairs[order.pop()])
-            loss = reply_loss(hydra, code, batch)
+            loss = reply_loss(hydra, code, batch, examples_of)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -114,7 +119,7 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
     return losses
 
 
-def reply_loss(hydra: Hydra, code: str, batch: list[tuple[str, str]]):
+def reply_loss(hydra: Hydra, code: str, batch: list[tuple[str, str]], examples_of: ExamplesFn | None = None):
     """Mean over the pairs of each reply's mean cross-entropy after the translation prompt. The prompt's shared
     opening (the example pairs) is read once, without gradient, into a KV cache the pairs share; the rest of each
     prompt and its reply run as one right-padded batch (on 2 CPU cores, 4–8 pairs a step: about twice the pairs per
@@ -125,7 +130,8 @@ def reply_loss(hydra: Hydra, code: str, batch: list[tuple[str, str]]):
 
     prompts, replies = [], []
     for source_text, target_text in batch:
-        prompts.append(translation_segments(hydra, source_text, hydra.source_language, code).segments)
+        examples = examples_of(source_text) if examples_of is not None else None
+        prompts.append(translation_segments(hydra, source_text, hydra.source_language, code, examples).segments)
         replies.append(hydra.segment(code, f" {target_text.strip()}\n"))
     flat = [[(s.language, i) for s in p for i in s.ids] for p in prompts]
     shared = min(len(f) for f in flat) - 1  # each prompt keeps its last token: it predicts the reply's first
