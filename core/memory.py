@@ -10,6 +10,7 @@ index file that could go stale or half-written.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import re
@@ -21,6 +22,11 @@ from dataclasses import dataclass
 from core.errors import TweetyError
 
 EXAMPLES = 4  # retrieved pairs in a translation prompt
+# A match this similar to the line (difflib's ratio of their case-folded characters) is a near-repeat: its translation
+# is used as is, as a translator's CAT tool proposes a fuzzy match. On held-out software strings en→de (300 pairs),
+# near-repeats from the memory and the dictionary for the rest score chrF 54.0 at 0.6 (memory alone 48.4, dictionary
+# alone 37.2; 0.5: 54.1, 0.7: 52.9, 0.8: 50.3); on verses, where 13 of 500 lines have one, 31.1 (dictionary 30.8).
+NEAR = 0.6
 _WORD = re.compile(r"\w+")
 
 
@@ -33,6 +39,11 @@ def normalised(text: str) -> str:
 def terms(text: str) -> list[str]:
     """BM25 terms: the case-folded words of a line (no stemming or stop words: the memory serves any language)."""
     return _WORD.findall(unicodedata.normalize("NFC", text).casefold())
+
+
+def similarity(a: str, b: str) -> float:
+    """How alike two lines are, 0–1: difflib's ratio of their case-folded characters."""
+    return difflib.SequenceMatcher(None, normalised(a).casefold(), normalised(b).casefold(), autojunk=False).ratio()
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,14 @@ class TranslationMemory:
                     continue  # the exact match is already first
                 out.append(Match(self.sources[i], self.targets[i], float(score)))
         return out[:k]
+
+    def near(self, text: str, threshold: float = NEAR) -> str | None:
+        """The translation of an exact match, or of the closest pair when it is at least `threshold` similar."""
+        exact = self.exact(text)
+        if exact is not None:
+            return exact
+        found = self.search(text, 1)
+        return found[0].target if found and similarity(found[0].source, text) >= threshold else None
 
     def examples(self, text: str, k: int = EXAMPLES) -> list[tuple[str, str]]:
         """`search` as few-shot example pairs, least similar first: the closest example then sits right before the

@@ -78,6 +78,7 @@ def systems(project: Project, source: str, target: str, pairs: Split | None = No
     out: dict[str, Callable[[], T.Lines]] = {T.COPY: lambda: T.copy, T.MEMORY: lambda: T.memory_top(mem)}
     if entries:
         out[T.DICTIONARY] = lambda: T.word_by_word(entries, pairs.train_target)
+        out[T.MEMORY_DICTIONARY] = lambda: T.memory_then(mem, T.word_by_word(entries, pairs.train_target))
     fallback = T.word_by_word(entries, pairs.train_target) if entries else T.memory_top(mem)
     if project.state.vocabulary == REPLACE and "init" in project.state.stages:
         def hydra() -> T.Lines:

@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.jobs import CancelToken, ProgressFn, Reporter
-from core.memory import EXAMPLES, TranslationMemory
+from core.memory import EXAMPLES, NEAR, TranslationMemory
 from core.resources import DictionaryEntry
 
 Lines = Callable[[list[str]], list[str]]
 # A model's translator: lines and, for each, its example pairs.
 WithExamples = Callable[[list[str], list[list[tuple[str, str]]]], list[str]]
 
-COPY, DICTIONARY, MEMORY = "copy", "dictionary", "memory"
-BASELINES = (COPY, DICTIONARY, MEMORY)
+COPY, DICTIONARY, MEMORY, MEMORY_DICTIONARY = "copy", "dictionary", "memory", "memory + dictionary"
+BASELINES = (COPY, DICTIONARY, MEMORY, MEMORY_DICTIONARY)
 _WORD = re.compile(r"\w+(?:'\w+)?")
 
 
@@ -64,16 +64,23 @@ def memory_top(memory: TranslationMemory) -> Lines:
     return translate
 
 
-def with_memory(memory: TranslationMemory, model: WithExamples, *, k: int = EXAMPLES,
+def memory_then(memory: TranslationMemory, lines_fn: Lines, near: float = NEAR) -> Lines:
+    """Near-repeats from the memory, every other line from `lines_fn` (e.g. the dictionary): what a CAT tool does
+    without a model."""
+    return with_memory(memory, lambda lines, _examples: lines_fn(lines), k=0, near=near)
+
+
+def with_memory(memory: TranslationMemory, model: WithExamples, *, k: int = EXAMPLES, near: float | None = NEAR,
                 fallback: Lines | None = None) -> Lines:
-    """`model` behind the memory: exact matches from the memory, every other line translated with its `k` closest
-    pairs as examples. A line the model leaves empty gets `fallback`'s answer, so every line gets one."""
+    """`model` behind the memory: exact matches — and near-repeats, at least `near` similar (None: exact only) —
+    from the memory, every other line translated with its `k` closest pairs as examples. A line the model leaves
+    empty gets `fallback`'s answer, so every line gets one."""
     def translate(lines: list[str]) -> list[str]:
         out = [""] * len(lines)
         todo = []
         for i, line in enumerate(lines):
             if line.strip():
-                hit = memory.exact(line)
+                hit = memory.exact(line) if near is None else memory.near(line, near)
                 if hit is not None:
                     out[i] = hit
                 else:

@@ -56,12 +56,16 @@ def test_memory_backed_model_gets_examples_and_exact_matches_pass_through(verses
         seen.extend(examples)
         return ["" if "Cain" in line else "ok" for line in lines]
 
-    translate = T.with_memory(memory, model, k=2, fallback=T.copy)
+    translate = T.with_memory(memory, model, k=2, near=None, fallback=T.copy)
     out = translate([en[5], "", "Cain went out from the LORD", "The sons of Noah were many"])
     assert out[0] == memory.exact(en[5]) and out[1] == ""
     assert out[2] == "Cain went out from the LORD"  # the fallback answers what the model left empty
     assert out[3] == "ok"
     assert len(seen) == 2 and all(len(ex) == 2 for ex in seen)
+    # a near-repeat (one word changed) comes from the memory too, by default
+    changed = en[5].replace("God", "the LORD")
+    assert changed != en[5] and memory.exact(changed) is None
+    assert T.with_memory(memory, model, k=2)([changed]) == [memory.exact(en[5])]
 
 
 def test_word_by_word_prefers_the_translation_seen_in_target_text():
@@ -99,7 +103,7 @@ def test_project_measures_its_translators_and_translates_a_file_with_the_best(pr
 
     assert main(["eval", "--model", str(project), "--translation", "--pairs", "12", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["scores"]) == {"copy", "memory", "dictionary", "hydra"}
+    assert set(result["scores"]) == {"copy", "memory", "dictionary", "memory + dictionary", "hydra"}
     assert result["pairs"] == 12
     best = max(result["scores"], key=lambda n: result["scores"][n]["chrf"])
     recorded = json.loads((project / "project.json").read_text())["stages"]["translation"]["summary"]

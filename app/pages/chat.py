@@ -1,20 +1,22 @@
-"""The Chat & Translate page: the exported model (llama.cpp) or the Hydra, on this computer."""
+"""The Chat & Translate page: the exported model (llama.cpp) or the Hydra, on this computer; with a parallel corpus,
+the translation memory's closest match and whole files translated by the project's best translator
+(app.pages.translation)."""
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
-                               QVBoxLayout)
+                               QSizePolicy, QVBoxLayout)
 
 from app.pages.hydra import HydraTuningBox
+from app.pages.translation import SOURCE_LANGUAGE, FileTranslation, MemoryMatch
 from app.pages.widgets import FileRow, Page, spin
 from app.workers import TextRelay
 from core.jobs import Cancelled
 from core.models import DEFAULT_MODEL
 
 WEIGHTS = {".safetensors", ".bin", ".pt", ".pth"}  # files whose change means another model
-SOURCE_LANGUAGE = "en"  # the source models Tweety Studio adapts read and write English
 EXPECTATIONS = ("<b>What to expect:</b> the built-in model is small (135 million parameters): it writes words and "
                 "phrases of the new language, but its sentences wander and its translations are rough. For real use, "
                 "adapt a bigger source model (1–8 billion parameters) and fine-tune longer on a GPU.")
@@ -90,6 +92,8 @@ class ChatPage(Page):
         langs.addWidget(QLabel("Direction"))
         langs.addWidget(self.direction)
         langs.addWidget(self.button("Translate", self.translate))
+        self.file_translation = FileTranslation(self.ctx, self.project_direction)
+        langs.addWidget(self.file_translation.button)
         langs.addStretch(1)
         self.use_hydra = QCheckBox("Hydra: read with the source model, write in the new language")
         self.use_hydra.setToolTip("Translate without the exported file: the source model's body reads the text with "
@@ -103,11 +107,18 @@ class ChatPage(Page):
         self.text_out = QPlainTextEdit(readOnly=True, placeholderText="Translation")
         for edit in (self.text_in, self.text_out):
             edit.setMinimumHeight(44)
+            # side by side: their width comes from the box, which must not push the Chat box aside
+            edit.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         grid.addLayout(langs)
         grid.addWidget(self.use_hydra)
         grid.addWidget(self.direction_note)
-        grid.addWidget(self.text_in)
-        grid.addWidget(self.text_out)
+        texts = QHBoxLayout()  # side by side, as translators read them
+        texts.addWidget(self.text_in)
+        texts.addWidget(self.text_out)
+        grid.addLayout(texts)
+        self.memory_match = MemoryMatch(self.ctx)
+        grid.addWidget(self.memory_match)
+        grid.addWidget(self.file_translation)
         self.hydra_box = HydraTuningBox(self.ctx)
         right = QVBoxLayout()
         right.addWidget(box, 1)
@@ -167,6 +178,13 @@ class ChatPage(Page):
         data = self.direction.currentData()
         return tuple(data.split(">")) if data else None
 
+    def project_direction(self) -> tuple[str, str]:
+        """The project's own translation direction (its translation memory's) for the memory and for files: the
+        chosen one when it is one of the project's, else the source language → the project's language."""
+        code = self.project.state.language or ""
+        chosen = self.chosen_direction()
+        return chosen if chosen and code in chosen else (SOURCE_LANGUAGE, code)
+
     def set_direction(self, src: str, tgt: str) -> None:
         i = self.direction.findData(f"{src}>{tgt}")
         if i < 0:
@@ -175,6 +193,8 @@ class ChatPage(Page):
 
     def project_changed(self) -> None:
         self.hydra_box.show_project(self.project)
+        self.memory_match.reset()
+        self.file_translation.show_project(self.project)
         record = self.project.state.stages.get("export")
         if record:
             self.file.set_path(record.summary.get("file", ""))
@@ -188,6 +208,7 @@ class ChatPage(Page):
     def shown(self) -> None:
         if not self.hydra_box.language.text() and self.project is not None:
             self.hydra_box.language.setText(self.project.state.language or "")
+        self.file_translation.show_project(self.project)
         self._show_expectations()
         self.update_directions()
 
@@ -299,6 +320,8 @@ class ChatPage(Page):
         from core.runtime import GenerationStats, translate
 
         text = self.text_in.toPlainText().strip()
+        if text and self.project is not None:  # beside any translation, in the pool: no model needed
+            self.memory_match.look_up(self.project, text, *self.project_direction())
         if not text or (not self.use_hydra.isChecked() and not self._ready()) or not self.idle():
             return
         if self.chosen_direction() is None:

@@ -1,9 +1,11 @@
 """The Evaluate page: bits per byte of the source, initialised and fine-tuned models on held-out text, a plain verdict
-and a few sample continuations side by side."""
+and a few sample continuations side by side; and, on its Translation tab, the project's translators measured on
+held-out pairs (app.pages.translation)."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
+from app.pages.translation import MeasureBox, missing
 from app.pages.widgets import TIPS, Page, fill_table, table
 from core.evaluate import BPB_VS_PERPLEXITY, SAMPLE_BYTES
 
@@ -14,8 +16,16 @@ class EvaluatePage(Page):
              "fine-tuned, the fine-tuned model on held-out text in the new language — text none of them trained on.")
     max_bytes = SAMPLE_BYTES  # the default sample; tests use a smaller one
     samples = 3  # sample continuations shown side by side
+    fills = True
 
     def build(self) -> None:
+        self.tabs = QTabWidget()
+        reading = QWidget()
+        self.tabs.addTab(reading, "Reading the language")
+        self.translation = MeasureBox(self.ctx)
+        self.tabs.addTab(self.translation, "Translation")
+        self.layout_.addWidget(self.tabs, 1)
+        col = QVBoxLayout(reading)
         row = QHBoxLayout()
         row.addWidget(self.button("Run evaluation", self.go, TIPS["bpb"]))
         self.full = QCheckBox("All held-out text (slower)")
@@ -23,26 +33,26 @@ class EvaluatePage(Page):
                              "time, about 2 minutes for three small models on 2 CPU cores. Tick for all of it.")
         row.addWidget(self.full)
         row.addStretch(1)
-        self.layout_.addLayout(row)
+        col.addLayout(row)
         self.sample = QLabel()
-        self.layout_.addWidget(self.sample)
+        col.addWidget(self.sample)
         self.results = table()
         self.results.setMaximumHeight(150)
         self.results.setToolTip(TIPS["bpb"] + "\n\n" + TIPS["tpb"])
-        self.layout_.addWidget(self.results)
+        col.addWidget(self.results)
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
         self.verdict.setStyleSheet("font-size: 14px; font-weight: bold;")
-        self.layout_.addWidget(self.verdict)
+        col.addWidget(self.verdict)
         explain = QLabel(BPB_VS_PERPLEXITY)
         explain.setWordWrap(True)
         explain.setStyleSheet("color: #555;")
-        self.layout_.addWidget(explain)
-        self.layout_.addWidget(QLabel("<b>How each model continues the same openings</b> (held-out text, greedy):"))
+        col.addWidget(explain)
+        col.addWidget(QLabel("<b>How each model continues the same openings</b> (held-out text, greedy):"))
         self.continuations = table()
         self.continuations.setMinimumHeight(140)
         self.continuations.setWordWrap(True)
-        self.layout_.addWidget(self.continuations)
+        col.addWidget(self.continuations)
 
     def go(self) -> None:
         from core import resources
@@ -96,6 +106,7 @@ class EvaluatePage(Page):
         self.continuations.resizeRowsToContents()
 
     def project_changed(self) -> None:
+        self.shown()
         record = self.project.state.stages.get("evaluate")
         self.continuations.clear()
         self.continuations.setRowCount(0)
@@ -105,3 +116,11 @@ class EvaluatePage(Page):
             self.results.clear()
             self.verdict.clear()
             self.sample.clear()
+
+    def shown(self) -> None:
+        """The Translation tab follows the project: enabled with a parallel corpus, its last measurement shown (a
+        Hydra taught since has none)."""
+        why = missing(self.project)
+        self.tabs.setTabEnabled(1, not why)
+        self.tabs.setTabToolTip(1, why or "How well each translator translates held-out pairs (chrF)")
+        self.translation.show_project(self.project)

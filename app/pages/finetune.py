@@ -1,11 +1,14 @@
-"""The Fine-tune page: train the new embeddings here (pause, resume) or prepare a cluster job."""
+"""The Fine-tune page: train the new embeddings here (pause, resume) or prepare a cluster job; and teach the Hydra to
+translate (app.pages.translation)."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                               QVBoxLayout)
 
 from dataclasses import asdict
 
+from app.pages.translation import TeachBox
 from app.pages.widgets import STAGE_WORDS, TIPS, Page, spin
 from core.errors import TweetyError
 
@@ -118,13 +121,16 @@ class FineTunePage(Page):
         prepare = self.button("Prepare a cluster job", self.prepare_cluster_job, "Write job.json, launch.sh and "
                               "slurm.sbatch into the project's cluster-job folder; nothing runs here (docs/cluster.md)")
         prepare.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # not the form's full width
-        cluster_form.addRow(prepare)
-        cluster_form.addRow(self.job_info)
         elsewhere = self.button("Use a model trained elsewhere…", self.choose_trained_elsewhere,
                                 "Choose the output folder of this project's cluster job (or of a run on another "
                                 "machine): Evaluate, Export and Chat then use that model")
         elsewhere.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
-        cluster_form.addRow(elsewhere)
+        buttons = QHBoxLayout()
+        buttons.addWidget(prepare)
+        buttons.addWidget(elsewhere)
+        buttons.addStretch(1)
+        cluster_form.addRow(buttons)
+        cluster_form.addRow(self.job_info)
         cluster_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         self.rdzv.setMinimumWidth(220)
         row = QHBoxLayout()
@@ -139,7 +145,11 @@ class FineTunePage(Page):
         self.status = QLabel()
         row.addWidget(self.status, 1)
         self.layout_.addLayout(row)
-        top.addWidget(cluster, 2)
+        self.teach = TeachBox(self.ctx)
+        right = QVBoxLayout()
+        right.addWidget(cluster)
+        right.addWidget(self.teach)
+        top.addLayout(right, 2)
 
         pg.setConfigOptions(antialias=True, background="w", foreground="#333")
         plots = pg.GraphicsLayoutWidget()
@@ -413,6 +423,7 @@ class FineTunePage(Page):
                                 if bpbs and run.initial_bpb is not None else f"Done: {run.step:,} steps.")
 
     def project_changed(self) -> None:
+        self.teach.show_project(self.project)
         if self.job is not None:
             return
         from core.finetune import FinetuneSettings
@@ -428,6 +439,7 @@ class FineTunePage(Page):
     def shown(self) -> None:
         import torch  # already loaded by the earlier stages' workers: no wait here
 
+        self.teach.show_project(self.project)
         self.device.setText(f"GPU ({torch.cuda.get_device_name(0)}, bf16)" if torch.cuda.is_available() else
                             "CPU — works, but a GPU is many times faster for more than a few hundred steps")
         self._update_estimate()

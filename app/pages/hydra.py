@@ -35,7 +35,7 @@ class HydraTuningBox(QGroupBox):
                         "the tuned Hydra is kept in the project's hydra/ folder and used from then on.")
         form = QFormLayout(self)
         self.language = QLineEdit()
-        self.language.setMaximumWidth(90)
+        self.language.setFixedWidth(70)
         self.language.setPlaceholderText("project's")
         self.language.setToolTip("The language whose tables are tuned (ISO code); empty: the project's language")
         self.source = QComboBox()
@@ -48,8 +48,15 @@ class HydraTuningBox(QGroupBox):
         self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-3, value=d.lr)
         self.lr.setToolTip("Learning rate of the tables")
         self.lines = spin(1, 1_000_000, 400, "How many pairs to tune on")
-        form.addRow("Language", self.language)
-        form.addRow("Pairs from", self.source)
+        # Language and source on one row (the page holds the Translate box above): the long choices show in full
+        # in the open list, not in the box's width
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(24)
+        first = QHBoxLayout()
+        first.addWidget(self.language)
+        first.addWidget(QLabel("Pairs from"))
+        first.addWidget(self.source, 1)
+        form.addRow("Language", first)
         row = QHBoxLayout()
         for label, box in (("Steps", self.steps), ("Batch", self.batch), ("Pairs", self.lines)):
             row.addWidget(QLabel(label))
