@@ -1,11 +1,15 @@
-"""English → Spanish chrF on the demo's held-out verses: the baselines a user would otherwise use (copy, a word-by-word
-dictionary, the translation memory's closest pair) against models prompted with the memory's closest pairs.
+"""chrF on held-out pairs — the demo's English → Spanish verses, or any line-aligned set (`--pairs`, e.g. the software
+strings benchmarks/gettext_pairs.py builds): the baselines a user would otherwise use (copy, a word-by-word
+dictionary, the translation memory's closest pair) against the studio's translators.
 
-Systems (the memory: the 30,423 training verse pairs, BM25 over the English side, core.memory):
+Systems (the memory: the training pairs, BM25 over the English side, core.memory):
 - copy: the English verse as is;
 - dictionary: word by word with FreeDict eng-spa, of several translations the one most frequent in the Spanish
   training verses (core.translators.word_by_word);
 - memory: the Spanish side of the most similar training pair (BM25 top-1);
+- memory + dictionary: near-repeats (≥ 0.6 similar, core.memory.NEAR) from the memory, the dictionary for the rest;
+- corpus words: word by word with the lexicon learnt from the training pairs' own word alignment (core.lexicon);
+- memory + corpus words: near-repeats from the memory, corpus words for the rest;
 - source+memory: SmolLM2-135M-Instruct's GGUF through llama.cpp, prompted with the `--k` closest training pairs
   (core.translation.few_shot_prompt), greedy, one line;
 - source+fixed: the same model with three fixed short training pairs instead (the prompt before the memory);
@@ -14,7 +18,8 @@ Systems (the memory: the 30,423 training verse pairs, BM25 over the English side
 The baselines run on `--limit` verses; the models, being slow on a CPU, on the first `--model-limit` of them, and
 the table gives every system on that common part too.
 Usage: python benchmarks/translate_memory.py [--limit 500] [--model-limit 200] [--k 4] [--threads 1]
-       [--systems copy,dictionary,memory,source+memory,source+fixed,hydra+memory] [--adapted DIR]
+       [--systems copy,dictionary,memory,memory+dictionary,corpus-words,memory+corpus-words,source+memory,
+       source+fixed,hydra+memory] [--adapted DIR] [--pairs TRAIN_EN TRAIN_XX HELDOUT_EN HELDOUT_XX --to XX]
 """
 from __future__ import annotations
 
@@ -26,11 +31,12 @@ from common import DEMO
 
 from core import models, runtime
 from core import translators as T
+from core.lexicon import learn
 from core.memory import TranslationMemory
 from core.resources import read_dictionary, read_lines
 
 FREEDICT = Path("/usr/share/dictd/freedict-eng-spa.index")
-BASELINE_SYSTEMS = ("copy", "dictionary", "memory")
+BASELINE_SYSTEMS = ("copy", "dictionary", "memory", "memory+dictionary")
 MODEL_SYSTEMS = ("source+memory", "source+fixed", "hydra+memory")
 
 
@@ -40,23 +46,34 @@ def main() -> None:
     p.add_argument("--model-limit", type=int, default=200)
     p.add_argument("--k", type=int, default=4, help="retrieved pairs in a model's prompt")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--systems", default="copy,dictionary,memory,source+memory,source+fixed")
+    p.add_argument("--systems", default="copy,dictionary,memory,memory+dictionary,corpus-words,"
+                   "memory+corpus-words,source+memory,source+fixed")
+    p.add_argument("--pairs", nargs=4, metavar=("TRAIN_EN", "TRAIN_XX", "HELDOUT_EN", "HELDOUT_XX"),
+                   help="another set (default: the demo's verses)")
+    p.add_argument("--to", default="es", help="target language code of --pairs")
     p.add_argument("--dictionary", default=str(FREEDICT))
     p.add_argument("--adapted", help="adapted Spanish model folder for hydra+memory")
     a = p.parse_args()
     systems = a.systems.split(",")
-    english = read_lines(DEMO / "bible.heldout.en.gz")[:a.limit]
-    spanish = read_lines(DEMO / "bible.heldout.es.gz")[:a.limit]
-    train_en, train_es = read_lines(DEMO / "bible.train.en.gz"), read_lines(DEMO / "bible.train.es.gz")
+    files = a.pairs or [DEMO / f"bible.{part}.{lang}.gz" for part in ("train", "heldout") for lang in ("en", "es")]
+    train_en, train_es, english, spanish = (read_lines(f) for f in files)
+    english, spanish = english[:a.limit], spanish[:a.limit]
     start = time.monotonic()
     memory = TranslationMemory(train_en, train_es)
     print(f"memory of {len(memory):,} pairs indexed in {time.monotonic() - start:.1f} s", flush=True)
     made: dict[str, T.Lines] = {"copy": T.copy, "memory": T.memory_top(memory)}
-    if "dictionary" in systems:
+    if {"dictionary", "memory+dictionary"} & set(systems):
         made["dictionary"] = T.word_by_word(read_dictionary(a.dictionary), train_es)
+        made["memory+dictionary"] = T.memory_then(memory, made["dictionary"])
+    if {"corpus-words", "memory+corpus-words"} & set(systems):
+        start = time.monotonic()
+        lexicon = learn(train_en, train_es)
+        print(f"word lexicon learnt in {time.monotonic() - start:.1f} s", flush=True)
+        made["corpus-words"] = lexicon.translate
+        made["memory+corpus-words"] = T.memory_then(memory, lexicon.translate)
     if {"source+memory", "source+fixed"} & set(systems):
         llm = runtime.load(models.default_gguf(), runtime.RuntimeSettings(threads=a.threads))
-        gguf = T.gguf_model(llm, "en", "es")
+        gguf = T.gguf_model(llm, "en", a.to)
         made["source+memory"] = T.with_memory(memory, gguf, k=a.k)
         from core.hydra import choose_examples
 
@@ -68,8 +85,8 @@ def main() -> None:
         from core import hydra
 
         torch.set_num_threads(a.threads)
-        model = hydra.build_hydra(models.load_model(models.DEFAULT_MODEL), {"es": a.adapted})
-        made["hydra+memory"] = T.with_memory(memory, T.hydra_model(model, "en", "es"), k=a.k)
+        model = hydra.build_hydra(models.load_model(models.DEFAULT_MODEL), {a.to: a.adapted})
+        made["hydra+memory"] = T.with_memory(memory, T.hydra_model(model, "en", a.to), k=a.k)
     made = {name: made[name] for name in systems}
     n_models = min(a.model_limit, len(english))
     rows = {}

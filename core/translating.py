@@ -9,6 +9,7 @@ direction).
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,6 +19,8 @@ from core import translators as T
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn
 from core.layout import REPLACE, StageRecord
+from core.lexicon import Lexicon
+from core.lexicon import learn as learn_lexicon
 from core.memory import Split, TranslationMemory, split_pairs
 from core.project import TRANSLATION, Project
 HYDRA_SYSTEM, GGUF_SYSTEM = "hydra", "exported model"
@@ -68,7 +71,27 @@ def memory(project: Project, source: str, target: str, pairs: Split | None = Non
                                (pairs.train_target, pairs.train_source)))
 
 
+def lexicon(project: Project, source: str, target: str, pairs: Split | None = None, *,
+            progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Lexicon:
+    """The word lexicon of the memory's pairs in this direction (core.lexicon), learnt once and kept in
+    work/lexicon/ under a name that changes with the pairs (a changed corpus gets a new one)."""
+    pairs = pairs or split(project)
+    src, tgt = ((pairs.train_source, pairs.train_target) if _direction(project, source, target) else
+                (pairs.train_target, pairs.train_source))
+    digest = hashlib.sha256("\n".join(src + ["\t"] + tgt).encode()).hexdigest()[:16]
+    path = project.folder / "work" / "lexicon" / f"{source}-{target}-{digest}.tsv"
+    if path.is_file():
+        return Lexicon.load(path)
+    found = learn_lexicon(src, tgt, progress=progress, cancel=cancel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob(f"{source}-{target}-*.tsv"):  # learnt from pairs the project no longer has
+        old.unlink(missing_ok=True)
+    found.save(path)
+    return found
+
+
 def systems(project: Project, source: str, target: str, pairs: Split | None = None, *,
+            progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> dict[str, Callable[[], T.Lines]]:
     """Each translator the project offers for `source` → `target`, made only when called (a model loads then)."""
     pairs = pairs or split(project)
@@ -79,6 +102,9 @@ def systems(project: Project, source: str, target: str, pairs: Split | None = No
     if entries:
         out[T.DICTIONARY] = lambda: T.word_by_word(entries, pairs.train_target)
         out[T.MEMORY_DICTIONARY] = lambda: T.memory_then(mem, T.word_by_word(entries, pairs.train_target))
+    out[T.LEXICON] = lambda: lexicon(project, source, target, pairs, progress=progress, cancel=cancel).translate
+    out[T.MEMORY_LEXICON] = lambda: T.memory_then(mem, lexicon(project, source, target, pairs, progress=progress,
+                                                               cancel=cancel).translate)
     fallback = T.word_by_word(entries, pairs.train_target) if entries else T.memory_top(mem)
     if project.state.vocabulary == REPLACE and "init" in project.state.stages:
         def hydra() -> T.Lines:
@@ -107,7 +133,8 @@ def evaluate(project: Project, source: str, target: str, *, limit: int = 200, pr
                           (pairs.heldout_target, pairs.heldout_source))
     if limit:
         held_src, held_tgt = held_src[:limit], held_tgt[:limit]
-    made = {name: make() for name, make in systems(project, source, target, pairs, cancel=cancel).items()}
+    made = {name: make() for name, make in systems(project, source, target, pairs, progress=progress,
+                                                   cancel=cancel).items()}
     scores = T.measure(made, held_src, held_tgt, progress=progress, cancel=cancel)
     result = Evaluation(source, target, len(held_src), scores, T.best(scores), T.verdict(scores), held_src[:3],
                         held_tgt[:3])
@@ -133,7 +160,7 @@ def translator(project: Project, source: str, target: str, *, progress: Progress
                cancel: CancelToken | None = None) -> tuple[str, T.Lines]:
     """The project's best translator for this direction (its name and the translator), measuring on
     `QUICK_PAIRS` held-out pairs first when no measurement is recorded."""
-    offered = systems(project, source, target, cancel=cancel)
+    offered = systems(project, source, target, progress=progress, cancel=cancel)
     name = recorded_best(project, source, target)
     if name is None:
         name = evaluate(project, source, target, limit=QUICK_PAIRS, progress=progress, cancel=cancel).best

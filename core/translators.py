@@ -25,6 +25,9 @@ Lines = Callable[[list[str]], list[str]]
 WithExamples = Callable[[list[str], list[list[tuple[str, str]]]], list[str]]
 
 COPY, DICTIONARY, MEMORY, MEMORY_DICTIONARY = "copy", "dictionary", "memory", "memory + dictionary"
+LEXICON, MEMORY_LEXICON = "corpus words", "memory + corpus words"
+# What a user would have without a language model. The translators built on the corpus's own word alignment
+# (core.lexicon) are the studio's, not baselines: they come from the same alignment that adapts the model.
 BASELINES = (COPY, DICTIONARY, MEMORY, MEMORY_DICTIONARY)
 _WORD = re.compile(r"\w+(?:'\w+)?")
 

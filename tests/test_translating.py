@@ -74,6 +74,21 @@ def test_word_by_word_prefers_the_translation_seen_in_target_text():
     assert translate(["The house of God, Abram's house"]) == ["The casa of Dios, Abram's casa"]
 
 
+def test_lexicon_learns_the_corpus_words_and_copies_names(verses, tmp_path):
+    from core.lexicon import Lexicon, detokenize, learn
+
+    en, es = verses
+    lexicon = learn(en, es)
+    assert lexicon.best["god"][0] == "dios" and lexicon.best["lord"][0] == "jehová"
+    lines = ["Zorobabel saw the earth.", "", "And God said unto them"]
+    out = lexicon.translate(lines)
+    assert out[0].startswith("Zorobabel ") and "tierra" in out[0] and out[0].endswith("tierra.")
+    assert out[1] == "" and out[2].startswith("Y Dios")
+    lexicon.save(tmp_path / "lex.tsv")
+    assert Lexicon.load(tmp_path / "lex.tsv").translate(lines) == out
+    assert detokenize(["¿", "Qué", "?", "(", "sí", ")", ","]) == "¿Qué? (sí),"
+
+
 def test_measure_ranks_systems_by_chrf(verses):
     en, es = verses
     scores = T.measure({"copy": T.copy, "perfect": lambda lines: [es[en.index(s)] for s in lines]}, en[:20], es[:20])
@@ -103,7 +118,9 @@ def test_project_measures_its_translators_and_translates_a_file_with_the_best(pr
 
     assert main(["eval", "--model", str(project), "--translation", "--pairs", "12", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["scores"]) == {"copy", "memory", "dictionary", "memory + dictionary", "hydra"}
+    assert set(result["scores"]) == {"copy", "memory", "dictionary", "memory + dictionary", "corpus words",
+                                     "memory + corpus words", "hydra"}
+    assert list((project / "work" / "lexicon").glob("en-es-*.tsv"))  # learnt once, kept
     assert result["pairs"] == 12
     best = max(result["scores"], key=lambda n: result["scores"][n]["chrf"])
     recorded = json.loads((project / "project.json").read_text())["stages"]["translation"]["summary"]

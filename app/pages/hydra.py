@@ -6,12 +6,12 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QVBoxLayout,
 )
 
 from app.context import Context
@@ -33,7 +33,6 @@ class HydraTuningBox(QGroupBox):
         d = HydraTuning()
         self.setToolTip("Train the new language's tables of the Hydra on translation pairs, so it translates better; "
                         "the tuned Hydra is kept in the project's hydra/ folder and used from then on.")
-        form = QFormLayout(self)
         self.language = QLineEdit()
         self.language.setFixedWidth(70)
         self.language.setPlaceholderText("project's")
@@ -48,32 +47,31 @@ class HydraTuningBox(QGroupBox):
         self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-3, value=d.lr)
         self.lr.setToolTip("Learning rate of the tables")
         self.lines = spin(1, 1_000_000, 400, "How many pairs to tune on")
-        # Language and source on one row (the page holds the Translate box above): the long choices show in full
-        # in the open list, not in the box's width
-        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.source.setMinimumContentsLength(24)
-        first = QHBoxLayout()
-        first.addWidget(self.language)
-        first.addWidget(QLabel("Pairs from"))
-        first.addWidget(self.source, 1)
-        form.addRow("Language", first)
-        row = QHBoxLayout()
-        for label, box in (("Steps", self.steps), ("Batch", self.batch), ("Pairs", self.lines)):
-            row.addWidget(QLabel(label))
-            row.addWidget(box)
-        row.addStretch(1)
-        form.addRow(row)
-        form.addRow("Learning rate", self.lr)
-        buttons = QHBoxLayout()
+        # Two rows across the page (under Chat and Translate): what to tune on, then how, Tune and what came of it.
+        col = QVBoxLayout(self)
+        settings, buttons = QHBoxLayout(), QHBoxLayout()
+        for label, box in (("Language", self.language), ("Pairs from", self.source), ("Steps", self.steps),
+                           ("Batch", self.batch), ("Pairs", self.lines)):
+            settings.addWidget(QLabel(label))
+            settings.addWidget(box)
+        settings.addStretch(1)
+        buttons.addWidget(QLabel("Learning rate"))
+        buttons.addWidget(self.lr)
         self.tune_button = self._button("Tune", self.tune)
         buttons.addWidget(self.tune_button)
         buttons.addWidget(self._button("Cancel", ctx.cancel_job))
         self.status = QLabel()
         self.status.setWordWrap(True)
         buttons.addWidget(self.status, 1)
-        form.addRow(buttons)
+        col.addLayout(settings)
+        col.addLayout(buttons)
         self.error = red(QLabel())
-        form.addRow(self.error)
+        self.error.hide()  # until there is an error to show
+        col.addWidget(self.error)
+
+    def _failed(self, message: str) -> None:
+        self.error.setText(message)
+        self.error.show()
 
     @staticmethod
     def _button(text: str, slot) -> QPushButton:
@@ -91,9 +89,10 @@ class HydraTuningBox(QGroupBox):
         language = self.language.text().strip() or None
         settings, source, lines = self.settings(), self.source.currentData(), self.lines.value()
         self.error.clear()
+        self.error.hide()
         job = self.ctx.run_job(lambda progress, cancel: project.tune_hydra(
             language, settings, source=source, lines=lines, progress=progress, cancel=cancel),
-            self._done, name="Tuning the Hydra", on_error=self.error.setText)
+            self._done, name="Tuning the Hydra", on_error=self._failed)
         if job is not None:
             self.tune_button.setEnabled(False)
             self.status.setText("Tuning…")

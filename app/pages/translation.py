@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QFileDialog,
     QGroupBox,
@@ -32,6 +32,12 @@ SYSTEM_TIPS = {
     "copy": "The text left as it is: names, numbers and shared words already score.",
     "dictionary": "Each word looked up in the project's dictionary.",
     "memory": "The translation of the translation memory's most similar pair, as it is.",
+    "memory + dictionary": "The memory's translation of a line it holds or nearly holds (a near-repeat), the "
+                           "dictionary word by word for every other line.",
+    "corpus words": "Each word replaced by the word your parallel corpus most often translates it with (learnt "
+                    "from the corpus's own word alignment); names kept.",
+    "memory + corpus words": "The memory's translation of a line it holds or nearly holds, the corpus's words for "
+                             "every other line.",
     "hydra": "The source model reading, your new vocabulary writing, with the memory's closest pairs as examples.",
     "exported model": "The exported model file, with the memory's closest pairs as examples.",
 }
@@ -78,10 +84,19 @@ class JobButton(QPushButton):
         self.setToolTip(tip)
         self.clicked.connect(lambda: ctx.cancel_job() if self.running else start())
 
-    def run(self, fn, on_done, name: str, **kw) -> Job | None:
-        """`ctx.run_job`, with the button showing Cancel until the job has ended."""
-        job = self.ctx.run_job(fn, on_done, name=name, on_end=self._ended, **kw)
+    def run(self, fn, on_done, name: str, *, on_cancelled: Callable[[], None] | None = None,
+            on_crashed: Callable[[str], None] | None = None, **kw) -> Job | None:
+        """`ctx.run_job`, with the button showing Cancel until the job has ended — after every other outcome handler
+        has run (each is its own queued event, in the order connected), so a button reading its own text again means
+        the page has said what came of the job."""
+        job = self.ctx.run_job(fn, on_done, name=name, **kw)
         if job is not None:
+            s = job.signals
+            for signal, slot in ((s.cancelled, on_cancelled), (s.crashed, on_crashed)):
+                if slot is not None:
+                    signal.connect(slot)
+            for signal in (s.finished, s.failed, s.crashed, s.cancelled):
+                signal.connect(self._ended)
             self.running = True
             self.setText("Cancel")
         return job
@@ -113,13 +128,12 @@ class MeasureBox(QWidget):
         results = QHBoxLayout()
         self.scores = table()
         self.scores.setMaximumWidth(520)
-        self.scores.setMaximumHeight(190)
         self.scores.setToolTip(CHRF_TIP)
         results.addWidget(self.scores, 1)
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
         self.verdict.setStyleSheet("font-size: 14px; font-weight: bold;")
-        results.addWidget(self.verdict, 1)
+        results.addWidget(self.verdict, 1, Qt.AlignmentFlag.AlignTop)
         col.addLayout(results)
         col.addWidget(QLabel("<b>The first held-out line</b>, as each translator wrote it:"))
         self.sample = table()
@@ -138,7 +152,7 @@ class MeasureBox(QWidget):
 
     def _done(self, result) -> None:
         self.show_scores(result.source, result.target, result.pairs, result.scores, result.best, result.verdict)
-        headers = ["Held-out line", "Its reference translation", *result.scores]
+        headers = ["Held-out line", "Reference", *result.scores]
         row = [result.sources[0], result.references[0], *(s.samples[0] for s in result.scores.values())]
         fill_table(self.sample, headers, [row] if result.sources else [])
         self.sample.resizeRowsToContents()
@@ -149,6 +163,8 @@ class MeasureBox(QWidget):
                    [[f"{name} (best)" if name == best else name, f"{s.chrf:.1f}", f"{s.seconds_per_line:.2f}"]
                     for name, s in scores.items()])
         self.scores.horizontalHeaderItem(1).setToolTip(CHRF_TIP)
+        self.scores.setMaximumHeight(self.scores.horizontalHeader().sizeHint().height()  # its rows, no blank below
+                                     + self.scores.verticalHeader().length() + 2 * self.scores.frameWidth())
         for r, name in enumerate(scores):
             self.scores.item(r, 0).setToolTip(SYSTEM_TIPS.get(name, ""))
         self.about.setText(f"{direction_words(source, target)}, measured on {pairs:,} held-out pairs: pairs of the "
@@ -215,17 +231,17 @@ class TeachBox(QGroupBox):
         from core import translating
 
         project, steps = self.ctx.project, self.steps.value()
-        job = self.button.run(lambda progress, cancel: translating.tune(project, steps=steps, progress=progress,
-                                                                        cancel=cancel),
-                              self._done, "Teaching it to translate", on_error=self._finish)
+        job = self.button.run(
+            lambda progress, cancel: translating.tune(project, steps=steps, progress=progress, cancel=cancel),
+            self._done, "Teaching it to translate", on_error=self._finish,
+            on_cancelled=lambda: self._finish("Cancelled: nothing changed; it translates as before."),
+            on_crashed=lambda _tb: self._finish("Stopped by an unexpected error (details in the log)."))
         if job is None:
             return
         self._started, self._doing = time.monotonic(), "Preparing the pairs"
         self._timer.start()
         self._tick()
         job.signals.progress.connect(self._progress)
-        job.signals.cancelled.connect(lambda: self._finish("Cancelled: nothing changed; it translates as before."))
-        job.signals.crashed.connect(lambda _tb: self._finish("Stopped by an unexpected error (details in the log)."))
 
     def _progress(self, p) -> None:
         loss = (p.metrics or {}).get("loss")
@@ -258,10 +274,9 @@ class TeachBox(QGroupBox):
         why = missing(project, hydra=True)
         self.setEnabled(not why)
         record = project.state.stages.get("hydra") if project is not None else None
-        taught = record is not None and record.summary.get("for") == "translation"
-        self.status.setText(why or (f"Taught before: {record.summary.get('steps')} steps on "
-                                    f"{record.summary.get('pairs'):,} pairs (loss {record.summary.get('first_loss')} → "
-                                    f"{record.summary.get('last_loss')})." if taught else
+        done = record.summary if record is not None and record.summary.get("for") == "translation" else None
+        self.status.setText(why or (f"Taught before: {done.get('steps')} steps on {done.get('pairs'):,} pairs (loss "
+                                    f"{done.get('first_loss')} → {done.get('last_loss')})." if done else
                                     "Not taught yet: the Hydra translates from its examples alone."))
 
 
@@ -367,22 +382,21 @@ class FileTranslation(QLabel):
                 return
             overwrite = True
         project, (source, target) = self.ctx.project, self.direction()
-        unit = "entries" if is_po(in_path) else "lines"
+        units = ("entry", "entries") if is_po(in_path) else ("line", "lines")
         self.say(f"Translating {Path(in_path).name} ({direction_words(source, target)})…")
 
         def done(result: tuple[str, int]) -> None:
             name, n = result
+            unit = units[n != 1]
             self.say(f"{n:,} {unit} translated by {name} ({direction_words(source, target)}) into "
                                 f"{out.name}.")
             self.setToolTip(str(out))
             self.ctx.log(f"Translated {in_path} into {out}: {n:,} {unit}, by {name}")
             self.ctx.stage_done()  # the translators may have been measured first
 
-        job = self.button.run(lambda progress, cancel: translating.translate_file(
+        self.button.run(lambda progress, cancel: translating.translate_file(
             project, in_path, out, source, target, overwrite=overwrite, progress=progress, cancel=cancel),
-            done, "Translating a file", on_error=self.say)
-        if job is not None:
-            job.signals.cancelled.connect(lambda: self.say(
+            done, "Translating a file", on_error=self.say, on_cancelled=lambda: self.say(
                 "Cancelled: the translation so far is kept aside; translating the same file into the same place "
                 "again resumes where it stopped."))
 
