@@ -22,7 +22,8 @@ def run(print_line: Callable[[str], None] = print) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     with tempfile.TemporaryDirectory(prefix="tweety-self-test-") as work:
         work = Path(work)
-        steps = [("open the wizard window", _window), ("load the default model", _load),
+        steps = [("open the wizard window", _window), ("open the user's guide", _guide),
+                 ("load the default model", _load),
                  ("adapt on 200 demo verses", lambda: _adapt(work)), ("export GGUF", lambda: _export(work)),
                  ("generate with llama.cpp", lambda: _generate(work))]
         for name, step in steps:
@@ -50,6 +51,16 @@ def _window() -> str:
     if image.isNull() or image.width() < 100:
         raise RuntimeError("the window did not render")
     return f"{len(window.pages)} pages, Qt platform {app.platformName()}"
+
+
+def _guide() -> str:
+    from app.guide import DOCS, GuideDialog
+
+    dialog = GuideDialog()
+    text = dialog.browser.toPlainText()
+    if "wizard" not in text.lower() or not (DOCS / "README.md").is_file():
+        raise RuntimeError(f"the user's guide is missing or empty in {DOCS}")
+    return f"{len(list(DOCS.rglob('*.md')))} pages"
 
 
 def _load() -> str:

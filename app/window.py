@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QThreadPool, QUrl, Signal
-from PySide6.QtGui import QAction, QBrush, QCloseEvent, QColor, QDesktopServices, QKeySequence, QShortcut
+from PySide6.QtCore import QSettings, Qt, QThreadPool, Signal
+from PySide6.QtGui import QAction, QBrush, QCloseEvent, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -41,8 +41,6 @@ PAGE_DONE = {"data": "data", "tokenizer": "tokenizer", "align": "init", "finetun
              "evaluate": "evaluate", "export": "export"}
 PAGE_NEEDS = {"tokenizer": "data", "align": "tokenizer", "finetune": "init", "evaluate": "init", "export": "init",
               "chat": "init"}
-README = Path(__file__).resolve().parent.parent / "README.md"
-HELP_SECTION = "the-desktop-wizard"  # README's section on the wizard (GitHub's anchor of its heading)
 
 
 class MainWindow(QMainWindow):
@@ -156,13 +154,11 @@ class MainWindow(QMainWindow):
         page = self.pages["project"]
         page.name.setFocus() if which == "new" else page._open()
 
-    def help_url(self) -> QUrl:
-        url = QUrl.fromLocalFile(str(README))
-        url.setFragment(HELP_SECTION)
-        return url
-
     def open_help(self) -> None:
-        QDesktopServices.openUrl(self.help_url())
+        from app.guide import GuideDialog
+
+        self.guide = GuideDialog(self)
+        self.guide.show()
 
     def about_text(self) -> str:
         return about_text()

@@ -70,7 +70,7 @@ def memory_top(memory: TranslationMemory) -> Lines:
 def memory_then(memory: TranslationMemory, lines_fn: Lines, near: float = NEAR) -> Lines:
     """Near-repeats from the memory, every other line from `lines_fn` (e.g. the dictionary): what a CAT tool does
     without a model."""
-    return with_memory(memory, lambda lines, _examples: lines_fn(lines), k=0, near=near)
+    return with_memory(memory, lambda lines, _examples: lines_fn(lines), k=0, near=near, fallback=copy)
 
 
 def with_memory(memory: TranslationMemory, model: WithExamples, *, k: int = EXAMPLES, near: float | None = NEAR,

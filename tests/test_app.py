@@ -675,8 +675,13 @@ def test_reopened_finetune_page_shows_the_saved_settings(qtbot, window, tmp_path
 def test_menu_help_about_quit(qtbot, window):
     w = window
     assert w.quit_action.shortcut().toString() == "Ctrl+Q"
-    url = w.help_url()
-    assert url.isLocalFile() and url.toLocalFile().endswith("README.md") and url.fragment() == "the-desktop-wizard"
+    w.open_help()  # the guide opens inside the app (no desktop launcher in a bundle), at the wizard's page
+    browser = w.guide.browser
+    assert w.guide.isVisible() and browser.source().toLocalFile().endswith("docs/wizard.md")
+    assert "Language & data" in browser.toPlainText() or "Language" in browser.toPlainText()
+    w.guide.show_page("README.md")
+    assert "command line" in browser.toPlainText().lower()
+    w.guide.close()
     about = w.about_text()
     assert "MIT" in about and "PyTorch" in about and "public domain" in about
     menus = [a.text() for a in w.menuBar().actions()]

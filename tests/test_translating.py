@@ -185,3 +185,46 @@ def test_teaching_the_project_to_translate_lowers_heldout_loss_and_keeps_the_bod
     assert not torch.equal(after.languages["es"].head, before.languages["es"].head)
     record = json.loads((project / "project.json").read_text())["stages"]
     assert record["hydra"]["summary"]["for"] == "translation" and "translation" not in record
+
+
+def test_translate_with_a_project_resumes_after_a_kill(project, tmp_path):
+    """SIGKILL while the project's Hydra translates a file (it measured best in this test's record), then the same
+    command again: it resumes after the lines it had kept, and the output appears complete, one line each."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from core.project import Project
+
+    p = Project.open(project)
+    if "translation" not in p.state.stages:  # run alone: measure first (what `translate` would do)
+        from core import translating
+
+        translating.evaluate(p, "en", "es", limit=4)
+        p = Project.open(project)
+    p.state.stages["translation"].summary["best"] = "hydra"  # the slow translator, so the kill lands mid-file
+    p.save()
+    lines = [f"And God said unto Noah, the {n} sons of the earth shall go out" for n in range(1, 25)]
+    src = write_lines(tmp_path / "in.en", lines)
+    out = tmp_path / "out.es"
+    command = [sys.executable, "-m", "core.cli", "translate", "--model", str(project), "--from", "en", "--to", "es",
+               "--input", str(src), "--output", str(out)]
+    partial = tmp_path / ".out.es.partial"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if partial.exists() and len(partial.read_text(encoding="utf-8").splitlines()) >= 2:  # header + a line
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists()
+    kept = len(partial.read_text(encoding="utf-8").splitlines()) - 1
+    assert kept >= 1
+    r = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming after line" in r.stderr and "translated by: hydra" in r.stderr
+    translated = out.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    assert len(translated) == len(lines) and all(translated)
+    assert not partial.exists()
