@@ -141,6 +141,8 @@ def chat_loop(chat: runtime.Chat) -> None:
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return
+        if not sys.stdin.isatty():  # a piped question: show it, as a terminal would have
+            print(text, file=sys.stderr)
         if text in ("/quit", "/exit"):
             return
         if text == "/reset":
