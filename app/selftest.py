@@ -56,8 +56,14 @@ def _window() -> str:
 def _guide() -> str:
     from app.guide import DOCS, GuideDialog
 
+    from PySide6.QtWidgets import QApplication
+
     dialog = GuideDialog()
     text = dialog.browser.toPlainText()
+    # Deleted by Qt while the application lives: left to Python's collector at exit, the browser's document is
+    # deleted after the application, which crashes the process (SIGSEGV after "self-test passed").
+    dialog.deleteLater()
+    QApplication.processEvents()
     if "wizard" not in text.lower() or not (DOCS / "README.md").is_file():
         raise RuntimeError(f"the user's guide is missing or empty in {DOCS}")
     return f"{len(list(DOCS.rglob('*.md')))} pages"

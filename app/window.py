@@ -126,7 +126,8 @@ class MainWindow(QMainWindow):
     def _build_menu(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        for text, slot, keys in (("&New project…", lambda: self._project_page_action("new"), QKeySequence.StandardKey.New),
+        for text, slot, keys in (("&New project…", lambda: self._project_page_action("new"),
+                                  QKeySequence.StandardKey.New),
                                  ("&Open project…", lambda: self._project_page_action("open"),
                                   QKeySequence.StandardKey.Open)):
             action = QAction(text, self)

@@ -51,7 +51,8 @@ def main() -> None:
         for penalty in a.source_penalty:
             name = f"extension (+{n:,} tokens, penalty {penalty:g})"
             result = timed(f"extension {n} / {penalty:g}", pipeline.adapt, pipeline.AdaptSettings(
-                target_text=train["es"], parallel=(train["en"], train["es"]), out=str(out / f"extended-{n}-{penalty:g}"),
+                target_text=train["es"], parallel=(train["en"], train["es"]),
+                out=str(out / f"extended-{n}-{penalty:g}"),
                 language="es", vocabulary="extend", extension=extend.ExtensionSettings(new_tokens=n,
                                                                                        source_penalty=penalty)))
             folders[name] = result.model

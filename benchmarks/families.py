@@ -102,7 +102,8 @@ def main() -> None:
         source_params = parameters(model)
         del model
         result = timer("adapt (replace)", adapt, AdaptSettings(
-            source_model=spec, target_text=str(out / "train.es"), parallel=(str(out / "train.en"), str(out / "train.es")),
+            source_model=spec, target_text=str(out / "train.es"),
+            parallel=(str(out / "train.en"), str(out / "train.es")),
             language="es", out=str(work / "project"), tokenizer=TokenizerSettings(vocab_size=a.vocab)))
         model, tok = load_model(result.model)
         step0 = timer("step-0 BPB", bits_per_byte, model, tok, heldout_text)

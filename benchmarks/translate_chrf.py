@@ -164,7 +164,8 @@ def main() -> None:
         for name in outputs:
             print(f"    {name + ':':<11} {outputs[name][i]}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"limit": n, "source_model": a.source_model, "adapted": a.adapted, "tuning": dataclasses.asdict(tuning),
+        Path(a.json).write_text(json.dumps({"limit": n, "source_model": a.source_model, "adapted": a.adapted,
+                                            "tuning": dataclasses.asdict(tuning),
                                             "tune_lines": a.tune_lines, "chrf": scores, "seconds": seconds,
                                             "notes": notes, "outputs": outputs}, ensure_ascii=False, indent=1))
 

@@ -124,7 +124,8 @@ def write_job(folder: str | Path, model_dir: str | Path, text: str | Path, heldo
         (tmp / "launch.sh").write_text(
             "#!/bin/sh\n"
             "# Written by `tweety finetune --print-launch` (Tweety Studio); see docs/cluster.md.\n"
-            f"# Run it on each of the {n.nnodes} machine(s); `./launch.sh --resume` continues from the last checkpoint.\n"
+            f"# Run it on each of the {n.nnodes} machine(s); "
+            "`./launch.sh --resume` continues from the last checkpoint.\n"
             f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}\n"
             f"exec {shlex.join(cmd)} \"$@\"\n")
         (tmp / "slurm.sbatch").write_text(

@@ -582,8 +582,8 @@ def tensor_plan(config: dict, available: dict[str, StoredTensor], tied: bool,
 
 
 def _layer_types(config: dict, arch: Architecture) -> list[str]:
-    """Each layer's attention, "sliding_attention" or "full_attention"; configs before transformers 4.53 give a
-    period instead (Gemma 2: every other layer, Gemma 3: `sliding_window_pattern`, default 6: five local, one global)."""
+    """Each layer's attention, "sliding_attention" or "full_attention"; configs before transformers 4.53 give a period
+    instead (Gemma 2: every other layer, Gemma 3: `sliding_window_pattern`, default 6: five local, one global)."""
     n = config["num_hidden_layers"]
     if config.get("layer_types"):
         return list(config["layer_types"])

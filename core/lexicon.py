@@ -86,11 +86,18 @@ class Lexicon:
 def learn(sources: Sequence[str], targets: Sequence[str], settings: AlignSettings = AlignSettings(), *,
           progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Lexicon:
     """Align the corpus word by word (case-folded words and punctuation) and keep, for each source word, the target
-    word it is linked to most often."""
+    word it is linked to most often, spelt as it is most often written (German nouns keep their capital)."""
     source_ids: dict[str, int] = {}
     target_ids: dict[str, int] = {}
+    spellings: dict[int, Counter] = {}
     src = [[source_ids.setdefault(w.casefold(), len(source_ids)) for w in tokens(s)] for s in sources]
-    tgt = [[target_ids.setdefault(w.casefold(), len(target_ids)) for w in tokens(t)] for t in targets]
+    tgt = []
+    for t in targets:
+        ids = []
+        for w in tokens(t):
+            ids.append(target_ids.setdefault(w.casefold(), len(target_ids)))
+            spellings.setdefault(ids[-1], Counter())[w] += 1
+        tgt.append(ids)
     if not source_ids or not target_ids:
         raise TweetyError("the parallel corpus has no words to learn a lexicon from", fix="check the corpus")
     report = Reporter(progress, cancel, "Learning the word lexicon")
@@ -98,7 +105,7 @@ def learn(sources: Sequence[str], targets: Sequence[str], settings: AlignSetting
     counts = counts.tocsc()
     occurrences = Counter(i for sentence in src for i in sentence)
     source_words = list(source_ids)
-    target_words = list(target_ids)
+    target_words = [spellings[i].most_common(1)[0][0] for i in range(len(target_ids))]
     best = {}
     for s in range(len(source_words)):
         start, end = counts.indptr[s], counts.indptr[s + 1]

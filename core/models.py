@@ -37,8 +37,8 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @dataclass(frozen=True)
 class Family:
     """A model family Tweety Studio adapts: its config.json `model_type`, the `general.architecture` llama.cpp gives
-    it, and the vocabulary tensors the adaptation replaces. How its tensors and keys are written to GGUF is core.export's
-    table (`ARCHITECTURES`), keyed by `gguf_arch`."""
+    it, and the vocabulary tensors the adaptation replaces. How its tensors and keys are written to GGUF is
+    core.export's table (`ARCHITECTURES`), keyed by `gguf_arch`."""
     name: str
     model_type: str  # config.json
     gguf_arch: str  # GGUF general.architecture

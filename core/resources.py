@@ -413,7 +413,8 @@ def _read_dictd(path: Path) -> list[DictionaryEntry]:
         for target in _dictd_translations(definition):
             entries.append(DictionaryEntry(headword, target))
     if not entries:
-        raise TweetyError("no dictionary entries found", path=index_path, fix="check that this is a FreeDict dictionary")
+        raise TweetyError("no dictionary entries found", path=index_path,
+                          fix="check that this is a FreeDict dictionary")
     return entries
 
 

@@ -46,7 +46,8 @@ def physical_cores() -> int:
     for cpu in allowed:
         try:
             topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
         except OSError:
             cores.add(("cpu", str(cpu)))
     if not cores:

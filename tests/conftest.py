@@ -62,3 +62,17 @@ def target_tokenizer(tmp_path_factory, source_tokenizer, pairs):
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def verse_project(folder: Path, n: int = 2000) -> Path:
+    """A real adapted project with a parallel corpus, for translation: `n` demo verse pairs, a five-word dictionary,
+    a 1,000-token Spanish vocabulary, language "es". Returns the project folder (`folder`/project)."""
+    from core.pipeline import AdaptSettings, adapt
+    from core.tokenizer import TokenizerSettings
+
+    en = write_lines(folder / "en.txt", demo_lines("bible.train.en.gz", n))
+    es = write_lines(folder / "es.txt", demo_lines("bible.train.es.gz", n))
+    words = write_lines(folder / "dict.tsv", ["God\tDios", "earth\ttierra", "said\tdijo", "and\ty", "the\tel"])
+    adapt(AdaptSettings(target_text=str(es), parallel=(str(en), str(es)), dictionary=str(words), language="es",
+                        out=str(folder / "project"), tokenizer=TokenizerSettings(vocab_size=1000)))
+    return folder / "project"

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import demo_lines, write_lines
+from conftest import demo_lines, verse_project, write_lines
 from PySide6.QtWidgets import QApplication, QFileDialog
 from test_app import TIMEOUT, wait_job, window  # noqa: F401 - `window` is a fixture
 
@@ -25,19 +25,9 @@ def verses():
 
 
 @pytest.fixture(scope="module")
-def project(module_tmp, verses):
+def project(module_tmp):
     """A real adapted project with a parallel corpus (tests/test_translating.py's)."""
-    from core.pipeline import AdaptSettings, adapt
-    from core.tokenizer import TokenizerSettings
-
-    en, es = verses
-    folder = module_tmp("app-translation")
-    write_lines(folder / "en.txt", en), write_lines(folder / "es.txt", es)
-    write_lines(folder / "dict.tsv", ["God\tDios", "earth\ttierra", "said\tdijo", "and\ty", "the\tel"])
-    adapt(AdaptSettings(target_text=str(folder / "es.txt"), parallel=(str(folder / "en.txt"), str(folder / "es.txt")),
-                        dictionary=str(folder / "dict.tsv"), language="es", out=str(folder / "project"),
-                        tokenizer=TokenizerSettings(vocab_size=1000)))
-    return folder / "project"
+    return verse_project(module_tmp("app-translation"))
 
 
 def shot(w, key: str, name: str) -> Path:

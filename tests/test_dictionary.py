@@ -144,7 +144,8 @@ def test_inflected_forms_borrow_their_lemmas_translations(source_tokenizer, targ
         t = target_tokenizer.convert_tokens_to_ids(piece)
         assert m.origin[t] == Origin.FVT and (m.matrix[t] != fvt.matrix[t]).nnz == 0
     exact = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
-        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(stem_match=0, spelling_kept_from=0, cognates=0.0))])
+        entries, source_tokenizer, target_tokenizer,
+        settings=DictionarySettings(stem_match=0, spelling_kept_from=0, cognates=0.0))])
     assert row(exact, source_tokenizer, target_tokenizer, "▁la") == {"Ġthe": pytest.approx(1.0)}
     for piece in ("▁hijos", "▁mujeres", "▁hijas"):
         t = target_tokenizer.convert_tokens_to_ids(piece)
@@ -153,8 +154,8 @@ def test_inflected_forms_borrow_their_lemmas_translations(source_tokenizer, targ
 
 def test_names_and_loanwords_take_the_source_word_spelled_like_them(source_tokenizer, target_tokenizer):
     # Cognates among the real source vocabulary's words: accents and case ignored, the lower-case spelling preferred.
-    found = by_spelling(["efecto", "jacobo", "imaginaciones", "sacrificio"], list(whole_words(source_tokenizer).values()),
-                        cutoff=0.8)
+    found = by_spelling(["efecto", "jacobo", "imaginaciones", "sacrificio"],
+                        list(whole_words(source_tokenizer).values()), cutoff=0.8)
     assert {w: s for w, [(s, _)] in found.items()} == {"efecto": "effect", "jacobo": "Jacob",
                                                        "imaginaciones": "imaginations", "sacrificio": "sacrific"}
     # Nothing spelled alike enough (`casa` ~ `cases` 0.67), a different first letter, or too short: no evidence.

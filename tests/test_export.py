@@ -31,12 +31,14 @@ def adapted(module_tmp, pairs):
 def hf(adapted):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(adapted, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(adapted)
+    return (AutoModelForCausalLM.from_pretrained(adapted, dtype=torch.float32).eval(),
+            AutoTokenizer.from_pretrained(adapted))
 
 @pytest.fixture(scope="module")
 def ggufs(adapted, module_tmp):
     out = module_tmp("gguf")
-    return {t: export_gguf(adapted, out / f"model-{t}.gguf", ExportSettings(type=t)).path for t in ("f32", "f16", "q8_0")}
+    return {t: export_gguf(adapted, out / f"model-{t}.gguf", ExportSettings(type=t)).path
+            for t in ("f32", "f16", "q8_0")}
 
 @pytest.fixture(scope="module")
 def text_ids(hf):

@@ -91,7 +91,7 @@ def test_model_card_of_a_folder_and_known_licences(tmp_path):
     assert not models.model_card(folder).licence.must_accept  # the model card's own licence wins
 
 
-# --- the adaptation ----------------------------------------------------------------------------------------------------
+# --- the adaptation ---------------------------------------------------------------------------------------------------
 
 def test_sentencepiece_pieces_map_exactly_through_bytes(adapted, tokenizers):
     """Every target piece's source tokens spell exactly its UTF-8 bytes (`▁` a space, `<0xC3>` one byte)."""
@@ -142,7 +142,7 @@ def test_adapted_model_is_gemma_with_a_small_table(adapted):
     print(f"\nadapt {adapted[2]:.1f} s, export {adapted[3]:.1f} s, F32 GGUF {adapted[1].stat().st_size / 1e6:.0f} MB")
 
 
-# --- GGUF: llama.cpp against transformers ------------------------------------------------------------------------------
+# --- GGUF: llama.cpp against transformers -----------------------------------------------------------------------------
 
 def test_f32_gguf_logits_match_transformers(adapted, tokenizers, llm):
     """llama.cpp computes GELU on the CPU from a float16 table (see tests/test_families.py). On 18 real layers that
@@ -212,7 +212,7 @@ def test_chat_template_works_in_llama_cpp(tokenizers, llm):
     assert stats.finish in ("stop", "length", "repeat")
 
 
-# --- the wizard's Source page ------------------------------------------------------------------------------------------
+# --- the wizard's Source page -----------------------------------------------------------------------------------------
 
 @pytest.fixture
 def source_page(qtbot, tmp_path):

@@ -294,7 +294,8 @@ def test_few_shot_prompt_reads_each_text_with_its_own_table(hydra, source):
     assert tok.decode(prompt.segments[-1].ids) == f"\n\nEnglish: {TEXT}\nSpanish:"
     back = H.translation_segments(hydra, "la tierra", "es", "en", [(t, s) for s, t in EXAMPLES])
     assert [s.language for s in back.segments] == ["en", "es", "en", "es", "en", "es", "en"]
-    assert H.choose_examples(["short", "In the beginning was the Word."] * 3, ["corto", "En el principio era el Verbo."] * 3,
+    assert H.choose_examples(["short", "In the beginning was the Word."] * 3,
+                             ["corto", "En el principio era el Verbo."] * 3,
                              k=2) == [("In the beginning was the Word.", "En el principio era el Verbo.")] * 2
 
 

@@ -26,8 +26,8 @@ FLOORS: list[tuple[str, list[str]]] = [
                  "core.translation", "core.memory", "core.pofile"]),
     # The stages: each reads and writes files and knows nothing of the project folder's bookkeeping.
     ("stages", ["core.tokenizer", "core.align", "core.dictionary", "core.mapping", "core.init", "core.extend",
-                "core.finetune", "core.distributed", "core.evaluate", "core.hydra", "core.export", "core.runtime", "core.translators",
-                "core.lexicon"]),
+                "core.finetune", "core.distributed", "core.evaluate", "core.hydra", "core.export", "core.runtime",
+                "core.translators", "core.lexicon", "core.advise"]),
     # The project folder and the runs of stages over it.
     ("orchestration", ["core.pipeline", "core.project", "core.stages", "core.translating"]),
     # What people run.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import demo_lines, write_lines
+from conftest import demo_lines, verse_project, write_lines
 from core import translators as T
 from core.memory import TranslationMemory, split_pairs
 from core.resources import DictionaryEntry
@@ -79,7 +79,8 @@ def test_lexicon_learns_the_corpus_words_and_copies_names(verses, tmp_path):
 
     en, es = verses
     lexicon = learn(en, es)
-    assert lexicon.best["god"][0] == "dios" and lexicon.best["lord"][0] == "jehová"
+    assert lexicon.best["god"][0] == "Dios" and lexicon.best["lord"][0] == "Jehová"  # spelt as usually written
+    assert lexicon.best["earth"][0] == "tierra"
     lines = ["Zorobabel saw the earth.", "", "And God said unto them"]
     out = lexicon.translate(lines)
     assert out[0].startswith("Zorobabel ") and "tierra" in out[0] and out[0].endswith("tierra.")
@@ -98,19 +99,9 @@ def test_measure_ranks_systems_by_chrf(verses):
 
 
 @pytest.fixture(scope="module")
-def project(module_tmp, verses):
+def project(module_tmp):
     """A real adapted project: 2,000 demo verse pairs, a small dictionary, a 1,000-token Spanish vocabulary."""
-    from core.pipeline import AdaptSettings, adapt
-    from core.tokenizer import TokenizerSettings
-
-    en, es = verses
-    folder = module_tmp("translating")
-    write_lines(folder / "en.txt", en), write_lines(folder / "es.txt", es)
-    write_lines(folder / "dict.tsv", ["God\tDios", "earth\ttierra", "said\tdijo", "and\ty", "the\tel"])
-    adapt(AdaptSettings(target_text=str(folder / "es.txt"), parallel=(str(folder / "en.txt"), str(folder / "es.txt")),
-                        dictionary=str(folder / "dict.tsv"), language="es", out=str(folder / "project"),
-                        tokenizer=TokenizerSettings(vocab_size=1000)))
-    return folder / "project"
+    return verse_project(module_tmp("translating"))
 
 
 def test_project_measures_its_translators_and_translates_a_file_with_the_best(project, tmp_path, capsys):

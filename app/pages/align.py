@@ -198,7 +198,7 @@ class AlignPage(Page):
 
         def fn(progress, cancel):
             try:
-                project.add_overrides(as_written(project, lines))  # refuses lines that name no token before anything is written
+                project.add_overrides(as_written(project, lines))  # refuses lines naming no token before writing
             except OSError as e:
                 raise TweetyError(str(e)) from e
             coverage = project.remap(progress=progress, cancel=cancel).coverage()

@@ -71,8 +71,9 @@ class DataPage(Page):
         row = QHBoxLayout()
         row.addWidget(self.button("Use these files", self.use, "Check every file and record them in the project"))
         if (DEMO / "bible.train.es.gz").is_file():
-            row.addWidget(self.button("Try with the demo data", self.use_demo, "Fill in Spanish Bible verses (Reina-Valera "
-                                      "1909) with the English King James Version as parallel corpus"))
+            row.addWidget(self.button("Try with the demo data", self.use_demo,
+                                      "Fill in Spanish Bible verses (Reina-Valera 1909) with the English King James "
+                                      "Version as parallel corpus"))
         self.counts = QLabel()
         row.addWidget(self.counts, 1)
         self.layout_.addLayout(row)

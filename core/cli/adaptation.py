@@ -248,6 +248,26 @@ def _eval_translation(a: argparse.Namespace, bars: ProgressBars) -> None:
                 print(f"{name}: {s.samples[i]}")
 
 
+def _advise_arguments(p: argparse.ArgumentParser) -> None:
+    add_source(p)
+    p.add_argument("--target-text", required=True, help="text in your language (its first 12 kB are measured)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _advise(a: argparse.Namespace, bars: ProgressBars) -> None:
+    from core.advise import advise
+
+    model, tok = models.load_model(a.source_model)
+    advice = advise(model, tok, resources.read_text(a.target_text), progress=bars)
+    bars.close()
+    if a.json:
+        print(json.dumps(asdict(advice), ensure_ascii=False))
+        return
+    print(f"Advice: {advice.choice.upper()} — {advice.reason}.")
+    print(f"Measured on {advice.chars:,} characters in {advice.seconds:.0f} s: {advice.bits_per_char:.2f} bits and "
+          f"{advice.tokens_per_char:.2f} tokens a character ({advice.bits_per_byte:.3f} bits per byte).")
+
+
 def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     d = finetune.FinetuneSettings()
     p.add_argument("--model", required=True, help="adapted model folder, or a project folder (its final model)")
@@ -277,7 +297,8 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output model folder (new, empty, or an earlier Tweety output; not for --stage "
                    "translation, which writes into the project)")
     p.add_argument("--nproc", type=int, help="train with N processes on this machine (one per GPU), started by "
-                   "torchrun, trainable tensors sharded with FSDP; --batch-size is split between them (docs/cluster.md)")
+                   "torchrun, trainable tensors sharded with FSDP; --batch-size is split between them "
+                   "(docs/cluster.md)")
     p.add_argument("--nnodes", type=int, default=1, help="machines in the job: run the same command on each")
     p.add_argument("--rdzv", metavar="HOST:PORT", help="where the machines of a multi-machine job meet (a free port "
                    "on one of them)")
@@ -340,6 +361,8 @@ COMMANDS = [
     Command("align", "align a parallel corpus token by token", _align_arguments, _align),
     Command("map", "build the target→source token mapping", _map_arguments, _map),
     Command("init", "initialise the adapted model from a mapping", _init_arguments, _init),
+    Command("advise", "before adapting: does the source model already read your language? keep, extend or "
+            "replace", _advise_arguments, _advise),
     Command("eval", "bits per byte of a model on held-out text", _eval_arguments, _eval),
     Command("finetune", "train the new embeddings (and a few outer layers) on target text", _finetune_arguments,
             _finetune),
