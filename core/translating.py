@@ -145,13 +145,14 @@ def evaluate(project: Project, source: str, target: str, *, limit: int = 200, pr
     return result
 
 
-def recorded_best(project: Project, source: str, target: str) -> str | None:
-    """The best translator of the last measurement, when it measured this direction and every translator offered
-    now (an export or a Hydra made since is measured again)."""
+def recorded_best(project: Project, source: str, target: str, offered: set[str] | None = None) -> str | None:
+    """The best translator of the last measurement, when it measured this direction and exactly the translators
+    offered now (`offered`, default: `systems`'s; an export or a Hydra made since is measured again)."""
     record = project.state.stages.get(TRANSLATION)
     if record is None or record.summary.get("direction") != f"{source}->{target}":
         return None
-    if set(record.summary.get("scores", {})) != set(systems(project, source, target)):
+    now = offered if offered is not None else set(systems(project, source, target))
+    if set(record.summary.get("scores", {})) != now:
         return None
     return record.summary.get("best")
 
@@ -161,7 +162,7 @@ def translator(project: Project, source: str, target: str, *, progress: Progress
     """The project's best translator for this direction (its name and the translator), measuring on
     `QUICK_PAIRS` held-out pairs first when no measurement is recorded."""
     offered = systems(project, source, target, progress=progress, cancel=cancel)
-    name = recorded_best(project, source, target)
+    name = recorded_best(project, source, target, set(offered))
     if name is None:
         name = evaluate(project, source, target, limit=QUICK_PAIRS, progress=progress, cancel=cancel).best
     return name, offered[name]()
