@@ -29,9 +29,11 @@ DEMO_DATA := resources/demo
 TWEETY := $(VENV)/bin/tweety
 demo: $(STAMP)
 	$(TWEETY) adapt --target-text $(DEMO_DATA)/bible.train.es.gz --heldout-text $(DEMO_DATA)/bible.heldout.es.gz \
-		--parallel $(DEMO_DATA)/bible.train.en.gz $(DEMO_DATA)/bible.train.es.gz --language es --out demo-output/spanish
+		--parallel $(DEMO_DATA)/bible.train.en.gz $(DEMO_DATA)/bible.train.es.gz --vocab-size 16000 --language es \
+		--out demo-output/spanish
 	$(TWEETY) finetune --model demo-output/spanish --text $(DEMO_DATA)/bible.train.es.gz \
-		--heldout $(DEMO_DATA)/bible.heldout.es.gz --steps 300 --out demo-output/spanish-finetuned
+		--heldout $(DEMO_DATA)/bible.heldout.es.gz --steps 300 --batch-size 4 --block-size 128 \
+		--out demo-output/spanish-finetuned
 	@echo "Held-out Spanish, bits per byte (lower is better): the source model, adapted, fine-tuned"
 	$(TWEETY) eval --model default --text $(DEMO_DATA)/bible.heldout.es.gz
 	$(TWEETY) eval --model demo-output/spanish --text $(DEMO_DATA)/bible.heldout.es.gz
