@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from functools import cache
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,21 +97,36 @@ def systems(project: Project, source: str, target: str, pairs: Split | None = No
     """Each translator the project offers for `source` → `target`, made only when called (a model loads then)."""
     pairs = pairs or split(project)
     forward = _direction(project, source, target)
-    mem = memory(project, source, target, pairs)
-    entries = [e for r in project.inputs().dictionaries for e in r.read()] if forward else []
-    out: dict[str, Callable[[], T.Lines]] = {T.COPY: lambda: T.copy, T.MEMORY: lambda: T.memory_top(mem)}
-    if entries:
-        out[T.DICTIONARY] = lambda: T.word_by_word(entries, pairs.train_target)
-        out[T.MEMORY_DICTIONARY] = lambda: T.memory_then(mem, T.word_by_word(entries, pairs.train_target))
-    out[T.LEXICON] = lambda: lexicon(project, source, target, pairs, progress=progress, cancel=cancel).translate
-    out[T.MEMORY_LEXICON] = lambda: T.memory_then(mem, lexicon(project, source, target, pairs, progress=progress,
-                                                               cancel=cancel).translate)
-    fallback = T.word_by_word(entries, pairs.train_target) if entries else T.memory_top(mem)
+    dictionaries = project.inputs().dictionaries if forward else []
+
+    # Each piece is made once, when a translator first needs it: listing the translators costs no index, no
+    # dictionary read and no lexicon, and the translators that share a piece share one.
+    @cache
+    def mem() -> TranslationMemory:
+        return memory(project, source, target, pairs)
+
+    @cache
+    def dictionary() -> T.Lines:
+        return T.word_by_word([e for r in dictionaries for e in r.read()], pairs.train_target)
+
+    @cache
+    def words() -> T.Lines:
+        return lexicon(project, source, target, pairs, progress=progress, cancel=cancel).translate
+
+    def fallback() -> T.Lines:
+        return dictionary() if dictionaries else T.memory_top(mem())
+
+    out: dict[str, Callable[[], T.Lines]] = {T.COPY: lambda: T.copy, T.MEMORY: lambda: T.memory_top(mem())}
+    if dictionaries:
+        out[T.DICTIONARY] = dictionary
+        out[T.MEMORY_DICTIONARY] = lambda: T.memory_then(mem(), dictionary())
+    out[T.LEXICON] = words
+    out[T.MEMORY_LEXICON] = lambda: T.memory_then(mem(), words())
     if project.state.vocabulary == REPLACE and "init" in project.state.stages:
         def hydra() -> T.Lines:
             model = project.hydra(source_language=source if forward else target,
                                   target_language=target if forward else source)
-            return T.with_memory(mem, T.hydra_model(model, source, target, cancel=cancel), fallback=fallback)
+            return T.with_memory(mem(), T.hydra_model(model, source, target, cancel=cancel), fallback=fallback())
         out[HYDRA_SYSTEM] = hydra
     exported = project.state.stages.get("export")
     if exported is not None and Path(exported.summary.get("file", "")).is_file():
@@ -118,7 +134,7 @@ def systems(project: Project, source: str, target: str, pairs: Split | None = No
             from core import runtime
 
             llm = runtime.load(exported.summary["file"])
-            return T.with_memory(mem, T.gguf_model(llm, source, target, cancel=cancel), fallback=fallback)
+            return T.with_memory(mem(), T.gguf_model(llm, source, target, cancel=cancel), fallback=fallback())
         out[GGUF_SYSTEM] = gguf
     return out
 
