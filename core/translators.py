@@ -139,17 +139,18 @@ def measure(systems: dict[str, Lines], sources: list[str], references: list[str]
             cancel: CancelToken | None = None) -> dict[str, Score]:
     """chrF of each system on held-out pairs, and its seconds per line, `batch` lines at a time (so the progress
     moves and cancel stops within a batch)."""
-    report = Reporter(progress, cancel, "Measuring translation")
-    total = len(systems) * len(sources)
     scores = {}
-    for n, (name, translate) in enumerate(systems.items()):
+    for name, translate in systems.items():
+        # A stage of its own per system: the baselines take no time and a model minutes, so a time left estimated
+        # over all systems' lines together said "0:00 left" while the model had just begun.
+        report = Reporter(progress, cancel, f"Measuring translation: {name}")
         start, out = time.monotonic(), []
         for i in range(0, len(sources), batch):
-            report(n * len(sources) + i, total, f"{name}: line {i + 1:,} of {len(sources):,}")
+            report(i, len(sources), f"line {i + 1:,} of {len(sources):,}")
             out += translate(sources[i:i + batch])
+        report(len(sources), len(sources), "done")
         seconds = time.monotonic() - start
         scores[name] = Score(chrf(out, references), round(seconds / max(1, len(sources)), 3), out[:samples])
-    report(total, total, "done")
     return scores
 
 
