@@ -43,6 +43,11 @@ def detokenize(words: Sequence[str]) -> str:
     return out
 
 
+def recase(word: str, like: str) -> str:
+    """A translation capitalised where the word it translates is (and as written otherwise: German nouns)."""
+    return word[:1].upper() + word[1:] if like[:1].isupper() and word[:1].islower() else word
+
+
 @dataclass(frozen=True)
 class Lexicon:
     best: dict[str, tuple[str, float]]  # case-folded source word → (target word, share of its occurrences linked)
@@ -55,8 +60,7 @@ class Lexicon:
             for w in tokens(line):
                 key = w.casefold()
                 if key in self.best:
-                    t = self.best[key][0]
-                    words.append(t[:1].upper() + t[1:] if w[:1].isupper() and t[:1].islower() else t)
+                    words.append(recase(self.best[key][0], w))
                 elif key not in self.seen or not w[:1].isalpha():
                     words.append(w)  # a name, a number, or punctuation the alignment left alone
             out.append(detokenize(words))

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.jobs import CancelToken, ProgressFn, Reporter
+from core.lexicon import recase
 from core.memory import EXAMPLES, NEAR, TranslationMemory
 from core.resources import DictionaryEntry
 
@@ -50,13 +51,9 @@ def word_by_word(entries: Sequence[DictionaryEntry], target_text: Sequence[str] 
             for w, ts in options.items()}
 
     def translate(lines: list[str]) -> list[str]:
-        return [_WORD.sub(lambda m: _recase(best.get(m.group(0).casefold(), m.group(0)), m.group(0)), line)
+        return [_WORD.sub(lambda m: recase(best.get(m.group(0).casefold(), m.group(0)), m.group(0)), line)
                 for line in lines]
     return translate
-
-
-def _recase(word: str, like: str) -> str:
-    return word[:1].upper() + word[1:] if like[:1].isupper() and word[:1].islower() else word
 
 
 def memory_top(memory: TranslationMemory) -> Lines:
