@@ -34,7 +34,8 @@ class Context(Protocol):
 
     def show_warning(self, message: str) -> None: ...
 
-    def confirm(self, question: str) -> bool: ...
+    def confirm(self, question: str, details: str = "") -> bool:
+        """Yes or No; `details` (plain text or HTML, e.g. a licence's terms) is shown scrollable above the question."""
 
     def go(self, key: str) -> None:
         """Show the page with this key."""

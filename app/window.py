@@ -12,6 +12,8 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt, QThreadPool, Signal
 from PySide6.QtGui import QAction, QBrush, QCloseEvent, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -20,13 +22,16 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QStackedWidget,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
 from app import pages
+from app.pages.widgets import literal
 from app.workers import Eta, Job
 from core.jobs import Progress
 from core.project import Project
@@ -76,6 +81,9 @@ class MainWindow(QMainWindow):
         self.progress_bar = QProgressBar()
         self.progress_bar.setTextVisible(False)
         self.eta_label = QLabel("Ready")
+        # One line under the pages: a long message (a job's error) is cut at the window's edge — whole in its tooltip
+        # and in the log — instead of widening the window, which then stayed that wide.
+        self.eta_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel_job)
@@ -227,14 +235,18 @@ class MainWindow(QMainWindow):
                    None)
         self.back_button.setEnabled(row > 0)
         self.next_button.setEnabled(nxt is not None)
-        self.next_button.setText(f"Next: {self.pages[keys[nxt]].title} ▶" if nxt is not None else "Next ▶")
+        self.next_button.setText(literal(f"Next: {self.pages[keys[nxt]].title} ▶") if nxt is not None else "Next ▶")
         self.step_hint.setText("" if self.project is not None else "Create or open a project to begin.")
 
     def go(self, key: str) -> None:
         self.steps.setCurrentRow(list(self.pages).index(key))
 
     def step_by(self, delta: int) -> None:
-        """Go to the next (or previous) step that is enabled."""
+        """Go to the next (or previous) step that is enabled. Forward only once the page is ready to be left (the
+        Language & data page first records what it shows, and moves on when that succeeded)."""
+        page = self.stack.currentWidget()
+        if delta > 0 and not page.ready_to_leave(lambda: self.stack.currentWidget() is page and self.step_by(delta)):
+            return
         row = self.steps.currentRow() + delta
         while 0 <= row < self.steps.count():
             if self.steps.item(row).flags() & Qt.ItemFlag.ItemIsEnabled:
@@ -276,7 +288,7 @@ class MainWindow(QMainWindow):
         self.job, self.busy = job, True
         self._eta = Eta()
         self.progress_bar.setRange(0, 0)
-        self.eta_label.setText(f"{name}…")
+        self._status(f"{name}…")
         self.cancel_button.setEnabled(True)
         self.log(f"{name}…")
         return job.start(self.pool)
@@ -284,7 +296,7 @@ class MainWindow(QMainWindow):
     def cancel_job(self) -> None:
         if self.busy:
             self.job.cancel()
-            self.eta_label.setText("Cancelling…")
+            self._status("Cancelling…")
             self.log(f"{self.job.name}: cancelling")
 
     def _on_progress(self, p: Progress) -> None:
@@ -293,13 +305,17 @@ class MainWindow(QMainWindow):
             self.progress_bar.setValue(int(1000 * min(1.0, p.done / p.total)))
         else:
             self.progress_bar.setRange(0, 0)  # busy indicator
-        self.eta_label.setText(self._eta.update(p))
+        self._status(self._eta.update(p))
+
+    def _status(self, text: str) -> None:
+        self.eta_label.setText(text)
+        self.eta_label.setToolTip(text)
 
     def _job_ended(self, message: str) -> None:
         self.busy = False
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
-        self.eta_label.setText(message.splitlines()[0])
+        self._status(message.splitlines()[0])
         self.cancel_button.setEnabled(False)
         self.log(message)
 
@@ -310,7 +326,9 @@ class MainWindow(QMainWindow):
     def show_warning(self, message: str) -> None:
         QMessageBox.warning(self, "Tweety Studio", plain_message(message))
 
-    def confirm(self, question: str) -> bool:
+    def confirm(self, question: str, details: str = "") -> bool:
+        if details:
+            return TextQuestion(self, question, details).exec() == QDialog.DialogCode.Accepted
         answer = QMessageBox.question(self, "Tweety Studio", question)
         return answer == QMessageBox.StandardButton.Yes
 
@@ -323,6 +341,32 @@ class MainWindow(QMainWindow):
         # Workers touch the project folder: let them reach their next cancel check and clean up first.
         self.pool.waitForDone()
         event.accept()
+
+
+class TextQuestion(QDialog):
+    """A question about a long text (a licence's terms): the text to read in a scrollable box, the question under it,
+    Yes and No — a message box would grow off the screen."""
+
+    def __init__(self, parent: QWidget, question: str, details: str):
+        super().__init__(parent)
+        self.setWindowTitle("Tweety Studio")
+        self.resize(820, 640)
+        self.text = QTextBrowser()
+        self.text.setOpenExternalLinks(True)
+        if details.lstrip().startswith("<"):  # HTML (the Gemma terms ship as an HTML page)
+            self.text.setHtml(details)
+        else:
+            self.text.setPlainText(details)
+        label = QLabel(question)
+        label.setWordWrap(True)
+        label.setOpenExternalLinks(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Yes | QDialogButtonBox.StandardButton.No)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        col = QVBoxLayout(self)
+        col.addWidget(self.text, 1)
+        col.addWidget(label)
+        col.addWidget(buttons)
 
 
 def plain_message(message: str) -> str:

@@ -468,7 +468,5 @@ def gguf_pre(source_model: str | Path) -> str | None:
     path = models.default_gguf() if str(source_model) == models.DEFAULT_MODEL else Path(source_model)
     if path.suffix.lower() != ".gguf" or not path.is_file():
         return None
-    import gguf
-
-    found = gguf.GGUFReader(path).fields.get("tokenizer.ggml.pre")
-    return None if found is None else str(found.contents())
+    found = models.gguf_header(path).get("tokenizer.ggml.pre")
+    return None if found is None else str(found)

@@ -145,6 +145,15 @@ class Licence:
     text: Path | None = None  # the full text, when installed with the model
     must_accept: bool = False
 
+    def terms(self) -> str:
+        """The full text to read before accepting (HTML or plain text; "" when not installed). A saved web page (the
+        Gemma terms) is cut to its article: the site's menus, in 30 languages, came first."""
+        if self.text is None or not self.text.is_file():
+            return ""
+        text = self.text.read_text(encoding="utf-8", errors="replace")
+        article = re.search(r"<article\b.*?</article>", text, re.DOTALL | re.IGNORECASE)
+        return article.group(0) if article else text
+
 
 # general.license (GGUF) or the model card's `license:` → what it is. Keys are lower case.
 KNOWN_LICENCES = {
@@ -194,14 +203,29 @@ class ModelCard:
         return self.vocab_size * self.hidden_size
 
 
+def _gemma_package():
+    return importlib.import_module(GEMMA_PACKAGE) if importlib.util.find_spec(GEMMA_PACKAGE) is not None else None
+
+
+def _unjoined_gemma(path: Path) -> bool:
+    """`path` is where the `gemma` extra joins its model file, and it is not joined yet. Joining copies and hashes
+    253 MB, so it waits until the model is used (`resolve`): listing or choosing Gemma — before its terms are
+    accepted — reads the header from the first chunk instead."""
+    package = _gemma_package()
+    if package is None:
+        return False
+    target = package.default_output_path()
+    return path == target and not (target.exists() and target.stat().st_size == _GEMMA_BYTES)
+
+
 def gemma_gguf() -> Path | None:
     """Gemma 3 270M's GGUF when the `gemma` extra is installed (joined from its chunk packages once, sha256-checked
     by the package), else None."""
-    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+    package = _gemma_package()
+    if package is None:
         return None
-    package = importlib.import_module(GEMMA_PACKAGE)
     target = package.default_output_path()
-    if target.exists() and target.stat().st_size == _GEMMA_BYTES:
+    if not _unjoined_gemma(target):
         return target  # checked when it was joined; hashing 253 MB on every listing would cost a second
     try:
         return Path(package.assemble(overwrite=target.exists()))
@@ -231,9 +255,9 @@ def installed_models() -> list[ModelCard]:
     except TweetyError as e:
         log.warning("%s", e)
     try:
-        gemma = gemma_gguf()
-        if gemma is not None:
-            cards.append(model_card(gemma))
+        package = _gemma_package()
+        if package is not None:
+            cards.append(model_card(package.default_output_path()))  # not joined for a card (_unjoined_gemma)
     except TweetyError as e:
         log.warning("%s", e)
     return cards
@@ -246,12 +270,15 @@ def model_card(spec: str | Path) -> ModelCard:
         return ModelCard(DEFAULT_MODEL, "SmolLM2-135M-Instruct (built in)", card.family, card.parameters,
                          card.vocab_size, card.file_bytes, card.licence, card.tied_embeddings, card.hidden_size)
     path = Path(spec)
-    if not path.exists():
+    header_file, size = path, None
+    if _unjoined_gemma(path):
+        header_file, size = _gemma_package().chunk_paths()[0], _GEMMA_BYTES
+    elif not path.exists():
         raise TweetyError("model not found", path=path, fix="choose a Hugging Face model folder or a .gguf file")
-    if path.is_file():
-        header = gguf_header(path)
+    if header_file.is_file():
+        header = gguf_header(header_file)
         arch = header.get("general.architecture")
-        check_gguf_architecture(path)
+        check_gguf_architecture(header_file)
         fam = next(f for f in FAMILIES if f.gguf_arch == arch)
         if arch == "llama" and "mistral" in str(header.get("general.name", "")).lower():
             fam = next(f for f in FAMILIES if f.model_type == "mistral")
@@ -259,7 +286,7 @@ def model_card(spec: str | Path) -> ModelCard:
         text = gemma_licence_text() if fam.model_type.startswith("gemma") else None
         return ModelCard(str(path), name, fam.name, int(header.get("tensors.parameters", 0)),
                          int(header.get("tokenizer.ggml.tokens") or header.get(f"{arch}.vocab_size") or 0),
-                         path.stat().st_size, licence_of(header.get("general.license"), name, text),
+                         size or path.stat().st_size, licence_of(header.get("general.license"), name, text),
                          hidden_size=int(header.get(f"{arch}.embedding_length", 0)))
     config = _check_architecture(path)
     fam = family(config, path)
@@ -295,6 +322,8 @@ def resolve(spec: str | Path) -> Path:
     if str(spec) == DEFAULT_MODEL:
         return _converted(default_gguf())
     path = Path(spec)
+    if _unjoined_gemma(path):
+        path = gemma_gguf()  # first use: joined now
     if not path.exists():
         raise TweetyError("model not found", path=path, fix="choose a Hugging Face model folder or a .gguf file")
     if path.is_file():
@@ -334,11 +363,12 @@ def gguf_architecture(gguf_file: Path) -> str:
     return arch
 
 
-def gguf_header(gguf_file: Path, stop_at: str | None = None) -> dict:
+def gguf_header(gguf_file: str | Path, stop_at: str | None = None, lists: frozenset[str] = frozenset()) -> dict:
     """A GGUF file's keys, read directly: strings and numbers as values, arrays as their length only (the vocabulary
-    is skipped, not parsed: gguf's GGUFReader parses every field — seconds for a 262k-token vocabulary), plus
-    `tensors.parameters`, the sum of every tensor's element count (from the tensor infos after the keys). Reading stops
-    after `stop_at` when given (then without the tensor count)."""
+    is skipped, not parsed: gguf's GGUFReader parses every field — seconds for a 262k-token vocabulary) except the
+    keys in `lists`, whose arrays come as lists of values, plus `tensors.parameters`, the sum of every tensor's
+    element count (from the tensor infos after the keys). Reading stops after `stop_at` when given (then without the
+    tensor count). The one GGUF header reader of the project (models, runtime, extension, hand-off)."""
     import struct
 
     def read(f, n: int) -> bytes:
@@ -368,9 +398,12 @@ def gguf_header(gguf_file: Path, stop_at: str | None = None) -> dict:
         else:
             raise ValueError(f"unknown value type {kind}")
 
-    def value(f, kind: int):
+    def value(f, kind: int, full: bool = False):
         if kind == _GGUF_STRING:
             return string(f).decode("utf-8", errors="replace")
+        if kind == _GGUF_ARRAY and full:
+            item, count = struct.unpack("<IQ", read(f, 12))
+            return [value(f, item) for _ in range(count)]
         if kind == _GGUF_ARRAY:
             start = f.tell()
             _, count = struct.unpack("<IQ", read(f, 12))
@@ -393,7 +426,7 @@ def gguf_header(gguf_file: Path, stop_at: str | None = None) -> dict:
             for _ in range(kv_count):
                 key = string(f).decode("utf-8", errors="replace")
                 (kind,) = struct.unpack("<I", read(f, 4))
-                out[key] = value(f, kind)
+                out[key] = value(f, kind, key in lists)
                 if key == stop_at:
                     return out
             parameters = 0

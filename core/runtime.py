@@ -159,10 +159,9 @@ def model_card(llm) -> ModelCard:
 
 
 def _languages(path: str) -> list[str]:
-    import gguf
+    from core.models import gguf_header
 
-    field = gguf.GGUFReader(path).fields.get("general.languages")
-    return list(field.contents()) if field is not None else []
+    return list(gguf_header(path, lists=frozenset({"general.languages"})).get("general.languages") or [])
 
 
 def repeats(text: str, n: int = REPEAT_NGRAM, times: int = 3) -> bool:

@@ -107,7 +107,8 @@ def test_end_to_end(qtbot, window, files, tmp_path):
 
     next_step(w, "data")
     data = w.pages["data"]
-    data.use_demo()  # "Try with the demo data" fills the page; the test then swaps in 300 of its verses
+    data.use_demo()  # "Try with the demo data" fills the page and records it; the test then swaps in 300 of its verses
+    wait_job(qtbot, w)
     assert data.code.text() == "es" and "bible.train.es" in data.rows["target"].path
     qtbot.waitUntil(lambda: "rows" in data.preview_text["target"].toPlainText(), timeout=TIMEOUT)
     shot(w, 3, "data")
@@ -633,6 +634,8 @@ def test_demo_data_fills_the_data_page(qtbot, window, tmp_path):
     w.new_project(tmp_path / "proj")
     page = w.pages["data"]
     page.use_demo()
+    wait_job(qtbot, w)  # recorded too: the next page finds its input files
+    assert "data" in w.project.state.stages and w.project.inputs().language_code == "es"
     assert page.code.text() == "es" and [r.kind for r in page.resources()] == [PARALLEL]
     assert all(Path(f).is_file() for f in (page.rows["target"].path, *page.resources()[0].files))
     qtbot.waitUntil(lambda: "rows" in page.preview_text["heldout"].toPlainText(), timeout=TIMEOUT)

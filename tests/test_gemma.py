@@ -227,7 +227,7 @@ def source_page(qtbot, tmp_path):
             self.project = Project.create(tmp_path / "proj", models.DEFAULT_MODEL)
             self.answers, self.questions, self.messages = [], [], []
 
-        def confirm(self, question):
+        def confirm(self, question, details=""):
             self.questions.append(question)
             return self.answers.pop(0)
 
@@ -267,6 +267,8 @@ def test_licence_must_be_accepted_before_gemma_is_used(source_page, gemma):
     page.use()
     assert page.project.state.source_model == models.DEFAULT_MODEL and "Gemma Terms of Use" in ctx.questions[0]
     assert "licence" not in page.project.state.settings
+    assert page.models.currentData() == models.DEFAULT_MODEL  # shown: the model the project still uses
+    page.models.setCurrentIndex(1)
     ctx.answers = [True]
     page.use()
     assert page.project.state.source_model == str(gemma)

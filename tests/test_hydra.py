@@ -107,16 +107,16 @@ def test_mismatched_body_is_refused_naming_the_tensor(hydra, adapted_es, tmp_pat
     tensors["model.layers.20.self_attn.q_proj.weight"][0, 0] += 1e-3
     save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(TweetyError, match=r"first at 'model\.layers\.3\.mlp\.up_proj\.weight'") as e:
-        hydra.add_language("xx", bad)
+        hydra.add(H.read_language(hydra, "xx", bad))
     assert e.value.path == bad
     assert "xx" not in hydra.languages
     config = json.loads((bad / "config.json").read_text())
     config["num_hidden_layers"] = 29
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(TweetyError, match="num_hidden_layers is 29, not 30"):
-        hydra.add_language("xx", bad)
+        hydra.add(H.read_language(hydra, "xx", bad))
     with pytest.raises(TweetyError, match="already has a language 'es'"):
-        hydra.add_language("es", adapted_es)
+        hydra.add(H.read_language(hydra, "es", adapted_es))
 
 
 def test_save_load_round_trip_and_languages_added_and_removed_later(hydra, saved, adapted_es):
@@ -360,16 +360,13 @@ def test_tuning_settings_are_checked_in_plain_words(bad, words):
 def test_runtime_reads_the_gguf_header_once_per_model_not_per_line(tmp_path, monkeypatch):
     """runtime.translate asked for the model card (whose languages come from parsing the GGUF header, token list
     included) on every line of a file translation; the card is read once per loaded model."""
-    import gguf
-
-    from core import runtime
+    from core import models, runtime
 
     reads = []
 
-    class Reader:
-        def __init__(self, path):
-            reads.append(path)
-            self.fields = {}
+    def header(path, stop_at=None, lists=frozenset()):
+        reads.append(path)
+        return {}
 
     class Llama:  # the parts of llama_cpp.Llama that translation uses; replies "<line> (es)"
         metadata = {"general.name": "base model"}
@@ -384,7 +381,7 @@ def test_runtime_reads_the_gguf_header_once_per_model_not_per_line(tmp_path, mon
         def create_completion(self, prompt, **kw):
             yield {"choices": [{"text": " " + prompt.split("\n")[0].removeprefix("English: ") + " (es)\n"}]}
 
-    monkeypatch.setattr(gguf, "GGUFReader", Reader)
+    monkeypatch.setattr(models, "gguf_header", header)
     src = write_lines(tmp_path / "in.txt", ["one", "two", "", "three", "four"])
     llm = Llama()
     assert runtime.translate_file(llm, src, tmp_path / "out.txt", "en", "es") == 5

@@ -194,8 +194,7 @@ class ChatPage(Page):
         self.memory_match.reset()
         self.file_translation.show_project(self.project)
         record = self.project.state.stages.get("export")
-        if record:
-            self.file.set_path(record.summary.get("file", ""))
+        self.file.set_path(record.summary.get("file", "") if record else "")  # never another project's file
         self._show_expectations()
         self.update_directions()
 

@@ -237,6 +237,7 @@ class DataPage(Page):
         self.rows["heldout"].set_path(DEMO / "bible.heldout.es.gz")
         self.clear_resources()
         self.add_resource(PARALLEL, (DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz"))
+        self.use()  # filled in but not recorded, the next page would find no input files
 
     # -- the project --
     def inputs(self):
@@ -246,16 +247,37 @@ class DataPage(Page):
         return Inputs(target_text=self.rows["target"].path, resources=self.resources(), language_code=code,
                       language_name=self.name.text().strip() or code, heldout_text=self.rows["heldout"].path or None)
 
-    def use(self) -> None:
+    def recorded(self) -> bool:
+        """The page shows the inputs the project has recorded (nothing changed since “Use these files”)."""
+        if "data" not in self.project.state.stages or self.project.state.inputs is None:
+            return False
+
+        def choice(i) -> tuple:  # what the user chose; the project may name resources apart (distinct_labels)
+            return (i.target_text, i.heldout_text or None, i.language_code, i.language_name,
+                    [(r.kind, tuple(r.files), r.weight) for r in i.resources])
+
+        return choice(self.project.state.inputs) == choice(self.inputs())
+
+    def ready_to_leave(self, then) -> bool:
+        """Next records what the page shows (the checks of “Use these files”) and moves on once that succeeded: a
+        page filled in but not recorded left the next step without input files."""
+        if self.recorded():
+            return True
+        self.use(then)
+        return False
+
+    def use(self, then=None) -> None:
         inputs = self.inputs()
         self.error.clear()
         if not inputs.language_code or not inputs.target_text:
-            self.error.setText("Fill in at least the language code and the target-language text.")
+            self.error.setText("Fill in at least the language code and the target-language text (or press "
+                               "“Try with the demo data”).")
             return
         project = self.project
         if not self.confirm_rerun("data", "Recording the input files"):
             return
-        self.run(lambda progress, cancel: project.set_inputs(inputs), self._done, "Checking input files",
+        self.run(lambda progress, cancel: project.set_inputs(inputs),
+                 lambda counts: (self._done(counts), then and then()), "Checking input files",
                  on_error=self.error.setText)
 
     def _done(self, counts: dict) -> None:

@@ -10,12 +10,11 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QVBoxLayout,
 )
 
 from app.context import Context
-from app.pages.widgets import red, spin
+from app.pages.widgets import button, red, spin
 
 SOURCES = (("parallel", "Parallel pairs (the first parallel corpus)"),
            ("back-translation", "Back-translation (the target text, translated back by the Hydra)"))
@@ -57,9 +56,9 @@ class HydraTuningBox(QGroupBox):
         settings.addStretch(1)
         buttons.addWidget(QLabel("Learning rate"))
         buttons.addWidget(self.lr)
-        self.tune_button = self._button("Tune", self.tune)
+        self.tune_button = button("Tune", self.tune)
         buttons.addWidget(self.tune_button)
-        buttons.addWidget(self._button("Cancel", ctx.cancel_job))
+        buttons.addWidget(button("Cancel", ctx.cancel_job))
         self.status = QLabel()
         self.status.setWordWrap(True)
         buttons.addWidget(self.status, 1)
@@ -72,12 +71,7 @@ class HydraTuningBox(QGroupBox):
     def _failed(self, message: str) -> None:
         self.error.setText(message)
         self.error.show()
-
-    @staticmethod
-    def _button(text: str, slot) -> QPushButton:
-        b = QPushButton(text)
-        b.clicked.connect(slot)
-        return b
+        self.status.setText("Not tuned: see why below.")  # not “Tuning…” any more
 
     def settings(self):
         from core.hydra import HydraTuning
@@ -99,6 +93,7 @@ class HydraTuningBox(QGroupBox):
             job.signals.progress.connect(self._progress)
             for s in (job.signals.finished, job.signals.failed, job.signals.crashed, job.signals.cancelled):
                 s.connect(lambda *_: self.tune_button.setEnabled(True))
+            job.signals.crashed.connect(lambda *_: self.status.setText("Not tuned: the log says why."))
             job.signals.cancelled.connect(lambda: self.status.setText("Cancelled: the Hydra is as it was."))
 
     def _progress(self, p) -> None:
@@ -115,6 +110,8 @@ class HydraTuningBox(QGroupBox):
         self.ctx.stage_done()
 
     def show_project(self, project) -> None:
+        self.error.clear()  # about the project shown before
+        self.error.hide()
         self.language.setText(project.state.language or "")
         record = project.state.stages.get("hydra")
         self.status.setText(f"Tuned before: {record.summary.get('steps')} steps on {record.summary.get('pairs')} "

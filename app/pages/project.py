@@ -6,7 +6,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit
 
-from app.pages.widgets import FileRow, Page, fill_table, table
+from app.pages.widgets import TIPS, FileRow, Page, fill_table, table
 from core.errors import TweetyError
 
 SETTINGS = ("Tweety Studio", "Tweety Studio")
@@ -84,6 +84,25 @@ class ProjectPage(Page):
         self.status.setText(f"<b>{p.folder}</b><br>Source model: {p.state.source_model}<br>"
                             f"Next step: {p.next_stage or 'all done — chat with the model'}")
         fill_table(self.stages, ["Stage", "Seconds", "Summary"],
-                   [[name, rec.seconds, ", ".join(f"{k}: {v}" for k, v in rec.summary.items()
-                                                  if not isinstance(v, dict))]
-                    for name, rec in p.state.stages.items()])
+                   [[name, rec.seconds, summary_text(rec.summary)] for name, rec in p.state.stages.items()])
+        for row, rec in enumerate(p.state.stages.values()):
+            if any("bpb" in key for key in rec.summary):
+                self.stages.item(row, 2).setToolTip(TIPS["bpb"])
+
+
+# A stage record's keys (core's names, kept in project.json) in the user's words; others are shown with spaces.
+SUMMARY_WORDS = {"initial_bpb": "bits per byte before", "final_bpb": "after", "tokens_per_s": "tokens per second",
+                 "stage": "what trained", "vocab_size": "vocabulary size", "steps": "steps"}
+
+
+def summary_text(summary: dict) -> str:
+    """“bits per byte before: 2.367, after: 1.843”, not “initial_bpb: 2.3673003645728294”."""
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    return ", ".join(f"{SUMMARY_WORDS.get(k, k.replace('_', ' '))}: {value(v)}" for k, v in summary.items()
+                     if not isinstance(v, dict))

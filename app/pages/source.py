@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QButtonGroup, QComboBox, QHBoxLayout, QLabel, QRadioButton
 
-from app.pages.widgets import FileRow, Page
+from app.pages.widgets import TIPS, FileRow, Page
 from core.errors import TweetyError
 from core.models import DEFAULT_MODEL, ModelCard, installed_models, model_card
 
@@ -137,8 +137,10 @@ class SourcePage(Page):
         info, device = result
         self.info.setText(f"Type: <b>{info.model_type}</b> &nbsp; Layers: {info.n_layers} &nbsp; Hidden size: "
                           f"{info.hidden_size} &nbsp; Vocabulary: {info.vocab_size:,} &nbsp; Parameters: "
-                          f"~{info.parameters / 1e6:,.0f} M &nbsp; Tied embeddings: {info.tied_embeddings}<br>"
+                          f"~{info.parameters / 1e6:,.0f} M &nbsp; "
+                          f"{'One table' if info.tied_embeddings else 'Separate tables'} for reading and writing<br>"
                           f"Runs on: {device}")
+        self.info.setToolTip(TIPS["tied"])
 
     def accepted_licence(self, card: ModelCard | None) -> bool:
         """The licence guardrail: True when the model's licence needs no acceptance, was accepted for this model in
@@ -149,16 +151,24 @@ class SourcePage(Page):
         recorded = self.project.state.settings.get("licence") or {}
         if recorded.get("model") == card.spec and recorded.get("name") == licence.name:
             return True
-        where = f"<br>Full text: {licence.text}" if licence.text else ""
-        if not self.ctx.confirm(f"{card.name} is licensed under the {licence.name}.<br>{licence.url}{where}<br><br>"
+        # The terms themselves, to read before answering (a file path told nothing).
+        terms = licence.terms()
+        if not self.ctx.confirm(f"{card.name} is licensed under the {licence.name}.<br>{licence.url}<br><br>"
                                 "Adapting it and sharing or exporting the result are bound by these terms. Do you "
-                                "accept them?"):
+                                "accept them?", details=terms):
+            # Back to the model the project uses: a declined Gemma left shown as chosen read as if it were in use.
+            current = self.project.state.source_model
+            self.project_changed()
+            self.info.setText(f"Terms not accepted: the project keeps using {self.card_name(current)}.")
             self.ctx.log(f"Licence not accepted: {card.name} was not selected")
             return False
         self._accepted = {"model": card.spec, "name": licence.name, "url": licence.url,
                           "text": str(licence.text) if licence.text else None,
                           "accepted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         return True
+
+    def card_name(self, spec: str) -> str:
+        return next((c.name for c in self.installed if c.spec == spec), spec)
 
     def use(self) -> None:
         spec = self.spec()

@@ -38,6 +38,8 @@ TIPS = {
              "language (slower, more gain, needs more text).",
     "steps": "Training steps. Each step reads batch size × sequence length tokens of your target text; a few "
              "hundred steps already help, a GPU makes thousands practical.",
+    "tied": "Tied embeddings: the model reads its input and writes its output with one and the same vocabulary "
+            "table; untied, it has a separate output table.",
     "tpb": "Tokens per byte: how many tokens the tokenizer needs per byte of text. Lower means shorter sequences.",
     "weight": "Weight: how much this resource's evidence counts when several resources suggest sources for the same "
               "token (2 counts twice as much as 1; 0 ignores it).",
@@ -84,6 +86,12 @@ def _byte_decoder() -> dict[str, int]:
                 n += 1
         _decoder.update({chr(c): b for b, c in zip(printable, chars)})
     return _decoder
+
+
+def literal(text: str) -> str:
+    """`text` for a button, group box or tab, which take an `&` as the marker of a shortcut letter (“Language & data”
+    would read “Language _data”, with Alt+Space as its shortcut): every `&` shown as written."""
+    return text.replace("&", "&&")
 
 
 def red(label: QLabel) -> QLabel:
@@ -184,6 +192,11 @@ class Page(QWidget):
     def shown(self) -> None:
         """The user switched to this page."""
 
+    def ready_to_leave(self, then) -> bool:
+        """Next was pressed: True to move on now. False to stay — after saying why on the page, or while a job this
+        page started (recording what it shows) runs; that job calls `then()` once it succeeded."""
+        return True
+
     def run(self, fn, on_done, name: str, **kw):
         return self.ctx.run_job(fn, on_done, name=name, **kw)
 
@@ -204,7 +217,12 @@ class Page(QWidget):
         return True
 
     def button(self, text: str, slot, tip: str = "") -> QPushButton:
-        b = QPushButton(text)
-        b.clicked.connect(slot)
-        b.setToolTip(tip)
-        return b
+        return button(text, slot, tip)
+
+
+def button(text: str, slot, tip: str = "") -> QPushButton:
+    """The one way a page makes a push button: its text shown as written, `slot` on click."""
+    b = QPushButton(literal(text))
+    b.clicked.connect(slot)
+    b.setToolTip(tip)
+    return b

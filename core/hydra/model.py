@@ -2,7 +2,7 @@
 
 Forward passes read a prompt made of segments, each in one language's vocabulary and read with that language's table;
 generation writes with one language's head and reads back what it wrote with the same language's table. Reading and
-checking an adapted model's folder (`add_language`) is core.hydra.store's.
+checking an adapted model's folder (`read_language`) is core.hydra.store's.
 """
 from __future__ import annotations
 
@@ -79,18 +79,17 @@ class Hydra:
                                                    embeddings if head is embeddings else head)
 
     # ---- building -------------------------------------------------------------------------------------------------
-    def add_language(self, code: str, adapted_folder: str | Path,
-                     examples: list[tuple[str, str]] = ()) -> Language:
-        """Take `adapted_folder`'s embedding table and head, after checking that its body is this Hydra's.
-        `examples`: pairs (source-language text, text in `code`) for few-shot translation prompts."""
-        from core.hydra.store import read_language  # reading and checking a folder is the store's job
-
-        if code in self.languages:
-            raise TweetyError(f"the Hydra already has a language {code!r}", path=Path(adapted_folder),
-                              fix="remove it first, or choose another language code")
-        language = read_language(self, code, adapted_folder, examples)
-        self.languages[code] = language
+    def add(self, language: Language) -> Language:
+        """Add a language's tables, as core.hydra.store.read_language reads and checks them from an adapted folder
+        (the store knows folders; the Hydra in memory knows none)."""
+        self.check_free(language.code, language.origin)
+        self.languages[language.code] = language
         return language
+
+    def check_free(self, code: str, where: str | Path = "") -> None:
+        if code in self.languages:
+            raise TweetyError(f"the Hydra already has a language {code!r}", path=Path(where) if where else None,
+                              fix="remove it first, or choose another language code")
 
     def remove_language(self, code: str) -> None:
         if code == self.source_language:

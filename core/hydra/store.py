@@ -31,11 +31,12 @@ _BODY_CONFIG = ("model_type", "hidden_size", "intermediate_size", "num_hidden_la
 def read_language(hydra: Hydra, code: str, adapted_folder: str | Path,
                   examples: list[tuple[str, str]] = ()) -> Language:
     """`adapted_folder`'s tables and tokenizer as language `code` of `hydra`, after checking that its body is the
-    Hydra's (config, then every body tensor bit for bit). Does not add it (Hydra.add_language does)."""
+    Hydra's (config, then every body tensor bit for bit). Does not add it (Hydra.add does)."""
     import torch
     from transformers import AutoTokenizer
 
     folder = Path(adapted_folder)
+    hydra.check_free(code, folder)  # before reading hundreds of MB
     _check_config(hydra.model.config.to_dict(), folder)
     tensors = _read_weights(folder)
     body = {k: v for k, v in hydra.model.state_dict().items() if k not in (EMBED, HEAD)}
@@ -120,7 +121,7 @@ def build_hydra(source, languages: dict[str, str | Path], *, source_language: st
     model, tokenizer = load_model(source) if isinstance(source, (str, Path)) else source
     hydra = Hydra(model, source_language, tokenizer)
     for code, folder in languages.items():
-        hydra.add_language(code, folder, (examples or {}).get(code, ()))
+        hydra.add(read_language(hydra, code, folder, (examples or {}).get(code, ())))
     return hydra
 
 
@@ -144,7 +145,7 @@ def add_language(hydra_dir: str | Path, code: str, adapted_folder: str | Path,
     if code in config["languages"]:
         raise TweetyError(f"the Hydra already has a language {code!r}", path=hydra_dir,
                           fix="remove it first, or choose another language code")
-    language = hydra.add_language(code, adapted_folder, examples)
+    language = hydra.add(read_language(hydra, code, adapted_folder, examples))
     config["languages"][code] = _write_language(hydra_dir, language, source=False)
     _write_config(hydra_dir, config["source"], config["languages"])
 
