@@ -5,7 +5,6 @@ A job wraps `fn(progress=..., cancel=token)`; `core` calls `progress` from the w
 ever touched from the GUI thread."""
 from __future__ import annotations
 
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -27,48 +26,6 @@ class JobSignals(QObject):
     cancelled = Signal()
 
 
-class JobToken(CancelToken):
-    """`core`'s cancel token, and it tells when the worker really waits in a pause (`waiting`): the step under way
-    has finished and no other starts until `resume()` — what a paused run's display (and its test) can rely on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._state = threading.Condition()
-        self._paused = self._cancelled = False
-        self.waiting = threading.Event()
-
-    def cancel(self) -> None:
-        with self._state:
-            self._cancelled = True
-            self._state.notify_all()
-
-    def pause(self) -> None:
-        with self._state:
-            self._paused = True
-
-    def resume(self) -> None:
-        with self._state:
-            self._paused = False
-            self._state.notify_all()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    def check(self) -> None:
-        with self._state:
-            while self._paused and not self._cancelled:
-                self.waiting.set()
-                self._state.wait()
-            self.waiting.clear()
-            if self._cancelled:
-                raise Cancelled()
-
-
 class Job(QRunnable):
     """One call of `fn` on the global thread pool. Exactly one of finished/failed/crashed/cancelled is emitted."""
 
@@ -78,7 +35,7 @@ class Job(QRunnable):
         super().__init__()
         self.setAutoDelete(False)  # the window keeps a reference while it runs; Qt must not delete it under us
         self.fn, self.name = fn, name
-        self.token = JobToken()
+        self.token = CancelToken()
         self.signals = JobSignals()
         self.running = False
         self._last_progress = 0.0

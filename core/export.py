@@ -121,6 +121,7 @@ class ExportResult:
     tensors: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    handoff: object | None = None  # core.handoff.HandOffResult: the model card and Modelfile written beside the file
 
 
 @dataclass(frozen=True)

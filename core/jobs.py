@@ -27,35 +27,45 @@ class Cancelled(Exception):
 
 class CancelToken:
     """Set from another thread. `pause()` makes the next `check()` block until `resume()` (or `cancel()`), so a
-    stage pauses at a consistent point without knowing about pausing."""
+    stage pauses at a consistent point without knowing about pausing; `waiting` is set while a `check()` blocks in
+    a pause (the step under way has finished and no other starts until `resume()`: what a paused run's display, and
+    its test, can rely on)."""
 
     def __init__(self) -> None:
-        self._event = threading.Event()
-        self._running = threading.Event()
-        self._running.set()
+        self._state = threading.Condition()
+        self._paused = self._cancelled = False
+        self.waiting = threading.Event()
 
     def cancel(self) -> None:
-        self._event.set()
-        self._running.set()
+        with self._state:
+            self._cancelled = True
+            self._state.notify_all()
 
     def pause(self) -> None:
-        self._running.clear()
+        with self._state:
+            self._paused = True
 
     def resume(self) -> None:
-        self._running.set()
+        with self._state:
+            self._paused = False
+            self._state.notify_all()
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._cancelled
 
     @property
     def paused(self) -> bool:
-        return not self._running.is_set()
+        return self._paused
 
     def check(self) -> None:
-        self._running.wait()
-        if self._event.is_set():
-            raise Cancelled()
+        with self._state:
+            while self._paused and not self._cancelled:
+                self.waiting.set()
+                self._state.wait()
+            self.waiting.clear()
+            if self._cancelled:
+                raise Cancelled()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ they are forgotten, never silently kept.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -21,6 +22,8 @@ from core.layout import (BUILDING, EXTEND, OPTIONAL, PROJECT_FILE, REPLACE, STAG
 from core.resources import distinct_labels
 
 __all__ = ["Project", "Inputs", "ProjectState", "StageRecord", "PROJECT_FILE", "STAGES", "REPLACE", "EXTEND"]
+
+log = logging.getLogger(__name__)
 
 HYDRA = "hydra"  # the record of a tuned Hydra (not a step of the sequence: the wizard tunes it on demand)
 TRANSLATION = "translation"  # the last translation measurement (core.translating)
@@ -145,6 +148,15 @@ class Project:
             raise TweetyError("no input files chosen yet", fix="fill in the Language & data page first")
         return self.state.inputs
 
+    def advise(self, target_text: str | Path, *, progress: ProgressFn | None = None,
+               cancel: CancelToken | None = None):
+        """Is adapting worth it? The source model measured on `target_text` before anything is adapted: keep,
+        extend or replace (core.advise.Advice)."""
+        from core.advise import advise
+        from core.resources import read_text
+
+        return advise(*self.source(), read_text(target_text), progress=progress, cancel=cancel)
+
     def train_tokenizer(self, settings=None, *, vocabulary: str | None = None, extension=None,
                         progress: ProgressFn | None = None, cancel: CancelToken | None = None):
         """Train the target tokenizer — a new vocabulary (`replace`) or the source's extended with target-language
@@ -220,6 +232,7 @@ class Project:
                                    model=model, progress=progress, cancel=cancel)
         shutil.rmtree(self.finetune_dir, ignore_errors=True)  # fine-tuned from the old initialisation: stale
         self._record("init", record)
+        self.write_model_cards()
         return self.model_dir
 
     def run(self, until: str = "init", *, tokenizer=None, extension=None, align=None, mapping=None, init=None,
@@ -270,6 +283,7 @@ class Project:
         self._record("finetune", StageRecord(round(time.monotonic() - start, 2), "finetuned", {
             "stage": settings.stage, "steps": result.steps, "initial_bpb": result.initial_bpb,
             "final_bpb": result.final_bpb, "tokens_per_s": round(result.tokens_per_s, 1)}), settings)
+        self.write_model_cards()
         return result
 
     def record_finetuned(self, folder: str | Path) -> Path:
@@ -292,6 +306,7 @@ class Project:
         self._record("finetune", StageRecord(0.0, output, {"stage": (tuned or {}).get("stage"),
                                                            "steps": (tuned or {}).get("steps"),
                                                            "trained elsewhere": str(folder)}))
+        self.write_model_cards()
         return folder
 
     def finetune_checkpoint(self):
@@ -321,7 +336,9 @@ class Project:
 
         code = target_language or self.state.language
         if not code:
-            raise TweetyError("the project has no target language code", fix="type the code (e.g. es) in To")
+            raise TweetyError("the project has no target language code",
+                              fix="record it with the input files (the Language & data page; `--language` on the "
+                              "command line), or name the language to use (e.g. es)")
         if HYDRA in self.state.stages and (self.hydra_dir / "hydra.json").exists():
             return hydra.load_hydra(self.hydra_dir)
         return hydra.build_hydra(self.source(), {code: self.final_model_dir},
@@ -381,19 +398,47 @@ class Project:
         for name, folder in models.items():
             results[name] = asdict(bits_per_byte(*load_model(folder), text, progress=progress, cancel=cancel))
         self._record("evaluate", StageRecord(round(time.monotonic() - start, 2), ".", results))
+        self.write_model_cards()
         return results
 
-    def export(self, settings=None, out_file: str | Path | None = None, *, progress: ProgressFn | None = None,
-               cancel: CancelToken | None = None):
-        """Export the final model (fine-tuned when there is one) as GGUF (default `export/<project>-<type>.gguf`).
-        Returns `ExportResult`."""
+    def export(self, settings=None, out_file: str | Path | None = None, *, handoff=None,
+               progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+        """Export the final model (fine-tuned when there is one) as GGUF (default `export/<project>-<type>.gguf`),
+        with its model card beside it and the hand-offs asked for (`handoff`, core.handoff.HandOff: an Ollama
+        Modelfile, LM Studio's models folder). Returns `ExportResult` (its `handoff`: what was written beside)."""
         from core import export
+        from core import handoff as H
 
         start = time.monotonic()
         settings = settings or export.ExportSettings()
-        out = Path(out_file) if out_file else self.export_dir / f"{self.folder.name}-{settings.type}.gguf"
+        handoff = handoff or H.HandOff()
+        name = self.folder.resolve().name
+        facts = H.card_facts(self.state, name=name)
+        if handoff.system is None:
+            handoff = replace(handoff, system=H.translation_system(facts.source_name, facts.language))
+        out = H.destination(out_file or self.export_dir / f"{self.folder.name}-{settings.type}.gguf", name, handoff)
+        H.check_destination(out, handoff, settings.overwrite)  # before a byte is written
         stages.check_space_for_gguf(self.final_model_dir, out, settings.type)
         result = export.export_gguf(self.final_model_dir, out, settings, progress=progress, cancel=cancel)
+        given = H.hand_off(result.path, facts, handoff, overwrite=settings.overwrite)
         self._record("export", StageRecord(round(time.monotonic() - start, 2), str(out), {
-            "file": str(out), "type": result.type, "bytes": result.bytes}))
-        return result
+            "file": str(out), "type": result.type, "bytes": result.bytes, "card": str(given.card),
+            **({"modelfile": str(given.modelfile), "ollama": given.ollama_command} if given.modelfile else {})}))
+        return replace(result, handoff=given, warnings=[*result.warnings, *given.warnings])
+
+    def write_model_cards(self) -> None:
+        """A model card (README.md) in each model folder, from what project.json records now (core.handoff); a
+        README.md the user put there is left alone."""
+        from core import handoff as H
+
+        folders = {self.model_dir: H.ADAPTED}
+        if "finetune" in self.state.stages:
+            folders[self.final_model_dir] = H.FINETUNED
+        for folder, which in folders.items():
+            if not (folder / "config.json").is_file():
+                continue
+            try:
+                H.write_model_card(folder, H.card_facts(self.state, name=self.folder.resolve().name,
+                                                        this_model=which))
+            except (TweetyError, OSError) as e:  # a card is a courtesy: it never fails the stage it follows
+                log.warning("no model card written in %s: %s", folder, e)

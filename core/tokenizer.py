@@ -190,7 +190,7 @@ def byte_level_chars() -> dict[int, str]:
     return {b: chr(b) if b in printable else chr(next(extra)) for b in range(256)}
 
 
-_BYTE_OF_CHAR = {c: b for b, c in byte_level_chars().items()}
+BYTE_OF_CHAR = {c: b for b, c in byte_level_chars().items()}  # the alphabet reversed: stand-in → byte
 
 
 def is_byte_level(tokenizer) -> bool:
@@ -203,7 +203,7 @@ def piece_bytes(piece: str, byte_level: bool = False) -> bytes | None:
     """The exact UTF-8 bytes a target piece stands for (`▁` is a space, `<0xC3>` one raw byte; with `byte_level`,
     each character is the byte it stands for: `Ġcasa` is b" casa")."""
     if byte_level:
-        return b"".join(bytes([_BYTE_OF_CHAR[c]]) if c in _BYTE_OF_CHAR else c.encode("utf-8") for c in piece)
+        return b"".join(bytes([BYTE_OF_CHAR[c]]) if c in BYTE_OF_CHAR else c.encode("utf-8") for c in piece)
     m = _BYTE_PIECE.match(piece)
     if m:
         return bytes([int(m.group(1), 16)])

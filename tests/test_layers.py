@@ -27,7 +27,7 @@ FLOORS: list[tuple[str, list[str]]] = [
     # The stages: each reads and writes files and knows nothing of the project folder's bookkeeping.
     ("stages", ["core.tokenizer", "core.align", "core.dictionary", "core.mapping", "core.init", "core.extend",
                 "core.finetune", "core.distributed", "core.evaluate", "core.hydra", "core.export", "core.runtime",
-                "core.translators", "core.lexicon", "core.advise"]),
+                "core.translators", "core.lexicon", "core.advise", "core.handoff"]),
     # The project folder and the runs of stages over it.
     ("orchestration", ["core.pipeline", "core.project", "core.stages", "core.translating"]),
     # What people run.
@@ -274,3 +274,56 @@ def test_hydra_translates_without_the_llama_cpp_runtime():
             scan = ImportScan(module, path.name == "__init__.py", set(modules))
             scan.visit(ast.parse(path.read_text(encoding="utf-8")))
             assert not [line for imported, line, _ in scan.imports if imported == "core.runtime"], module
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the modules of ours it imports (at the top or inside functions). A package's own __init__ importing
+    its submodules (re-exporting them) is left out: that is how a package presents itself, not a dependency."""
+    modules = all_modules()
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        scan = ImportScan(module, path.name == "__init__.py", set(modules))
+        scan.visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        is_package = path.name == "__init__.py"
+        graph[module] = {m for m, _, _ in scan.imports if m != module and m in modules
+                         and not (is_package and m.startswith(module + "."))}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: strongly connected groups of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    """Issue 29: modules import each other one way only (core.hydra.model once imported core.hydra.store back)."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check itself
+    found = cycles(import_graph())
+    assert not found, "import cycles:\n" + "\n".join(" ↔ ".join(group) for group in found)

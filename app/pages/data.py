@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -74,9 +75,16 @@ class DataPage(Page):
             row.addWidget(self.button("Try with the demo data", self.use_demo,
                                       "Fill in Spanish Bible verses (Reina-Valera 1909) with the English King James "
                                       "Version as parallel corpus"))
+        row.addWidget(self.button("Is adapting worth it?", self.advise,
+                                  "Measure the chosen source model on a sample of your text (about half a minute): "
+                                  "does it already read your language? Keep it, extend its vocabulary, or replace "
+                                  "it"))
         self.counts = QLabel()
         row.addWidget(self.counts, 1)
         self.layout_.addLayout(row)
+        self.advice = QLabel(wordWrap=True)
+        self.advice.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.layout_.addWidget(self.advice)
         self.error = red(QLabel())
         self.layout_.addWidget(self.error)
         self._wanted: dict[str, tuple] = {}  # per preview: the choice whose result is awaited
@@ -239,6 +247,18 @@ class DataPage(Page):
         self.add_resource(PARALLEL, (DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz"))
         self.use()  # filled in but not recorded, the next page would find no input files
 
+    def advise(self) -> None:
+        text = self.rows["target"].path
+        if not text:
+            self.error.setText("Choose the target-language text first: the advice is measured on it.")
+            return
+        project = self.project
+        self.error.clear()
+        self.advice.setText("Measuring the source model on your text…")
+        self.run(lambda progress, cancel: project.advise(text, progress=progress, cancel=cancel),
+                 lambda advice: self.advice.setText(advice_text(advice)), "Measuring the source model",
+                 on_error=lambda message: (self.advice.clear(), self.error.setText(message)))
+
     # -- the project --
     def inputs(self):
         from core.layout import Inputs
@@ -297,6 +317,18 @@ class DataPage(Page):
         for r in inputs.resources:
             self.resource_rows.append(ResourceRow(r.kind, tuple(r.files), r.weight, r.name))
         self._refresh_table()
+
+
+ADVICE = {"keep": "Keep the model as it is", "extend": "Extend its vocabulary (Tokenizer page)",
+          "replace": "Replace its vocabulary (Tokenizer page)"}
+
+
+def advice_text(advice) -> str:
+    """core.advise.Advice in plain words: the choice, its reason, and the two measurements behind it."""
+    return (f"<b>{ADVICE.get(advice.choice, advice.choice)}</b>: {advice.reason}.<br>Measured on "
+            f"{advice.chars:,} characters of your text in {advice.seconds:.0f} s: {advice.bits_per_char:.2f} bits a "
+            f"character (how surprised the model is; lower is better) and {advice.tokens_per_char:.2f} tokens a "
+            "character (how finely it cuts the text; about 0.25 for a vocabulary made for the language).")
 
 
 def preview_rows(kind: str, files: tuple[str, ...]) -> str:

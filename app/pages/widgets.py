@@ -57,7 +57,7 @@ def readable(piece: str) -> str:
     it Ġ, and a newline Ċ), raw bytes as <0x..>."""
     if piece.startswith("<0x") and piece.endswith(">"):
         return piece
-    decode = _byte_decoder()
+    from core.tokenizer import BYTE_OF_CHAR as decode  # GPT-2's byte-level alphabet, reversed: stand-in → byte
     # Byte-level when every character is one of the alphabet's and some stand for a space, a control byte or part
     # of a multi-byte character (a piece of plain ASCII reads the same either way).
     if piece and all(c in decode for c in piece) and any(ord(c) >= 0x80 for c in piece):
@@ -69,23 +69,6 @@ def readable(piece: str) -> str:
         return "".join(c if c.isprintable() and c != " " else "▁" if c == " " else f"<0x{ord(c):02X}>"
                        for c in text)
     return piece
-
-
-_decoder: dict[str, int] = {}
-
-
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet, reversed: the printable stand-in character of each byte → the byte."""
-    if not _decoder:
-        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-        chars, n = list(printable), 0
-        for b in range(256):
-            if b not in printable:
-                printable.append(b)
-                chars.append(256 + n)
-                n += 1
-        _decoder.update({chr(c): b for b, c in zip(printable, chars)})
-    return _decoder
 
 
 def literal(text: str) -> str:

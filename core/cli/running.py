@@ -12,24 +12,52 @@ from core.jobs import Cancelled, CancelToken
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="adapted model folder")
-    p.add_argument("--out", required=True, help="destination .gguf file")
+    from core.handoff import LMSTUDIO_PUBLISHER
+
+    p.add_argument("--model", required=True, help="adapted model folder, or a project folder (its final model)")
+    p.add_argument("--out", help="destination .gguf file (required unless --lmstudio; with --lmstudio only its name "
+                   "counts)")
     p.add_argument("--type", choices=export.TYPES, default=export.ExportSettings.type,
                    help="f32 (exact), f16 (half the size), q8_0 (a quarter, nearly lossless)")
     p.add_argument("--name", help="model name stored in the file (default: the folder's name)")
     p.add_argument("--language", action="append", default=[], help="language code stored in the file (repeatable)")
-    p.add_argument("--force", action="store_true", help="replace the destination file if it exists")
+    p.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile beside the file (the model's "
+                   "chat template as Ollama's TEMPLATE) and print the `ollama create` command")
+    p.add_argument("--lmstudio", metavar="DIR", help=f"put the file into LM Studio's models folder DIR, as "
+                   f"DIR/{LMSTUDIO_PUBLISHER}/MODEL/FILE.gguf (LM Studio's default folder: ~/.lmstudio/models)")
+    p.add_argument("--force", action="store_true", help="replace the destination file, and a README.md or Modelfile "
+                   "beside it, if they exist")
 
 
 def _export(a: argparse.Namespace, bars: ProgressBars) -> None:
-    stages.check_space_for_gguf(model_folder(a.model), a.out, a.type)
-    result = export.export_gguf(model_folder(a.model), a.out, export.ExportSettings(
+    from dataclasses import replace
+    from pathlib import Path
+
+    from core import handoff
+
+    model = model_folder(a.model)
+    named = Path(a.model) if (Path(a.model) / "project.json").is_file() else model
+    if not a.out and not a.lmstudio:
+        raise TweetyError("say where the file goes: --out FILE.gguf, or --lmstudio DIR (LM Studio's models folder)")
+    facts = handoff.folder_facts(named, a.name)
+    given = handoff.HandOff(ollama=a.ollama, lmstudio=a.lmstudio,
+                            system=handoff.translation_system(facts.source_name, facts.language))
+    out = handoff.destination(a.out or f"{facts.name}-{a.type}.gguf", facts.name, given)
+    handoff.check_destination(out, given, a.force)  # before a byte is written
+    stages.check_space_for_gguf(model, out, a.type)
+    result = export.export_gguf(model, out, export.ExportSettings(
         type=a.type, name=a.name, languages=tuple(a.language), overwrite=a.force), progress=bars)
     bars.close()
-    for w in result.warnings:
+    done = handoff.hand_off(result.path, replace(facts, language=facts.language or next(iter(a.language), "")),
+                            given, overwrite=a.force)
+    for w in [*result.warnings, *done.warnings]:
         print(f"warning: {w}", file=sys.stderr)
     print(f"Wrote {result.path} ({result.type}, {result.bytes / 1e6:,.1f} MB, {result.tensors} tensors, "
-          f"{result.seconds:.1f} s)")
+          f"{result.seconds:.1f} s) and its model card {done.card}")
+    if a.lmstudio:
+        print(f"LM Studio lists it under My Models as {result.path.parent.parent.name}/{result.path.parent.name}")
+    if done.ollama_command:
+        print(f"Ollama Modelfile: {done.modelfile}\nCreate the Ollama model with:\n  {done.ollama_command}")
 
 
 def _chat_arguments(p: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 ;   1. make package equivalent: python -m pip install pyinstaller; pyinstaller packaging\tweety-studio.spec
 ;      (with llama-cpp-python, torch (CPU) and the project installed, as in the README's Windows section)
 ;   2. "C:\Program Files (x86)\Inno Setup 6\ISCC.exe" /DVersion=0.1.0 packaging\windows\tweety-studio.iss
+; .github/workflows/windows.yml runs these steps on GitHub's windows-latest (never run yet: untested).
 ; Output: dist\tweety-studio-<version>-setup.exe, a per-user or all-users installer with a Start-menu entry.
 #ifndef Version
   #define Version "0.1.0"
