@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QThreadPool, Signal
+from PySide6.QtCore import QSettings, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QBrush, QCloseEvent, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
@@ -61,6 +61,10 @@ class MainWindow(QMainWindow):
         self.busy = False  # from run_job until the job's outcome has been handled on the GUI thread
         self.pool = QThreadPool.globalInstance()
         self._eta = Eta()
+        # Every second while a job runs, the status line is redrawn: a step that reports no fraction (or nothing,
+        # for 38 s) shows its time running up, and the time left counts down between reports.
+        self._clock = QTimer(self, interval=1000)
+        self._clock.timeout.connect(self._tick)
 
         self.steps = QListWidget()
         self.steps.setFixedWidth(210)
@@ -286,7 +290,8 @@ class MainWindow(QMainWindow):
             if on_end:
                 signal.connect(on_end)
         self.job, self.busy = job, True
-        self._eta = Eta()
+        self._eta = Eta(name)
+        self._clock.start()
         self.progress_bar.setRange(0, 0)
         self._status(f"{name}…")
         self.cancel_button.setEnabled(True)
@@ -307,12 +312,17 @@ class MainWindow(QMainWindow):
             self.progress_bar.setRange(0, 0)  # busy indicator
         self._status(self._eta.update(p))
 
+    def _tick(self) -> None:
+        if self.busy and not (self.job.token.cancelled or self.job.token.paused):  # “Cancelling…” stays as said
+            self._status(self._eta.text())
+
     def _status(self, text: str) -> None:
         self.eta_label.setText(text)
         self.eta_label.setToolTip(text)
 
     def _job_ended(self, message: str) -> None:
         self.busy = False
+        self._clock.stop()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self._status(message.splitlines()[0])

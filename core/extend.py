@@ -60,7 +60,7 @@ import scipy.sparse as sp
 from core import mapping, models
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
-from core.tokenizer import SPACE, encode_many, is_byte_level, load_tokenizer, piece_bytes
+from core.tokenizer import SPACE, encode_many, enough_lines, is_byte_level, load_tokenizer, piece_bytes
 
 log = logging.getLogger(__name__)
 
@@ -322,18 +322,16 @@ class _SentencePieceRules:
 
 
 def extend_tokenizer(target_lines: list[str], protected_lines: list[str], source_tokenizer, out_dir: str | Path,
-                     settings: ExtensionSettings = ExtensionSettings(), *, progress: ProgressFn | None = None,
-                     cancel: CancelToken | None = None) -> ExtensionStats:
-    """Write the source tokenizer extended with up to `settings.new_tokens` tokens learnt from `target_lines`
-    (an HF tokenizer folder) into `out_dir`; `protected_lines` (source-language text) keep their tokenization."""
+                     settings: ExtensionSettings = ExtensionSettings(), *, path: str | Path | None = None,
+                     progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ExtensionStats:
+    """Write the source tokenizer extended with up to `settings.new_tokens` tokens learnt from `target_lines` (read
+    from `path`, named in messages) into `out_dir` (an HF tokenizer folder); `protected_lines` (source-language
+    text) keep their tokenization."""
     start = time.monotonic()
     settings.check()
     report = Reporter(progress, cancel, "Extending tokenizer")
     spec = check_extensible(source_tokenizer)
-    target_lines = [line for line in target_lines[:settings.max_lines] if line.strip()]
-    if len(target_lines) < 10:
-        raise TweetyError(f"only {len(target_lines)} non-empty lines of target text",
-                          fix="provide more target-language text")
+    target_lines = enough_lines(target_lines[:settings.max_lines], path)
     backend = source_tokenizer.backend_tokenizer
     model = backend.model
     vocab = backend.get_vocab()

@@ -126,16 +126,17 @@ class Reporter:
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes private files; outputs should look like any other file
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with _named_as(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes private files; outputs should look like any other file
+        try:
+            yield Path(tmp)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -145,24 +146,50 @@ def atomic_dir(path: str | Path, *, replace_ours: bool = True) -> Iterator[Path]
     An existing `path` is replaced only if it is empty or was written by us (has `.tweety` marker) — never a
     user's own folder."""
     path = Path(path)
-    check_output_dir(path, replace_ours=replace_ours)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    with _named_as(path):
+        check_output_dir(path, replace_ours=replace_ours)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+        try:
+            yield tmp
+            (tmp / MARKER).write_text("written by Tweety Studio; safe to replace\n")
+            unprivate(tmp)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _named_as(path: Path) -> Iterator[None]:
+    """An operating-system failure while writing `path` names `path`, the destination the user chose, rather than
+    the hidden sibling the atomic writers write first (`.spanish.gguf.j3t24s17.tmp`, `.model.old`), which means
+    nothing to them and is gone by the time they look. Every atomic output, of every stage, is told this way."""
     try:
-        yield tmp
-        (tmp / MARKER).write_text("written by Tweety Studio; safe to replace\n")
-        unprivate(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        yield
+    except OSError as error:
+        for attr in ("filename", "filename2"):
+            name = getattr(error, attr)
+            if isinstance(name, (str, bytes)):
+                setattr(error, attr, _destination(Path(os.fsdecode(name)), path))
+        raise
+
+
+def _destination(name: Path, path: Path) -> str:
+    """`name` with the temporary sibling of `path` in it replaced by `path` (a file inside it stays inside)."""
+    try:
+        first, *inside = name.relative_to(path.parent).parts
+    except ValueError:  # elsewhere (or `path`'s folder itself)
+        return str(name)
+    ours = first.startswith(f".{path.name}.") and first.endswith((".tmp", ".old"))
+    return str(path.joinpath(*inside)) if ours else str(name)
 
 
 MARKER = ".tweety"

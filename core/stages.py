@@ -72,11 +72,15 @@ def train_tokenizer(layout: Layout, inputs: Inputs, source_tok, vocabulary: str,
         extend.check_extensible(source_tok)
         protected = [line for r in inputs.parallel for line in r.read().source]
         summary = asdict(extend.extend_tokenizer(lines, protected, source_tok, layout.tokenizer_dir, extension,
-                                                 progress=progress, cancel=cancel))
+                                                 path=inputs.target_text, progress=progress, cancel=cancel))
     else:
-        tokenizer.train_tokenizer(lines, source_tok, layout.tokenizer_dir, settings, progress=progress, cancel=cancel)
+        tokenizer.train_tokenizer(lines, source_tok, layout.tokenizer_dir, settings, path=inputs.target_text,
+                                  progress=progress, cancel=cancel)
         summary = {}
     summary["vocab_size"] = len(tokenizer.load_tokenizer(layout.tokenizer_dir))
+    if vocabulary != EXTEND:  # kept in the record: the command line and the wizard show it from there
+        warning = tokenizer.smaller_than_asked(settings.vocab_size, summary["vocab_size"])
+        summary.update({"warning": warning} if warning else {})
     return clock.record("work/tokenizer", summary)
 
 

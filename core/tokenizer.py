@@ -39,6 +39,31 @@ class TokenizerSettings:
     seed: int = 0
 
 
+# The largest vocabulary a supported model family has (Gemma 3: 262,144). A bigger one is surely a typo (an extra
+# zero or three): refused, as the wizard's spin box stops there.
+MAX_VOCAB_SIZE = 262_144
+MIN_LINES = 10  # of target text, to learn a vocabulary from
+
+
+def enough_lines(lines: list[str], path: str | Path | None = None) -> list[str]:
+    """The non-empty lines of a target text (`path`, named in the message), refused when too few to learn from."""
+    lines = [line for line in lines if line.strip()]
+    if len(lines) < MIN_LINES:
+        raise TweetyError(f"only {len(lines)} non-empty line{'' if len(lines) == 1 else 's'} of target text (a "
+                          f"vocabulary is learnt from {MIN_LINES} lines at the very least)", path=path,
+                          fix="provide more target-language text: thousands of lines make a good vocabulary")
+    return lines
+
+
+def smaller_than_asked(asked: int, size: int) -> str:
+    """"" when the vocabulary has the size asked; else the warning a user gets. SentencePiece (hard_vocab_limit
+    off) stops when the text has no more pieces worth a token — rightly, but the user asked for more and must know."""
+    if size >= asked:
+        return ""
+    return (f"the new vocabulary has {size:,} tokens, not the {asked:,} asked: the target text has no more pieces "
+            "worth a token (more target text allows a bigger vocabulary)")
+
+
 _PLACEHOLDER = re.compile(r"^<unused\d+>$|^\[multimodal\]$")  # Gemma's reserved slots: 6,242 tokens never seen
 
 
@@ -67,9 +92,10 @@ source_adds_bos = adds_bos  # the older name, for callers outside core
 
 
 def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Path,
-                    settings: TokenizerSettings = TokenizerSettings(), *,
+                    settings: TokenizerSettings = TokenizerSettings(), *, path: str | Path | None = None,
                     progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Path:
-    """Train the target tokenizer on `target_lines` and save it (HF files + `tokenizer.model`) in `out_dir`."""
+    """Train the target tokenizer on `target_lines` (read from `path`, named in messages) and save it (HF files +
+    `tokenizer.model`) in `out_dir`. It may have fewer tokens than asked (`smaller_than_asked` says so)."""
     import sentencepiece as spm
 
     report = Reporter(progress, cancel, "Training tokenizer")
@@ -79,11 +105,12 @@ def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Pa
         raise TweetyError(f"a vocabulary of {settings.vocab_size} is too small: 256 byte pieces and "
                           f"{len(specials)} special tokens alone need {256 + len(specials)}",
                           fix=f"choose at least {minimum} (typical: 8000–32000)")
+    if settings.vocab_size > MAX_VOCAB_SIZE:
+        raise TweetyError(f"a vocabulary of {settings.vocab_size:,} is bigger than any model's (the biggest have "
+                          f"{MAX_VOCAB_SIZE:,})", fix="choose a size between 8,000 and 64,000 (typical)")
     if settings.model_type not in {"unigram", "bpe"}:
         raise TweetyError(f"unknown tokenizer model {settings.model_type!r}", fix="use unigram or bpe")
-    lines = [line for line in target_lines if line.strip()]
-    if len(lines) < 10:
-        raise TweetyError(f"only {len(lines)} non-empty lines of target text", fix="provide more target-language text")
+    lines = enough_lines(target_lines, path)
     rng = random.Random(settings.seed)
     if len(lines) > settings.max_sentences:
         lines = rng.sample(lines, settings.max_sentences)

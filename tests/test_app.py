@@ -142,7 +142,7 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     wait_job(qtbot, w)
     assert "[▁Dios]\tGod" in (w.project.folder / "overrides.tsv").read_text(encoding="utf-8")
     row = next(r for r in align.model.rows if r[1] == "▁Dios")
-    assert row[2:] == ("your correction", "override 100%", "▁God (1.00)")  # spaces as ▁ on both sides
+    assert row[2:] == ("your correction", "your correction", "▁God (1.00)")  # spaces as ▁ on both sides
     headers = [align.coverage.horizontalHeaderItem(c).text() for c in range(align.coverage.columnCount())]
     assert "from the parallel corpus" in headers and "guessed from spelling" in headers, headers
     import re

@@ -199,10 +199,47 @@ def test_blocks_open_with_the_document_start_token(small, target_tokenizer):
     from core.resources import read_lines
 
     blocks = pack_blocks(target_tokenizer, read_lines(small / "train.es"), 64)
-    assert blocks.shape[1] == 64 and blocks.shape[0] > 100
-    assert (blocks[:, 0] == document_start_id(target_tokenizer)).all()
-    text = target_tokenizer.decode(blocks[:2, 1:].flatten().tolist())
+    assert blocks.ids.shape[1] == 64 and len(blocks) > 100
+    assert (blocks.ids[:, 0] == document_start_id(target_tokenizer)).all()
+    assert not blocks.trained[:, 0].any() and blocks.trained[:, 1:].all()  # raw text: every token a target
+    text = target_tokenizer.decode(blocks.ids[:2, 1:].flatten().tolist())
     assert text.startswith(read_lines(small / "train.es")[0])
+
+
+def test_a_share_of_passages_trains_as_chat_turns_that_end(small, target_tokenizer):
+    """Issue 32: the fine-tune keeps the chat format alive — a seeded share of passages become conversations in the
+    model's own template; only the replies, each with its end-of-turn token, are targets; no line is lost."""
+    from core.finetune import training_pieces
+    from core.resources import read_lines
+
+    lines = read_lines(small / "train.es")[:400]
+    assert target_tokenizer.chat_template and "<|im_end|>" in target_tokenizer.get_vocab()
+    raw = training_pieces(target_tokenizer, lines, 0.0, 0)
+    assert "".join(text for text, _ in raw) == "".join(line + "\n" for line in lines)  # share 0: the text as before
+
+    pieces = training_pieces(target_tokenizer, lines, 0.25, 0)
+    assert pieces == training_pieces(target_tokenizer, lines, 0.25, 0)  # seeded: a resumed run reads the same
+    assert pieces != training_pieces(target_tokenizer, lines, 0.25, 1)
+    prompts = [text for text, trained in pieces if not trained]
+    replies = [text for text, trained in pieces if trained and text.endswith("<|im_end|>\n")]
+    assert sum(p.startswith("<|im_start|>system") for p in prompts) == 25  # 25 of the 100 passages
+    assert all(p.endswith("<|im_start|>assistant\n") for p in prompts)  # what llama.cpp's prompt ends with
+    assert len(replies) == len(prompts) and not any("<|im_start|>" in r or "SmolLM" in r for r in replies)
+    said = "".join(text for text, _ in pieces)
+    assert all(line.strip() in said for line in lines)  # every line, as raw text or inside a turn
+
+    end = target_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    blocks = pack_blocks(target_tokenizer, lines, 64, chat_share=0.25)
+    ends = blocks.ids == end
+    assert ends.sum() >= len(replies) and (pack_blocks(target_tokenizer, lines, 64).ids == end).sum() == 0
+    trained_ends = (ends & blocks.trained).sum()  # a reply's end-of-turn token is a target; a prompt's never
+    assert 0.9 * len(replies) <= trained_ends < ends.sum()
+    targets = blocks.targets(list(range(len(blocks))))
+    assert (targets[:, :-1] == -100).eq(~blocks.trained[:, 1:]).all() and (targets[:, -1] == -100).all()
+
+    class Base:  # a tokenizer without a chat template (a base model): raw text only
+        chat_template = None
+    assert training_pieces(Base(), lines, 0.5, 0) == raw
 
 
 def test_pause_blocks_at_the_next_check_until_resumed():

@@ -241,3 +241,253 @@ def test_trap5_the_overview_and_the_model_details_in_plain_words(qtbot, window, 
     wait_job(qtbot, w)
     assert "Tied embeddings" not in page.info.text() and "True" not in page.info.text(), page.info.text()
     assert "one table for reading and writing" in page.info.text().lower() and "tied" in page.info.toolTip().lower()
+
+
+@pytest.fixture
+def locked_folder(tmp_path):
+    """A folder nobody may write in, as a user meets one: read-only for a user; for root, whom permissions do not stop,
+    immutable (`chattr +i`: “Operation not permitted”, as a locked folder on a Mac says)."""
+    import subprocess
+    import sys
+
+    if sys.platform == "win32":
+        pytest.skip("a read-only folder is a different thing on Windows")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("running as root on a file system without the immutable flag")
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_trap6_a_new_project_in_a_locked_folder_is_refused_in_a_plain_sentence(qtbot, window, locked_folder):
+    """“[Errno 1] Operation not permitted: '…/spanish-locked'”: the operating system's words. Now a sentence naming the
+    folder that may not be written and what to do."""
+    w = window
+    page = w.pages["project"]
+    page.parent_folder.set_path(locked_folder)
+    page.name.setText("spanish-locked")
+    button(page, "Create project").click()
+    assert w.project is None
+    message = w.warnings[0]
+    assert "Errno" not in message and "Operation not permitted" not in message, message
+    assert f"the folder {locked_folder} " in message and "choose" in message.lower(), message
+
+
+def test_trap6_a_file_written_into_a_locked_folder_is_named_as_chosen_not_as_its_temporary(qtbot, window,
+                                                                                           locked_folder):
+    """An export into a read-only folder named the hidden temporary file it writes first (`.spanish.gguf.j3t24s17.tmp`).
+    Every output goes through core.jobs' atomic writers: their failures name the destination the user chose."""
+    from core.jobs import atomic_dir, atomic_file
+
+    w = window
+    w.new_project(locked_folder.parent / "proj")
+    errors = []
+
+    def write_file(progress, cancel):
+        with atomic_file(locked_folder / "spanish.gguf") as tmp:
+            tmp.write_bytes(b"GGUF")
+
+    def write_folder(progress, cancel):
+        with atomic_dir(locked_folder / "model") as tmp:
+            (tmp / "config.json").write_text("{}")
+
+    for fn in (write_file, write_folder):
+        w.run_job(fn, lambda _result: None, name="Exporting", on_error=errors.append)
+        wait_job(qtbot, w)
+    for message, name in zip(errors, ("spanish.gguf", "model"), strict=True):
+        assert ".tmp" not in message and "Errno" not in message, message
+        assert str(locked_folder / name) in message and f"the folder {locked_folder} " in message, message
+
+
+def test_trap6_an_output_under_a_file_is_explained_not_a_crash(qtbot, window, tmp_path):
+    """A destination whose “folder” is a file (a typo, a file named like the folder): the job said “stopped because of
+    an unexpected error … Please report it”, with a traceback in the log. It is the user's to fix, in plain words."""
+    from core.jobs import atomic_file
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    (tmp_path / "exports").write_text("not a folder")
+    errors = []
+    for out in (tmp_path / "exports" / "spanish.gguf", tmp_path / "exports" / "es" / "spanish.gguf"):
+        def write(progress, cancel, out=out):
+            with atomic_file(out) as tmp:
+                tmp.write_bytes(b"GGUF")
+
+        w.run_job(write, lambda _result: None, name="Exporting", on_error=errors.append)
+        wait_job(qtbot, w)
+    assert len(errors) == 2, w.log_view.toPlainText()
+    for message in errors:
+        assert f"{tmp_path / 'exports'} is a file, not a folder" in message and "choose" in message.lower(), message
+
+
+@pytest.fixture
+def spanish(tmp_path):
+    """300 demo verses and a two-word dictionary: enough for a small vocabulary, quickly."""
+    text = write_lines(tmp_path / "es.txt", demo_lines("bible.train.es.gz", 300))
+    words = write_lines(tmp_path / "dict.tsv", ["God\tDios", "earth\ttierra"])
+    return text, words
+
+
+def test_trap7_a_vocabulary_the_text_cannot_fill_is_said_not_silently_smaller(tmp_path, spanish, capsys):
+    """`tweety adapt --vocab-size 1000000000` on 3,000 lines exited 0 with a 21,085-token vocabulary and no word that
+    it was smaller than asked. A size beyond any model's is refused as the typo it is; a size the text cannot fill
+    gets a warning line, and the tokenizer's stage record keeps it."""
+    import json
+
+    from core.cli import main
+
+    text, words = spanish
+    out = tmp_path / "out"
+    assert main(["tokenizer", "--target-text", str(text), "--vocab-size", "1000000000", "--out", str(out)]) == 2
+    assert "a vocabulary of 1,000,000,000 is bigger than any model's" in capsys.readouterr().err
+    assert main(["adapt", "--target-text", str(text), "--dictionary", str(words), "--language", "es",
+                 "--vocab-size", "100000", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    warning = json.loads((out / "project.json").read_text())["stages"]["tokenizer"]["summary"]["warning"]
+    size = json.loads((out / "work" / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert f"{len(size):,} tokens, not the 100,000 asked" in warning, warning
+    assert f"warning: {warning}" in err.splitlines(), err
+
+
+def test_trap7_a_one_line_text_is_refused_naming_its_file(tmp_path, capsys):
+    """A one-line target text: “only 1 non-empty lines of target text”, no file named. Now the file, and in English."""
+    from core.cli import main
+
+    one = write_lines(tmp_path / "one-line.es", ["En el principio creó Dios los cielos y la tierra."])
+    assert main(["tokenizer", "--target-text", str(one), "--vocab-size", "1000", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert f"{one}: only 1 non-empty line of target text" in err, err
+
+
+def test_trap7_the_wizard_shows_the_smaller_vocabulary_and_its_box_stops_at_a_real_size(qtbot, window, tmp_path,
+                                                                                     spanish):
+    """The wizard's Vocabulary size took any number up to 256,000 and said “Trained: 5,319 tokens” as if that were
+    what was asked. It stops at the largest vocabulary real models have, and says when the text gave fewer."""
+    from core.resources import DICTIONARY
+    from core.tokenizer import MAX_VOCAB_SIZE
+
+    text, words = spanish
+    w = window
+    w.new_project(tmp_path / "proj")
+    w.go("data")
+    data = w.pages["data"]
+    data.code.setText("es")
+    data.rows["target"].set_path(text)
+    data.add_resource(DICTIONARY, (words,))
+    w.next_button.click()
+    wait_job(qtbot, w)
+    page = w.pages["tokenizer"]
+    assert w.stack.currentWidget() is page
+    page.vocab.setValue(10**9)
+    assert page.vocab.value() == page.vocab.maximum() == MAX_VOCAB_SIZE <= 262_144
+    page.vocab.setValue(100_000)
+    button(page, "Train tokenizer").click()
+    wait_job(qtbot, w)
+    assert "not the 100,000 asked" in page.result.text() and "more target text" in page.result.text(), \
+        page.result.text()
+
+
+def test_trap5_the_align_table_says_where_a_token_came_from_in_words(qtbot, window, tmp_path):
+    """“fallback 100%” in the From column of the Align & map table: core's name for “made without translations”,
+    and a percentage for the one and only source. Names in words, shares rounded sensibly, the jargon in a tooltip."""
+    from PySide6.QtCore import Qt
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    w.go("align")
+    page = w.pages["align"]
+    rows = [{"id": 5, "token": "▁Dios", "origin": "alignment+dictionary", "sources": [["ĠGod", 1, 0.9]],
+             "from": [{"bible": 0.6666, "words": 0.3334}]},
+            {"id": 6, "token": "▁Jehová", "origin": "fvt", "sources": [["ĠJ", 2, 1.0]], "from": [{"fallback": 1.0}]},
+            {"id": 7, "token": "▁la", "origin": "alignment", "sources": [["Ġthe", 3, 1.0]],
+             "from": [{"bible": 0.996, "words": 0.004}]},
+            {"id": 8, "token": "▁tierra", "origin": "override", "sources": [["Ġearth", 4, 1.0]],
+             "from": [{"override": 1.0}]}]
+    page.show_mapping({"alignment": 1, "fvt": 1}, rows)
+    table = page.view.model()
+    shown_from = [table.index(r, 3).data() for r in range(4)]
+    assert shown_from == ["bible 67%, words 33%", "no translation resource", "bible >99%, words <1%",
+                          "your correction"], shown_from
+    assert "fallback" in table.index(1, 3).data(Qt.ItemDataRole.ToolTipRole).lower()
+
+
+def test_trap5_the_finetune_page_keeps_the_cluster_and_the_numbers_under_advanced(qtbot, window, tmp_path):
+    """The Fine-tune page always showed a torchrun “Rendezvous HOST:PORT” panel, the learning rate and batch and
+    sequence sizes. The main path is the preset, what trains, the steps and the estimate; the rest is folded under
+    Advanced."""
+    w = window
+    w.new_project(tmp_path / "proj")
+    w.go("finetune")
+    page = w.pages["finetune"]
+    QApplication.processEvents()
+    advanced_fields = (page.rdzv, page.nproc, page.nnodes, page.lr, page.batch, page.block, page.threads)
+    assert not any(f.isVisibleTo(page) for f in advanced_fields)
+    assert all(f.isVisibleTo(page) for f in (page.preset, page.stage, page.steps, page.estimate))
+    size = w.size()
+    button(page, "Advanced").click()
+    QApplication.processEvents()
+    assert all(f.isVisibleTo(page) for f in advanced_fields)
+    assert w.size() == size  # opened, it fits: the window does not grow off the screen
+    button(page, "Advanced").click()
+    assert not page.rdzv.isVisibleTo(page)
+
+
+def test_trap9_the_time_left_comes_from_this_runs_own_rate_after_a_warm_up():
+    """“About 21:04 left” at 2% of an alignment that took 2:17: the rate was taken from the stage's first report, in
+    another phase's units (tokenizing, 20 s), over the EM steps. Each phase is timed on its own, after a short
+    warm-up (a first slow step is not the pace to come). The window's `Eta`, fed the alignment's reports."""
+    from app.workers import Eta
+    from core.jobs import Progress
+
+    eta, now = Eta(), 100.0
+    for i in range(0, 1001, 50):  # tokenizing the two sides: 20 s
+        eta.update(Progress("Aligning", i, 1000, "tokenizing"), now + i / 50)
+    now += 20
+    eta.update(Progress("Aligning", 0, None, "preparing batches"), now)
+    texts = {}
+    for step in range(101):  # EM: a slow first step (5 s), then 1.1 s a step
+        t = now + (0 if step == 0 else 5 + 1.1 * (step - 1))
+        texts[step] = eta.update(Progress("Aligning", step, 100, "EM iteration 1 of 5"), t)
+    assert "0:" in texts[2] or "left" not in texts[2], texts[2]  # nothing, or under a minute: never 21 minutes
+    for step in (10, 50, 90):
+        left = texts[step].rsplit("about ", 1)[1].split(" left")[0]
+        minutes, seconds = map(int, left.split(":"))
+        truth = 1.1 * (100 - step)
+        assert abs(60 * minutes + seconds - truth) <= 0.15 * truth + 1, (step, texts[step])
+
+
+def test_trap9_a_step_without_a_fraction_shows_that_it_is_alive(qtbot, window):
+    """“Inspect” on the Source page: a bar that never moved and a line that never changed for 38 s. A job that
+    reports nothing (or no fraction) shows the busy bar and the time it has been running, counting."""
+    import threading
+
+    w = window
+    release = threading.Event()
+    w.run_job(lambda progress, cancel: release.wait(30), lambda _result: None, name="Inspecting model")
+    assert w.progress_bar.maximum() == 0  # the busy indicator
+    qtbot.waitUntil(lambda: "0:01 elapsed" in w.eta_label.text(), timeout=5000)
+    assert w.eta_label.text().startswith("Inspecting model")
+    release.set()
+    wait_job(qtbot, w)
+
+
+def test_trap9_the_preset_and_the_estimate_beside_it_say_the_same_time(qtbot, window, tmp_path):
+    """The Fine-tune page's preset said “about 5 min” while the estimate beside it said “about 6 min”: the preset's
+    time was written in its label. Both come from the one estimate, with this project's measured speed."""
+    from core.layout import StageRecord
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    w.project.state.stages["finetune"] = StageRecord(361.2, "finetuned", {"tokens_per_s": 170.0})
+    w.go("finetune")
+    page = w.pages["finetune"]
+    page.preset.setCurrentIndex(page.preset.findData("quick"))
+    estimate = page.estimate.text().split(" on this computer")[0]
+    assert estimate.startswith("about ") and estimate in page.preset.currentText(), (estimate,
+                                                                                    page.preset.currentText())

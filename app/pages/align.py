@@ -7,7 +7,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QInputDialog, QLineEdit, QTableView
 
 from app.pages.widgets import TIPS, Page, fill_table, readable, table
-from core.errors import TweetyError
+from core.errors import TweetyError, message_of
 from core.resources import OverrideLine
 
 
@@ -83,6 +83,8 @@ class MappingModel(QAbstractTableModel):
             return self.rows[index.row()][index.column()]
         if role == Qt.ItemDataRole.ToolTipRole and index.column() == 2:
             return ORIGIN_WORDS.get(self.raw[index.row()]["origin"], ("", ""))[1]
+        if role == Qt.ItemDataRole.ToolTipRole and index.column() == 3:
+            return provenance_tip(self.raw[index.row()])
         return None
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
@@ -91,14 +93,42 @@ class MappingModel(QAbstractTableModel):
         return None
 
 
-def provenance(row: dict) -> str:
-    """Which resources a token's weights came from, e.g. "bible 70%, freedict 30%" (largest first)."""
+# The mapping's parts that are no translation resource (core.mapping's names) in the user's words, and what they are.
+PART_WORDS = {"fallback": ("no translation resource", "fallback: made without translations — from the token's "
+                           "spelling, its bytes, or the source model's own special token (the Made column says "
+                           "which)"),
+              "override": ("your correction", "override: set by your corrections (overrides.tsv)")}
+
+
+def shares(row: dict) -> list[tuple[str, float]]:
+    """(part, share) of a token's weights, largest first: its resources' names, or core's `fallback`/`override`."""
     totals: dict[str, float] = {}
-    for shares in row.get("from", []):
-        for name, weight in shares.items():
+    for parts in row.get("from", []):
+        for name, weight in parts.items():
             totals[name] = totals.get(name, 0.0) + weight
     total = sum(totals.values()) or 1.0
-    return ", ".join(f"{name} {w / total:.0%}" for name, w in sorted(totals.items(), key=lambda kv: -kv[1]))
+    return sorted(((name, w / total) for name, w in totals.items()), key=lambda kv: -kv[1])
+
+
+def provenance(row: dict) -> str:
+    """Which resources a token's weights came from, in words: “bible 70%, freedict 30%”, “bible” when it is the only
+    one (not “bible 100%”), “no translation resource” (not “fallback 100%”); a share rounding to 0% or 100% beside
+    another reads “<1%” or “>99%”."""
+    found = shares(row)
+    if len(found) == 1:
+        return PART_WORDS.get(found[0][0], (found[0][0], ""))[0]
+
+    def percent(share: float) -> str:
+        n = round(100 * share)
+        return "<1%" if n < 1 else ">99%" if n > 99 else f"{n}%"
+
+    return ", ".join(f"{PART_WORDS.get(name, (name, ''))[0]} {percent(share)}" for name, share in found)
+
+
+def provenance_tip(row: dict) -> str:
+    """The From column's tooltip: every part's exact share, core's names explained."""
+    return "\n".join(f"{name}: {share:.1%}" + (f" — {PART_WORDS[name][1]}" if name in PART_WORDS else "")
+                     for name, share in shares(row))
 
 
 def read_mapping(project) -> list[dict]:
@@ -200,7 +230,7 @@ class AlignPage(Page):
             try:
                 project.add_overrides(as_written(project, lines))  # refuses lines naming no token before writing
             except OSError as e:
-                raise TweetyError(str(e)) from e
+                raise TweetyError(message_of(e)) from e
             coverage = project.remap(progress=progress, cancel=cancel).coverage()
             return coverage, read_mapping(project)
 

@@ -9,11 +9,12 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox
 from dataclasses import asdict
 
 from app.pages.translation import TeachBox
-from app.pages.widgets import STAGE_WORDS, TIPS, Page, spin
-from core.errors import TweetyError
+from app.pages.widgets import STAGE_WORDS, TIPS, Fold, Page, spin
+from core.errors import TweetyError, message_of
 
-PRESET_LABELS = (("Quick look — about 5 min on this computer", "quick"), ("Good — GPU", "gpu"),
-                 ("Custom", "custom"))
+# A preset's time is the page's estimate of its settings (`_update_estimate`), never written here: a label saying
+# “about 5 min” beside an estimate saying “about 6 min” left a user wondering which to believe.
+PRESET_LABELS = (("Quick look", "quick"), ("Good — GPU", "gpu"), ("Custom", "custom"))
 SHOWN = {"stage", "outer_layers", "steps", "lr", "batch_size", "block_size"}  # the settings the page has fields for
 
 
@@ -81,15 +82,18 @@ class FineTunePage(Page):
                            "use a smaller one (e.g. 0.0002) when transformer layers train too.")
         self.batch = spin(1, 1024, d.batch_size, "Sequences per step. Larger batches use more memory.")
         self.block = spin(16, 8192, d.block_size, "Tokens per training sequence")
+        # The main path: a preset, what trains, how long, and what that costs. The numbers behind a preset and the
+        # cluster job are folded under Advanced: a first user meets no learning rate nor torchrun rendezvous.
         form.addRow("Preset", self.preset)
         form.addRow("What trains", self.stage)
-        form.addRow("Outer layers", self.outer)
         form.addRow("Steps", self.steps)
-        form.addRow("Learning rate", self.lr)
-        form.addRow("Batch size", self.batch)
-        form.addRow("Sequence length", self.block)
         self.device = QLabel()
         form.addRow("Trains on", self.device)
+        self.estimate = QLabel()
+        self.estimate.setToolTip("From the tokens the run reads and the speed measured on this computer (a finished "
+                                 "run of this project) or, before any run, a typical speed for the model's size")
+        form.addRow("Estimate", self.estimate)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         from core.runtime import default_threads
 
         self.threads = spin(1, 256, default_threads(), "CPU threads for training. Default: physical cores minus one "
@@ -97,14 +101,23 @@ class FineTunePage(Page):
                                                        "another program) can slow training down several times "
                                                        "(one step: 3 s with 1 thread, 21 s with 2 on a busy 2-core "
                                                        "machine).")
-        form.addRow("CPU threads", self.threads)
-        self.estimate = QLabel()
-        self.estimate.setToolTip("From the tokens the run reads and the speed measured on this computer (a finished "
-                                 "run of this project) or, before any run, a typical speed for the model's size")
-        form.addRow("Estimate", self.estimate)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        self.advanced = Fold("Advanced", "Learning rate, batch and sequence sizes, CPU threads, and training on a "
+                                         "cluster")
+        numbers = QFormLayout()
+        numbers.addRow("Outer layers", self.outer)
+        numbers.addRow("Learning rate", self.lr)
+        numbers.addRow("Batch size", self.batch)
+        numbers.addRow("Sequence length", self.block)
+        numbers.addRow("CPU threads", self.threads)
+        numbers.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        folded = QHBoxLayout(self.advanced.body)  # side by side: opened, the page still fits the window's height
+        folded.setContentsMargins(0, 0, 0, 0)
+        folded.addLayout(numbers)
+        main = QVBoxLayout()
+        main.addLayout(form)
+        main.addWidget(self.advanced)
         top = QHBoxLayout()
-        top.addLayout(form, 3)
+        top.addLayout(main, 3)
         self.layout_.addLayout(top)
         cluster = QGroupBox("Or train on a cluster (torchrun: several GPUs or machines)")
         cluster_form = QFormLayout(cluster)
@@ -145,10 +158,11 @@ class FineTunePage(Page):
         self.status = QLabel()
         row.addWidget(self.status, 1)
         self.layout_.addLayout(row)
+        folded.addWidget(cluster, 1)
         self.teach = TeachBox(self.ctx)
         right = QVBoxLayout()
-        right.addWidget(cluster)
         right.addWidget(self.teach)
+        right.addStretch(1)
         top.addLayout(right, 2)
 
         pg.setConfigOptions(antialias=True, background="w", foreground="#333")
@@ -163,7 +177,7 @@ class FineTunePage(Page):
         self.bpb_curve = self.bpb_plot.plot(pen=pg.mkPen("#dd8452", width=2), symbol="o", symbolSize=6,
                                             symbolBrush="#dd8452")
         plots.setToolTip(TIPS["bpb"])
-        plots.setMinimumHeight(220)
+        plots.setMinimumHeight(180)  # room for the Advanced settings opened, in an 800-pixel-high window
         self.layout_.addWidget(plots, 1)
         self.bpb_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.loss_plot.getAxis("bottom").enableAutoSIPrefix(False)
@@ -215,15 +229,26 @@ class FineTunePage(Page):
         self._update_estimate()
 
     def _update_estimate(self) -> None:
-        from core.finetune import estimate_seconds
+        """The estimate of the fields' run, and each preset's own in its label: one computation for both."""
+        from core.finetune import PRESETS
 
         settings = self.settings()
-        rate, measured = self.training_speed(settings)
-        heldout_tokens = int(0.3 * settings.eval_max_bytes) if settings.eval_max_bytes else 30_000
-        seconds = estimate_seconds(settings, rate, heldout_tokens)
+        seconds, rate, measured = self.estimate_of(settings)
         tokens = settings.steps * settings.batch_size * settings.grad_accum * settings.block_size
         self.estimate.setText(f"about {format_duration(seconds)} on this computer ({tokens:,} tokens at "
                               f"{rate:,.0f} tokens/s, {'measured in this project' if measured else 'typical'})")
+        for label, key in PRESET_LABELS:
+            if key in PRESETS:
+                self.preset.setItemText(self.preset.findData(key), f"{label} — about "
+                                        f"{format_duration(self.estimate_of(PRESETS[key])[0])} on this computer")
+
+    def estimate_of(self, settings) -> tuple[float, float, bool]:
+        """(seconds, training tokens per second, that speed measured here?) of a run with these settings."""
+        from core.finetune import estimate_seconds
+        from core.finetune.settings import heldout_tokens
+
+        rate, measured = self.training_speed(settings)
+        return estimate_seconds(settings, rate, heldout_tokens(settings)), rate, measured
 
     def training_speed(self, settings) -> tuple[float, bool]:
         """(training tokens per second, measured here?): the last run of this project on this computer, else a
@@ -290,8 +315,8 @@ class FineTunePage(Page):
             train, held = self.project.texts()
             folder, command = distributed.write_job(self.project.folder / "cluster-job", self.project.model_dir, train,
                                                     held, self.project.finetune_dir, settings, launch, resume=resume)
-        except TweetyError as e:
-            self.ctx.show_warning(str(e))
+        except (OSError, TweetyError) as e:  # a cluster-job folder where one may not write
+            self.ctx.show_warning(message_of(e))
             return
         where = f"on each of the {launch.nnodes} machines" if launch.nnodes > 1 else "on the machine"
         self.job_info.setText(f"{'Resuming job' if resume else 'Job'} written to {folder}. Run launch.sh {where}, "
@@ -395,7 +420,7 @@ class FineTunePage(Page):
         try:
             used = self.project.record_finetuned(folder)
         except (OSError, TweetyError) as e:
-            self.ctx.show_warning(str(e))
+            self.ctx.show_warning(message_of(e))
             return
         self.ctx.log(f"Fine-tuned model: {used} (trained elsewhere)")
         self._plot_run(self.project.finetune_checkpoint())

@@ -7,7 +7,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit
 
 from app.pages.widgets import TIPS, FileRow, Page, fill_table, table
-from core.errors import TweetyError
+from core.errors import TweetyError, message_of
 
 SETTINGS = ("Tweety Studio", "Tweety Studio")
 
@@ -74,7 +74,7 @@ class ProjectPage(Page):
         try:
             action(folder)
         except (OSError, TweetyError) as e:
-            self.ctx.show_warning(str(e))
+            self.ctx.show_warning(message_of(e))
             return False
         return True
 

@@ -3,7 +3,7 @@ extended with pieces of the new language."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QButtonGroup, QFormLayout, QLabel, QPlainTextEdit, QRadioButton, QSpinBox, QVBoxLayout
+from PySide6.QtWidgets import QButtonGroup, QFormLayout, QLabel, QPlainTextEdit, QRadioButton, QVBoxLayout
 
 from app.pages.widgets import TIPS, Page, readable, red, spin
 from core.layout import EXTEND, REPLACE
@@ -22,6 +22,7 @@ class TokenizerPage(Page):
 
     def build(self) -> None:
         from core.extend import ExtensionSettings
+        from core.tokenizer import MAX_VOCAB_SIZE, TokenizerSettings
 
         choice = QVBoxLayout()
         self.vocabulary = QButtonGroup(self)
@@ -36,8 +37,10 @@ class TokenizerPage(Page):
         self.radios[REPLACE].setChecked(True)
         self.layout_.addLayout(choice)
         form = QFormLayout()
-        self.vocab = QSpinBox(minimum=500, maximum=256_000, singleStep=1000, value=16000)
-        self.vocab.setToolTip(TIPS["vocab"])
+        # Up to the biggest vocabulary a model has: core refuses more (a typed zero too many), and the text may
+        # support fewer — the result then says so.
+        self.vocab = spin(500, MAX_VOCAB_SIZE, TokenizerSettings().vocab_size, TIPS["vocab"])
+        self.vocab.setSingleStep(1000)
         label = QLabel("Vocabulary size")
         label.setToolTip(TIPS["vocab"])
         form.addRow(label, self.vocab)
@@ -52,7 +55,7 @@ class TokenizerPage(Page):
         self.layout_.addWidget(self.button("Train tokenizer", self.train, TIPS["vocab"]), 0,
                                Qt.AlignmentFlag.AlignLeft)
         self.error = red(QLabel())
-        self.result = QLabel()
+        self.result = QLabel(wordWrap=True)
         self.samples = QPlainTextEdit(readOnly=True, placeholderText="Sample segmentations appear here")
         self.samples.setMaximumHeight(200)
         self.layout_.addWidget(self.error)
@@ -80,14 +83,15 @@ class TokenizerPage(Page):
         def fn(progress, cancel):
             tok = project.train_tokenizer(settings, vocabulary=vocabulary, extension=extension, progress=progress,
                                           cancel=cancel)
-            return len(tok), segmentations(project, tok)
+            return len(tok), segmentations(project, tok), project.state.stages["tokenizer"].summary.get("warning")
 
         self.run(fn, self._done, "Training tokenizer", on_error=self.error.setText)
 
     def _done(self, result) -> None:
-        size, samples = result
+        size, samples, warning = result
         start = "▁ marks a word start" if self.choice() == REPLACE else "Ġ marks a space before the piece"
-        self.result.setText(f"Trained: {size:,} tokens. Pieces are separated by “ | ”; {start}.")
+        said = f"Trained: {warning[0].upper()}{warning[1:]}." if warning else f"Trained: {size:,} tokens."
+        self.result.setText(f"{said} Pieces are separated by “ | ”; {start}.")
         self.samples.setPlainText("\n\n".join(samples))
         self.ctx.stage_done()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -116,6 +117,28 @@ class FileRow(QWidget):
             path, _ = QFileDialog.getOpenFileName(self, "Choose a file", self.path, self.filter)
         if path:
             self.set_path(path)
+
+
+class Fold(QWidget):
+    """A section shown folded, its title a button with an arrow: settings most users never need (a cluster's
+    rendezvous, a learning rate) stay out of the main path, one click away. Fill `body`."""
+
+    def __init__(self, title: str, tip: str = ""):
+        super().__init__()
+        self.toggle = QToolButton(text=literal(title), checkable=True, autoRaise=True, toolTip=tip)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.body = QWidget()
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(self.toggle, 0, Qt.AlignmentFlag.AlignLeft)
+        col.addWidget(self.body)
+        self.toggle.toggled.connect(self.set_open)
+        self.set_open(False)
+
+    def set_open(self, open_: bool) -> None:
+        self.toggle.setChecked(open_)
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+        self.body.setVisible(open_)
 
 
 def fill_table(table: QTableWidget, headers: list[str], rows: list[list[Any]]) -> None:

@@ -72,6 +72,7 @@ def _run_pipeline(a: argparse.Namespace, bars: ProgressBars, vocabulary: str) ->
               f"{stats['new_tokens']:,} new")
     else:
         print(f"Adapted model written to {result.model}")
+        _warn(result.project.state.stages["tokenizer"].summary)
     print(f"Project folder {result.out}: open it in Tweety Studio, or re-run a stage with --project {result.out}")
     print("Coverage: " + ", ".join(f"{k} {v:,}" for k, v in result.coverage.items() if v))
     print("Times (s): " + ", ".join(f"{k} {v}" for k, v in result.seconds.items()))
@@ -93,14 +94,25 @@ def _tokenizer(a: argparse.Namespace, bars: ProgressBars) -> None:
         settings = tokenizer.TokenizerSettings(vocab_size=a.vocab_size or recorded.vocab_size,
                                                model_type=a.tokenizer_model)
         tok = project.train_tokenizer(settings if project.state.vocabulary == REPLACE else None, progress=bars)
+        bars.close()
         print(f"Tokenizer of {len(tok):,} tokens written to {project.tokenizer_dir}")
+        _warn(project.state.stages["tokenizer"].summary)
         return
     need(a, "target_text", "vocab_size", "out")
     source_tok = models.load_tokenizer(a.source_model)
     tokenizer.train_tokenizer(resources.read_lines(a.target_text), source_tok, a.out,
                               tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
-                              progress=bars)
-    print(f"Tokenizer written to {a.out}")
+                              path=a.target_text, progress=bars)
+    bars.close()
+    size = len(tokenizer.load_tokenizer(a.out))
+    print(f"Tokenizer of {size:,} tokens written to {a.out}")
+    _warn({"warning": tokenizer.smaller_than_asked(a.vocab_size, size)})
+
+
+def _warn(summary: dict) -> None:
+    """A stage record's warning (a vocabulary smaller than asked), as its own line: the command still succeeded."""
+    if summary.get("warning"):
+        print(f"warning: {summary['warning']}", file=sys.stderr)
 
 
 def _align_arguments(p: argparse.ArgumentParser) -> None:
@@ -288,6 +300,9 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, default=d.block_size, help="tokens per training sequence")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per micro-batch")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
+    p.add_argument("--chat-share", type=float, default=d.chat_share, help="share of the text's passages trained "
+                   "as chat turns in the model's own template, so that chat replies end by themselves (0: raw text "
+                   "only)")
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-max-bytes", type=int, default=d.eval_max_bytes, help="cut held-out text (0: all)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -318,7 +333,7 @@ def _finetune(a: argparse.Namespace, bars: ProgressBars) -> int:
         stage=a.stage, steps=a.steps, outer_layers=a.outer_layers, block_size=a.block_size,
         batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr, schedule=a.schedule, warmup_steps=a.warmup,
         eval_every=a.eval_every, eval_max_bytes=a.eval_max_bytes, checkpoint_every=a.checkpoint_every,
-        seed=a.seed, device=a.device)
+        chat_share=a.chat_share, seed=a.seed, device=a.device)
     model = model_folder(a.model)
     launch = distributed.LaunchSettings(a.nproc or 1, a.nnodes, a.rdzv or "")
     if a.print_launch is not None:

@@ -39,6 +39,9 @@ class FinetuneSettings:
     # and the first step came ~100 s after Start). The Evaluate page measures a larger fixed sample.
     eval_max_bytes: int = 8_000
     checkpoint_every: int = 100
+    # Share of the training text's passages trained as chat turns in the model's own template, so that replies end
+    # by themselves (core.finetune.data); 0 trains on raw text only, as before.
+    chat_share: float = 0.2
     seed: int = 0
     device: str = "auto"  # auto: CUDA (bf16 autocast) when there is a GPU, else CPU float32
 
@@ -55,6 +58,8 @@ class FinetuneSettings:
             problems.append("block size must be at least 2 tokens")
         if self.stage == "outer-layers" and self.outer_layers < 1:
             problems.append("the outer-layers stage needs at least 1 outer layer")
+        if not 0 <= self.chat_share <= 1:
+            problems.append("the chat share must be between 0 and 1")
         if not self.lr > 0:
             problems.append("the learning rate must be positive")
         if problems:
@@ -95,6 +100,15 @@ PRESETS = {
 CPU_TOKENS_PER_S_135M = 200.0  # training, embeddings stage, built-in model, CPU, threads = physical cores − 1
 GPU_TOKENS_PER_S_135M = 20_000.0  # a rough figure for one recent GPU, bf16 — not measured in this project
 EVAL_TOKENS_PER_S_135M = 330.0  # held-out measurement (forward only), 2 CPU cores
+
+
+HELDOUT_TOKENS_PER_BYTE = 0.3  # a new vocabulary's tokens per byte of its language's text (16k on Spanish: ~0.3)
+
+
+def heldout_tokens(settings: FinetuneSettings) -> int:
+    """The tokens one held-out measurement of a run reads: its first `eval_max_bytes` (all of a held-out text of
+    ~100 kB when 0) — for `estimate_seconds`."""
+    return int(HELDOUT_TOKENS_PER_BYTE * settings.eval_max_bytes) if settings.eval_max_bytes else 30_000
 
 
 def estimate_seconds(settings: FinetuneSettings, tokens_per_s: float, heldout_tokens: int = 0,
