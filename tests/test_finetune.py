@@ -208,7 +208,8 @@ def test_blocks_open_with_the_document_start_token(small, target_tokenizer):
 
 def test_a_share_of_passages_trains_as_chat_turns_that_end(small, target_tokenizer):
     """Issue 32: the fine-tune keeps the chat format alive — a seeded share of passages become conversations in the
-    model's own template; only the replies, each with its end-of-turn token, are targets; no line is lost."""
+    model's own template, every turn ending in its end-of-turn token; the template's preamble (SmolLM2's English
+    default system prompt) is never a target; no line is lost."""
     from core.finetune import training_pieces
     from core.resources import read_lines
 
@@ -220,20 +221,21 @@ def test_a_share_of_passages_trains_as_chat_turns_that_end(small, target_tokeniz
     pieces = training_pieces(target_tokenizer, lines, 0.25, 0)
     assert pieces == training_pieces(target_tokenizer, lines, 0.25, 0)  # seeded: a resumed run reads the same
     assert pieces != training_pieces(target_tokenizer, lines, 0.25, 1)
-    prompts = [text for text, trained in pieces if not trained]
-    replies = [text for text, trained in pieces if trained and text.endswith("<|im_end|>\n")]
-    assert sum(p.startswith("<|im_start|>system") for p in prompts) == 25  # 25 of the 100 passages
-    assert all(p.endswith("<|im_start|>assistant\n") for p in prompts)  # what llama.cpp's prompt ends with
-    assert len(replies) == len(prompts) and not any("<|im_start|>" in r or "SmolLM" in r for r in replies)
+    preambles = [text for text, trained in pieces if not trained]
+    chats = [text for text, trained in pieces if trained and "<|im_start|>assistant\n" in text]
+    assert len(preambles) == len(chats) == 25  # 25 of the 100 passages
+    assert set(preambles) == {"<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+                              "Face<|im_end|>\n<|im_start|>user\n"}
+    assert all(c.endswith("<|im_end|>\n") and "SmolLM" not in c for c in chats)
     said = "".join(text for text, _ in pieces)
     assert all(line.strip() in said for line in lines)  # every line, as raw text or inside a turn
 
     end = target_tokenizer.convert_tokens_to_ids("<|im_end|>")
     blocks = pack_blocks(target_tokenizer, lines, 64, chat_share=0.25)
     ends = blocks.ids == end
-    assert ends.sum() >= len(replies) and (pack_blocks(target_tokenizer, lines, 64).ids == end).sum() == 0
-    trained_ends = (ends & blocks.trained).sum()  # a reply's end-of-turn token is a target; a prompt's never
-    assert 0.9 * len(replies) <= trained_ends < ends.sum()
+    assert ends.sum() >= 3 * len(chats) and (pack_blocks(target_tokenizer, lines, 64).ids == end).sum() == 0
+    trained_ends = (ends & blocks.trained).sum()  # the turns' end-of-turn tokens are targets; the preamble's never
+    assert 0.9 * 2 * len(chats) <= trained_ends <= ends.sum() - 0.9 * len(chats)
     targets = blocks.targets(list(range(len(blocks))))
     assert (targets[:, :-1] == -100).eq(~blocks.trained[:, 1:]).all() and (targets[:, -1] == -100).all()
 

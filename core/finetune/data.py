@@ -6,9 +6,11 @@ Part of the text is trained as conversations (`chat_share` of its passages): a m
 never sees a chat turn end, and its replies ran on until the length limit (0 of 10 short questions answered by
 themselves after the default fine-tune, issue 32). A passage becomes user and assistant turns rendered with the
 model's own chat template — exactly what llama.cpp renders at chat time, the template's default system prompt
-included — so each reply is followed by the template's end-of-turn token. Only the replies (with their end-of-turn
-token) are trained on: with the whole conversation as targets, the model learnt to write SmolLM2's English default
-system prompt as a reply ("You are a helpful AI assistant named SmolLM…").
+included — so each turn is followed by the template's end-of-turn token. The template's preamble is not trained on:
+with it as targets, the model learnt to write SmolLM2's English default system prompt as a reply ("…helpful AI
+trained by Hugging Face", 3 of 20 replies). Training on the replies alone (the usual instruction-tuning mask) ended
+fewer replies by themselves (9 of 20, against 16 of 20 with every turn trained: docs/results/chat.md) — each user
+turn's end is an end-of-turn token to learn too.
 """
 from __future__ import annotations
 
@@ -103,24 +105,16 @@ def training_pieces(tokenizer, lines: list[str], chat_share: float, seed: int) -
 
 
 def chat_pieces(tokenizer, messages: list[dict]) -> list[Piece]:
-    """A conversation rendered with the tokenizer's chat template, cut where llama.cpp's prompt ends and the
-    model's reply begins: each prompt part (up to and including the assistant header) untrained, each reply with
-    its end-of-turn token trained. The cuts fall after the template's special tokens, so the pieces tokenize as the
-    whole does; a template whose renderings do not extend each other is trained whole."""
-    def render(upto: int, prompt: bool) -> str:
-        return tokenizer.apply_chat_template(messages[:upto], tokenize=False, add_generation_prompt=prompt)
+    """A conversation rendered with the tokenizer's chat template: its preamble (the template's text before the
+    first user message — SmolLM2's English default system prompt and the user header) untrained, the rest trained:
+    the turns, their end-of-turn tokens and the headers between them. The preamble is the common beginning of two
+    renderings that differ only in the first user message, whatever the template."""
+    def render(first: str) -> str:
+        return tokenizer.apply_chat_template([{**messages[0], "content": first}, *messages[1:]], tokenize=False)
 
-    pieces: list[Piece] = []
-    done = ""
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        prompt, whole = render(i, True), render(i + 1, False)
-        if not (prompt.startswith(done) and whole.startswith(prompt)):
-            return [(render(len(messages), False), True)]
-        pieces += [(prompt[len(done):], False), (whole[len(prompt):], True)]
-        done = whole
-    return pieces
+    whole, other = render(messages[0]["content"]), render("\x00")
+    cut = next((i for i, (a, b) in enumerate(zip(whole, other)) if a != b), 0)
+    return [(whole[:cut], False), (whole[cut:], True)] if cut else [(whole, True)]
 
 
 def conversation(said: list[str], k: int) -> list[dict]:
