@@ -47,8 +47,7 @@ class Printer:
 
 
 def trainer_tokens_per_s(model_dir: Path, text: Path, s: finetune.FinetuneSettings, steps: int, device: str) -> float:
-    """A plain Trainer run (run_clm style: packed blocks, labels = inputs, conversations' prompt parts ignored) with
-    our stage's parameters trainable."""
+    """A plain Trainer run (run_clm style: packed blocks, labels = inputs) with our stage's parameters trainable."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -57,7 +56,7 @@ def trainer_tokens_per_s(model_dir: Path, text: Path, s: finetune.FinetuneSettin
     for name, p in model.named_parameters():
         p.requires_grad_(name in names)
     blocks = finetune.pack_blocks(tok, resources.read_lines(text), s.block_size, chat_share=s.chat_share, seed=s.seed)
-    dataset = [{"input_ids": b, "labels": b.masked_fill(~t, -100)} for b, t in zip(blocks.ids, blocks.trained)]
+    dataset = [{"input_ids": b, "labels": b} for b in blocks]
     marks: list[float] = []
 
     class Clock(TrainerCallback):

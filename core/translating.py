@@ -141,7 +141,8 @@ def systems(project: Project, source: str, target: str, pairs: Split | None = No
 
 def evaluate(project: Project, source: str, target: str, *, limit: int = 200, progress: ProgressFn | None = None,
              cancel: CancelToken | None = None) -> Evaluation:
-    """chrF of every translator on the first `limit` held-out pairs (0: all), recorded in project.json."""
+    """chrF of every translator on the first `limit` held-out pairs (0: all), recorded in project.json and shown in
+    the model folders' cards."""
     start = time.monotonic()
     pairs = split(project)
     forward = _direction(project, source, target)
@@ -158,6 +159,7 @@ def evaluate(project: Project, source: str, target: str, *, limit: int = 200, pr
         "direction": f"{source}->{target}", "pairs": result.pairs, "best": result.best,
         "scores": {name: asdict(s) for name, s in scores.items()}})
     project.save()
+    project.write_model_cards()  # the cards in the model folders show the new chrF
     return result
 
 

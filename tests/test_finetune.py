@@ -199,45 +199,39 @@ def test_blocks_open_with_the_document_start_token(small, target_tokenizer):
     from core.resources import read_lines
 
     blocks = pack_blocks(target_tokenizer, read_lines(small / "train.es"), 64)
-    assert blocks.ids.shape[1] == 64 and len(blocks) > 100
-    assert (blocks.ids[:, 0] == document_start_id(target_tokenizer)).all()
-    assert not blocks.trained[:, 0].any() and blocks.trained[:, 1:].all()  # raw text: every token a target
-    text = target_tokenizer.decode(blocks.ids[:2, 1:].flatten().tolist())
+    assert blocks.shape[1] == 64 and blocks.shape[0] > 100
+    assert (blocks[:, 0] == document_start_id(target_tokenizer)).all()
+    text = target_tokenizer.decode(blocks[:2, 1:].flatten().tolist())
     assert text.startswith(read_lines(small / "train.es")[0])
 
 
 def test_a_share_of_passages_trains_as_chat_turns_that_end(small, target_tokenizer):
     """Issue 32: the fine-tune keeps the chat format alive — a seeded share of passages become conversations in the
-    model's own template, every turn ending in its end-of-turn token; the template's preamble (SmolLM2's English
-    default system prompt) is never a target; no line is lost."""
+    model's own template, every turn ending in its end-of-turn token; no line is lost."""
     from core.finetune import training_pieces
     from core.resources import read_lines
 
     lines = read_lines(small / "train.es")[:400]
     assert target_tokenizer.chat_template and "<|im_end|>" in target_tokenizer.get_vocab()
     raw = training_pieces(target_tokenizer, lines, 0.0, 0)
-    assert "".join(text for text, _ in raw) == "".join(line + "\n" for line in lines)  # share 0: the text as before
+    assert "".join(raw) == "".join(line + "\n" for line in lines)  # share 0: exactly the text as before
 
     pieces = training_pieces(target_tokenizer, lines, 0.25, 0)
     assert pieces == training_pieces(target_tokenizer, lines, 0.25, 0)  # seeded: a resumed run reads the same
     assert pieces != training_pieces(target_tokenizer, lines, 0.25, 1)
-    preambles = [text for text, trained in pieces if not trained]
-    chats = [text for text, trained in pieces if trained and "<|im_start|>assistant\n" in text]
-    assert len(preambles) == len(chats) == 25  # 25 of the 100 passages
-    assert set(preambles) == {"<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
-                              "Face<|im_end|>\n<|im_start|>user\n"}
-    assert all(c.endswith("<|im_end|>\n") and "SmolLM" not in c for c in chats)
-    said = "".join(text for text, _ in pieces)
+    chats = [p for p in pieces if p.startswith("<|im_start|>")]
+    assert len(chats) == 25  # 25 of the 100 passages
+    for chat in chats:  # rendered as llama.cpp renders a chat: the default system prompt, turns that end
+        assert chat.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+        assert chat.endswith("<|im_end|>\n") and chat.count("<|im_start|>assistant\n") in (1, 2)
+        assert chat.count("<|im_end|>") == 1 + 2 * chat.count("<|im_start|>assistant\n")
+    said = "".join(pieces)
     assert all(line.strip() in said for line in lines)  # every line, as raw text or inside a turn
 
     end = target_tokenizer.convert_tokens_to_ids("<|im_end|>")
     blocks = pack_blocks(target_tokenizer, lines, 64, chat_share=0.25)
-    ends = blocks.ids == end
-    assert ends.sum() >= 3 * len(chats) and (pack_blocks(target_tokenizer, lines, 64).ids == end).sum() == 0
-    trained_ends = (ends & blocks.trained).sum()  # the turns' end-of-turn tokens are targets; the preamble's never
-    assert 0.9 * 2 * len(chats) <= trained_ends <= ends.sum() - 0.9 * len(chats)
-    targets = blocks.targets(list(range(len(blocks))))
-    assert (targets[:, :-1] == -100).eq(~blocks.trained[:, 1:]).all() and (targets[:, -1] == -100).all()
+    assert (blocks == end).sum() >= 0.9 * sum(c.count("<|im_end|>") for c in chats)
+    assert (pack_blocks(target_tokenizer, lines, 64) == end).sum() == 0
 
     class Base:  # a tokenizer without a chat template (a base model): raw text only
         chat_template = None

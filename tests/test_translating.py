@@ -106,6 +106,7 @@ def project(module_tmp):
 
 def test_project_measures_its_translators_and_translates_a_file_with_the_best(project, tmp_path, capsys):
     from core.cli import main
+    from core.project import Project
 
     assert main(["eval", "--model", str(project), "--translation", "--pairs", "12", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -116,6 +117,8 @@ def test_project_measures_its_translators_and_translates_a_file_with_the_best(pr
     best = max(result["scores"], key=lambda n: result["scores"][n]["chrf"])
     recorded = json.loads((project / "project.json").read_text())["stages"]["translation"]["summary"]
     assert recorded["best"] == best == result["best"]
+    card = (Project.open(project).model_dir / "README.md").read_text(encoding="utf-8")  # refreshed by the measurement
+    assert "Translation, chrF on 12 held-out pairs" in card and f"| {best} | " in card
 
     src = write_lines(tmp_path / "in.en", ["And God said unto them,", "", "the earth"])
     out = tmp_path / "out.es"

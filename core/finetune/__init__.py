@@ -26,7 +26,7 @@ state, checkpoints, logs), `loop` (the run). Everything public is importable fro
 """
 from core.finetune.checkpoint import (TRAINING, RunState, StepRecord, checkpoint_dir, checkpoint_state, fresh_output,
                                       load_checkpoint, plot_curve, resumable_state, save_checkpoint, write_logs)
-from core.finetune.data import BlockOrder, Blocks, chat_pieces, pack_blocks, training_pieces
+from core.finetune.data import BlockOrder, pack_blocks, training_pieces
 from core.finetune.loop import FinetuneResult, finetune, trainable_names
 from core.finetune.ranks import Ranks
 from core.finetune.settings import (CPU_TOKENS_PER_S_135M, EVAL_TOKENS_PER_S_135M, GPU_TOKENS_PER_S_135M, PRESETS,
@@ -35,7 +35,7 @@ from core.finetune.settings import (CPU_TOKENS_PER_S_135M, EVAL_TOKENS_PER_S_135
 
 __all__ = [
     "CPU_TOKENS_PER_S_135M", "EVAL_TOKENS_PER_S_135M", "GPU_TOKENS_PER_S_135M", "PRESETS", "estimate_seconds",
-    "SCHEDULES", "STAGES", "TRAINING", "BlockOrder", "Blocks", "chat_pieces", "FinetuneResult", "FinetuneSettings",
+    "SCHEDULES", "STAGES", "TRAINING", "BlockOrder", "FinetuneResult", "FinetuneSettings",
     "Ranks", "RunState", "StepRecord", "checkpoint_dir", "checkpoint_state", "finetune", "fresh_output",
     "known_fields", "learning_rate", "load_checkpoint", "pack_blocks", "plot_curve", "required_fields",
     "resumable_state", "save_checkpoint", "trainable_names", "training_pieces", "write_logs",

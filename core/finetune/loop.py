@@ -170,19 +170,14 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
             for micro in range(settings.grad_accum):
                 ranks.sync_gradients(model, micro == settings.grad_accum - 1)
                 first = (state.step * settings.grad_accum + micro) * settings.batch_size
-                batch = order.indices(first, settings.batch_size)
-                x = blocks.ids[batch[mine]].to(device, non_blocking=True)
+                x = blocks[order.indices(first, settings.batch_size)[mine]].to(device, non_blocking=True)
                 with autocast:
                     logits = model(input_ids=x).logits
                 # Targets shifted left and the last position ignored: the logits are used as they are, no copy of
                 # a [batch, block-1, vocab] slice.
-                targets = blocks.targets(batch[mine]).to(device, non_blocking=True)
-                # The mean over the whole batch's targets, whichever rank holds them: conversations' prompt parts
-                # are not targets, so ranks hold different numbers of them, and a mean of each rank's own mean
-                # would weigh tokens unequally (the ranks' gradients are averaged: hence × world).
-                count = max(1, int(blocks.trained[batch, 1:].sum()))
+                targets = torch.nn.functional.pad(x[:, 1:], (0, 1), value=-100)
                 loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                                                         ignore_index=-100, reduction="sum") * ranks.world / count
+                                                         ignore_index=-100)
                 (loss / settings.grad_accum).backward()
                 loss_sum += loss.detach()
             if settings.clip:
