@@ -24,6 +24,7 @@ from core.lexicon import Lexicon
 from core.lexicon import learn as learn_lexicon
 from core.memory import Split, TranslationMemory, split_pairs
 from core.project import TRANSLATION, Project
+from core.translation import common_words
 HYDRA_SYSTEM, GGUF_SYSTEM = "hydra", "exported model"
 QUICK_PAIRS = 100  # held-out pairs measured when `translator` finds no measurement
 
@@ -70,6 +71,11 @@ def memory(project: Project, source: str, target: str, pairs: Split | None = Non
     forward = _direction(project, source, target)
     return TranslationMemory(*((pairs.train_source, pairs.train_target) if forward else
                                (pairs.train_target, pairs.train_source)))
+
+
+def language_words(memory: TranslationMemory, source: str, target: str) -> dict[str, frozenset[str]]:
+    """Each side's commonest words, by language: what core.translation.written_in tells a text's language from."""
+    return {source: common_words(memory.sources), target: common_words(memory.targets)}
 
 
 def lexicon(project: Project, source: str, target: str, pairs: Split | None = None, *,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from core.errors import TweetyError
 from core.jobs import Cancelled, CancelToken, ProgressFn, Reporter, atomic_file
+from core.memory import terms
 
 # Enough names for prompts to read naturally; any other value of --from/--to is used as written.
 LANGUAGES = {
@@ -30,6 +32,37 @@ LANGUAGES = {
 
 def language_name(code_or_name: str) -> str:
     return LANGUAGES.get(code_or_name.lower(), code_or_name)
+
+
+COMMON_WORDS = 100  # a side's commonest words that `written_in` looks for
+LEAST_WORDS = 3  # a shorter text (a name, a number) says nothing about its language
+
+
+def common_words(lines: Iterable[str], n: int = COMMON_WORDS) -> frozenset[str]:
+    """The `n` commonest words of a text (case-folded, as the memory indexes them): its function words first."""
+    counts = Counter(word for line in lines for word in terms(line))
+    return frozenset(word for word, _ in counts.most_common(n))
+
+
+def written_in(text: str, common: Mapping[str, frozenset[str]]) -> str | None:
+    """The language `text` is most likely written in, of the languages in `common` (each one's commonest words, e.g.
+    each side of a parallel corpus); None for a text too short to tell, or when no language clearly wins.
+
+    Why this check: the commonest words of a language (the, and, of / de, la, que) make up about half of any running
+    text and are rarely words of another, so the share of a text's words among them tells two languages apart even
+    in one short sentence — with no model and no data beyond the corpus the project already has. A word common on
+    more than one side ("a", "no" in English and Spanish) tells nothing and is left out."""
+    words = terms(text)
+    if len(words) < LEAST_WORDS:
+        return None
+    own = {code: ws.difference(*(other for c, other in common.items() if c != code)) for code, ws in common.items()}
+    shares = sorted(((sum(w in ws for w in words) / len(words), code) for code, ws in own.items()), reverse=True)
+    if not shares:
+        return None
+    best, code = shares[0]
+    runner_up = shares[1][0] if len(shares) > 1 else 0.0
+    # A fifth of its words, and twice as many as any other language's: a stray common word does not decide.
+    return code if best >= 0.2 and best >= 2 * runner_up else None
 
 
 def translation_prompt(family: str, source: str, target: str, text: str) -> list[dict] | str:

@@ -491,3 +491,139 @@ def test_trap9_the_preset_and_the_estimate_beside_it_say_the_same_time(qtbot, wi
     estimate = page.estimate.text().split(" on this computer")[0]
     assert estimate.startswith("about ") and estimate in page.preset.currentText(), (estimate,
                                                                                     page.preset.currentText())
+
+
+def parallel_project(qtbot, w, tmp_path) -> None:
+    """A new project with 300 demo verse pairs as its parallel corpus (Spanish), recorded as Next records them."""
+    from core.resources import PARALLEL
+
+    w.new_project(tmp_path / "proj")
+    w.go("data")
+    page = w.pages["data"]
+    page.code.setText("es")
+    page.rows["target"].set_path(write_lines(tmp_path / "es.txt", demo_lines("bible.train.es.gz", 300)))
+    page.add_resource(PARALLEL, (write_lines(tmp_path / "en.txt", demo_lines("bible.train.en.gz", 300)),
+                                 tmp_path / "es.txt"))
+    w.next_button.click()
+    wait_job(qtbot, w)
+    assert w.project.inputs().parallel
+
+
+def load_model(qtbot, w, monkeypatch, tmp_path):
+    """“Load model” on the Chat page, llama.cpp stood in for (core.runtime's load, card and translation): these traps
+    are the page's, not the model's. Returns the page."""
+    from core import runtime
+    from core.models import DEFAULT_MODEL
+
+    monkeypatch.setattr(runtime, "load", lambda path, settings: object())
+    monkeypatch.setattr(runtime, "model_card", lambda llm: runtime.ModelCard("spanish-q8_0.gguf", ["es"], "base",
+                                                                              1000, 2048, DEFAULT_MODEL))
+    monkeypatch.setattr(runtime, "translate", lambda llm, text, source, target, on_text, **kw: on_text(
+        f"({source}→{target}) {text}"))
+    w.go("chat")
+    chat = w.pages["chat"]
+    chat.file.set_path(tmp_path / "spanish-q8_0.gguf")
+    button(chat, "Load model").click()
+    wait_job(qtbot, w)
+    return chat
+
+
+def translate(qtbot, w, chat, text: str) -> None:
+    """Type `text` and press Translate; wait for the translation and for the memory's answer beside it."""
+    chat.text_in.setPlainText(text)
+    with qtbot.waitSignal(chat.memory_match.looked_up, timeout=TIMEOUT):
+        button(chat, "Translate").click()
+    wait_job(qtbot, w)
+
+
+def test_trap8_the_translate_hints_show_their_whole_text_at_the_default_size(qtbot, window, tmp_path,
+                                                                             monkeypatch):
+    """The hint under Translate was cut off: the Translate column stacked its sentences (the hint, the memory's match,
+    a file's result) in two fifths of the page, and at 1280×800 they ran out of height and were clipped. Every
+    sentence of the column shows its whole text, and the window keeps its size."""
+    from PySide6.QtWidgets import QLabel
+
+    w = window
+    parallel_project(qtbot, w, tmp_path)
+    w.go("chat")
+    button(w.pages["chat"].hydra_box, "Tune").click()  # too early: its error says why, under the page
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT)
+    chat = load_model(qtbot, w, monkeypatch, tmp_path)
+    translate(qtbot, w, chat, demo_lines("bible.train.en.gz", 300)[204])  # a long verse: its own pair
+    chat.file_translation.say("Cancelled: the translation so far is kept aside; translating the same file into the "
+                              "same place again resumes where it stopped.")
+    QApplication.processEvents()
+    assert w.size().width() == 1280 and w.size().height() == 800
+    box = chat.direction.parentWidget()
+    labels = [label for label in box.findChildren(QLabel) if label.isVisible() and label.wordWrap()]
+    assert chat.direction_note in labels and chat.memory_match in labels and chat.file_translation in labels
+    for label in labels:
+        assert label.height() >= label.heightForWidth(label.width()), (label.text(), label.size())
+        assert box.rect().contains(label.geometry()), (label.text(), label.geometry(), box.rect())
+
+
+def test_trap8_the_direction_stays_as_picked_through_clicks_and_refreshes(qtbot, window, tmp_path, monkeypatch):
+    """The Direction box changed its choice by itself: every refresh rebuilt it and kept the direction shown only if
+    the new list had it — so one click on Hydra (whose list is empty until the project has a language code) and back
+    showed English → Spanish again. It changes when the user picks an entry, and nothing else."""
+    from PySide6.QtCore import Qt
+
+    w = window
+    w.new_project(tmp_path / "proj")  # a model trained elsewhere: no language code recorded
+    chat = load_model(qtbot, w, monkeypatch, tmp_path)
+    assert chat.offered() == [("en", "es"), ("es", "en")] and chat.chosen_direction() == ("en", "es")
+    chat.direction.setFocus()
+    qtbot.keyClick(chat.direction, Qt.Key.Key_Down)  # the user picks Spanish → English
+    assert chat.chosen_direction() == ("es", "en")
+    qtbot.mouseClick(chat.direction, Qt.MouseButton.LeftButton)  # a click opens the list: it picks nothing
+    chat.direction.hidePopup()
+    assert chat.chosen_direction() == ("es", "en")
+    chat.use_hydra.click()
+    assert chat.offered() == [] and "language code" in chat.direction_note.text()
+    chat.use_hydra.click()
+    assert chat.chosen_direction() == ("es", "en")
+    chat.text_in.setPlainText("Y dijo Dios: Sea la luz.")
+    button(chat, "Translate").click()
+    wait_job(qtbot, w)
+    assert chat.text_out.toPlainText() == "(es→en) Y dijo Dios: Sea la luz." and chat.chosen_direction() == ("es", "en")
+    button(chat, "Load model").click()  # the model again
+    wait_job(qtbot, w)
+    w.go("project")
+    w.go("chat")
+    assert chat.chosen_direction() == ("es", "en")
+
+
+def test_trap8_english_to_translate_from_spanish_is_said_on_the_page(qtbot, window, tmp_path, monkeypatch):
+    """English text sent with Spanish → English was “translated” without a word. A sentence beside the Translate
+    button says the text looks like it is in English already (each side's commonest words in the translation
+    memory, core.translation.written_in); a Spanish text says nothing."""
+    w = window
+    parallel_project(qtbot, w, tmp_path)
+    chat = load_model(qtbot, w, monkeypatch, tmp_path)
+    chat.set_direction("es", "en")
+    translate(qtbot, w, chat, "And God said, Let there be light: and there was light.")
+    assert chat.language_warning.isVisible(), chat.language_warning.text()
+    assert "looks like English already" in chat.language_warning.text() and not w.warnings  # no dialog
+    translate(qtbot, w, chat, "Y dijo Dios: Sea la luz, y fue la luz.")
+    assert chat.language_warning.isHidden()
+    chat.set_direction("en", "es")
+    translate(qtbot, w, chat, "And God said, Let there be light: and there was light.")
+    assert chat.language_warning.isHidden()
+
+
+def test_trap8_every_overview_cell_has_its_whole_text_as_tooltip(qtbot, window, tmp_path):
+    """“The new vocabulary has 5,319 tokens, not the 100,000 asked …” on the Project page: cut with “…” at the
+    column's edge, with no tooltip to read the rest. Every cell of the overview carries its whole text as tooltip."""
+    from core.layout import StageRecord
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    warning = ("The new vocabulary has 5,319 tokens, not the 100,000 asked: the target text has too few distinct "
+               "words and word parts for more. Add more target text for a bigger vocabulary.")
+    w.project.state.stages["tokenizer"] = StageRecord(3.2, "tokenizer", {"vocab_size": 5319, "warning": warning})
+    w.stage_done()
+    w.go("project")
+    overview = w.pages["project"].stages
+    cells = [overview.item(r, c) for r in range(overview.rowCount()) for c in range(overview.columnCount())]
+    assert cells and all(cell.toolTip() == cell.text() for cell in cells), [(c.text(), c.toolTip()) for c in cells]
+    assert warning in overview.item(0, 2).toolTip()

@@ -34,6 +34,20 @@ def test_memory_finds_a_training_pair_for_its_own_source_line(verses):
     assert memory.search("zzzz qqqq", 4) == []
 
 
+def test_the_language_of_a_text_from_each_sides_commonest_words(verses):
+    """core.translation.written_in: English and Spanish sentences told apart by each side's commonest words (none of
+    them verses of the corpus); too short, or no language clearly ahead, says nothing."""
+    from core.translation import common_words, written_in
+
+    en, es = verses
+    common = {"en": common_words(en), "es": common_words(es)}
+    assert written_in("The cat is on the table, and it sleeps.", common) == "en"
+    assert written_in("El gato está en la mesa y duerme.", common) == "es"
+    assert written_in("Hello", common) is None  # one word: too short to tell
+    assert written_in("Pizza, pasta, tiramisu", common) is None  # none of either side's common words
+    assert written_in("the la of de", common) is None  # as much of one as of the other
+
+
 def test_heldout_pairs_never_occur_in_the_memory(verses):
     en, es = verses
     en = en + en[:50]  # repeated pairs are never held out

@@ -10,8 +10,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLa
                                QSizePolicy, QVBoxLayout)
 
 from app.pages.hydra import HydraTuningBox
-from app.pages.translation import SOURCE_LANGUAGE, FileTranslation, MemoryMatch
-from app.pages.widgets import FileRow, Page, spin
+from app.pages.translation import SOURCE_LANGUAGE, FileTranslation, MemoryMatch, direction_words
+from app.pages.widgets import FileRow, Note, Page, red, spin
 from app.workers import TextRelay
 from core.jobs import Cancelled
 from core.models import DEFAULT_MODEL
@@ -89,6 +89,9 @@ class ChatPage(Page):
         self.direction.setToolTip("The translation directions this model has: a Hydra translates between the source "
                                   "model's language and the new one, both ways; an exported file, between its source "
                                   "model's language and the languages stored in it.")
+        # The user's pick: `activated` comes from the user alone (a click on an entry, a key), never from a rebuild.
+        self._picked: str | None = None  # "es>en", kept through every rebuild of the list and shown when offered
+        self.direction.activated.connect(lambda _i: setattr(self, "_picked", self.direction.currentData()))
         langs.addWidget(QLabel("Direction"))
         langs.addWidget(self.direction)
         langs.addWidget(self.button("Translate", self.translate))
@@ -101,8 +104,9 @@ class ChatPage(Page):
                                   "either way round. Needs a model whose body fine-tuning left untouched (what trains: "
                                   "embeddings).")
         self.use_hydra.toggled.connect(lambda _on: self.update_directions())
-        self.direction_note = QLabel()
-        self.direction_note.setWordWrap(True)
+        self.direction_note = Note()
+        self.language_warning = red(Note())  # the text looks written in the language it is to be translated into
+        self.language_warning.hide()
         self.text_in = QPlainTextEdit(placeholderText="Text to translate")
         self.text_out = QPlainTextEdit(readOnly=True, placeholderText="Translation")
         for edit in (self.text_in, self.text_out):
@@ -110,6 +114,7 @@ class ChatPage(Page):
             # side by side: their width comes from the box, which must not push the Chat box aside
             edit.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         grid.addLayout(langs)
+        grid.addWidget(self.language_warning)  # under the Translate button it is about
         grid.addWidget(self.use_hydra)
         grid.addWidget(self.direction_note)
         texts = QHBoxLayout()  # side by side, as translators read them
@@ -117,12 +122,15 @@ class ChatPage(Page):
         texts.addWidget(self.text_out)
         grid.addLayout(texts)
         self.memory_match = MemoryMatch(self.ctx)
+        self.memory_match.looked_up.connect(self._check_language)
         grid.addWidget(self.memory_match)
         grid.addWidget(self.file_translation)
         self.hydra_box = HydraTuningBox(self.ctx)
         split = QHBoxLayout()
-        split.addWidget(chat, 3)
-        split.addWidget(box, 2)
+        # Translate the wider: its sentences (the hint, the memory's match, a file's result) wrap in it, and in two
+        # fifths of the page at 1280×800 they took more lines than its height had; a chat wraps in any width.
+        split.addWidget(chat, 2)
+        split.addWidget(box, 3)
         self.layout_.addLayout(split, 1)
         self.layout_.addWidget(self.hydra_box)
         self.relay = TextRelay()
@@ -149,13 +157,15 @@ class ChatPage(Page):
         return translation_directions(card, SOURCE_LANGUAGE)
 
     def update_directions(self) -> None:
-        from core.translation import language_name
-
-        current = self.direction.currentData()
-        self.direction.clear()
-        for src, tgt in self.directions():
-            self.direction.addItem(f"{language_name(src)} → {language_name(tgt)}", f"{src}>{tgt}")
-        if current is not None and (i := self.direction.findData(current)) >= 0:
+        """The list follows the translator (the Hydra or the loaded file); the direction shown is the one the user
+        picked whenever it is offered. Kept as the one shown instead, a list without it (the Hydra's before the
+        project has a language code) lost it, and the next list showed its first entry as if picked."""
+        offered = self.directions()
+        if offered != self.offered():
+            self.direction.clear()
+            for src, tgt in offered:
+                self.direction.addItem(direction_words(src, tgt), f"{src}>{tgt}")
+        if self._picked is not None and (i := self.direction.findData(self._picked)) >= 0:
             self.direction.setCurrentIndex(i)
         self.direction_note.setVisible(not (self.direction.count() and self.use_hydra.isChecked()))
         if self.direction.count():
@@ -187,11 +197,14 @@ class ChatPage(Page):
         i = self.direction.findData(f"{src}>{tgt}")
         if i < 0:
             raise ValueError(f"no direction {src}→{tgt} offered")
+        self._picked = f"{src}>{tgt}"
         self.direction.setCurrentIndex(i)
 
     def project_changed(self) -> None:
         self.hydra_box.show_project(self.project)
         self.memory_match.reset()
+        self.language_warning.hide()
+        self._picked = None  # another project, other directions
         self.file_translation.show_project(self.project)
         record = self.project.state.stages.get("export")
         self.file.set_path(record.summary.get("file", "") if record else "")  # never another project's file
@@ -317,6 +330,7 @@ class ChatPage(Page):
         from core.runtime import GenerationStats, translate
 
         text = self.text_in.toPlainText().strip()
+        self.language_warning.hide()  # about the text translated before; the lookup tells about this one
         if text and self.project is not None:  # beside any translation, in the pool: no model needed
             self.memory_match.look_up(self.project, text, *self.project_direction())
         if not text or (not self.use_hydra.isChecked() and not self._ready()) or not self.idle():
@@ -340,6 +354,22 @@ class ChatPage(Page):
                                                              cancel=cancel, repeat_penalty=penalty,
                                                              stats=stats))(progress, cancel)
         self._start(fn, "Translating", stats)
+
+    def _check_language(self, text: str, words: dict) -> None:
+        """A text that looks written in the language it is to be translated into (core.translation.written_in, from
+        the translation memory's commonest words of each side) is said beside the button; it is still translated —
+        the guess may be wrong, and the user decides."""
+        from core.translation import language_name, written_in
+
+        chosen = self.chosen_direction()
+        if chosen is None or text != self.text_in.toPlainText().strip():  # no direction, or another text since
+            return
+        src, tgt = chosen
+        if src != tgt and written_in(text, words) == tgt:
+            self.language_warning.setText(f"This text looks like {language_name(tgt)} already — the language it is "
+                                          f"to be translated into. To translate it the other way, choose "
+                                          f"{direction_words(tgt, src)}.")
+            self.language_warning.show()
 
     def _hydra_job(self, text: str, src: str, tgt: str, stats):
         """(job function, on_end): the Hydra (the source language and the project's) is built once per model and

@@ -87,7 +87,8 @@ class ProjectPage(Page):
                    [[name, rec.seconds, summary_text(rec.summary)] for name, rec in p.state.stages.items()])
         for row, rec in enumerate(p.state.stages.values()):
             if any("bpb" in key for key in rec.summary):
-                self.stages.item(row, 2).setToolTip(TIPS["bpb"])
+                item = self.stages.item(row, 2)
+                item.setToolTip(f"{item.text()}\n\n{TIPS['bpb']}")  # the whole text, then what it means
 
 
 # A stage record's keys (core's names, kept in project.json) in the user's words; others are shown with spaces.

@@ -9,21 +9,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QTableWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.context import Context
-from app.pages.widgets import fill_table, spin, table
+from app.pages.widgets import Note, fill_table, spin, table
 from app.workers import Job, format_seconds
 
 SOURCE_LANGUAGE = "en"  # the source models Tweety Studio adapts read and write English
@@ -60,13 +59,6 @@ def missing(project, *, hydra: bool = False) -> str:
     if hydra and "init" not in project.state.stages:
         return "Needs the initialised model (Align & map page)."
     return ""
-
-
-def wrapping(label: QLabel) -> QLabel:
-    """A label whose text wraps to the width its box has, rather than widening the box."""
-    label.setWordWrap(True)
-    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    return label
 
 
 def direction_words(source: str, target: str) -> str:
@@ -280,18 +272,19 @@ class TeachBox(QGroupBox):
                                     "Not taught yet: the Hydra translates from its examples alone."))
 
 
-class MemoryMatch(QLabel):
+class MemoryMatch(Note):
     """Chat & Translate: the translation memory's closest pair to a text, looked up in the pool (the memory is built
-    once per project, inputs and direction, then kept)."""
+    once per project, inputs and direction, then kept). `looked_up` then carries the text and each side's commonest
+    words (core.translation.common_words, {language: words}), from which the page tells the text's language."""
+    looked_up = Signal(str, object)
 
     def __init__(self, ctx: Context):
         super().__init__()
         self.ctx = ctx
-        wrapping(self)
         self.setToolTip("The pair of the project's parallel corpus whose source side is most like the text (BM25 "
                         "word overlap): what a translator would find by looking it up.")
         self.hide()
-        self._memory: tuple | None = None  # (key, core.memory.TranslationMemory)
+        self._memory: tuple | None = None  # (key, (core.memory.TranslationMemory, its language_words))
         self._wanted: tuple | None = None
         self._jobs: set[Job] = set()  # running lookups (the pool does not own them)
 
@@ -307,8 +300,12 @@ class MemoryMatch(QLabel):
         self._wanted = wanted = (key, text)
 
         def fn(progress, cancel):
-            memory = cached if cached is not None else translating.memory(project, source, target)
-            return memory, memory.search(text, 1)
+            if cached is not None:
+                memory, words = cached
+            else:  # made once per memory, kept with it: counting 30,000 pairs' words takes a moment
+                memory = translating.memory(project, source, target)
+                words = translating.language_words(memory, source, target)
+            return memory, words, memory.search(text, 1)
 
         job = Job(fn, "translation memory")
         job.signals.finished.connect(lambda result: self._found(wanted, *result))
@@ -324,10 +321,11 @@ class MemoryMatch(QLabel):
         self._wanted = None
         self.hide()
 
-    def _found(self, wanted: tuple, memory, matches: list) -> None:
-        self._memory = (wanted[0], memory)
+    def _found(self, wanted: tuple, memory, words: dict, matches: list) -> None:
+        self._memory = (wanted[0], (memory, words))
         if self._wanted != wanted:  # another text was looked up since
             return
+        self.looked_up.emit(wanted[1], words)
         if not matches:
             self.setText("Translation memory: no pair shares a word with this text.")
         else:
@@ -337,7 +335,7 @@ class MemoryMatch(QLabel):
         self.show()
 
 
-class FileTranslation(QLabel):
+class FileTranslation(Note):
     """Chat & Translate: translate a .txt file line by line, or a gettext catalogue's empty entries, with the
     project's best translator (core.translating.translate_file) — never over an existing file unless the user said
     so. The label says what came of it; the page places its `button` too."""
@@ -345,7 +343,6 @@ class FileTranslation(QLabel):
     def __init__(self, ctx: Context, direction: Callable[[], tuple[str, str]]):
         super().__init__()
         self.ctx, self.direction = ctx, direction
-        wrapping(self)
         self.hide()  # until there is something to say
         self.tip = ("Translate a text file line by line, or a gettext catalogue (.po/.pot), with the translator that "
                     "measured best in this project (measured first if it never was)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -76,6 +77,32 @@ def literal(text: str) -> str:
     """`text` for a button, group box or tab, which take an `&` as the marker of a shortcut letter (“Language & data”
     would read “Language _data”, with Alt+Space as its shortcut): every `&` shown as written."""
     return text.replace("&", "&&")
+
+
+class Note(QLabel):
+    """A sentence on a page that wraps at its box's width and is never cut off. Qt's layouts take a wrapped label's
+    height for its text as a wish, not a need: a column short of height (the Chat page's Translate box at 1280×800)
+    squeezed its sentences and cut their last lines. A note's minimum height is its whole text's at its width, so
+    the room comes from what may shrink (text boxes); its width is the box's (Ignored: a long text never widens it).
+    """
+
+    def __init__(self, text: str = ""):
+        super().__init__(text)
+        self.setWordWrap(True)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._laid_out = False  # its width is the layout's: until then, a guess would inflate the page's minimum
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        if not self._laid_out:
+            return hint
+        return QSize(hint.width(), max(hint.height(), self.heightForWidth(self.width())))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width() or not self._laid_out:
+            self._laid_out = True
+            self.updateGeometry()  # another width, another height for the text
 
 
 def red(label: QLabel) -> QLabel:
@@ -149,7 +176,9 @@ def fill_table(table: QTableWidget, headers: list[str], rows: list[list[Any]]) -
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
             text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
-            table.setItem(r, c, QTableWidgetItem(str(text)))
+            item = QTableWidgetItem(str(text))
+            item.setToolTip(str(text))  # a cell too narrow for its text shows it cut with “…”: here it is whole
+            table.setItem(r, c, item)
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
 
 
