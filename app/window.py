@@ -38,16 +38,6 @@ from core.project import Project
 
 SETTINGS = ("Tweety Studio", "Tweety Studio")
 
-# Where a reopened project resumes: the page that runs its first unfinished stage.
-STAGE_PAGE = {"data": "data", "tokenizer": "tokenizer", "align": "align", "map": "align", "init": "align",
-              "finetune": "finetune", "evaluate": "evaluate", "export": "export", None: "chat"}
-# A step is done when its stage is recorded, and needs an earlier step until the stage it builds on is.
-PAGE_DONE = {"data": "data", "tokenizer": "tokenizer", "align": "init", "finetune": "finetune",
-             "evaluate": "evaluate", "export": "export"}
-PAGE_NEEDS = {"tokenizer": "data", "align": "tokenizer", "finetune": "init", "evaluate": "init", "export": "init",
-              "chat": "init"}
-
-
 class MainWindow(QMainWindow):
     project_opened = Signal()  # a project was created or opened: every page shows what it already has
     stage_finished = Signal()  # a page finished a stage (or changed the project's record)
@@ -193,7 +183,7 @@ class MainWindow(QMainWindow):
         QSettings(*SETTINGS).setValue("last_project", str(project.folder))
         self._update_steps()
         self.project_opened.emit()
-        self.go(STAGE_PAGE[project.next_stage] if project.finished else "source")
+        self.go(pages.page_of(project.next_stage) if project.finished else "source")
 
     def step_state(self, key: str) -> str:
         """"done", "current", "needs" (an earlier step first) or "open" (can run, not run yet)."""
@@ -207,9 +197,10 @@ class MainWindow(QMainWindow):
         stages = self.project.state.stages
         if key == "source":
             return "done"
-        if key in PAGE_DONE and PAGE_DONE[key] in stages:
+        step = pages.step_of(key)
+        if step is not None and step.done in stages:
             return "done"
-        if key in PAGE_NEEDS and PAGE_NEEDS[key] not in stages:
+        if step is not None and step.needs and step.needs not in stages:
             return "needs"
         return "open"
 
@@ -384,14 +375,14 @@ def plain_message(message: str) -> str:
     command (“run `tweety align` first”) that a GUI user has no terminal for — said as the wizard's step instead."""
     import re
 
-    steps = {"align": "Align & map", "map": "Align & map", "tokenizer": "Tokenizer", "adapt": "Align & map",
-             "init": "Align & map", "finetune": "Fine-tune", "export": "Export", "eval": "Evaluate"}
+    titles = {page.key: page.title for page in pages.PAGES}
+    steps = {command: titles[s.page] for s in pages.STEPS for command in s.runs}
 
     def step(match: re.Match) -> str:
         return f"the {steps.get(match.group(1), match.group(1))} step"
 
     message = re.sub(r"`tweety (\w+)[^`]*`", step, message)
-    message = re.sub(r"\btweety (align|map|tokenizer|adapt|init|finetune|export|eval)\b", step, message)
+    message = re.sub(rf"\btweety ({'|'.join(steps)})\b", step, message)
     return message.replace("`make demo` once", "the installer again").replace("`make demo`", "the installer")
 
 
