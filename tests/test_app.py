@@ -548,7 +548,7 @@ def test_a_cancelled_translation_says_cancelled(qtbot, window, tmp_path, monkeyp
     w.new_project(tmp_path / "proj")
     chat = w.pages["chat"]
     chat.llm = chat.chat = object()  # as if a model were loaded
-    chat.card_info = runtime.ModelCard("m", ["es"], "base", 100, 512, None)
+    chat.card_info = runtime.ModelCard(name="m", languages=("es",), prompt="base", vocab_size=100, context=512)
     chat.update_directions()
     chat.text_in.setPlainText("In the beginning")
     chat.translate()

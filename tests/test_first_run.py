@@ -516,8 +516,9 @@ def load_model(qtbot, w, monkeypatch, tmp_path):
     from core.models import DEFAULT_MODEL
 
     monkeypatch.setattr(runtime, "load", lambda path, settings: object())
-    monkeypatch.setattr(runtime, "model_card", lambda llm: runtime.ModelCard("spanish-q8_0.gguf", ["es"], "base",
-                                                                              1000, 2048, DEFAULT_MODEL))
+    monkeypatch.setattr(runtime, "model_card", lambda llm: runtime.ModelCard(
+        name="spanish-q8_0.gguf", languages=("es",), prompt="base", vocab_size=1000, context=2048,
+        source_model=DEFAULT_MODEL))
     monkeypatch.setattr(runtime, "translate", lambda llm, text, source, target, on_text, **kw: on_text(
         f"({source}→{target}) {text}"))
     w.go("chat")

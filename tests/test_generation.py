@@ -97,9 +97,9 @@ def test_a_translation_is_one_line(pieces, expected, monkeypatch):
 
 
 def test_plain_model_directions_pair_the_source_language_with_the_files_languages():
-    card = runtime.ModelCard("m", ["es", "ca"], "chat", 100, 512, None)
+    card = runtime.ModelCard(name="m", languages=("es", "ca"), prompt="chat", vocab_size=100, context=512)
     assert runtime.translation_directions(card) == [("en", "es"), ("es", "en"), ("en", "ca"), ("ca", "en")]
-    assert runtime.translation_directions(runtime.ModelCard("m", [], "chat", 100, 512, None)) == []
+    assert runtime.translation_directions(runtime.ModelCard(name="m", prompt="chat")) == []
 
 
 def test_stats_measure_tokens_per_second():

@@ -196,7 +196,8 @@ def test_gemma_card_carries_its_terms(tmp_path, monkeypatch):
     from core import models
 
     monkeypatch.setattr(models, "model_card", lambda spec: models.ModelCard(
-        str(spec), "gemma-3-270m", "Gemma 3", 1, 1, 1, models.licence_of("gemma")))
+        spec=str(spec), name="gemma-3-270m", family="Gemma 3", parameters=1, vocab_size=1, file_bytes=1,
+        licence=models.licence_of("gemma")))
     facts = H.card_facts(ProjectState(source_model="/models/gemma-3-270m.gguf"), name="g")
     card = H.model_card(facts)
     assert card.data.license == "gemma" and card.data.base_model == "google/gemma-3-270m"

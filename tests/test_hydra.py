@@ -388,7 +388,7 @@ def test_runtime_reads_the_gguf_header_once_per_model_not_per_line(tmp_path, mon
     assert (tmp_path / "out.txt").read_text().splitlines() == ["one (es)", "two (es)", "", "three (es)", "four (es)"]
     assert runtime.translate(llm, "five", "en", "es") == "five (es)"
     assert len(reads) == 1
-    assert runtime.model_card(Llama()).family == "base" and len(reads) == 2  # another loaded model: read again
+    assert runtime.model_card(Llama()).prompt == "base" and len(reads) == 2  # another loaded model: read again
 
 
 def test_tuning_batch_loss_is_the_mean_of_each_pairs_loss(hydra):

@@ -34,7 +34,7 @@ class ChatPage(Page):
 
         self.llm = None
         self.chat = None
-        self.card_info = None  # core.runtime.ModelCard of the loaded file
+        self.card_info = None  # core.models.ModelCard of the loaded file (core.runtime.model_card)
         self._hydra = None  # (key, core.hydra.Hydra) built on first use
         row = QHBoxLayout()
         self.file = FileRow("open", "exported .gguf file", "GGUF models (*.gguf)")
@@ -143,7 +143,9 @@ class ChatPage(Page):
         """(from, to) pairs the chosen translator has: the Hydra's source language and the project's language both
         ways; for a loaded file, its source language and the languages it names (core.runtime.translation_directions).
         """
-        from core.runtime import ModelCard, translation_directions
+        from dataclasses import replace
+
+        from core.runtime import translation_directions
 
         if self.use_hydra.isChecked():
             code = self.project.state.language if self.project is not None else None
@@ -152,8 +154,7 @@ class ChatPage(Page):
             return []
         card = self.card_info
         if not card.languages and self.project is not None and self.project.state.language:
-            card = ModelCard(card.name, [self.project.state.language], card.family, card.vocab_size, card.context,
-                             card.source_model)
+            card = replace(card, languages=(self.project.state.language,))
         return translation_directions(card, SOURCE_LANGUAGE)
 
     def update_directions(self) -> None:

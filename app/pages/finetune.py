@@ -33,18 +33,14 @@ def format_duration(seconds: float) -> str:
 
 
 def model_scale(project) -> float:
-    """How many times the built-in 135M model the project's adapted model is (from its config.json), 1 when unknown:
-    training time grows with it."""
-    import json
+    """How many times the built-in 135M model the project's adapted model is (core.models.parameter_count, from its
+    weights' headers), 1 when unknown: training time grows with it."""
+    from core.models import parameter_count
 
     try:
-        config = json.loads((project.model_dir / "config.json").read_text())
-        hidden, layers = config["hidden_size"], config["num_hidden_layers"]
-        vocab = config.get("vocab_size", 0)
-    except (OSError, KeyError, ValueError):
+        return max(0.1, parameter_count(project.model_dir) / 135e6)
+    except (OSError, TweetyError):  # not initialised yet
         return 1.0
-    params = 12 * layers * hidden ** 2 + 2 * vocab * hidden
-    return max(0.1, params / 135e6)
 
 
 class FineTunePage(Page):

@@ -126,18 +126,18 @@ class SourcePage(Page):
         def fn(progress, cancel):
             import torch
 
-            from core.models import model_info
+            from core.models import resolve
 
             device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
-            return model_info(spec), device
+            return model_card(resolve(spec)), device  # the Hugging Face folder's card: layers, tied tables
 
         self.run(fn, self._show_info, "Inspecting model")
 
     def _show_info(self, result) -> None:
         info, device = result
-        self.info.setText(f"Type: <b>{info.model_type}</b> &nbsp; Layers: {info.n_layers} &nbsp; Hidden size: "
+        self.info.setText(f"Type: <b>{info.model_type}</b> &nbsp; Layers: {info.layers} &nbsp; Hidden size: "
                           f"{info.hidden_size} &nbsp; Vocabulary: {info.vocab_size:,} &nbsp; Parameters: "
-                          f"~{info.parameters / 1e6:,.0f} M &nbsp; "
+                          f"{info.parameters / 1e6:,.0f} M &nbsp; "
                           f"{'One table' if info.tied_embeddings else 'Separate tables'} for reading and writing<br>"
                           f"Runs on: {device}")
         self.info.setToolTip(TIPS["tied"])
