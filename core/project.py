@@ -176,13 +176,16 @@ class Project:
         self._record("tokenizer", record, settings)
         return self.target_tokenizer()
 
-    def align(self, settings=None, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None):
-        """Align each parallel corpus (skipped, recorded as such, when there is none). Returns the record."""
-        from core import align
+    def align(self, settings=None, *, init_method: str | None = None, progress: ProgressFn | None = None,
+              cancel: CancelToken | None = None):
+        """Align each parallel corpus (skipped, recorded as such, when there is none, or when the initialisation —
+        `init_method`, else the recorded one — is a baseline that reads no alignment). Returns the record."""
+        from core import align, init
 
         settings = settings or self.state.settings_of(align.AlignSettings, "align")
+        method = init_method or self.state.settings_of(init.InitSettings, "init").method
         record = stages.align_corpora(self.layout, self.inputs(), self.source_tokenizer(), self.target_tokenizer(),
-                                      settings, progress=progress, cancel=cancel)
+                                      settings, init_method=method, progress=progress, cancel=cancel)
         self._record("align", record, settings)
         return record
 
@@ -192,7 +195,9 @@ class Project:
 
         settings = settings or self.state.settings_of(mapping.MappingSettings, "mapping")
         m, record = stages.build_mapping(self.layout, self.inputs(), self.state.vocabulary, self.source_tokenizer(),
-                                         self.target_tokenizer(), settings, progress=progress, cancel=cancel)
+                                         self.target_tokenizer(), settings,
+                                         aligned=not stages.alignment_unused(self.state), progress=progress,
+                                         cancel=cancel)
         self._record("map", record, settings)
         return m
 
@@ -241,7 +246,8 @@ class Project:
         defaults): how `tweety adapt` runs, and how an interrupted project resumes."""
         steps = {"tokenizer": lambda: self.train_tokenizer(tokenizer, extension=extension, progress=progress,
                                                            cancel=cancel),
-                 "align": lambda: self.align(align, progress=progress, cancel=cancel),
+                 "align": lambda: self.align(align, init_method=init.method if init else None, progress=progress,
+                                             cancel=cancel),
                  "map": lambda: self.build_mapping(mapping, progress=progress, cancel=cancel),
                  "init": lambda: self.initialise(init, progress=progress, cancel=cancel)}
         for stage in STAGES[STAGES.index("tokenizer"):STAGES.index(until) + 1]:

@@ -14,6 +14,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -85,24 +86,49 @@ def train_tokenizer(layout: Layout, inputs: Inputs, source_tok, vocabulary: str,
 
 
 def align_corpora(layout: Layout, inputs: Inputs, source_tok, target_tok, settings: align.AlignSettings, *,
-                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> StageRecord:
-    """Each parallel corpus on its own (work/alignment/, or work/alignment/<label>/ when there are several)."""
+                  init_method: str = "transtok", progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> StageRecord:
+    """Each parallel corpus on its own (work/alignment/, or work/alignment/<label>/ when there are several). Skipped
+    when the initialisation is a baseline (`init_method` fvt, mean or random), which reads no alignment: aligning
+    137k pairs took 44 s for nothing."""
     clock = _Clock()
     corpora = inputs.parallel
     if not corpora:
         return clock.record("", {"skipped": "no parallel corpus"})
     shutil.rmtree(layout.alignment_dir, ignore_errors=True)  # another run's corpora must not linger
+    if init_method != "transtok":
+        return clock.record("", {"skipped": f"the {init_method} initialisation uses no alignment",
+                                 UNUSED_BY: init_method})
     stats = {r.label: asdict(align.align_corpus(r.read(), source_tok, target_tok,
                                                 layout.alignment_of(r, len(corpora)), settings,
                                                 progress=progress, cancel=cancel)) for r in corpora}
     return clock.record("work/alignment", next(iter(stats.values())) if len(stats) == 1 else stats)
 
 
-def evidence(layout: Layout, inputs: Inputs, source_tok, target_tok) -> list[mapping.Evidence]:
-    """Every resource's evidence with its weight: cached alignment counts, dictionaries read afresh."""
+UNUSED_BY = "unused_by"  # in a skipped align stage's summary: the baseline initialisation that needs no alignment
+
+
+def alignment_unused(state: ProjectState) -> bool:
+    """The align stage was skipped for a baseline initialisation: the parallel corpora have no alignment counts."""
+    record = state.stages.get("align")
+    return record is not None and UNUSED_BY in record.summary
+
+
+def evidence(layout: Layout, inputs: Inputs, source_tok, target_tok, *, aligned: bool = True) -> list[mapping.Evidence]:
+    """Every resource of a project with its weight (see `evidence_of`); without `aligned` (a baseline's project) the
+    parallel corpora give none."""
     n = len(inputs.parallel)
-    return [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(layout.alignment_of(r, n)), r.weight)
-            if r.kind == resources.PARALLEL else _dictionary(r, source_tok, target_tok) for r in inputs.resources]
+    found = inputs.resources if aligned else [r for r in inputs.resources if r.kind != resources.PARALLEL]
+    return evidence_of(found, lambda r: layout.alignment_of(r, n), source_tok, target_tok)
+
+
+def evidence_of(found: Sequence[resources.Resource], alignment_of: Callable[[resources.Resource], str | Path],
+                source_tok, target_tok) -> list[mapping.Evidence]:
+    """Each resource's evidence with its weight: a parallel corpus's cached alignment counts (in the folder
+    `alignment_of` gives: a project's work/alignment/…, or the folder a loose `tweety align` wrote), a dictionary
+    read afresh and refused when none of its entries gives tokens."""
+    return [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(alignment_of(r)), r.weight)
+            if r.kind == resources.PARALLEL else _dictionary(r, source_tok, target_tok) for r in found]
 
 
 def _dictionary(r: resources.Resource, source_tok, target_tok) -> mapping.Evidence:
@@ -123,17 +149,29 @@ def check_tokenizes(entries: list[resources.DictionaryEntry], source_tok, target
 
 
 def build_mapping(layout: Layout, inputs: Inputs, vocabulary: str, source_tok, target_tok,
-                  settings: mapping.MappingSettings, *, progress: ProgressFn | None = None,
+                  settings: mapping.MappingSettings, *, aligned: bool = True, progress: ProgressFn | None = None,
                   cancel: CancelToken | None = None) -> tuple[mapping.Mapping, StageRecord]:
     clock = _Clock()
     overrides = [o for f in (inputs.overrides, layout.overrides_file) if f and Path(f).exists()
                  for o in resources.read_overrides(f)]
-    m = mapping.build_mapping(source_tok, target_tok, evidence=evidence(layout, inputs, source_tok, target_tok),
-                              overrides=overrides, settings=settings, progress=progress, cancel=cancel)
+    found = evidence(layout, inputs, source_tok, target_tok, aligned=aligned)
+    m = write_mapping(layout.mapping_dir, found, overrides, vocabulary, source_tok, target_tok, settings,
+                      progress=progress, cancel=cancel)
+    return m, clock.record("work/mapping", {**m.coverage(), "resources": m.shares()})
+
+
+def write_mapping(out: str | Path, found: list[mapping.Evidence], overrides: Sequence[resources.OverrideLine],
+                  vocabulary: str, source_tok, target_tok, settings: mapping.MappingSettings, *,
+                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> mapping.Mapping:
+    """The mapping from the evidence found, the overrides on top, written to `out` with each token's provenance (its
+    resources' shares); extension keeps every source token's own row. A project's map stage and a loose `tweety map`
+    both write it here."""
+    m = mapping.build_mapping(source_tok, target_tok, evidence=found, overrides=overrides, settings=settings,
+                              progress=progress, cancel=cancel)
     if vocabulary == EXTEND:
         m = extend.keep_source_rows(m, len(source_tok))
-    m.save(layout.mapping_dir, target_tok, source_tok)
-    return m, clock.record("work/mapping", {**m.coverage(), "resources": m.shares()})
+    m.save(out, target_tok, source_tok)
+    return m
 
 
 def initialise(layout: Layout, state: ProjectState, source_tok, target_tok, settings: init.InitSettings,
@@ -143,10 +181,27 @@ def initialise(layout: Layout, state: ProjectState, source_tok, target_tok, sett
     extension loads the model (or changes `model`, a loaded copy of the source model), which the source-language
     probe needs."""
     clock = _Clock()
+    if settings.method == "transtok" and alignment_unused(state):
+        raise TweetyError(f"the parallel corpus was not aligned (the {state.stages['align'].summary[UNUSED_BY]} "
+                          "initialisation needs no alignment), so trans-tokenization has no evidence from it",
+                          fix="align first: `tweety align --project DIR`, then `tweety map` and `tweety init` "
+                          "with --project DIR")
     out = layout.folder / "model"  # never an older folder's root, which holds the whole project
+    summary = initialise_folder(out, layout.mapping_dir, state, source_tok, target_tok, settings, extension,
+                                model=model, progress=progress, cancel=cancel)
+    return clock.record("model", summary)
+
+
+def initialise_folder(out: str | Path, mapping_dir: str | Path, state: ProjectState, source_tok, target_tok,
+                      settings: init.InitSettings, extension: extend.ExtensionSettings = extend.ExtensionSettings(),
+                      *, model=None, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> dict:
+    """The adapted model written to `out` from the mapping in `mapping_dir`, with the provenance the GGUF export and
+    the model card read (`state`: source model, language, settings, inputs) beside it as project.json. A project's
+    init stage and a loose `tweety init` both write it here. Returns the stage's summary."""
+    out = Path(out)
     source_folder = models.resolve(state.source_model)
     check_space_for_model(source_folder, out)
-    m = mapping.Mapping.load(layout.mapping_dir)
+    m = mapping.Mapping.load(mapping_dir)
     if state.vocabulary == EXTEND:
         model = model if model is not None else models.load_model(source_folder)[0]
         summary = extend_rows(m, model, source_tok, target_tok, state.inputs, extension, out, progress=progress,
@@ -155,10 +210,8 @@ def initialise(layout: Layout, state: ProjectState, source_tok, target_tok, sett
         m = init.mapping_for_method(settings.method, m, source_tok, target_tok)
         init.initialise_folder(source_folder, m, target_tok, out, settings, progress=progress, cancel=cancel)
         summary = {"method": settings.method}
-    record = clock.record("model", summary)
-    # The model folder carries the provenance the GGUF export reads (language, source, settings, inputs).
     replace(state, stages={}).save(out)
-    return record
+    return summary
 
 
 def extend_rows(m: mapping.Mapping, model, source_tok, target_tok, inputs: Inputs,

@@ -59,6 +59,8 @@ def test_eval_json_and_trans_tokenization_beats_mean(files, adapted):
     assert result["bytes"] == len(text.encode())
     tweety("init", "--tokenizer", adapted / "work" / "tokenizer", "--mapping", adapted / "work" / "mapping",
            "--init", "mean", "--out", files / "mean")
+    # A loose folder's model carries its provenance, as a project's does (the export and the model card read it).
+    assert json.loads((files / "mean" / "project.json").read_text())["settings"]["init"]["method"] == "mean"
     mean = json.loads(tweety("eval", "--model", files / "mean", "--text", files / "heldout.es", "--json").stdout)
     assert mean["tokens_per_byte"] == result["tokens_per_byte"]  # same tokenizer
     assert result["bits_per_byte"] < mean["bits_per_byte"] - 0.2
@@ -136,6 +138,45 @@ def test_an_adapt_folder_is_a_project_whose_stages_rerun_from_the_cli(files, ada
     assert Project.open(copy).next_stage == "finetune"
     refused = tweety("map", "--project", copy, "--dictionary", files / "dict.tsv", check=False)
     assert refused.returncode == 2 and "overrides.tsv" in refused.stderr
+
+
+def test_loose_map_refuses_a_dictionary_that_gives_no_tokens(files, tmp_path):
+    """`tweety map` on loose folders runs the project's map stage (core.stages), its dictionary check included:
+    with a target tokenizer that knows only <unk>, no entry gives a token, and nothing is written."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, "<unk>")),
+                            unk_token="<unk>").save_pretrained(tmp_path / "unknown")
+    r = tweety("map", "--tokenizer", tmp_path / "unknown", "--dictionary", files / "dict.tsv", "--out",
+               tmp_path / "map", check=False)
+    assert r.returncode == 2 and "none of the dictionary's entries can be read into tokens" in r.stderr
+    assert not (tmp_path / "map").exists()
+
+
+@pytest.mark.parametrize("command, flags", [("adapt", ("--init", "--aligner", "--symmetrize", "--tokenizer-model")),
+                                            ("init", ("--init", "--seed")), ("tokenizer", ("--tokenizer-model",)),
+                                            ("align", ("--aligner", "--symmetrize"))])
+def test_baselines_are_an_advanced_group_of_the_help(command, flags, capsys):
+    from core.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    main, advanced = capsys.readouterr().out.split("options:")[1].split("advanced (baselines):")  # after the usage
+    assert all(flag in advanced and flag not in main for flag in flags), (main, advanced)
+
+
+def test_a_baseline_initialisation_skips_the_alignment(files, tmp_path):
+    """`--init fvt` reads no alignment, so `tweety adapt` does not align (44 s on 137k pairs): no alignment is
+    written, the map stage uses none, and trans-tokenization on that project is refused until it is aligned."""
+    out = tmp_path / "fvt"
+    tweety("adapt", "--target-text", files / "train.es", "--parallel", files / "train.en", files / "train.es",
+           "--vocab-size", 1000, "--init", "fvt", "--out", out)
+    state = json.loads((out / "project.json").read_text())
+    assert state["stages"]["align"]["summary"]["unused_by"] == "fvt" and not (out / "work" / "alignment").exists()
+    assert state["stages"]["map"]["summary"]["alignment"] == 0 and (out / "model" / "model.safetensors").exists()
+    refused = tweety("init", "--project", out, check=False)
+    assert refused.returncode == 2 and "tweety align --project" in refused.stderr
 
 
 def test_never_overwrites_a_users_folder_and_reports_bad_input(files, tmp_path):

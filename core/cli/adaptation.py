@@ -7,23 +7,30 @@ import json
 import sys
 from dataclasses import asdict
 
-from core import align, extend, finetune, init, mapping, models, pipeline, resources, stages, tokenizer
-from core.cli.options import (Command, ProgressBars, add_aligner, add_inputs, add_mapping_options, add_parallel,
-                              add_project, add_source, add_tokenizer_model, align_settings, ctrl_c_cancels,
-                              mapping_settings, model_folder, need, parallel_files, resource_list, weights)
+from core import align, extend, finetune, init, models, pipeline, resources, stages, tokenizer
+from core.cli.options import (Command, ProgressBars, add_aligner, add_baselines, add_inputs, add_mapping_options,
+                              add_parallel, add_project, add_source, add_tokenizer_model, align_settings,
+                              ctrl_c_cancels, mapping_settings, model_folder, need, parallel_files, resource_list,
+                              weights)
 from core.errors import TweetyError
 from core.evaluate import bits_per_byte
 from core.jobs import Cancelled, CancelToken
-from core.layout import EXTEND, REPLACE
+from core.layout import EXTEND, REPLACE, ProjectState
 from core.project import Project
 
 
 def _adapt_arguments(p: argparse.ArgumentParser) -> None:
-    add_inputs(p)
+    baselines = add_inputs(p)
     p.add_argument("--vocab-size", type=int, required=True, help="size of the new vocabulary (e.g. 16000)")
-    add_tokenizer_model(p)
-    p.add_argument("--init", choices=init.METHODS, default="transtok")
-    p.add_argument("--seed", type=int, default=0)
+    _add_init(baselines, skips_alignment=True)
+    add_tokenizer_model(baselines)
+
+
+def _add_init(p, skips_alignment: bool = False) -> None:
+    p.add_argument("--init", choices=init.METHODS, default="transtok", help="transtok: trans-tokenization (the "
+                   "default); fvt (from each token's spelling), mean, random: baselines that use no translation"
+                   + (" (and skip the alignment)" if skips_alignment else ""))
+    p.add_argument("--seed", type=int, default=0, help="random: the seed of its rows")
 
 
 def _extend_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,8 +90,8 @@ def _tokenizer_arguments(p: argparse.ArgumentParser) -> None:
     add_source(p)
     p.add_argument("--target-text")
     p.add_argument("--vocab-size", type=int)
-    add_tokenizer_model(p)
     p.add_argument("--out")
+    add_tokenizer_model(add_baselines(p))
 
 
 def _tokenizer(a: argparse.Namespace, bars: ProgressBars) -> None:
@@ -170,14 +177,11 @@ def _map(a: argparse.Namespace, bars: ProgressBars) -> None:
              zip(a.alignment or [], weights(a.alignment or [], a.alignment_weight, "alignment"))] +
             [resources.Resource(resources.DICTIONARY, (f,), w) for f, w in
              zip(a.dictionary or [], weights(a.dictionary or [], a.dictionary_weight, "dictionary"))])
-        evidence = [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(r.files[0]), r.weight)
-                    if r.kind == resources.PARALLEL else
-                    mapping.dictionary_evidence(r.read(), source_tok, target_tok, name=r.label, weight=r.weight)
-                    for r in named]
-        m = mapping.build_mapping(
-            source_tok, target_tok, evidence=evidence, settings=mapping_settings(a),
-            overrides=resources.read_overrides(a.overrides) if a.overrides else (), progress=bars)
-        m.save(a.out, target_tok, source_tok)
+        # A parallel "resource" here is the folder `tweety align` wrote: its cached link counts.
+        found = stages.evidence_of(named, lambda r: r.files[0], source_tok, target_tok)
+        overrides = resources.read_overrides(a.overrides) if a.overrides else []
+        m = stages.write_mapping(a.out, found, overrides, REPLACE, source_tok, target_tok, mapping_settings(a),
+                                 progress=bars)
     bars.close()
     print(json.dumps({"origins": m.coverage(), "resources": m.shares()}, indent=2))
 
@@ -187,9 +191,8 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
     add_source(p)
     p.add_argument("--tokenizer", help="target tokenizer folder")
     p.add_argument("--mapping", help="folder written by `tweety map`")
-    p.add_argument("--init", choices=init.METHODS, default="transtok")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
+    _add_init(add_baselines(p))
 
 
 def _init(a: argparse.Namespace, bars: ProgressBars) -> None:
@@ -199,9 +202,10 @@ def _init(a: argparse.Namespace, bars: ProgressBars) -> None:
     else:
         need(a, "tokenizer", "mapping", "out")
         source_tok, target_tok = models.load_tokenizer(a.source_model), tokenizer.load_tokenizer(a.tokenizer)
-        m = init.mapping_for_method(a.init, mapping.Mapping.load(a.mapping), source_tok, target_tok)
-        stages.check_space_for_model(models.resolve(a.source_model), a.out)
-        out = init.initialise_folder(models.resolve(a.source_model), m, target_tok, a.out, settings, progress=bars)
+        # The folders' provenance, as a project's model carries it: the source model and the settings.
+        state = ProjectState(source_model=str(a.source_model), settings={"init": asdict(settings)})
+        stages.initialise_folder(a.out, a.mapping, state, source_tok, target_tok, settings, progress=bars)
+        out = a.out
     print(f"Initialised model written to {out}")
 
 

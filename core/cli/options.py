@@ -84,6 +84,13 @@ def add_project(p: argparse.ArgumentParser, what: str) -> None:
                    "`tweety extend` or the wizard), with its recorded inputs; later stages become stale")
 
 
+def add_baselines(p: argparse.ArgumentParser):
+    """The group the help shows last, for experts: choices kept to compare against the defaults, each measured worse
+    (docs/results: init-quality.md, alignment.md) — the wizard's main path offers none of them."""
+    return p.add_argument_group("advanced (baselines)", "measured worse than the defaults (docs/results); kept for "
+                                "comparisons")
+
+
 def add_tokenizer_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer-model", choices=("bpe", "unigram"), default=tokenizer.TokenizerSettings.model_type,
                    help="bpe (default) tokenizes identically in llama.cpp after export; unigram does not")
@@ -94,9 +101,10 @@ def add_parallel(p: argparse.ArgumentParser, required: bool = False) -> None:
                    help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file")
 
 
-def add_inputs(p: argparse.ArgumentParser) -> None:
+def add_inputs(p: argparse.ArgumentParser):
     """Everything `adapt` and `extend` read: target text and translation resources (each flag may repeat; weights
-    pair up with their resources in order), overrides, language, output."""
+    pair up with their resources in order), overrides, language, output. Returns the advanced (baselines) group, for
+    the command's own baselines."""
     add_source(p)
     p.add_argument("--target-text", required=True, help="target-language text, one sentence/paragraph per line")
     p.add_argument("--heldout-text", help="held-out target text for the project's fine-tuning and evaluation "
@@ -114,10 +122,10 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
     p.add_argument("--accept-licence", action="store_true", help="you have read and accept the source model's "
                    "licence (asked for models with terms beyond an open-source licence: Gemma, Llama, Tower)")
-    add_aligner(p)
     add_mapping_options(p)
     p.add_argument("--out", required=True, help="the project folder to create (new, empty, or an earlier Tweety "
                    "output); the model is OUT/model, and the wizard opens OUT")
+    return add_aligner(p)
 
 
 def weights(items: list, given: list[float] | None, flag: str) -> list[float]:
@@ -146,16 +154,21 @@ def resource_list(a: argparse.Namespace) -> list[resources.Resource]:
     return out + (resources.read_resource_list(a.resources) if a.resources else [])
 
 
-def add_aligner(p: argparse.ArgumentParser) -> None:
+def add_aligner(p: argparse.ArgumentParser):
+    """The aligner's options: its device, and under advanced (baselines) the other aligners and symmetrization.
+    Returns that group."""
     d = align.AlignSettings()
+    p.add_argument("--align-device", choices=("auto", "cpu", "cuda"), default=d.device,
+                   help="torch aligner's device")
+    p = add_baselines(p)
     p.add_argument("--aligner", choices=align.METHODS, default=d.method,
                    help="torch: fast_align's model on tensors (GPU when there is one; the fastest); fast_align: the "
-                   "systran-align wheel; eflomal: needs `pip install eflomal`")
+                   "systran-align wheel, needs `pip install tweety-studio[fast-align]`; eflomal: needs `pip install "
+                   "eflomal`")
     p.add_argument("--symmetrize", choices=align.SYMMETRIZATIONS, default=d.symmetrize,
                    help="combine both directions: intersection (precise; auto's choice) or grow-diag-final-and (more "
                    "links; auto's choice for fast_align)")
-    p.add_argument("--align-device", choices=("auto", "cpu", "cuda"), default=d.device,
-                   help="torch aligner's device")
+    return p
 
 
 def align_settings(a: argparse.Namespace) -> align.AlignSettings:
