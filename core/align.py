@@ -72,6 +72,8 @@ class AlignSettings:
         if self.method == "fast_align" and self.symmetrization != "grow-diag-final-and":
             raise TweetyError("the fast_align wheel only gives grow-diag-final-and links",
                               fix="use the torch or eflomal aligner for intersection links")
+        if self.method == "fast_align":
+            _systran_align()  # before any work: a baseline that needs an optional package
         if self.iterations < 1 or self.max_tokens < 1:
             raise TweetyError("iterations and max_tokens must be at least 1")
 
@@ -495,9 +497,22 @@ def _words(sentences: Sequence[np.ndarray]) -> list[list[str]]:
     return [[str(x) for x in s.tolist()] for s in sentences]
 
 
-def _align_fast_align(source, target, settings: AlignSettings, report: Reporter) -> Links:
-    import systran_align
+FAST_ALIGN_EXTRA = "pip install 'tweety-studio[fast-align]'"
 
+
+def _systran_align():
+    """The systran-align wheel: only the fast_align baseline needs it, so it is an optional extra (`fast-align`)."""
+    try:
+        import systran_align
+    except ImportError:
+        raise TweetyError("the fast_align aligner is not installed (it is optional: the default aligner, torch, runs "
+                          "the same model faster)", fix=f"install it with {FAST_ALIGN_EXTRA} (or pip install "
+                          "systran-align), or use the default aligner") from None
+    return systran_align
+
+
+def _align_fast_align(source, target, settings: AlignSettings, report: Reporter) -> Links:
+    systran_align = _systran_align()
     src_words, tgt_words = _words(source), _words(target)
     with tempfile.TemporaryDirectory(prefix="tweety-align-") as work:
         with open(f"{work}/corpus.txt", "w", encoding="utf-8") as f:

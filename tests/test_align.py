@@ -199,3 +199,16 @@ def test_bad_settings_are_refused():
         align_ids([np.arange(3)], [np.arange(3)], AlignSettings(symmetrize="union"), report)
     with pytest.raises(TweetyError, match="sentence pair 2 is empty"):
         align_ids([np.arange(3), np.arange(2)], [np.arange(3), np.arange(0)], AlignSettings(), report)
+
+
+def test_fast_align_is_an_optional_extra(monkeypatch):
+    """Only the fast_align baseline needs systran-align: without it, choosing that aligner says how to install the
+    extra, before any work; the default aligner does not need it."""
+    import sys
+
+    from core.errors import TweetyError
+
+    monkeypatch.setitem(sys.modules, "systran_align", None)  # as if not installed: importing it fails
+    AlignSettings().check()
+    with pytest.raises(TweetyError, match=r"tweety-studio\[fast-align\]"):
+        AlignSettings(method="fast_align").check()

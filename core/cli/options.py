@@ -172,7 +172,9 @@ def add_aligner(p: argparse.ArgumentParser):
 
 
 def align_settings(a: argparse.Namespace) -> align.AlignSettings:
-    return align.AlignSettings(method=a.aligner, symmetrize=a.symmetrize, device=a.align_device)
+    settings = align.AlignSettings(method=a.aligner, symmetrize=a.symmetrize, device=a.align_device)
+    settings.check()  # before the tokenizer trains: an aligner that is not installed is said at once
+    return settings
 
 
 def add_mapping_options(p: argparse.ArgumentParser) -> None:
