@@ -219,6 +219,33 @@ def test_trap8_the_window_keeps_its_width_from_page_to_page(qtbot, window, tmp_p
     assert set(widths.values()) == {width}, widths
 
 
+def test_trap8_every_page_fits_a_1280_pixel_screen_at_an_11_point_font(qtbot, tmp_path):
+    """At an 11-point font (a common desktop default) the Chat & Translate page asked for 1,436 pixels: the Hydra
+    tuning row put seven settings and a long list entry side by side. Every page fits a 1280-pixel-wide screen."""
+    from PySide6.QtCore import QSettings
+
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    app = QApplication.instance()
+    font = app.font()
+    bigger = app.font()
+    bigger.setPointSize(11)
+    app.setFont(bigger)
+    try:
+        from app.window import MainWindow
+
+        w = MainWindow()
+        qtbot.addWidget(w)
+        w.show()
+        widths = {}
+        for key in w.pages:
+            w.go(key)
+            QApplication.processEvents()
+            widths[key] = w.minimumSizeHint().width()
+        assert max(widths.values()) <= 1280, widths
+    finally:
+        app.setFont(font)
+
+
 def test_trap5_the_overview_and_the_model_details_in_plain_words(qtbot, window, tmp_path):
     """“initial_bpb: 2.3673003645728294” on the Project page and “Tied embeddings: True” on the Source page: numbers
     rounded, names in words, the jargon in tooltips."""

@@ -98,11 +98,11 @@ class ChatPage(Page):
         self.file_translation = FileTranslation(self.ctx, self.project_direction)
         langs.addWidget(self.file_translation.button)
         langs.addStretch(1)
-        self.use_hydra = QCheckBox("Hydra: read with the source model, write in the new language")
-        self.use_hydra.setToolTip("Translate without the exported file: the source model's body reads the text with "
-                                  "its own vocabulary and writes with the adapted model's (zero-shot translation), "
-                                  "either way round. Needs a model whose body fine-tuning left untouched (what trains: "
-                                  "embeddings).")
+        self.use_hydra = QCheckBox("Translate with the Hydra (no exported file needed)")
+        self.use_hydra.setToolTip("The Hydra translates without the exported file: the source model's body reads the "
+                                  "text with its own vocabulary and writes with the adapted model's (zero-shot "
+                                  "translation), either way round. Needs a model whose body fine-tuning left untouched "
+                                  "(what trains: embeddings).")
         self.use_hydra.toggled.connect(lambda _on: self.update_directions())
         self.direction_note = Note()
         self.language_warning = red(Note())  # the text looks written in the language it is to be translated into

@@ -2,7 +2,7 @@
 corpus's, or the target text back-translated by the Hydra itself — with progress and Cancel."""
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -16,8 +16,9 @@ from PySide6.QtWidgets import (
 from app.context import Context
 from app.pages.widgets import button, red, spin
 
-SOURCES = (("parallel", "Parallel pairs (the first parallel corpus)"),
-           ("back-translation", "Back-translation (the target text, translated back by the Hydra)"))
+# (key, what the list shows, what its tooltip adds): short entries keep the page within a 1280-pixel screen
+SOURCES = (("parallel", "Parallel pairs", "The first parallel corpus of the project"),
+           ("back-translation", "Back-translation", "The target text, translated back by the Hydra"))
 
 
 class HydraTuningBox(QGroupBox):
@@ -37,8 +38,9 @@ class HydraTuningBox(QGroupBox):
         self.language.setPlaceholderText("project's")
         self.language.setToolTip("The language whose tables are tuned (ISO code); empty: the project's language")
         self.source = QComboBox()
-        for key, text in SOURCES:
+        for key, text, tip in SOURCES:
             self.source.addItem(text, key)
+            self.source.setItemData(self.source.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.source.setToolTip("Parallel pairs: real translations, best when you have them. Back-translation: pairs "
                                "made from target-language text alone (for a project with only a dictionary).")
         self.steps = spin(1, 100_000, d.steps, "Optimizer steps")
@@ -46,23 +48,24 @@ class HydraTuningBox(QGroupBox):
         self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-3, value=d.lr)
         self.lr.setToolTip("Learning rate of the tables")
         self.lines = spin(1, 1_000_000, 400, "How many pairs to tune on")
-        # Two rows across the page (under Chat and Translate): what to tune on, then how, Tune and what came of it.
+        # Three short rows across the page (under Chat and Translate), so that it fits a 1280-pixel screen: what to
+        # tune on, how, then Tune and what came of it.
         col = QVBoxLayout(self)
-        settings, buttons = QHBoxLayout(), QHBoxLayout()
-        for label, box in (("Language", self.language), ("Pairs from", self.source), ("Steps", self.steps),
-                           ("Batch", self.batch), ("Pairs", self.lines)):
-            settings.addWidget(QLabel(label))
-            settings.addWidget(box)
-        settings.addStretch(1)
-        buttons.addWidget(QLabel("Learning rate"))
-        buttons.addWidget(self.lr)
+        what, how, buttons = QHBoxLayout(), QHBoxLayout(), QHBoxLayout()
+        for row, pairs in ((what, (("Language", self.language), ("Pairs from", self.source), ("Pairs", self.lines))),
+                           (how, (("Steps", self.steps), ("Batch", self.batch), ("Learning rate", self.lr)))):
+            for label, box in pairs:
+                row.addWidget(QLabel(label))
+                row.addWidget(box)
+            row.addStretch(1)
         self.tune_button = button("Tune", self.tune)
         buttons.addWidget(self.tune_button)
         buttons.addWidget(button("Cancel", ctx.cancel_job))
         self.status = QLabel()
         self.status.setWordWrap(True)
         buttons.addWidget(self.status, 1)
-        col.addLayout(settings)
+        col.addLayout(what)
+        col.addLayout(how)
         col.addLayout(buttons)
         self.error = red(QLabel())
         self.error.hide()  # until there is an error to show
