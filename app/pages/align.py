@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QInputDialog, QLineEdit, QTableView
 
-from app.pages.widgets import TIPS, Page, fill_table, readable, table
+from app.pages.widgets import TIPS, Fold, Page, fill_table, readable, table
+from app.workers import Job
 from core.errors import TweetyError, message_of
 from core.resources import OverrideLine
 
@@ -143,27 +144,36 @@ class AlignPage(Page):
     fills = True
     intro = ("Find which source pieces correspond to each new piece (alignment), turn that into a weighted "
              "mapping, and initialise the adapted model's embeddings from it.")
+    mapping_shown = Signal()  # the project's mapping, read in the pool, is in the table
 
     def build(self) -> None:
         import importlib.util
 
-        form = QFormLayout()
+        self._reading: Job | None = None  # the read whose rows the table will show (None: none)
+        self._jobs: set[Job] = set()  # reads under way, kept alive until they end (the pool does not own them)
         self.aligner = QComboBox()
         self.aligner.addItem("Tweety's aligner (fast_align's model, fastest)", "torch")
-        self.aligner.addItem("fast_align", "fast_align")
+        # Baselines, each measured worse (docs/results/alignment.md), offered when their optional package is here.
+        if importlib.util.find_spec("systran_align") is not None:
+            self.aligner.addItem("fast_align (baseline)", "fast_align")
         if importlib.util.find_spec("eflomal") is not None:
-            self.aligner.addItem("eflomal (slower)", "eflomal")
+            self.aligner.addItem("eflomal (baseline, slower)", "eflomal")
         self.aligner.setToolTip(TIPS["align"])
         self.links = QComboBox()
         self.links.addItem("Most precise (recommended)", "auto")
-        self.links.addItem("More links", "grow-diag-final-and")
+        self.links.addItem("More links (baseline)", "grow-diag-final-and")
         self.links.setToolTip("Alignment runs in both directions. Most precise keeps the links both directions agree "
                               "on (intersection), which initialises best; More links also keeps neighbouring ones "
                               "(grow-diag-final-and, the only choice fast_align offers).")
+        # The main path is one button: the defaults are what measured best, so other aligners and links — baselines
+        # kept for comparisons — are folded under Advanced, as the Fine-tune page folds its numbers.
+        self.advanced = Fold("Advanced", "Other aligners and links: baselines, measured worse than the defaults")
+        form = QFormLayout(self.advanced.body)
+        form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Aligner", self.aligner)
         form.addRow("Links", self.links)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        self.layout_.addLayout(form)
+        self.layout_.addWidget(self.advanced)
         go = self.button("Align, map and initialise", self.go, TIPS["align"] + "\n\n" + TIPS["mapping"])
         self.layout_.addWidget(go, 0, Qt.AlignmentFlag.AlignLeft)
         self.coverage = table()
@@ -273,11 +283,30 @@ class AlignPage(Page):
         for combo, key in ((self.aligner, "method"), (self.links, "symmetrize")):
             if key in chosen and combo.findData(chosen[key]) >= 0:
                 combo.setCurrentIndex(combo.findData(chosen[key]))
+        # A project aligned with a baseline opens with its choices in view.
+        self.advanced.set_open(self.aligner.currentIndex() > 0 or self.links.currentIndex() > 0)
+        self.model.set_rows([])
+        self.coverage.clear()
+        self._reading = None  # a read still under way is of the project before: its rows are not shown
         if "map" in self.project.state.stages:
-            try:
-                self.show_mapping(self.project.state.stages["map"].summary, read_mapping(self.project))
-            except OSError:
-                pass
-        else:
-            self.model.set_rows([])
-            self.coverage.clear()
+            self.read_mapping_in_pool()
+
+    def read_mapping_in_pool(self) -> None:
+        """Fill the table from the project's mapping.jsonl, parsed in the pool: one JSON line per target token (32k
+        for a big vocabulary) would freeze the window while a project opens."""
+        project, summary = self.project, self.project.state.stages["map"].summary
+        job = Job(lambda progress, cancel: read_mapping(project), "reading the mapping")
+
+        def show(rows: list[dict]) -> None:
+            if self._reading is job:  # still the project shown, and no newer read
+                self._reading = None
+                self.show_mapping(summary, rows)
+                self.mapping_shown.emit()
+
+        job.signals.finished.connect(show)
+        job.signals.failed.connect(lambda message: self.ctx.log(f"The mapping could not be read: {message}"))
+        job.signals.crashed.connect(lambda tb: self.ctx.log(f"The mapping could not be read:\n{tb}"))
+        for signal in (job.signals.finished, job.signals.failed, job.signals.crashed):
+            signal.connect(lambda *_: self._jobs.discard(job))
+        self._reading = job
+        self._jobs.add(job.start(self.ctx.pool))

@@ -2,7 +2,7 @@
 translate (app.pages.translation)."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                                QVBoxLayout)
 
@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from app.pages.translation import TeachBox
 from app.pages.widgets import STAGE_WORDS, TIPS, Fold, Page, spin
+from app.workers import Job
 from core.errors import TweetyError, message_of
 
 # A preset's time is the page's estimate of its settings (`_update_estimate`), never written here: a label saying
@@ -32,6 +33,14 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} hours"
 
 
+def training_device() -> str:
+    """What training runs on, in words. Imports torch (seconds, the first time): call it in the pool."""
+    import torch
+
+    return (f"GPU ({torch.cuda.get_device_name(0)}, bf16)" if torch.cuda.is_available() else
+            "CPU — works, but a GPU is many times faster for more than a few hundred steps")
+
+
 def model_scale(project) -> float:
     """How many times the built-in 135M model the project's adapted model is (core.models.parameter_count, from its
     weights' headers), 1 when unknown: training time grows with it."""
@@ -49,6 +58,7 @@ class FineTunePage(Page):
              "really reads the language. Held-out bits per byte should fall as it trains. Pause or stop at any "
              "time: a stopped run resumes where it left off.")
     fills = True
+    device_shown = Signal()  # the training device, found in the pool, is on the page
 
     def build(self) -> None:
         import pyqtgraph as pg
@@ -84,6 +94,7 @@ class FineTunePage(Page):
         form.addRow("What trains", self.stage)
         form.addRow("Steps", self.steps)
         self.device = QLabel()
+        self._device_job: Job | None = None  # finding the device: torch is imported in the pool, never here
         form.addRow("Trains on", self.device)
         self.estimate = QLabel()
         self.estimate.setToolTip("From the tokens the run reads and the speed measured on this computer (a finished "
@@ -458,9 +469,16 @@ class FineTunePage(Page):
         self._show_state()
 
     def shown(self) -> None:
-        import torch  # already loaded by the earlier stages' workers: no wait here
-
         self.teach.show_project(self.project)
-        self.device.setText(f"GPU ({torch.cuda.get_device_name(0)}, bf16)" if torch.cuda.is_available() else
-                            "CPU — works, but a GPU is many times faster for more than a few hundred steps")
         self._update_estimate()
+        if self._device_job is None:  # once: the device does not change while the wizard runs
+            self.device.setText("finding out…")
+            self._device_job = Job(lambda progress, cancel: training_device(), "finding the training device")
+            self._device_job.signals.finished.connect(self._show_device)
+            self._device_job.signals.crashed.connect(lambda tb: self.ctx.log(f"No training device found:\n{tb}"))
+            self._device_job.start(self.ctx.pool)
+
+    def _show_device(self, text: str) -> None:
+        self.device.setText(text)
+        self._update_estimate()  # a GPU's typical speed, now that torch says there is one
+        self.device_shown.emit()
