@@ -1,4 +1,5 @@
-"""English → German (or French) software-string translation pairs, rebuilt from Debian's gettext catalogues.
+"""English → German, French, Ukrainian or Russian software-string translation pairs, rebuilt from Debian's gettext
+catalogues; for Russian also translated running text (manuals) with a held-out slice.
 
 For benchmarking translation on software strings — menus, messages, dialogs — the kind of text Tweety's translation
 memory and `tweety translate` on .po files are meant for. Nothing of it is bundled with the studio: the script
@@ -20,10 +21,23 @@ then removed, so no held-out line can be retrieved from or trained on.
 
 Writes, under `--out` (default /tmp/gettext/<lang>): train.en, train.<lang>, heldout.en, heldout.<lang> (one pair a
 line, UTF-8) and target.<lang> (the training target side: running text for `tweety adapt --target-text`); also
-fetches FreeDict (dict-freedict-eng-deu / -fra) for `--dictionary` and prints the adapt and evaluate commands.
-`--baselines` adds the chrF (sacrebleu) on the held-out pairs of copying the English, and of the translation memory:
-the target side of the training pair whose English side is the most similar (BM25 top-1, bm25s, lower-cased words).
-Usage: python benchmarks/gettext_pairs.py [--language de|fr] [--heldout 300] [--work DIR] [--out DIR] [--baselines]
+fetches FreeDict (dict-freedict-eng-deu / -fra / -rus) for `--dictionary` and prints the adapt and evaluate
+commands. `--baselines` adds the chrF (sacrebleu) on the held-out pairs of copying the English, and of the translation
+memory: the target side of the training pair whose English side is the most similar (BM25 top-1, bm25s, lower-cased
+words).
+
+Running text (`--language ru`; RUNNING lists the packages): the translated manuals Debian ships — man pages
+(manpages-ru, manpages-ru-dev, rendered by groff with one paragraph a line), LibreOffice's and GIMP's help and the
+Debian guides (HTML: the text of every innermost block element; hidden alternatives, scripts, code and navigation
+left out). A paragraph is kept when it has at least 4 words and at least half its letters in the language's script
+(so no option lists, code or untranslated English); NFC-normalised, whitespace collapsed, paragraphs over 1,000
+characters cut at sentence ends, duplicates (case-folded) kept once. Held out: whole documents, chosen by the sha256
+of their path, until their lines found in no other document and no pair hold `--heldout-bytes`; a held-out line
+that also occurs in a training document or in the pairs is dropped, so no held-out line is ever trained on. Also
+writes text.<lang> (the training running text) and target.heldout.<lang> (the held-out running text, for
+`--heldout-text` and `tweety eval`); target.<lang> is then the pairs' target side followed by the running text.
+Usage: python benchmarks/gettext_pairs.py [--language de|fr|uk|ru] [--heldout 300] [--heldout-bytes 100000]
+       [--work DIR] [--out DIR] [--baselines]
 """
 from __future__ import annotations
 
@@ -32,6 +46,7 @@ import hashlib
 import re
 import subprocess
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -51,7 +66,7 @@ PACKAGES = (  # Debian 12 packages that ship their .mo catalogues themselves (no
     "gimp-data", "pidgin-data", "filezilla-common",
 )  # left out: e2fsprogs, parted, debconf (their catalogues are in separate packages); inkscape, gnucash-common,
 #    vlc-l10n (another 20,000 pairs: over the 25,000–60,000 wanted); libgtk-4-common (mostly libgtk-3-common's)
-FREEDICT = {"de": "dict-freedict-eng-deu", "fr": "dict-freedict-eng-fra"}
+FREEDICT = {"de": "dict-freedict-eng-deu", "fr": "dict-freedict-eng-fra", "ru": "dict-freedict-eng-rus"}
 MAX_CHARS = 300
 HELDOUT_WORDS = (6, 40)
 LETTER = re.compile(r"[^\W\d_]")
@@ -59,6 +74,25 @@ PLACEHOLDER = re.compile(r"%(?:\(\w+\)|\d+\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*
                          r"|\{\w*\}")  # printf and Python/.NET-style, which don't count as letters
 CREDITS = {"translator-credits", "translator_credits", "translator credits"}  # msgstr: the translators' names
 WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class RunningText:
+    """Where a language's translated manuals are, and which letters are its script's."""
+    packages: tuple[str, ...]
+    script: re.Pattern[str]
+
+
+RUNNING = {"ru": RunningText(("manpages-ru", "manpages-ru-dev", "libreoffice-help-ru", "gimp-help-ru", "debian-faq-ru",
+                              "developers-reference-ru", "maint-guide-ru", "aptitude-doc-ru"),
+                             re.compile("[а-яёА-ЯЁ]"))}
+MIN_WORDS = 4
+SCRIPT_SHARE = 0.5  # at least this share of a paragraph's letters in the language's script
+MAX_PARAGRAPH = 1000  # longer paragraphs are cut at sentence ends into lines of about this length
+SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[^\W\d_])")
+BLOCKS = {"p", "li", "td", "th", "dd", "dt", "h1", "h2", "h3", "h4", "h5", "h6", "div", "blockquote", "caption"}
+SKIPPED = ("script", "style", "pre", "code", "kbd", "samp", "tt", "header", "nav", "aside", "head")
+GROFF = ("groff", "-k", "-Kutf8", "-man", "-t", "-Tutf8", "-P-cbou", "-rLL=20000n", "-rHY=0", "-dAD=l")
 
 
 @dataclass(frozen=True)
@@ -159,6 +193,101 @@ def write(out: Path, lang: str, s: Split) -> None:
     write_lines(out / f"target.{lang}", (t for _, t in s.train))
 
 
+def man_paragraphs(path: Path) -> list[str]:
+    """A gzipped man page rendered by groff with no line length limit: one paragraph a line (headers, footers and
+    option tags come out as lines of their own, which the filter then drops)."""
+    import gzip
+
+    source = gzip.decompress(path.read_bytes())
+    if source.lstrip().startswith(b".so "):  # a link to another page, which is read on its own
+        return []
+    run = subprocess.run(GROFF, input=source, capture_output=True)
+    return run.stdout.decode("utf-8", errors="replace").splitlines()
+
+
+def html_paragraphs(path: Path) -> list[str]:
+    """The text of every innermost block element of an HTML page, leaving out what a reader does not read as prose:
+    scripts, code, navigation, and hidden alternatives (LibreOffice's help writes each command once per platform)."""
+    import lxml.html
+
+    root = lxml.html.fromstring(path.read_bytes())
+    for element in root.xpath("//*[@hidden] | " + " | ".join(f"//{tag}" for tag in SKIPPED)):
+        element.drop_tree()
+    return ["".join(element.itertext()) for element in root.iter(*BLOCKS)
+            if not any(child.tag in BLOCKS for child in element.iterdescendants())]
+
+
+def documents(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """(path inside the package, raw paragraphs) of every man page and HTML page under an extracted package."""
+    for path in sorted(root.rglob("*")):
+        name = path.name
+        if name.endswith(".gz") and "/man/" in path.as_posix():
+            yield path.relative_to(root).as_posix(), man_paragraphs(path)
+        elif name.endswith((".html", ".htm")):
+            yield path.relative_to(root).as_posix(), html_paragraphs(path)
+
+
+def prose(raw: str, script: re.Pattern[str]) -> list[str]:
+    """A raw paragraph as clean lines of running text: NFC, one line, cut at sentence ends when long; nothing when it
+    is too short or mostly not in the language's script."""
+    text = one_line(unicodedata.normalize("NFC", raw))
+    letters = LETTER.findall(text)
+    if len(text.split()) < MIN_WORDS or len(script.findall(text)) < SCRIPT_SHARE * len(letters):
+        return []
+    lines, current = [], ""
+    for sentence in SENTENCE_END.split(text):
+        if current and len(current) + len(sentence) >= MAX_PARAGRAPH:
+            lines.append(current)
+            current = ""
+        current = f"{current} {sentence}" if current else sentence
+    return [*lines, current]
+
+
+@dataclass(frozen=True)
+class Running:
+    train: list[str]
+    heldout: list[str]
+    documents: int
+    heldout_documents: int
+
+
+def running_text(spec: RunningText, work: Path, heldout_bytes: int, pairs: list[tuple[str, str]]) -> Running:
+    """The translated manuals' paragraphs, split by document: held-out documents (by the sha256 of their path) until
+    they hold `heldout_bytes`; a held-out line also found in a training document or in the pairs is dropped."""
+    docs: dict[str, list[str]] = {}
+    for package in spec.packages:
+        root = fetch(package, work)
+        for path, raws in documents(root) if root else ():
+            lines = [line for raw in raws for line in prose(raw, spec.script)]
+            if lines:
+                docs[f"{package}/{path}"] = lines
+    # Counted towards `heldout_bytes`: a document's lines found in no other document and in no pair (boilerplate
+    # shared by many pages would be dropped from the held-out text, and the slice would come out short).
+    in_pairs = {key(side) for pair in pairs for side in pair}
+    documents_of = Counter(k for lines in docs.values() for k in {key(line) for line in lines})
+    order = sorted(docs, key=lambda name: hashlib.sha256(name.encode()).hexdigest())
+    held_docs: set[str] = set()
+    size = 0
+    for name in order:
+        if size >= heldout_bytes:
+            break
+        held_docs.add(name)
+        size += sum(len(line.encode()) + 1 for line in docs[name]
+                    if documents_of[key(line)] == 1 and key(line) not in in_pairs)
+    train: dict[str, str] = {}
+    for name in docs:
+        if name not in held_docs:
+            for line in docs[name]:
+                train.setdefault(key(line), line)
+    seen = set(train) | in_pairs
+    heldout: dict[str, str] = {}
+    for name in sorted(held_docs):
+        for line in docs[name]:
+            if key(line) not in seen:
+                heldout.setdefault(key(line), line)
+    return Running(list(train.values()), list(heldout.values()), len(docs), len(held_docs))
+
+
 def freedict(lang: str, work: Path) -> Path | None:
     """The .index file of FreeDict English → `lang`, fetched like the packages."""
     package = FREEDICT.get(lang)
@@ -185,11 +314,12 @@ def baselines(s: Split) -> dict[str, float]:
             "memory": sacrebleu.corpus_chrf(memory, references).score}
 
 
-def commands(out: Path, lang: str, index: Path | None, project: Path) -> list[str]:
+def commands(out: Path, lang: str, index: Path | None, project: Path, heldout_text: bool) -> list[str]:
     dictionary = f" --dictionary {index}" if index else ""
+    heldout = f" --heldout-text {out}/target.heldout.{lang}" if heldout_text else ""
     return [
         f"tweety adapt --source-model default --target-text {out}/target.{lang} --parallel {out}/train.en "
-        f"{out}/train.{lang}{dictionary} --vocab-size 16000 --language {lang} --out {project}",
+        f"{out}/train.{lang}{dictionary}{heldout} --vocab-size 16000 --language {lang} --out {project}",
         f"tweety eval --model {project} --translation --pairs 0",
         f"tweety translate --model {project} --from en --to {lang} --input {out}/heldout.en "
         f"--output {out}/heldout.project.{lang}",
@@ -201,6 +331,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--language", default="de", help="target language code (de, fr, …)")
     p.add_argument("--heldout", type=int, default=300, help="held-out pairs")
+    p.add_argument("--heldout-bytes", type=int, default=100_000,
+                   help="held-out running text, in bytes of whole documents (languages with manuals: ru)")
     p.add_argument("--work", type=Path, default=Path("/tmp/gettext"), help="download and extraction cache")
     p.add_argument("--out", type=Path, help="output folder (default: WORK/LANG)")
     p.add_argument("--baselines", action="store_true", help="chrF of copy and memory on the held-out pairs")
@@ -222,6 +354,11 @@ def main() -> None:
     pairs = collect(paths)
     s = split(pairs, a.heldout)
     write(out, lang, s)
+    running = running_text(RUNNING[lang], work, a.heldout_bytes, pairs) if lang in RUNNING else None
+    if running:
+        write_lines(out / f"text.{lang}", running.train)
+        write_lines(out / f"target.heldout.{lang}", running.heldout)
+        write_lines(out / f"target.{lang}", [*(t for _, t in s.train), *running.train])
     index = freedict(lang, work)
 
     print(f"packages used: {len(used)} of {len(PACKAGES)} ({' '.join(used)})")
@@ -229,12 +366,18 @@ def main() -> None:
     print(f"pairs: {len(pairs):,}; train {len(s.train):,}; held out {len(s.heldout):,} "
           f"(dropped from train for sharing a held-out side: {len(pairs) - len(s.train) - len(s.heldout)})")
     print(f"written to {out}: train.en train.{lang} heldout.en heldout.{lang} target.{lang}")
+    if running:
+        def size(lines: list[str]) -> str:
+            return f"{len(lines):,} lines, {sum(len(line.encode()) + 1 for line in lines):,} bytes"
+
+        print(f"running text from {running.documents:,} documents: train {size(running.train)} (text.{lang}); "
+              f"held out {size(running.heldout)} from {running.heldout_documents} documents (target.heldout.{lang})")
     print(f"FreeDict index: {index or 'not available'}")
     if a.baselines:
         for name, chrf in baselines(s).items():
             print(f"chrF {name:>6}: {chrf:.1f}")
     print("adapt and evaluate:")
-    for line in commands(out, lang, index, work / f"project-{lang}"):
+    for line in commands(out, lang, index, work / f"project-{lang}", running is not None):
         print(f"  {line}")
     print(f"({time.perf_counter() - start:.0f} s)")
 
