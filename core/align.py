@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import tempfile
 import time
@@ -30,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from core.errors import TweetyError
-from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
+from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir, run_in_child
 from core.resources import ParallelCorpus
 from core.tokenizer import encode_many
 
@@ -482,15 +481,9 @@ def _neighbours(links):
 # The PyPI aligners run native code in a child process, so that cancel really stops them.
 
 def _in_child(report: Reporter, target: Callable, args: tuple, message: str, name: str) -> None:
-    worker = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
-    worker.start()
-    try:
-        report.wait(worker, message)
-    finally:
-        if worker.is_alive():
-            worker.kill()
-    if worker.exitcode != 0:
-        raise RuntimeError(f"{name} failed (exit code {worker.exitcode})")
+    code = run_in_child(report, target, args, message)
+    if code != 0:
+        raise RuntimeError(f"{name} failed (exit code {code})")
 
 
 def _words(sentences: Sequence[np.ndarray]) -> list[list[str]]:

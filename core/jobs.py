@@ -8,6 +8,7 @@ a half-written file or folder behind.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import multiprocessing.process
 import os
 import shutil
@@ -191,6 +192,22 @@ def _destination(name: Path, path: Path) -> str:
     ours = first.startswith(f".{path.name}.") and first.endswith((".tmp", ".old"))
     return str(path.joinpath(*inside)) if ours else str(name)
 
+
+
+def run_in_child(report: Reporter, target: Callable[..., None], args: tuple, message: str = "") -> int | None:
+    """`target(*args)` in a child process, waited for as `Reporter.wait` does; returns its exit code. For native code
+    that never checks the cancel token (SentencePiece's trainer, fast_align, eflomal): on cancel, or any error while
+    waiting, the child is killed, so its CPU use ends with the job instead of running on unseen. Spawned, not forked
+    (a fork of a process with threads — Qt's, torch's — may deadlock); `target` must be importable by name."""
+    worker = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
+    worker.start()
+    try:
+        report.wait(worker, message)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        worker.join()
+    return worker.exitcode
 
 MARKER = ".tweety"
 

@@ -15,12 +15,12 @@ import logging
 import os
 import random
 import re
-import threading
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import TweetyError
-from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
+from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir, run_in_child
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,6 @@ def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Pa
                     progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Path:
     """Train the target tokenizer on `target_lines` (read from `path`, named in messages) and save it (HF files +
     `tokenizer.model`) in `out_dir`. It may have fewer tokens than asked (`smaller_than_asked` says so)."""
-    import sentencepiece as spm
-
     report = Reporter(progress, cancel, "Training tokenizer")
     specials = source_special_tokens(source_tokenizer)
     minimum = 256 + len(specials) + 100
@@ -115,28 +113,18 @@ def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Pa
     if len(lines) > settings.max_sentences:
         lines = rng.sample(lines, settings.max_sentences)
 
-    model = io.BytesIO()
-    errors: list[BaseException] = []
-
-    def train() -> None:
-        try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines), model_writer=model, vocab_size=settings.vocab_size,
-                model_type=settings.model_type, byte_fallback=True, normalization_rule_name="identity",
-                remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,
-                allow_whitespace_only_pieces=True, hard_vocab_limit=False, unk_id=0, unk_piece=UNK, bos_id=-1,
-                eos_id=-1, pad_id=-1, control_symbols=specials, num_threads=os.cpu_count() or 1,
-                minloglevel=2)
-        except BaseException as e:  # reported on the calling thread
-            errors.append(e)
-
-    worker = threading.Thread(target=train, daemon=True)
-    worker.start()
-    report.wait(worker, f"{len(lines):,} lines, vocabulary {settings.vocab_size:,}")
-    if errors:
-        raise TweetyError(f"SentencePiece could not train on this text ({errors[0]})",
-                          fix="provide more (or more varied) target text, or a smaller vocabulary")
-    proto = model.getvalue()
+    options = dict(vocab_size=settings.vocab_size, model_type=settings.model_type, control_symbols=specials)
+    with tempfile.TemporaryDirectory(prefix="tweety-tokenizer-") as work:
+        # The lines go to the child as a file: pickling two million lines through a pipe would copy them twice.
+        Path(work, _LINES).write_bytes("\n".join(lines).encode("utf-8"))
+        code = run_in_child(report, _train_sentencepiece, (work, options),
+                            f"{len(lines):,} lines, vocabulary {settings.vocab_size:,}")
+        failed, model = Path(work, _ERROR), Path(work, _MODEL)
+        if failed.exists() or code != 0 or not model.exists():
+            reason = failed.read_text(encoding="utf-8") if failed.exists() else f"it stopped, exit code {code}"
+            raise TweetyError(f"SentencePiece could not train on this text ({reason})",
+                              fix="provide more (or more varied) target text, or a smaller vocabulary")
+        proto = model.read_bytes()
     hf = build_hf_tokenizer(proto, source_tokenizer)
     _check_round_trip(hf, lines[:200])
     with atomic_dir(out_dir) as tmp:
@@ -144,6 +132,32 @@ def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Pa
         hf.save_pretrained(tmp)
     report(1, 1, f"{len(hf):,} tokens")
     return Path(out_dir)
+
+
+_LINES, _MODEL, _ERROR = "lines.txt", "tokenizer.model", "error.txt"  # in the training's temporary folder
+
+
+def _train_sentencepiece(work: str, options: dict) -> None:
+    """Runs in a child process (core.jobs.run_in_child): SentencePiece's trainer is native code that never looks at
+    the cancel token, so a cancelled training is stopped by killing this process, and its CPU use ends with it (a
+    thread ran on to the end, unseen). The model appears in `work` only whole (written, then renamed); a failure's
+    message is left in error.txt."""
+    import sentencepiece as spm
+
+    lines = Path(work, _LINES).read_bytes().decode("utf-8").split("\n")
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=model, byte_fallback=True, normalization_rule_name="identity",
+            remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,
+            allow_whitespace_only_pieces=True, hard_vocab_limit=False, unk_id=0, unk_piece=UNK, bos_id=-1, eos_id=-1,
+            pad_id=-1, num_threads=os.cpu_count() or 1, minloglevel=2, **options)
+    except Exception as e:  # noqa: BLE001 - SentencePiece's own errors (RuntimeError and others): the parent says them
+        Path(work, _ERROR).write_text(str(e) or type(e).__name__, encoding="utf-8")
+        return
+    partial = Path(work, _MODEL + ".part")
+    partial.write_bytes(model.getvalue())
+    os.replace(partial, Path(work, _MODEL))
 
 
 def build_hf_tokenizer(proto: bytes, source_tokenizer):
