@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from core.dictionary import METHODS as DICTIONARY_METHODS
-from core.dictionary import DictionarySettings, entry_counts, pseudo_parallel_counts, word_counts
+from core.dictionary import DictionarySettings, word_counts
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
 from core.resources import DictionaryEntry, OverrideLine
@@ -95,34 +94,14 @@ class Evidence:
 
 
 def dictionary_evidence(entries: list[DictionaryEntry], source_tokenizer, target_tokenizer, *,
-                        name: str = DICTIONARY_KIND, weight: float = 1.0, target_text: Sequence[str] | None = None,
+                        name: str = DICTIONARY_KIND, weight: float = 1.0, language: str = "",
                         settings: DictionarySettings | None = None) -> Evidence:
-    """A dictionary's evidence (`core.dictionary`): by default only target tokens that are whole dictionary words get
-    it, every other token keeps its spelling (FVT) row; `settings.method` chooses another way (measured in
-    benchmarks/dictionary.py). The pseudo-parallel method needs `target_text` (lines of target-language text) and
-    falls back to whole words without it."""
-    settings = settings or DictionarySettings()
-    if settings.method not in DICTIONARY_METHODS:
-        raise TweetyError(f"unknown dictionary method {settings.method!r}",
-                          fix=f"choose one of {', '.join(DICTIONARY_METHODS)}")
-    if settings.method == "entries":
-        counts = entry_counts(entries, source_tokenizer, target_tokenizer)
-    elif settings.method == "pseudo-parallel" and target_text:
-        counts = pseudo_parallel_counts(entries, target_text, source_tokenizer, target_tokenizer, settings)
-    else:
-        counts = word_counts(entries, source_tokenizer, target_tokenizer, settings)
-        if settings.spelling_share > 0:
-            counts = _with_spelling(counts, source_tokenizer, target_tokenizer, settings.spelling_share)
-    return Evidence(name, DICTIONARY_KIND, counts, weight)
-
-
-def _with_spelling(counts: sp.csr_matrix, source_tokenizer, target_tokenizer, share: float) -> sp.csr_matrix:
-    """Each row with dictionary evidence: (1 − share) × its normalised top-k dictionary row + share × its FVT row
-    (the mapping normalises it again; the spelling part is labelled as the dictionary's in the provenance)."""
-    fvt = _normalise_rows(fvt_rows(target_tokenizer, source_tokenizer)[0])
-    has = (np.diff(counts.indptr) > 0).astype(np.float64)
-    words = _normalise_rows(_top_k(counts, MappingSettings().top_k))
-    return sp.csr_matrix(words * (1 - share) + sp.diags(has * share) @ fvt)
+    """A dictionary's evidence (`core.dictionary.word_counts`): only target tokens that are whole words (a dictionary
+    word, an inflected form of one, a cognate) get it, every other token keeps its spelling (FVT) row. Without
+    `settings`, the target `language` code chooses them (`DictionarySettings.for_language`: plural endings, stemmer);
+    no code keeps the defaults measured on Spanish."""
+    settings = settings or DictionarySettings.for_language(language)
+    return Evidence(name, DICTIONARY_KIND, word_counts(entries, source_tokenizer, target_tokenizer, settings), weight)
 
 
 @dataclass

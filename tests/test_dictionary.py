@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import write_lines
-from core.dictionary import (DictionarySettings, by_spelling, by_stem, pseudo_parallel_counts, translate_word_by_word,
-                             translations, whole_words)
+from core.dictionary import DictionarySettings, by_spelling, by_stem, translations, whole_words
 from core.errors import TweetyError
 from core.mapping import Origin, build_mapping, dictionary_evidence, fvt_mapping
 from core.resources import DictionaryEntry, read_dictionary
@@ -38,29 +37,32 @@ def test_a_target_word_of_one_token_maps_to_its_translation(source_tokenizer, ta
     assert only.coverage()["dictionary"] == 3
 
 
-def test_case_is_carried_over_and_senses_weigh(source_tokenizer, target_tokenizer):
+def test_case_is_carried_over_and_every_entry_counts_the_same(source_tokenizer, target_tokenizer):
     # The dictionary writes `dios`; the capitalised piece takes the capitalised source word.
     entries = [DictionaryEntry("god", "dios"), DictionaryEntry("earth", "tierra"), DictionaryEntry("land", "tierra"),
                DictionaryEntry("land", "país"), DictionaryEntry("land", "suelo"), DictionaryEntry("land", "terreno")]
-    senses = DictionarySettings(sense_weights=True)
-    m = build_mapping(source_tokenizer, target_tokenizer, evidence=[
-        dictionary_evidence(entries, source_tokenizer, target_tokenizer, settings=senses)])
+    m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
     assert row(m, source_tokenizer, target_tokenizer, "▁Dios") == {"ĠGod": pytest.approx(1.0)}
-    # `land` has four senses, so it counts a quarter: earth 1, land 1/4 → 0.8 and 0.2.
-    assert row(m, source_tokenizer, target_tokenizer, "▁tierra") == {"Ġearth": pytest.approx(0.8),
-                                                                      "Ġland": pytest.approx(0.2)}
-    assert translations(entries)["tierra"] == [("earth", 1.0), ("land", 1.0)]  # the default: every entry counts 1
+    # `land` has four senses, but every entry counts 1 (weighing by senses measured worse): earth and land halve.
+    assert row(m, source_tokenizer, target_tokenizer, "▁tierra") == {"Ġearth": pytest.approx(0.5),
+                                                                      "Ġland": pytest.approx(0.5)}
+    assert translations(entries)["tierra"] == [("earth", 1.0), ("land", 1.0)]
+
+
+def test_words_are_read_in_nfc_and_never_transliterated(source_tokenizer, target_tokenizer):
+    # A dictionary written decomposed (`a` + U+0301) still finds the tokenizer's composed `▁árbol`.
+    entries = [DictionaryEntry("tree", "a\u0301rbol"), DictionaryEntry("computer", "компьютер")]
+    assert set(translations(entries)) == {"árbol", "компьютер"}  # as written, only composed: no romanisation
+    m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
+    assert row(m, source_tokenizer, target_tokenizer, "▁árbol") == {"Ġtree": pytest.approx(1.0)}
 
 
 def test_frequent_sub_word_pieces_are_not_hijacked(source_tokenizer, target_tokenizer):
     entries = [DictionaryEntry(en, es) for en, es in SPLIT_WORDS]
     fvt = fvt_mapping(source_tokenizer, target_tokenizer)
     m = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
-    before = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
-        entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(method="entries"))])
-    for piece in ("en", "ent", "iento", "ció"):
+    for piece in ("en", "ent", "iento", "ció"):  # the first method (benchmarks/dictionary_methods.py) linked them
         t = target_tokenizer.convert_tokens_to_ids(piece)
-        assert before.origin[t] == Origin.DICTIONARY  # the first method linked it to unrelated words
         assert m.origin[t] == Origin.FVT
         assert (m.matrix[t] != fvt.matrix[t]).nnz == 0  # its spelling row, untouched
     # Only whole-word tokens get dictionary evidence: here none of the dictionary's words is one token, so with stem
@@ -72,25 +74,6 @@ def test_frequent_sub_word_pieces_are_not_hijacked(source_tokenizer, target_toke
     assert pieces and all(p.startswith("▁") for p in pieces)
 
 
-def test_word_by_word_translation_and_its_alignment(source_tokenizer, target_tokenizer, pairs):
-    entries = [DictionaryEntry("God", "Dios"), DictionaryEntry("earth", "tierra"), DictionaryEntry("and", "y"),
-               DictionaryEntry("the", "la"), DictionaryEntry("the", "el"), DictionaryEntry("light", "luz"),
-               DictionaryEntry("said", "dijo"), DictionaryEntry("waters", "aguas")]
-    line = "Y dijo Dios: Sea la luz: y fué la luz."
-    assert translate_word_by_word([line], entries) == ["And said God : Sea the light : and fué the light ."]
-    counts = pseudo_parallel_counts(entries, pairs[1], source_tokenizer, target_tokenizer, DictionarySettings())
-    dios = target_tokenizer.convert_tokens_to_ids("▁Dios")
-    god = source_tokenizer.convert_tokens_to_ids("ĠGod")
-    occurrences = sum(line.split().count("Dios") for line in pairs[1])
-    assert counts[dios].toarray().argmax() == god and counts[dios].nnz == 1
-    assert counts[dios, god] > 0.5 * occurrences  # linked in context, not at every occurrence (intersection)
-    assert (counts.data >= 5).all()  # pairs seen fewer than 5 times are dropped
-    m = build_mapping(source_tokenizer, target_tokenizer, evidence=[dictionary_evidence(
-        entries, source_tokenizer, target_tokenizer, target_text=pairs[1],
-        settings=DictionarySettings(method="pseudo-parallel"))])
-    assert row(m, source_tokenizer, target_tokenizer, "▁Dios")["ĠGod"] > 0.9
-
-
 def test_malformed_dictionaries_get_clear_errors(tmp_path, source_tokenizer, target_tokenizer):
     for text, message, line in (("God\tDios\nearth\n", "has 1 column", 2),
                                 ("God\tDios\tmany\n", "not a positive number", 1),
@@ -99,9 +82,8 @@ def test_malformed_dictionaries_get_clear_errors(tmp_path, source_tokenizer, tar
         with pytest.raises(TweetyError, match=message) as e:
             dictionary_evidence(read_dictionary(path), source_tokenizer, target_tokenizer)
         assert f"bad.tsv:{line}" in str(e.value)
-    with pytest.raises(TweetyError, match="unknown dictionary method"):
-        dictionary_evidence([DictionaryEntry("God", "Dios")], source_tokenizer, target_tokenizer,
-                            settings=DictionarySettings(method="guess"))
+    with pytest.raises(TweetyError, match="no Snowball stemmer called 'klingon'"):
+        DictionarySettings(stemmer="klingon")
     # Entries the method cannot use (a phrase as the target) give no evidence rather than an error.
     e = dictionary_evidence([DictionaryEntry("a shop where drugs are sold", "coffeeshop"),
                              DictionaryEntry("pharmacy", "la farmacia")], source_tokenizer, target_tokenizer)
@@ -115,7 +97,7 @@ def test_inflected_forms_borrow_their_lemmas_translations(source_tokenizer, targ
                DictionaryEntry("of", "de"), DictionaryEntry("from", "de")]
     table = translations(entries)
     found = by_stem(["hijos", "mujeres", "casas", "hijas", "su", "hijo"], table,
-                    DictionarySettings(stem_match=4, max_ending=3, plural=("", ""), wider_pool=0, fallback_ending=0))
+                    DictionarySettings(stem_match=4, max_ending=3, plural_endings=(), wider_pool=0, fallback_ending=0))
     assert found["hijos"] == [("son", 1.0)]
     assert dict(found["mujeres"]) == {"woman": 0.5, "wife": 0.5}  # each lemma counts 1, spread over its senses
     assert found["casas"] == [("house", 1.0)]  # `casa` + s, not `casar`
@@ -125,7 +107,7 @@ def test_inflected_forms_borrow_their_lemmas_translations(source_tokenizer, targ
     # The default pools the lemmas of a prefix one letter shorter too (`cas`: `casa` and `casar`), and a word no lemma
     # matches within 6 letters tries again within 8 (`trescientos` = `tres` + 7 letters).
     table = translations([*entries, DictionaryEntry("three", "tres")])
-    singular = DictionarySettings(plural=("", ""))
+    singular = DictionarySettings(plural_endings=())
     found = by_stem(["casas", "trescientos"], table, singular)
     assert dict(found["casas"]) == {"house": 1.0, "marry": 1.0} and found["trescientos"] == [("three", 1.0)]
     found = by_stem(["casas", "trescientos"], table, replace(singular, wider_pool=0, fallback_ending=0))
@@ -175,3 +157,62 @@ def test_names_and_loanwords_take_the_source_word_spelled_like_them(source_token
         entries, source_tokenizer, target_tokenizer, settings=DictionarySettings(cognates=0.0))])
     t = target_tokenizer.convert_tokens_to_ids("▁animales")
     assert off.origin[t] == Origin.FVT
+
+
+@pytest.fixture(scope="module")
+def russian_tokenizer(tmp_path_factory, source_tokenizer):
+    """A tiny Russian tokenizer whose whole words include inflected forms (`книги`, `говорил`) and a loanword."""
+    from core.tokenizer import TokenizerSettings, load_tokenizer, train_tokenizer
+
+    lines = ["Компьютер читает книги, и компьютеры говорили о книге."] * 20 + ["Мой компьютер говорил: книга."] * 10
+    out = tmp_path_factory.mktemp("ru") / "tokenizer"
+    train_tokenizer(lines, source_tokenizer, out, TokenizerSettings(vocab_size=400))
+    return load_tokenizer(out)
+
+
+def test_the_language_chooses_plural_endings_and_stemmer():
+    assert DictionarySettings.for_language("") == DictionarySettings()  # no code: the defaults measured on Spanish
+    assert DictionarySettings.for_language("pt_BR").plural_endings == ("s",)
+    assert DictionarySettings.for_language("ru-RU").plural_endings == ("ы", "и")
+    assert DictionarySettings.for_language("de").plural_endings == ()  # German plurals are no one ending
+    assert DictionarySettings.for_language("ru", plural_endings=("ов",)).plural_endings == ("ов",)  # the user's wins
+    # A plural ending is the language's: Finnish `talot` is `talo` + t, which the -s rule would not see.
+    table = translations([DictionaryEntry("house", "talo")])
+    finnish = DictionarySettings.for_language("fi")
+    assert by_stem(["talot"], table, finnish)["talot"] == [("houses", 1.0), ("house", 0.5)]
+    assert by_stem(["talot"], table, DictionarySettings())["talot"] == [("house", 1.0)]
+
+
+def test_a_stemmer_maps_inflected_forms_to_their_lemma():
+    entries = [DictionaryEntry("book", "книга"), DictionaryEntry("speak", "говорить"),
+               DictionaryEntry("speak", "hablar")]
+    table = translations(entries)
+    # The prefix rule off, so that only the Snowball stemmer can find the lemmas: `книги` (книг) is a plural of
+    # `книга`, `говорил` (говор) a past tense of `говорить`, Spanish `hablaba` (habl) of `hablar`.
+    stemmed = DictionarySettings.for_language("ru", stemmer="russian", stem_match=0)
+    found = by_stem(["книги", "говорил", "книга", "компьютеры"], table, stemmed)
+    assert found == {"книги": [("books", 1.0), ("book", 0.5)], "говорил": [("speak", 1.0)]}
+    assert by_stem(["книги", "говорил"], table, DictionarySettings.for_language("ru", stem_match=0)) == {}
+    spanish = DictionarySettings(stemmer="spanish", stem_match=0)
+    assert by_stem(["hablaba", "habitación"], table, spanish) == {"hablaba": [("speak", 1.0)]}
+
+
+def test_cognates_across_scripts_and_accents_only_where_the_script_has_them(source_tokenizer):
+    words = list(whole_words(source_tokenizer).values())  # the real SmolLM2 vocabulary: ` i`, ` и`, ` computer`
+    # Both spellings romanised (anyascii: komp'yuter) and spelled the way English borrows (c → k, y → i).
+    assert by_spelling(["компьютер", "интернет"], words, cutoff=0.85) == {"компьютер": [("computer", 1.0)],
+                                                                          "интернет": [("internet", 1.0)]}
+    # Cyrillic has no accents to drop: `й` is not `и`; and a short word is no cognate of its romanisation (`и` ~ i).
+    assert by_spelling(["й", "и", "мой"], ["и", "i", "moi", "мои"], cutoff=0.85) == {}
+    assert by_spelling(["á"], ["и", "a"], cutoff=0.85) == {"á": [("a", 1.0)]}  # Latin keeps the accent rule
+
+
+def test_a_russian_dictionary_maps_inflected_forms_and_loanwords(source_tokenizer, russian_tokenizer):
+    entries = [DictionaryEntry("book", "книга"), DictionaryEntry("speak", "говорить")]
+    settings = DictionarySettings.for_language("ru", stemmer="russian")
+    m = build_mapping(source_tokenizer, russian_tokenizer, evidence=[dictionary_evidence(
+        entries, source_tokenizer, russian_tokenizer, settings=settings)])
+    assert row(m, source_tokenizer, russian_tokenizer, "▁книги") == {"Ġbooks": pytest.approx(2 / 3),
+                                                                      "Ġbook": pytest.approx(1 / 3)}
+    assert row(m, source_tokenizer, russian_tokenizer, "▁говорил") == {"Ġspeak": pytest.approx(1.0)}
+    assert row(m, source_tokenizer, russian_tokenizer, "▁компьютер") == {"Ġcomputer": pytest.approx(1.0)}
