@@ -32,8 +32,8 @@ from PySide6.QtWidgets import (
 
 from app import pages
 from app.pages.widgets import literal
-from app.workers import Eta, Job
-from core.jobs import Progress
+from app.workers import Job
+from core.jobs import Eta, Progress
 from core.project import Project
 
 SETTINGS = ("Tweety Studio", "Tweety Studio")

@@ -81,6 +81,77 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+class Eta:
+    """What a running job is doing and the time left, from the rate observed in this run: a phase of a stage (its
+    reports in one unit: tokenizing 0…30,000 lines, then EM steps 0…100) is timed on its own, from its first report
+    after a short warm-up — a first slow step (loading, caches) is not the pace to come, nor another phase's. Until
+    then, and for a step without a fraction, the time it has been running."""
+
+    WARMUP_S = 2.0  # of a phase, not counted in its rate
+    SPAN_S = 2.0  # of measured progress before a time left is shown
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name  # the job's, shown until its first report
+        self._stage: str | None = None
+        self._start = self._phase_start = time.monotonic()
+        self._total: float | None = None
+        self._last_done = 0.0
+        self._ref: tuple[float, float] | None = None  # (time, done) where the phase's rate is measured from
+        self._eta: tuple[float, float] | None = None  # (seconds left, when estimated)
+        self._told = False  # the stage reports its own ETA
+        self._last: Progress | None = None
+
+    def update(self, p: Progress, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        new_stage = p.stage != self._stage
+        if new_stage:
+            self._stage, self._start, self._told = p.stage, now, False
+        if new_stage or p.total != self._total or p.done < self._last_done:  # a new phase: its own units and pace
+            self._phase_start, self._total, self._ref, self._eta = now, p.total, None, None
+        self._last, self._last_done = p, p.done
+        if p.total and p.total > 0:
+            if p.metrics and "eta_s" in p.metrics:  # the stage knows better (fine-tuning: evaluations included)
+                self._eta, self._told = (p.metrics["eta_s"], now), True
+            elif not self._told:
+                self._measure(p, now)
+        return self.text(now)
+
+    def _measure(self, p: Progress, now: float) -> None:
+        if self._ref is None:
+            if now - self._phase_start >= self.WARMUP_S:
+                self._ref = (now, p.done)
+            return
+        since, done = now - self._ref[0], p.done - self._ref[1]
+        if since >= self.SPAN_S and done > 0:
+            self._eta = ((p.total - p.done) * since / done, now)
+
+    def text(self, now: float | None = None) -> str:
+        """The status line now: between reports (the window asks every second) the time left counts down and the
+        time elapsed counts up, so a long step is seen to be alive."""
+        now = time.monotonic() if now is None else now
+        p = self._last
+        if p is None:
+            return f"{self.name}… — {self.time(now)}"
+        doing = f"{p.stage} — {p.message + ' — ' if p.message else ''}"
+        if p.total is None or p.total <= 0:  # no fraction: say what it is doing and for how long
+            return f"{doing}{self.time(now)}"
+        fraction = min(1.0, p.done / p.total)
+        return f"{doing}100%" if fraction >= 1 else f"{doing}{fraction:.0%} — {self.time(now)}"
+
+    def time(self, now: float | None = None) -> str:
+        """“about 1:23 left” once the rate is measured, else “0:12 elapsed”."""
+        now = time.monotonic() if now is None else now
+        if self._eta is None or self._last is None or not self._last.total:
+            return f"{format_seconds(now - self._start)} elapsed"
+        left, when = self._eta
+        return f"about {format_seconds(max(0.0, left - (now - when)))} left"
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 class Laps:
     """Wall seconds per stage of a run, each stage timed from the end of the one before."""
 
@@ -121,6 +192,22 @@ class Reporter:
         while thread.is_alive():
             self(time.monotonic() - start, None, message)
             thread.join(poll)
+
+
+def run_in_child(report: Reporter, target: Callable[..., None], args: tuple, message: str = "") -> int | None:
+    """`target(*args)` in a child process, waited for as `Reporter.wait` does; returns its exit code. For native code
+    that never checks the cancel token (SentencePiece's trainer, fast_align, eflomal): on cancel, or any error while
+    waiting, the child is killed, so its CPU use ends with the job instead of running on unseen. Spawned, not forked
+    (a fork of a process with threads — Qt's, torch's — may deadlock); `target` must be importable by name."""
+    worker = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
+    worker.start()
+    try:
+        report.wait(worker, message)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        worker.join()
+    return worker.exitcode
 
 
 @contextlib.contextmanager
@@ -192,22 +279,6 @@ def _destination(name: Path, path: Path) -> str:
     ours = first.startswith(f".{path.name}.") and first.endswith((".tmp", ".old"))
     return str(path.joinpath(*inside)) if ours else str(name)
 
-
-
-def run_in_child(report: Reporter, target: Callable[..., None], args: tuple, message: str = "") -> int | None:
-    """`target(*args)` in a child process, waited for as `Reporter.wait` does; returns its exit code. For native code
-    that never checks the cancel token (SentencePiece's trainer, fast_align, eflomal): on cancel, or any error while
-    waiting, the child is killed, so its CPU use ends with the job instead of running on unseen. Spawned, not forked
-    (a fork of a process with threads — Qt's, torch's — may deadlock); `target` must be importable by name."""
-    worker = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
-    worker.start()
-    try:
-        report.wait(worker, message)
-    finally:
-        if worker.is_alive():
-            worker.kill()
-        worker.join()
-    return worker.exitcode
 
 MARKER = ".tweety"
 

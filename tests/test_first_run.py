@@ -469,24 +469,53 @@ def test_trap9_the_time_left_comes_from_this_runs_own_rate_after_a_warm_up():
     """“About 21:04 left” at 2% of an alignment that took 2:17: the rate was taken from the stage's first report, in
     another phase's units (tokenizing, 20 s), over the EM steps. Each phase is timed on its own, after a short
     warm-up (a first slow step is not the pace to come). The window's `Eta`, fed the alignment's reports."""
-    from app.workers import Eta
-    from core.jobs import Progress
+    from core.jobs import Eta
 
-    eta, now = Eta(), 100.0
-    for i in range(0, 1001, 50):  # tokenizing the two sides: 20 s
-        eta.update(Progress("Aligning", i, 1000, "tokenizing"), now + i / 50)
-    now += 20
-    eta.update(Progress("Aligning", 0, None, "preparing batches"), now)
-    texts = {}
-    for step in range(101):  # EM: a slow first step (5 s), then 1.1 s a step
-        t = now + (0 if step == 0 else 5 + 1.1 * (step - 1))
-        texts[step] = eta.update(Progress("Aligning", step, 100, "EM iteration 1 of 5"), t)
+    eta = Eta()
+    texts = {step: eta.update(p, t) for step, p, t in alignment_reports()}
     assert "0:" in texts[2] or "left" not in texts[2], texts[2]  # nothing, or under a minute: never 21 minutes
     for step in (10, 50, 90):
-        left = texts[step].rsplit("about ", 1)[1].split(" left")[0]
-        minutes, seconds = map(int, left.split(":"))
-        truth = 1.1 * (100 - step)
-        assert abs(60 * minutes + seconds - truth) <= 0.15 * truth + 1, (step, texts[step])
+        assert_left(texts[step], 1.1 * (100 - step))
+
+
+def test_trap5_the_command_line_bars_take_the_same_estimate(capsys):
+    """The command line's bars timed a phase that restarts the count (EM after tokenizing) with the whole stage's
+    time, as tqdm does; they now show the window's estimate."""
+    from core.cli.options import ProgressBars
+
+    clock = [0.0]
+    bars = ProgressBars(clock=lambda: clock[0])
+    for step, p, t in alignment_reports():
+        clock[0] = t
+        bars(p)
+        if step == 50:
+            bars.close()
+            shown = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+            assert "50/100" in shown and "EM iteration" in shown, shown
+            assert_left(shown, 1.1 * 50)
+            return
+
+
+def alignment_reports():
+    """(EM step or -1, report, time) as an alignment of 1,000 pairs sends them: tokenizing the two sides (20 s), a
+    step without a fraction, then 100 EM steps — a slow first one (5 s), then 1.1 s a step."""
+    from core.jobs import Progress
+
+    now = 100.0
+    for i in range(0, 1001, 50):
+        yield -1, Progress("Aligning", i, 1000, "tokenizing"), now + i / 50
+    now += 20
+    yield -1, Progress("Aligning", 0, None, "preparing batches"), now
+    for step in range(101):
+        yield step, Progress("Aligning", step, 100, "EM iteration 1 of 5"), now + (0 if step == 0 else
+                                                                                   5 + 1.1 * (step - 1))
+
+
+def assert_left(text: str, truth: float) -> None:
+    """`text` says about `truth` seconds are left (within 15%)."""
+    left = text.rsplit("about ", 1)[1].split(" left")[0]
+    minutes, seconds = map(int, left.split(":"))
+    assert abs(60 * minutes + seconds - truth) <= 0.15 * truth + 1, (truth, text)
 
 
 def test_trap9_a_step_without_a_fraction_shows_that_it_is_alive(qtbot, window):

@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
 
 from app.context import Context
 from app.pages.widgets import Note, fill_table, spin, table
-from app.workers import Job, format_seconds
+from app.workers import Job
+from core.jobs import format_seconds
 
 SOURCE_LANGUAGE = "en"  # the source models Tweety Studio adapts read and write English
 CHRF_TIP = "chrF: how close to the reference translation, 0–100, higher is better"

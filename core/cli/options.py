@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from core import align, mapping, models, resources, tokenizer
 from core.errors import TweetyError
-from core.jobs import CancelToken, Progress
+from core.jobs import CancelToken, Eta, Progress
 from core.layout import project_model
 
 
@@ -24,11 +25,15 @@ class Command:
 
 
 class ProgressBars:
-    """Renders `Progress` events as one tqdm bar per stage on stderr (with rate and ETA)."""
+    """Renders `Progress` events as one tqdm bar per stage on stderr, with the wizard's estimate (core.jobs.Eta: the
+    rate of this phase after a warm-up) rather than tqdm's — which, on a bar that restarts for a new phase, divided
+    the new phase's count by the whole stage's time."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._bar = None
         self._stage = None
+        self._eta = Eta()
+        self._clock = clock
 
     def __call__(self, p: Progress) -> None:
         from tqdm import tqdm
@@ -37,9 +42,12 @@ class ProgressBars:
             self.close()
             self._stage = p.stage
             self._bar = tqdm(total=p.total, desc=p.stage, unit="", leave=True, file=sys.stderr,
-                             bar_format=None if p.total is not None else "{desc}: {postfix} [{elapsed}]")
+                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}" if p.total is not None else
+                             "{desc}{postfix}")  # tqdm opens the postfix with ", "
+        now = self._clock()
+        self._eta.update(p, now)
         self._bar.n = p.done if p.total is not None else 0
-        self._bar.set_postfix_str(p.message, refresh=False)
+        self._bar.set_postfix_str(f"{self._eta.time(now)}{' — ' + p.message if p.message else ''}", refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
