@@ -31,6 +31,23 @@ def module_tmp(tmp_path_factory):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    """The wizard's main window (offscreen), its settings in `tmp_path`, never asking: warnings are collected in
+    `window.warnings` and every question is answered Yes (a dialog would block the test)."""
+    from PySide6.QtCore import QSettings
+
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    from app.window import MainWindow
+
+    w = MainWindow()
+    w.warnings = []
+    monkeypatch.setattr(w, "show_warning", w.warnings.append)
+    monkeypatch.setattr(w, "confirm", lambda question: True)
+    qtbot.addWidget(w)
+    return w
+
+
 @pytest.fixture(scope="session")
 def source():
     """(model, tokenizer) of the embedded default: real weights, converted from GGUF once into the cache."""
@@ -83,7 +100,11 @@ def verse_project(folder: Path, n: int = 2000) -> Path:
 SLOW_MODULES = {"test_app", "test_app_translation", "test_distributed", "test_extend", "test_full_disk",
                 "test_gpu_script", "test_kill", "test_wizard_pipeline"}
 SLOW_TESTS = {
+    "test_app_pages": {"test_finetune_page_never_imports_torch_on_the_gui_thread"},
+    "test_child_jobs": {"test_cancelled_tokenizer_training_stops_its_process_and_writes_nothing"},
     "test_cli": {"test_eval_json_and_trans_tokenization_beats_mean",
+                 "test_a_baseline_initialisation_skips_the_alignment",
+                 "test_loose_map_refuses_a_dictionary_that_gives_no_tokens",
                  "test_an_adapt_folder_is_a_project_whose_stages_rerun_from_the_cli",
                  "test_stepwise_commands_reproduce_adapt", "test_export_translate_and_chat_commands",
                  "test_overrides_edit_then_reinitialise_from_the_cached_alignment"},

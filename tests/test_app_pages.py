@@ -12,24 +12,9 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 from conftest import ROOT
-from PySide6.QtCore import QSettings
 
 from core.layout import STAGES, StageRecord
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
-    from app.window import MainWindow
-
-    w = MainWindow()
-    w.warnings = []
-    monkeypatch.setattr(w, "show_warning", w.warnings.append)  # a dialog would block the test
-    monkeypatch.setattr(w, "confirm", lambda question: True)
-    qtbot.addWidget(w)
-    return w
 
 
 def test_every_stage_has_its_page():
