@@ -97,8 +97,8 @@ def verse_project(folder: Path, n: int = 2000) -> Path:
 
 # `make test-fast` leaves these out (`-m "not slow"`): each took over ~5 s on 2 cores (pytest --durations, module
 # fixtures counted with their first test). Whole modules where most tests adapt, train or export real models.
-SLOW_MODULES = {"test_app", "test_app_translation", "test_distributed", "test_extend", "test_full_disk",
-                "test_gpu_script", "test_kill", "test_wizard_pipeline"}
+SLOW_MODULES = {"test_app", "test_app_translation", "test_cyrillic", "test_distributed", "test_extend",
+                "test_full_disk", "test_gpu_script", "test_kill", "test_wizard_pipeline"}
 SLOW_TESTS = {
     "test_app_pages": {"test_finetune_page_never_imports_torch_on_the_gui_thread"},
     "test_child_jobs": {"test_cancelled_tokenizer_training_stops_its_process_and_writes_nothing"},

@@ -54,23 +54,30 @@ STAGE_WORDS = {"data": "the checked input files", "tokenizer": "the tokenizer", 
                "evaluate": "the evaluation", "export": "the export record", "hydra": "the tuned Hydra"}
 
 
-def readable(piece: str) -> str:
+def readable(piece: str, byte_level: bool | None = None) -> str:
     """A tokenizer piece as readable text, the same on both sides: a leading space as ▁ (byte-level tokenizers write
-    it Ġ, and a newline Ċ), raw bytes as <0x..>."""
+    it Ġ, and a newline Ċ), raw bytes as <0x..>. `byte_level`: whether the piece comes from a byte-level tokenizer
+    (GPT-2's alphabet, e.g. SmolLM2's); None guesses from the piece, which cannot tell a lone byte of a multi-byte
+    character from a Latin-1 letter: SmolLM2's `Ñ` is byte 0xD1, half of a Cyrillic `ё`, a Spanish vocabulary's `Ñ`
+    is the letter — only a caller that knows the tokenizer shows the first as <0xD1>."""
     if piece.startswith("<0x") and piece.endswith(">"):
         return piece
     from core.tokenizer import BYTE_OF_CHAR as decode  # GPT-2's byte-level alphabet, reversed: stand-in → byte
-    # Byte-level when every character is one of the alphabet's and some stand for a space, a control byte or part
-    # of a multi-byte character (a piece of plain ASCII reads the same either way).
-    if piece and all(c in decode for c in piece) and any(ord(c) >= 0x80 for c in piece):
-        data = bytes(decode[c] for c in piece)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:  # part of a character: bytes, when the piece is surely byte-level (Ġ, Ċ, …)
-            return "".join(f"<0x{b:02X}>" for b in data) if any(ord(c) > 0xFF for c in piece) else piece
-        return "".join(c if c.isprintable() and c != " " else "▁" if c == " " else f"<0x{ord(c):02X}>"
-                       for c in text)
-    return piece
+    if not piece or byte_level is False or not all(c in decode for c in piece):
+        return piece
+    # Guessing: byte-level when some character stands for a space, a control byte or part of a multi-byte character
+    # (a piece of plain ASCII reads the same either way).
+    if byte_level is None and not any(ord(c) >= 0x80 for c in piece):
+        return piece
+    data = bytes(decode[c] for c in piece)
+    text = data.decode("utf-8", errors="surrogateescape")  # a byte that is no whole character: U+DC80–U+DCFF
+    broken = any("\udc80" <= c <= "\udcff" for c in text)
+    if broken and byte_level is None and not any(ord(c) > 0xFF for c in piece + text if not "\udc80" <= c <= "\udcff"):
+        # Latin-1 letters that are no UTF-8 (`ção`, `Ñ`): as written, unless surely byte-level — a stand-in beyond
+        # Latin-1 (Ġ) or a whole multi-byte character among the bytes (`Ð¾Ð` is `о` and half of the next letter).
+        return piece
+    return "".join("▁" if c == " " else f"<0x{ord(c) - 0xDC00:02X}>" if "\udc80" <= c <= "\udcff"
+                   else c if c.isprintable() else "".join(f"<0x{b:02X}>" for b in c.encode()) for c in text)
 
 
 def literal(text: str) -> str:
