@@ -176,16 +176,15 @@ class Project:
         self._record("tokenizer", record, settings)
         return self.target_tokenizer()
 
-    def align(self, settings=None, *, init_method: str | None = None, progress: ProgressFn | None = None,
+    def align(self, settings=None, *, init_method: str = "transtok", progress: ProgressFn | None = None,
               cancel: CancelToken | None = None):
-        """Align each parallel corpus (skipped, recorded as such, when there is none, or when the initialisation —
-        `init_method`, else the recorded one — is a baseline that reads no alignment). Returns the record."""
-        from core import align, init
+        """Align each parallel corpus (skipped, recorded as such, when there is none, or when `init_method` is a
+        baseline that reads no alignment: `run` says so for `tweety adapt --init fvt`). Returns the record."""
+        from core import align
 
         settings = settings or self.state.settings_of(align.AlignSettings, "align")
-        method = init_method or self.state.settings_of(init.InitSettings, "init").method
         record = stages.align_corpora(self.layout, self.inputs(), self.source_tokenizer(), self.target_tokenizer(),
-                                      settings, init_method=method, progress=progress, cancel=cancel)
+                                      settings, init_method=init_method, progress=progress, cancel=cancel)
         self._record("align", record, settings)
         return record
 
@@ -246,13 +245,19 @@ class Project:
         defaults): how `tweety adapt` runs, and how an interrupted project resumes."""
         steps = {"tokenizer": lambda: self.train_tokenizer(tokenizer, extension=extension, progress=progress,
                                                            cancel=cancel),
-                 "align": lambda: self.align(align, init_method=init.method if init else None, progress=progress,
+                 "align": lambda: self.align(align, init_method=self._init_method(init), progress=progress,
                                              cancel=cancel),
                  "map": lambda: self.build_mapping(mapping, progress=progress, cancel=cancel),
                  "init": lambda: self.initialise(init, progress=progress, cancel=cancel)}
         for stage in STAGES[STAGES.index("tokenizer"):STAGES.index(until) + 1]:
             if stage not in self.state.stages:
                 steps[stage]()
+
+    def _init_method(self, init=None) -> str:
+        """The initialisation a run will use: `init`'s, else the recorded one (an interrupted run resumes with it)."""
+        from core.init import InitSettings
+
+        return (init or self.state.settings_of(InitSettings, "init")).method
 
     # -- after the model exists --
     def texts(self) -> tuple[Path, Path]:

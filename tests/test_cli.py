@@ -177,6 +177,14 @@ def test_a_baseline_initialisation_skips_the_alignment(files, tmp_path):
     assert state["stages"]["map"]["summary"]["alignment"] == 0 and (out / "model" / "model.safetensors").exists()
     refused = tweety("init", "--project", out, check=False)
     assert refused.returncode == 2 and "tweety align --project" in refused.stderr
+    from core.init import InitSettings
+    from core.project import Project
+
+    project = Project.open(out)  # what the refusal asks: align (an explicit align always aligns), map, initialise
+    project.align()
+    project.build_mapping()
+    project.initialise(InitSettings())
+    assert (out / "work" / "alignment").exists() and project.state.stages["map"].summary["alignment"] > 0
 
 
 def test_never_overwrites_a_users_folder_and_reports_bad_input(files, tmp_path):
