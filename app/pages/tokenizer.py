@@ -108,6 +108,9 @@ class TokenizerPage(Page):
 
 def segmentations(project, tok, n: int = 3) -> list[str]:
     from core.resources import read_lines
+    from core.tokenizer import is_byte_level
 
+    # An extended vocabulary is byte-level: its lone byte of a Cyrillic letter (Ñ) must show as <0xD1>, not a letter.
+    byte_level = is_byte_level(tok)
     lines = [line for line in read_lines(project.inputs().target_text) if line.strip()][:n]
-    return [f"{line}\n→ {' | '.join(readable(piece) for piece in tok.tokenize(line))}" for line in lines]
+    return [f"{line}\n→ {' | '.join(readable(piece, byte_level) for piece in tok.tokenize(line))}" for line in lines]
