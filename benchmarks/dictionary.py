@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--language", default="es", help="target language code, for the 'for the language' rows")
     p.add_argument("--target-text", help="another language's text to train the tokenizer on (instead of the demo)")
     p.add_argument("--heldout-text", help="with --target-text: the held-out text measured")
+    p.add_argument("--plural-endings", help="comma-separated plural endings to measure for the language, e.g. k")
     a = p.parse_args()
     if a.threads:
         import torch
@@ -108,7 +109,8 @@ def main() -> None:
                  wider_pool=0, fallback_ending=0, cognates=0.0)
     stems = dict(exact, stem_match=4, one_token_sources=True)
     kept = dict(stems, stem_match=3, plural_endings=("s",), spelling_kept_from=1)
-    stemmer = dictionary.STEMMERS.get(a.language.split("-")[0].casefold(), "")
+    language = D.for_language(a.language)
+    plurals = tuple(e for e in (a.plural_endings or "").split(",") if e)
     variants = {
         "dictionary: every piece × every piece (before)": lambda: [dict_evidence(counts("entries"))],
         "dictionary: whole words, equal weights": words(exact),
@@ -151,15 +153,19 @@ def main() -> None:
         **{f"dictionary: stems ≥ 3 endings ≤ 6, then ≤ 8 if none, one-token glosses, plurals, kept, lemmas of a "
            f"prefix 1 shorter too, cognates ≥ {x:g}": words(kept, max_ending=6, fallback_ending=8, wider_pool=1,
                                                          cognates=x) for x in (0.7, 0.75, 0.8, 0.85, 0.9)},
-        # The language rules (2026-12-03): the settings `for_language` gives (plural endings, stemmer where measured
-        # better), and each rule on its own.
+        # The language rules (2026-12-03): the settings `for_language` gives (plural endings, stemmer, accent folding,
+        # cognates), and each rule switched the other way.
         f"dictionary: for the language {a.language} (DictionarySettings.for_language)": for_language(),
-        f"dictionary: for the language {a.language}, no plural rule": for_language(plural_endings=()),
-        f"dictionary: for the language {a.language}, no cognates": for_language(cognates=0.0),
-        **({f"dictionary: for the language {a.language} + the {stemmer} stemmer, then the prefix rule":
-            for_language(stemmer=stemmer),
-            f"dictionary: for the language {a.language} + the {stemmer} stemmer, no prefix rule":
-            for_language(stemmer=stemmer, stem_match=0)} if stemmer else {}),
+        **({f"dictionary: for the language {a.language}, no plural rule": for_language(plural_endings=())}
+           if language.plural_endings else {}),
+        **({f"dictionary: for the language {a.language}, plural endings {','.join(plurals)}":
+            for_language(plural_endings=plurals)} if plurals and plurals != language.plural_endings else {}),
+        f"dictionary: for the language {a.language}, " + ("no cognates" if language.cognates else "cognates ≥ 0.85"):
+            for_language(cognates=0.0 if language.cognates else 0.85),
+        **({f"dictionary: for the language {a.language}, without the {language.stemmer} stemmer":
+            for_language(stemmer=""),
+            f"dictionary: for the language {a.language}, the {language.stemmer} stemmer without the prefix rule":
+            for_language(stem_match=0)} if language.stemmer else {}),
         # What the default's spelling part is worth without a single translation: a dictionary of one entry that no
         # target word is, so only cognates (and accent-free spellings, `á` → ` a`) give rows.
         "spelling only: the default's cognates, no translations": lambda: [mapping.dictionary_evidence(

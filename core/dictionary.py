@@ -45,20 +45,28 @@ STEMMERS = {"ar": "arabic", "hy": "armenian", "eu": "basque", "ca": "catalan", "
             "nn": "norwegian", "fa": "persian", "pl": "polish", "pt": "portuguese", "ro": "romanian", "ru": "russian",
             "sr": "serbian", "st": "sesotho", "es": "spanish", "sv": "swedish", "ta": "tamil", "tr": "turkish",
             "yi": "yiddish"}
-# Languages whose stemmer is on by default: measured better than the prefix rule alone (docs/results/dictionary.md,
-# 2026-12-03); elsewhere it is a setting (`stemmer`, CLI `--stemmer`).
-STEMMED_BY_DEFAULT: frozenset[str] = frozenset()
-# Nominative plural endings by ISO 639-1 code, where a plural is mostly a word + one of them and the singular does not
-# end so (`casas`, `книги`, `talot`, `házak`); a language not listed gets no plural rule (German's plurals, say, are
-# too varied for endings). es, ru and fi measured (docs/results/dictionary.md); the others by the same grammar rule.
-PLURAL_ENDINGS: dict[str, tuple[str, ...]] = {
-    "es": ("s",), "pt": ("s",), "ca": ("s",), "gl": ("s",), "fr": ("s",), "ru": ("ы", "и"), "be": ("ы", "і"),
-    "uk": ("и", "і"), "fi": ("t",), "et": ("d",), "hu": ("k",)}
+# The stemmer, tried before the prefix rule, measured better than the prefix rule alone in every language measured
+# (Spanish on three held-out samples, Russian, Finnish, Hungarian; docs/results/dictionary.md, 2026-12-03), so every
+# language that has one uses it; the stemmer alone, without the prefix rule, measured worse in each.
+STEMMED_BY_DEFAULT: frozenset[str] = frozenset(STEMMERS)
+# Languages whose cognates (`by_spelling`) measured worse than none: Russian, where every transliterated look-alike
+# among English words (`хочет` → crochet) replaced a spelling row SmolLM2 reads better (docs/results/dictionary.md)
+NO_COGNATES = frozenset({"ru"})
+# Plural endings by ISO 639-1 code, where a plural is mostly a word + one of them and the singular does not end so
+# (`casas`): measured on Spanish (2.460 against 2.468 bits/byte without), the other -s languages by the same grammar
+# rule. Russian (ы, и) and Finnish (-t) measured worse with their endings than without (docs/results/dictionary.md,
+# 2026-12-03: `книги` is as often a genitive singular, `-t` plurals are rare in running text), so they get none by
+# default, nor do languages not listed; a user sets them (`plural_endings`).
+PLURAL_ENDINGS: dict[str, tuple[str, ...]] = {"es": ("s",), "pt": ("s",), "ca": ("s",), "gl": ("s",), "fr": ("s",)}
 # Scripts whose words are compared with the source's by their spelling without accents, where an accent is a mark on
 # a letter that stays that letter (`á` ~ `a`). In Cyrillic the same marks make other letters (`й` is not `и`, `ё` is
 # not `е`), so no accent is dropped there: words of every other script are compared romanised (`_romanised`; a
 # transliteration drops Greek accents by itself).
 ACCENTED_SCRIPTS = frozenset({"LATIN"})
+# Languages whose accents mark stress or vowel quality on a letter the source language writes without them, so that a
+# short word may take the source word spelled the same but for its accents (Spanish `á` → `a`, `qué` → `que`). Not
+# where a dotted or accented vowel is a letter of its own (Finnish, Hungarian, German `ä`, `ö`, `ő`: `sä` is no `sa`).
+ACCENT_FOLDING = frozenset({"es", "pt", "ca", "gl", "fr", "it"})
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class DictionarySettings:
     # a whole word still without translations (names, loanwords: `Jacobo`, `efecto`) takes the source vocabulary's
     # word spelled most like it, if difflib's similarity ratio is at least this (0: off; `by_spelling`)
     cognates: float = 0.85
+    # cognates: a word of fewer than 4 letters takes a source word spelled the same but for accents (`ACCENT_FOLDING`)
+    fold_accents: bool = True
     # a Snowball stemmer (`snowballstemmer.algorithms()`, e.g. "russian"; "": none): a word the dictionary lacks
     # first takes the translations of the dictionary words with its stem, before the prefix rule
     stemmer: str = ""
@@ -106,13 +116,15 @@ class DictionarySettings:
 
     @classmethod
     def for_language(cls, code: str, **changes) -> DictionarySettings:
-        """The settings for a target language code (`es`, `ru-RU`, `pt_BR`): its plural endings and, where measured
-        better, its stemmer; no code keeps the default. `changes` (e.g. `plural_endings=("en",)`) win."""
+        """The settings for a target language code (`es`, `ru-RU`, `pt_BR`), as measured best: its plural endings, its
+        Snowball stemmer, accent folding and cognates; no code keeps the default (Spanish-shaped, no stemmer).
+        `changes` (e.g. `plural_endings=("en",)`) win."""
         lang = code.replace("_", "-").split("-")[0].casefold()
         if not lang:
             return replace(cls(), **changes)
-        return replace(cls(plural_endings=PLURAL_ENDINGS.get(lang, ()),
-                           stemmer=STEMMERS.get(lang, "") if lang in STEMMED_BY_DEFAULT else ""), **changes)
+        return replace(cls(plural_endings=PLURAL_ENDINGS.get(lang, ()), fold_accents=lang in ACCENT_FOLDING,
+                           stemmer=STEMMERS.get(lang, "") if lang in STEMMED_BY_DEFAULT else "",
+                           cognates=0.0 if lang in NO_COGNATES else cls.cognates), **changes)
 
 
 def _fold(text: str) -> str:
@@ -259,15 +271,16 @@ def _index(source_words: Sequence[str], key: Callable[[str], str]) -> dict[str, 
     return index
 
 
-def by_spelling(words: Sequence[str], source_words: Sequence[str], cutoff: float, min_letters: int = 4
-                ) -> Translations:
+def by_spelling(words: Sequence[str], source_words: Sequence[str], cutoff: float, min_letters: int = 4,
+                fold_accents: bool = True) -> Translations:
     """Cognates: each of `words` → the one of `source_words` spelled most like it (difflib's ratio ≥ `cutoff`; the
     same first letter, at most half as long again or shorter; both ≥ `min_letters` letters): names and loanwords a
     dictionary does not list (`efecto` → `effect`, `Jacobo` → `Jacob`). A word of an accented script (`ACCENTED_
-    SCRIPTS`: Latin) is compared without accents, and a shorter one takes only a source word spelled the same but for
-    accents (`á` → `a`, `qué` → `que`); a word of another script is compared romanised (`_romanised`, `компьютер` →
-    `computer`) with the source words of the Latin script and its own, and a short one takes nothing (`и` is not
-    `i`). A word the source has itself is left to its own row. `_recase` capitalises where the target word is."""
+    SCRIPTS`: Latin) is compared without accents, and a shorter one, with `fold_accents`, takes only a source word
+    spelled the same but for accents (`á` → `a`, `qué` → `que`); a word of another script is compared romanised
+    (`_romanised`, `компьютер` → `computer`) with the source words of the Latin script and its own, and a short one
+    takes nothing (`и` is not `i`). A word the source has itself is left to its own row. `_recase` capitalises where
+    the target word is."""
     indexes: dict[str, dict[str, dict[str, str]]] = {}  # by the target word's script
     known = set(source_words)  # `words` are case-folded: a capitalised target word has the kept rule of word_counts
     out = {}
@@ -282,7 +295,7 @@ def by_spelling(words: Sequence[str], source_words: Sequence[str], cutoff: float
         plain = _plain(word) if accented else _romanised(word)
         same = indexes[script].get(plain[:1], {})
         if len(plain) < min_letters:
-            best = [plain] if accented and plain in same and plain != word else []
+            best = [plain] if accented and fold_accents and plain in same and plain != word else []
         else:
             candidates = [c for c in same if len(c) >= min_letters and abs(len(c) - len(plain)) <= len(plain) // 2]
             best = difflib.get_close_matches(plain, candidates, n=1, cutoff=cutoff)
@@ -302,7 +315,8 @@ def word_counts(entries: Sequence[DictionaryEntry], source_tokenizer, target_tok
         table = {**table, **by_stem(folded, table, settings)}
     if settings.cognates and table:  # a dictionary with no usable entry gives no evidence, cognates neither
         missing = [w for w in folded if w not in table]
-        table = {**table, **by_spelling(missing, list(whole_words(source_tokenizer).values()), settings.cognates)}
+        table = {**table, **by_spelling(missing, list(whole_words(source_tokenizer).values()), settings.cognates,
+                                        fold_accents=settings.fold_accents)}
     rows, cols, vals = [], [], []
     for t, word in words.items():
         sources = table.get(_fold(word))
