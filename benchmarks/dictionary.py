@@ -111,6 +111,7 @@ def main() -> None:
     kept = dict(stems, stem_match=3, plural_endings=("s",), spelling_kept_from=1)
     language = D.for_language(a.language)
     plurals = tuple(e for e in (a.plural_endings or "").split(",") if e)
+    stemmer = dictionary.STEMMERS.get(a.language.replace("_", "-").split("-")[0].casefold(), "")
     variants = {
         "dictionary: every piece × every piece (before)": lambda: [dict_evidence(counts("entries"))],
         "dictionary: whole words, equal weights": words(exact),
@@ -166,10 +167,15 @@ def main() -> None:
             for_language(stemmer=""),
             f"dictionary: for the language {a.language}, the {language.stemmer} stemmer without the prefix rule":
             for_language(stem_match=0)} if language.stemmer else {}),
+        **({f"dictionary: for the language {a.language}, with the {stemmer} stemmer": for_language(stemmer=stemmer),
+            f"dictionary: for the language {a.language}, the {stemmer} stemmer without the prefix rule":
+            for_language(stemmer=stemmer, stem_match=0)} if stemmer and not language.stemmer else {}),
         # What the default's spelling part is worth without a single translation: a dictionary of one entry that no
-        # target word is, so only cognates (and accent-free spellings, `á` → ` a`) give rows.
+        # target word is, so only cognates (and accent-free spellings, `á` → ` a`) give rows — on, even for a language
+        # whose defaults leave them off.
         "spelling only: the default's cognates, no translations": lambda: [mapping.dictionary_evidence(
-            [resources.DictionaryEntry("zzzz", "zzzz")], source_tok, target_tok, language=a.language)],
+            [resources.DictionaryEntry("zzzz", "zzzz")], source_tok, target_tok,
+            settings=D.for_language(a.language, cognates=D.cognates))],
         "dictionary: pseudo-parallel text, aligned": lambda: [dict_evidence(counts("pseudo-parallel"))],
         "dictionary: stems ≥ 3 endings ≤ 6, then ≤ 8 if none, one-token glosses, plurals, kept, lemmas of a prefix 1 "
         "shorter too + a WECHSEL-style map for the other whole words": lambda: with_map(),
