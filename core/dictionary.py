@@ -13,10 +13,10 @@ those sharing its longest prefix, less a letter (`hijos` → `hijo`, `hija` → 
 language's plural endings, takes the source words' plurals first. A word the source vocabulary has as one token (`de`,
 `que`, `la`) keeps that row; a whole word still uncovered takes the source word spelled most like it (`by_spelling`:
 names and loanwords, `Jacobo` → `Jacob`; across scripts through a transliteration, `компьютер` → `computer`; a short
-word of a script with accents only its spelling without them, `á` → `a`). Every other token keeps its spelling (FVT)
-row. `DictionarySettings.for_language` chooses the plural endings and the stemmer from the language code; every
-choice is measured in `benchmarks/dictionary.py` (docs/results/dictionary.md). Transliterations are only compared,
-never written: the user's text and the dictionary are read as they are (NFC).
+word, in a language whose accents are marks, only its spelling without them, `á` → `a`). Every other token keeps its
+spelling (FVT) row. `DictionarySettings.for_language` chooses plural endings, stemmer, accent folding and cognates
+from the language code; every choice is measured in `benchmarks/dictionary.py` (docs/results/dictionary.md).
+Transliterations are only compared, never written: the user's text and the dictionary are read as they are (NFC).
 """
 from __future__ import annotations
 
