@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QSettings, QSize, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QBrush, QCloseEvent, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSplitter,
     QStackedWidget,
@@ -37,6 +39,28 @@ from core.jobs import Eta, Progress
 from core.project import Project
 
 SETTINGS = ("Tweety Studio", "Tweety Studio")
+
+class PageStack(QStackedWidget):
+    """The wizard's pages, as large as the page shown: a stack is otherwise as large as its largest page, and in its
+    scroll area a short page would scroll for the sake of a tall one."""
+
+    def sizeHint(self) -> QSize:
+        page = self.currentWidget()
+        return page.sizeHint() if page is not None else super().sizeHint()
+
+    def minimumSizeHint(self) -> QSize:
+        page = self.currentWidget()
+        return page.minimumSizeHint() if page is not None else super().minimumSizeHint()
+
+    def heightForWidth(self, width: int) -> int:
+        """The least height the page needs at `width` (its wrapped texts taller when narrower): the scroll area
+        scrolls below it, and gives the page all the height there is above it."""
+        page = self.currentWidget()
+        if page is None or page.layout() is None:
+            return super().heightForWidth(width)
+        least = page.layout().minimumHeightForWidth(width)
+        return least if least >= 0 else page.minimumSizeHint().height()
+
 
 class MainWindow(QMainWindow):
     project_opened = Signal()  # a project was created or opened: every page shows what it already has
@@ -58,7 +82,7 @@ class MainWindow(QMainWindow):
 
         self.steps = QListWidget()
         self.steps.setFixedWidth(210)
-        self.stack = QStackedWidget()
+        self.stack = PageStack()
         self.pages: dict[str, pages.Page] = {}
         for cls in pages.PAGES:
             page = cls(self)
@@ -97,7 +121,11 @@ class MainWindow(QMainWindow):
         row = QHBoxLayout(top)
         row.addWidget(self.steps)
         page_col = QVBoxLayout()
-        page_col.addWidget(self.stack, 1)
+        # The page scrolls when the window is smaller than it (an 11-point font on a 1280×800 screen): the window's
+        # own minimum stays that of its frame, never taller than the screen.
+        pane = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        pane.setWidget(self.stack)
+        page_col.addWidget(pane, 1)
         page_col.addLayout(nav)
         row.addLayout(page_col, 1)
         bottom = QWidget()
@@ -251,6 +279,7 @@ class MainWindow(QMainWindow):
 
     def _show_page(self, row: int) -> None:
         self.stack.setCurrentIndex(row)
+        self.stack.updateGeometry()  # the scroll area asks the new page's size
         self.stack.widget(row).shown()
         self._update_steps()
 

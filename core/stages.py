@@ -119,22 +119,25 @@ def evidence(layout: Layout, inputs: Inputs, source_tok, target_tok, *, aligned:
     parallel corpora give none."""
     n = len(inputs.parallel)
     found = inputs.resources if aligned else [r for r in inputs.resources if r.kind != resources.PARALLEL]
-    return evidence_of(found, lambda r: layout.alignment_of(r, n), source_tok, target_tok)
+    return evidence_of(found, lambda r: layout.alignment_of(r, n), source_tok, target_tok,
+                       language=inputs.language_code)
 
 
 def evidence_of(found: Sequence[resources.Resource], alignment_of: Callable[[resources.Resource], str | Path],
-                source_tok, target_tok) -> list[mapping.Evidence]:
+                source_tok, target_tok, *, language: str = "") -> list[mapping.Evidence]:
     """Each resource's evidence with its weight: a parallel corpus's cached alignment counts (in the folder
     `alignment_of` gives: a project's work/alignment/…, or the folder a loose `tweety align` wrote), a dictionary
-    read afresh and refused when none of its entries gives tokens."""
+    read afresh and refused when none of its entries gives tokens, read with the target `language`'s rules (its
+    plural endings and stemmer: core.dictionary.DictionarySettings.for_language)."""
     return [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(alignment_of(r)), r.weight)
-            if r.kind == resources.PARALLEL else _dictionary(r, source_tok, target_tok) for r in found]
+            if r.kind == resources.PARALLEL else _dictionary(r, source_tok, target_tok, language) for r in found]
 
 
-def _dictionary(r: resources.Resource, source_tok, target_tok) -> mapping.Evidence:
+def _dictionary(r: resources.Resource, source_tok, target_tok, language: str) -> mapping.Evidence:
     entries = r.read()
     check_tokenizes(entries, source_tok, target_tok, r.files[0])
-    return mapping.dictionary_evidence(entries, source_tok, target_tok, name=r.label, weight=r.weight)
+    return mapping.dictionary_evidence(entries, source_tok, target_tok, name=r.label, weight=r.weight,
+                                       language=language)
 
 
 def check_tokenizes(entries: list[resources.DictionaryEntry], source_tok, target_tok, path: str) -> None:

@@ -225,3 +225,20 @@ def test_a_russian_dictionary_maps_inflected_forms_and_loanwords(source_tokenize
                                                                       "Ġbook": pytest.approx(1 / 3)}
     assert row(m, source_tokenizer, russian_tokenizer, "▁говорил") == {"Ġspeak": pytest.approx(1.0)}
     assert row(m, source_tokenizer, russian_tokenizer, "▁компьютер") == {"Ġcomputer": pytest.approx(1.0)}
+
+
+def test_a_projects_language_reaches_its_dictionary(tmp_path, source_tokenizer, russian_tokenizer):
+    """The project's (and `tweety map --language`'s) language code chooses the dictionary's rules: Russian's leave
+    cognates by spelling off (measured worse on Russian manuals), the default (no language) takes them."""
+    from core import resources, stages
+
+    found = [resources.Resource(resources.DICTIONARY, (str(write_lines(tmp_path / "ru.tsv", [
+        "book\tкнига", "speak\tговорить"])),))]
+
+    def mapped(language: str) -> dict[str, float]:
+        evidence = stages.evidence_of(found, lambda r: "", source_tokenizer, russian_tokenizer, language=language)
+        return row(build_mapping(source_tokenizer, russian_tokenizer, evidence=evidence), source_tokenizer,
+                   russian_tokenizer, "▁компьютер")
+
+    assert mapped("") == {"Ġcomputer": pytest.approx(1.0)}
+    assert "Ġcomputer" not in mapped("ru")

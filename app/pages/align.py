@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QInputDialog, QLineEdit, QTableView
@@ -64,11 +65,12 @@ class MappingModel(QAbstractTableModel):
         self.rows: list[tuple[str, str, str, str, str]] = []
         self.raw: list[dict] = []
 
-    def set_rows(self, rows: list[dict]) -> None:
+    def set_rows(self, mapping: MappingRows) -> None:
         self.beginResetModel()
-        self.raw = rows
-        self.rows = [(str(r["id"]), readable(r["token"]), origin_words(r["origin"]), provenance(r),
-                      ", ".join(f"{readable(piece)} ({weight:.2f})" for piece, _id, weight in r["sources"][:5]
+        self.raw = rows = mapping.rows
+        target, source = mapping.byte_level
+        self.rows = [(str(r["id"]), readable(r["token"], target), origin_words(r["origin"]), provenance(r),
+                      ", ".join(f"{readable(piece, source)} ({weight:.2f})" for piece, _id, weight in r["sources"][:5]
                                 if weight >= MIN_WEIGHT))
                      for r in rows]
         self.endResetModel()
@@ -132,11 +134,29 @@ def provenance_tip(row: dict) -> str:
                      for name, share in shares(row))
 
 
-def read_mapping(project) -> list[dict]:
+@dataclass(frozen=True)
+class MappingRows:
+    """The rows of a project's mapping.jsonl, and whether its target and source pieces are written in the byte-level
+    alphabet (None: not known), which `readable` needs to show a lone byte of a letter as a byte (SmolLM2 cuts `ё`
+    into `Ñ` + `ĳ`, bytes 0xD1 0x91), not as the Latin-1 letter it looks like."""
+    rows: list[dict] = field(default_factory=list)
+    byte_level: tuple[bool | None, bool | None] = (None, None)
+
+
+def read_mapping(project) -> MappingRows:
     from core.mapping import TABLE_FILE
+    from core.tokenizer import is_byte_level
 
     with open(project.mapping_dir / TABLE_FILE, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+
+    def byte_level(tokenizer) -> bool | None:
+        try:
+            return is_byte_level(tokenizer())
+        except (OSError, ValueError, TweetyError):  # a tokenizer gone since: the table guesses per piece
+            return None
+
+    return MappingRows(rows, (byte_level(project.target_tokenizer), byte_level(project.source_tokenizer)))
 
 
 class AlignPage(Page):
@@ -267,7 +287,7 @@ class AlignPage(Page):
         self.show_mapping(coverage, rows)
         self.ctx.stage_done()
 
-    def show_mapping(self, coverage: dict, rows: list[dict]) -> None:
+    def show_mapping(self, coverage: dict, rows: MappingRows) -> None:
         from core.mapping import Origin
 
         labels = {o.label for o in Origin}
@@ -285,7 +305,7 @@ class AlignPage(Page):
                 combo.setCurrentIndex(combo.findData(chosen[key]))
         # A project aligned with a baseline opens with its choices in view.
         self.advanced.set_open(self.aligner.currentIndex() > 0 or self.links.currentIndex() > 0)
-        self.model.set_rows([])
+        self.model.set_rows(MappingRows())
         self.coverage.clear()
         self._reading = None  # a read still under way is of the project before: its rows are not shown
         if "map" in self.project.state.stages:
@@ -297,7 +317,7 @@ class AlignPage(Page):
         project, summary = self.project, self.project.state.stages["map"].summary
         job = Job(lambda progress, cancel: read_mapping(project), "reading the mapping")
 
-        def show(rows: list[dict]) -> None:
+        def show(rows: MappingRows) -> None:
             if self._reading is job:  # still the project shown, and no newer read
                 self._reading = None
                 self.show_mapping(summary, rows)

@@ -155,6 +155,8 @@ def _map_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of each --alignment (default 1; give one per --alignment)")
     p.add_argument("--dictionary", action="append", metavar="FILE", help="bilingual dictionary; may repeat")
     p.add_argument("--dictionary-weight", type=float, action="append", metavar="W")
+    p.add_argument("--language", default="", help="target language code, e.g. ru: a dictionary is read with its "
+                   "rules (plural endings, stemmer); a project uses its own")
     p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
     add_mapping_options(p)
     p.add_argument("--out")
@@ -178,7 +180,7 @@ def _map(a: argparse.Namespace, bars: ProgressBars) -> None:
             [resources.Resource(resources.DICTIONARY, (f,), w) for f, w in
              zip(a.dictionary or [], weights(a.dictionary or [], a.dictionary_weight, "dictionary"))])
         # A parallel "resource" here is the folder `tweety align` wrote: its cached link counts.
-        found = stages.evidence_of(named, lambda r: r.files[0], source_tok, target_tok)
+        found = stages.evidence_of(named, lambda r: r.files[0], source_tok, target_tok, language=a.language)
         overrides = resources.read_overrides(a.overrides) if a.overrides else []
         m = stages.write_mapping(a.out, found, overrides, REPLACE, source_tok, target_tok, mapping_settings(a),
                                  progress=bars)
