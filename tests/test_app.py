@@ -734,15 +734,19 @@ def test_corrections_typed_as_the_table_shows_them():
     from app.pages.widgets import readable
     from core.resources import OverrideLine
 
+    from types import SimpleNamespace
+
     class Tok:
-        def __init__(self, *pieces):
+        def __init__(self, *pieces, byte_level: bool = False):
             self.vocab = {p: i for i, p in enumerate(pieces)}
+            # what core.tokenizer.is_byte_level reads of a fast tokenizer
+            self.backend_tokenizer = SimpleNamespace(pre_tokenizer="ByteLevel" if byte_level else None, decoder=None)
 
         def get_vocab(self):
             return self.vocab
 
     class Project:
-        source_tokenizer = staticmethod(lambda: Tok("ĠGod", "God", "Ċ"))
+        source_tokenizer = staticmethod(lambda: Tok("ĠGod", "God", "Ċ", byte_level=True))
         target_tokenizer = staticmethod(lambda: Tok("▁Dios", "▁luz"))
 
     assert [readable(p) for p in ("ĠGod", "▁Dios", "Ċ", "ĠÃ©l")] == ["▁God", "▁Dios", "<0x0A>", "▁él"]

@@ -38,14 +38,17 @@ def as_written(project, lines: list) -> list:
     def raw(text: str, tokenizer) -> str:
         if not (text.startswith("[") and text.endswith("]")):
             return text
+        from core.tokenizer import is_byte_level
+
         try:
-            vocab = tokenizer().get_vocab()
+            tok = tokenizer()
         except (OSError, ValueError, TweetyError):  # no tokenizer yet: core says what is missing
             return text
-        piece = text[1:-1]
+        vocab, piece = tok.get_vocab(), text[1:-1]
         if piece in vocab:
             return text
-        match = next((p for p in vocab if readable(p) == piece), None)
+        byte_level = is_byte_level(tok)  # spelled as the table shows it (MappingRows): <0xD1>, not Ñ
+        match = next((p for p in vocab if readable(p, byte_level) == piece), None)
         return f"[{match}]" if match is not None else text
 
     return [dataclasses.replace(o, target=raw(o.target, project.target_tokenizer),

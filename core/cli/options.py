@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
