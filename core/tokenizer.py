@@ -193,27 +193,6 @@ def build_hf_tokenizer(proto: bytes, source_tokenizer):
     return hf
 
 
-# A chat template that writes a system turn of its own when the conversation has none (SmolLM2: "You are a helpful AI
-# assistant named SmolLM, trained by Hugging Face"; Qwen: "You are Qwen…"). That turn is in the source language, which
-# a replaced vocabulary reads as foreign pieces: a model fine-tuned with it copied it into 17 of 60 chat replies
-# (docs/results/chat.md). The fine-tune trains its chat turns without it and the fine-tuned model's template drops it
-# (core.finetune); an adapted model that is not fine-tuned keeps it, as the source model's context it was built in.
-_DEFAULT_SYSTEM = (
-    # {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n…' }}{% endif %} (SmolLM2)
-    re.compile(r"\{%-?\s*if\s+loop\.first\s+and\s+messages\[0\]\[['\"]role['\"]\]\s*!=\s*['\"]system['\"]\s*-?%\}"
-               r"\s*\{\{-?\s*'[^']*'\s*-?\}\}\s*\{%-?\s*endif\s*-?%\}"),
-    # {%- else %}{{- '<|im_start|>system\n…' }} after the branch that writes the user's own system turn (Qwen 2)
-    re.compile(r"\{%-?\s*else\s*-?%\}\s*\{\{-?\s*'<\|im_start\|>system\\n[^']*'\s*-?\}\}(?=\s*\{%-?\s*endif)"),
-)
-
-
-def without_default_system(template: str | None) -> str | None:
-    """`template` without the system turn it writes when the conversation has none (see _DEFAULT_SYSTEM)."""
-    for pattern in _DEFAULT_SYSTEM if template else ():
-        template = pattern.sub("", template)
-    return template
-
-
 def _bpe_merges(pieces: list[tuple[str, float]], vocab: dict[str, int]) -> list[tuple[str, str]]:
     """Recover BPE merges from a SentencePiece BPE vocabulary: every piece that splits into two pieces,
     ordered by the piece's score (SentencePiece BPE scores are merge ranks)."""

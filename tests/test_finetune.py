@@ -67,8 +67,6 @@ def test_embeddings_stage_trains_only_embeddings_and_lowers_heldout_bpb(small, t
     csv_rows = (tmp_path / "ft" / "training" / "log.csv").read_text().splitlines()
     assert len(csv_rows) == 9 and csv_rows[0].startswith("step,loss")
     assert (tmp_path / "ft" / "training" / "curve.png").read_bytes()[:4] == b"\x89PNG"
-    from transformers import AutoTokenizer
-
     from core.evaluate import bits_per_byte
     from core.models import load_model
     from core.resources import read_text
@@ -76,12 +74,6 @@ def test_embeddings_stage_trains_only_embeddings_and_lowers_heldout_bpb(small, t
     model, tok = load_model(tmp_path / "ft")
     held = read_text(small / "heldout.es")[:FinetuneSettings().eval_max_bytes]
     assert bits_per_byte(model, tok, held).bits_per_byte == pytest.approx(result.final_bpb, abs=1e-4)
-    # Chat turns were trained (the default share) without the template's English system prompt, which the
-    # fine-tuned model's template leaves out too; the adapted model's keeps it.
-    question = [{"role": "user", "content": "¿Quién es?"}]
-    adapted = AutoTokenizer.from_pretrained(small / "model")
-    assert "You are a helpful" in adapted.apply_chat_template(question, tokenize=False)
-    assert tok.apply_chat_template(question, tokenize=False) == "<|im_start|>user\n¿Quién es?<|im_end|>\n"
 
 
 def test_outer_layers_stage_trains_first_and_last_layers(small, tmp_path):
@@ -229,7 +221,7 @@ def test_a_share_of_passages_trains_as_chat_turns_that_end(small, target_tokeniz
     assert pieces != training_pieces(target_tokenizer, lines, 0.25, 1)
     chats = [p for p in pieces if p.startswith("<|im_start|>")]
     assert len(chats) == 25  # 25 of the 100 passages
-    for chat in chats:  # rendered as llama.cpp renders a chat: the template's system prompt, turns that end
+    for chat in chats:  # rendered as llama.cpp renders a chat: the default system prompt, turns that end
         assert chat.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
         assert chat.endswith("<|im_end|>\n") and chat.count("<|im_start|>assistant\n") in (1, 2)
         assert chat.count("<|im_end|>") == 1 + 2 * chat.count("<|im_start|>assistant\n")

@@ -35,24 +35,24 @@ CONVERSATIONS = [
 ]
 
 
-def _model_folder(kind: str, tokenizer, folder: Path, source_template: str | None = None) -> Path:
-    """A tiny model whose tokenizer carries the shape's chat template: ChatML (`source_template`: as SmolLM2 writes
-    it, with its default English system prompt, which an extended model keeps and a replaced vocabulary drops —
-    core.tokenizer); a Gemma 3 gets the family's template (core.models)."""
+def _model_folder(kind: str, tokenizer, folder: Path) -> Path:
+    """A tiny model whose tokenizer carries the shape's chat template: the adapted SmolLM2 vocabulary keeps ChatML
+    with SmolLM2's default English system prompt; a Gemma 3 gets the family's template (core.models)."""
     from transformers import AutoTokenizer
 
     save(tiny_model("llama" if kind == "chatml" else "gemma3_text", tokenizer), tokenizer, folder)
-    tok = AutoTokenizer.from_pretrained(folder)
-    tok.chat_template = (source_template or tok.chat_template) if kind == "chatml" else GEMMA_CHAT_TEMPLATE
-    tok.save_pretrained(folder)
+    if kind == "gemma":
+        tok = AutoTokenizer.from_pretrained(folder)
+        tok.chat_template = GEMMA_CHAT_TEMPLATE
+        tok.save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="module", params=["chatml", "gemma"])
-def exported(request, target_tokenizer, source_tokenizer, module_tmp):
+def exported(request, target_tokenizer, module_tmp):
     """(shape, model folder, F32 GGUF)."""
     tmp = module_tmp(request.param)
-    folder = _model_folder(request.param, target_tokenizer, tmp / "model", source_tokenizer.chat_template)
+    folder = _model_folder(request.param, target_tokenizer, tmp / "model")
     return request.param, folder, export_gguf(folder, tmp / "export" / "tiny.gguf", ExportSettings(type="f32")).path
 
 

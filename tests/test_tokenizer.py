@@ -35,27 +35,6 @@ def test_special_tokens_and_chat_template_carried(target_tokenizer, source_token
     assert target_tokenizer.decode(ids) == chat
 
 
-def test_the_templates_own_system_prompt_can_be_left_out(source_tokenizer):
-    """SmolLM2's template writes an English system turn when the conversation has none (a fine-tuned Spanish model
-    copied it into its replies); without it, the conversation opens with the user's turn, and a system turn the
-    user gives still comes first."""
-    from transformers.utils.chat_template_utils import render_jinja_template
-
-    from core.tokenizer import without_default_system
-
-    def render(template: str, messages: list[dict]) -> str:
-        return render_jinja_template(conversations=[messages], chat_template=template, add_generation_prompt=True,
-                                     bos_token="", eos_token="")[0][0]
-
-    question = [{"role": "user", "content": "¿Quién es?"}]
-    template = without_default_system(source_tokenizer.chat_template)
-    assert "You are a helpful AI assistant" in render(source_tokenizer.chat_template, question)
-    assert render(template, question) == "<|im_start|>user\n¿Quién es?<|im_end|>\n<|im_start|>assistant\n"
-    given = [{"role": "system", "content": "Responde en español."}, *question]
-    assert render(template, given) == render(source_tokenizer.chat_template, given)
-    assert without_default_system(None) is None
-
-
 def test_fewer_tokens_than_source_on_target_text(target_tokenizer, source_tokenizer, pairs):
     text = "\n".join(pairs[1])
     ours = len(target_tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -5,10 +5,9 @@ run draws them (a function of the seed and the position only, so a resumed run d
 Part of the text is trained as conversations (`chat_share` of its passages): a model fine-tuned on raw text alone
 never sees a chat turn end, and none of its replies ended by itself (0 of 20 short Spanish prompts after the demo's
 fine-tune; docs/results/chat.md). A passage becomes user and assistant turns rendered with the model's own chat
-template — exactly what llama.cpp renders at chat time — so each turn is followed by the template's end-of-turn
-token, and the replies end by themselves (docs/results/chat.md). The fine-tune renders them without the template's
-own English system prompt, which the fine-tuned model then left out of its replies too (core.finetune.loop). Every
-token is trained: leaving the prompts out of the targets, or one-line replies, measured no better.
+template — exactly what llama.cpp renders at chat time, the template's default system prompt included — so each turn
+is followed by the template's end-of-turn token; 13 to 16 of the 20 replies then end by themselves. Every token is
+trained: leaving the template's preamble or the prompts out of the targets, or one-line replies, measured no better.
 """
 from __future__ import annotations
 

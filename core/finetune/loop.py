@@ -24,7 +24,6 @@ from core.finetune.data import BlockOrder, pack_blocks
 from core.finetune.ranks import Ranks
 from core.finetune.settings import FinetuneSettings, learning_rate
 from core.jobs import Cancelled, CancelToken, ProgressFn, Reporter, unprivate
-from core.tokenizer import without_default_system
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +107,6 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
     report(0, 4, "loading the model")
     device = ranks.device
     model, tokenizer = load_model(model_dir, dtype="auto")
-    if settings.chat_share > 0:  # chat turns trained, and written, without the template's English system prompt
-        tokenizer.chat_template = without_default_system(tokenizer.chat_template)
     stored = {name: p.dtype for name, p in model.named_parameters()}
     names = set(trainable_names(model, settings))
     for name, p in model.named_parameters():
