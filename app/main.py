@@ -20,11 +20,13 @@ def main() -> int:
 
         return selftest.run()
     from app.window import SETTINGS, MainWindow
+    from app.workers import collect_garbage_on_gui_thread
     from core.errors import TweetyError, quiet_developer_warnings
 
     quiet_developer_warnings("--verbose" in sys.argv[1:])
 
     app = QApplication.instance() or QApplication(sys.argv)
+    collector = collect_garbage_on_gui_thread()  # noqa: F841 - lives as long as the application
     app.setApplicationName("Tweety Studio")
     app.setWindowIcon(QIcon(str(ICON)))
     window = MainWindow()

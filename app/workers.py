@@ -18,6 +18,16 @@ from core.jobs import Cancelled, CancelToken, Progress
 JobFn = Callable[..., Any]  # fn(progress=ProgressFn, cancel=CancelToken) -> result
 
 
+def collect_garbage_on_gui_thread():
+    """Python's cycle collector runs in whichever thread happens to allocate; a worker thread that collects a cycle
+    holding Qt objects deletes them there, and Qt crashes (a segfault in a pool thread, "Garbage-collecting", seen
+    in a test run). pyqtgraph's collector turns automatic collection off and collects on a timer of the GUI thread.
+    Keep the returned object for as long as the application runs."""
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    return GarbageCollector()
+
+
 class JobSignals(QObject):
     progress = Signal(object)  # core.jobs.Progress
     finished = Signal(object)  # the fn's return value

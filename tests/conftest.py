@@ -16,6 +16,28 @@ def demo_lines(name: str, n: int) -> list[str]:
         return [next(f).rstrip("\n") for _ in range(n)]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def garbage_collected_on_the_gui_thread(qapp):
+    """As the application does (app.workers.collect_garbage_on_gui_thread): a pool thread never collects a cycle
+    holding Qt objects. The timer collects while a test waits on Qt; after each test, the test's thread does."""
+    import gc
+
+    from app.workers import collect_garbage_on_gui_thread
+
+    collector = collect_garbage_on_gui_thread()
+    yield collector
+    collector.timer.stop()
+    gc.enable()
+
+
+@pytest.fixture(autouse=True)
+def collect_after_each_test():
+    import gc
+
+    yield
+    gc.collect()
+
+
 @pytest.fixture(scope="module")
 def module_tmp(tmp_path_factory):
     """`mktemp` for a module's fixtures, emptied when the module's tests are done: a full run writes ~18 GB of adapted
