@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -200,7 +201,17 @@ def run_in_child(report: Reporter, target: Callable[..., None], args: tuple, mes
     waiting, the child is killed, so its CPU use ends with the job instead of running on unseen. Spawned, not forked
     (a fork of a process with threads — Qt's, torch's — may deadlock); `target` must be importable by name."""
     worker = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
-    worker.start()
+    main = sys.modules["__main__"]
+    script = getattr(main, "__file__", None)
+    if script is not None and not os.path.isfile(script):
+        # A script read from stdin (`python - <<EOF`, as benchmarks/gpu.sh does) is named "<stdin>": spawn would
+        # re-run it in the child from that path and fail. `target` is importable by name, so the child needs no main.
+        del main.__file__
+    try:
+        worker.start()
+    finally:
+        if script is not None:
+            main.__file__ = script
     try:
         report.wait(worker, message)
     finally:

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# Every session makes a QApplication (garbage_collected_on_the_gui_thread below), so every test file needs Qt without
+# a screen, even one run alone.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo"

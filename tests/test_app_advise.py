@@ -2,9 +2,7 @@
 the user's text before anything is adapted, and says keep, extend or replace with its numbers."""
 from __future__ import annotations
 
-import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from conftest import write_lines
 from core.resources import read_text

@@ -6,9 +6,7 @@ The data is tests/data: 80 English–Russian sentence pairs and 8 held-out Russi
 bytes)."""
 from __future__ import annotations
 
-import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import re
 from pathlib import Path

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
 from conftest import demo_lines, write_lines
@@ -434,6 +433,8 @@ def test_trap5_the_align_table_says_where_a_token_came_from_in_words(qtbot, wind
     and a percentage for the one and only source. Names in words, shares rounded sensibly, the jargon in a tooltip."""
     from PySide6.QtCore import Qt
 
+    from app.pages.align import MappingRows
+
     w = window
     w.new_project(tmp_path / "proj")
     w.go("align")
@@ -445,7 +446,7 @@ def test_trap5_the_align_table_says_where_a_token_came_from_in_words(qtbot, wind
              "from": [{"bible": 0.996, "words": 0.004}]},
             {"id": 8, "token": "▁tierra", "origin": "override", "sources": [["Ġearth", 4, 1.0]],
              "from": [{"override": 1.0}]}]
-    page.show_mapping({"alignment": 1, "fvt": 1}, rows)
+    page.show_mapping({"alignment": 1, "fvt": 1}, MappingRows(rows))
     table = page.view.model()
     shown_from = [table.index(r, 3).data() for r in range(4)]
     assert shown_from == ["bible 67%, words 33%", "no translation resource", "bible >99%, words <1%",

@@ -7,9 +7,7 @@ The conversion of the GGUF (dequantising 268M parameters) happens once per machi
 (core.models._converted); the adaptation and the export once per module."""
 from __future__ import annotations
 
-import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import json
 import time

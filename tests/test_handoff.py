@@ -4,9 +4,7 @@ anyone's files, and the Export page offers both (offscreen Qt). Tiny random-weig
 keep every export under a second."""
 from __future__ import annotations
 
-import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import json
 import re
