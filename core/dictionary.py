@@ -128,6 +128,32 @@ class DictionarySettings:
                            cognates=0.0 if lang in NO_COGNATES else cls.cognates), **changes)
 
 
+    def chosen(self, plural_endings: Sequence[str] | None = None, cognates: bool | None = None
+               ) -> DictionarySettings:
+        """These settings with what a user chose instead of the language's own (None: keep): the plural endings (()
+        for no plural rule), and whether words without translations take a source word spelled like them."""
+        changes: dict = {}
+        if plural_endings is not None:
+            changes["plural_endings"] = tuple(plural_endings)
+        if cognates is not None:
+            changes["cognates"] = (self.cognates or DictionarySettings.cognates) if cognates else 0.0
+        return replace(self, **changes)
+
+
+def parse_endings(text: str) -> tuple[str, ...]:
+    """A user's plural endings, as typed: "s, es" → ("s", "es"); "none" (or "-") → () — no plural rule. Refuses
+    anything but letters, naming what to type."""
+    text = unicodedata.normalize("NFC", text).strip()
+    if text.casefold() in ("none", "-"):
+        return ()
+    endings = tuple(dict.fromkeys(e.strip().lstrip("-").casefold() for e in text.split(",") if e.strip()))
+    wrong = [e for e in endings if not e.isalpha()]
+    if wrong:
+        raise TweetyError(f"{wrong[0]!r} is not a word ending (plural endings are letters, such as s or es)",
+                          fix="type the endings separated by commas (e.g. “s, es”), or “none” for no plural rule")
+    return endings
+
+
 def _fold(text: str) -> str:
     return unicodedata.normalize("NFC", text).casefold()
 

@@ -53,6 +53,11 @@ class Inputs:
     language_name: str = ""
     heldout_text: str | None = None  # for evaluation; without it the last 5% of the target text is held out
     overrides: str | None = None  # an overrides file outside the project (the CLI's --overrides)
+    # A dictionary's word rules where the user chose other than the language's own (None: the language's;
+    # core.dictionary.DictionarySettings.for_language): its plural endings (() for none), and whether a word without
+    # translations takes the source word spelled like it (cognates)
+    plural_endings: tuple[str, ...] | None = None
+    cognates: bool | None = None
 
     @property
     def parallel(self) -> list[Resource]:
@@ -80,7 +85,9 @@ class Inputs:
         return Inputs(target_text=data.get("target_text") or "", resources=tuple(rs),
                       language_code=data.get("language_code") or data.get("language") or "",
                       language_name=data.get("language_name") or "", heldout_text=data.get("heldout_text"),
-                      overrides=data.get("overrides"))
+                      overrides=data.get("overrides"),
+                      plural_endings=None if data.get("plural_endings") is None else tuple(data["plural_endings"]),
+                      cognates=data.get("cognates"))
 
 
 @dataclass

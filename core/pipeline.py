@@ -29,6 +29,8 @@ class AdaptSettings:
     overrides: str | None = None  # the linguist's mapping overrides file (core.mapping.OVERRIDES_HELP)
     out: str = ""
     language: str | None = None  # target language code, e.g. "es" (recorded; written into the GGUF)
+    plural_endings: tuple[str, ...] | None = None  # a dictionary's word rules instead of the language's (Inputs)
+    cognates: bool | None = None
     heldout_text: str | None = None  # for fine-tuning and evaluation in the project (default: the last 5%)
     vocabulary: str = REPLACE  # or EXTEND: keep the source vocabulary and add `extension.new_tokens` tokens
     tokenizer: tokenizer.TokenizerSettings = field(default_factory=tokenizer.TokenizerSettings)
@@ -70,7 +72,8 @@ def inputs_of(settings: AdaptSettings) -> Inputs:
                   resources=tuple(resources.Resource(r.kind, tuple(map(_absolute, r.files)), r.weight, r.name)
                                   for r in all_resources(settings)),
                   language_code=settings.language or "", heldout_text=_absolute(settings.heldout_text),
-                  overrides=_absolute(settings.overrides))
+                  overrides=_absolute(settings.overrides), plural_endings=settings.plural_endings,
+                  cognates=settings.cognates)
 
 
 def adapt(settings: AdaptSettings, *, progress: ProgressFn | None = None,

@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from core import align, extend, init, mapping, models, resources, tokenizer
+from core.dictionary import DictionarySettings
 from core.errors import TweetyError, plain_os_error
 from core.jobs import CancelToken, ProgressFn, require_free_space
 from core.layout import EXTEND, REPLACE, VOCABULARIES, Inputs, Layout, ProjectState, StageRecord
@@ -120,24 +121,29 @@ def evidence(layout: Layout, inputs: Inputs, source_tok, target_tok, *, aligned:
     n = len(inputs.parallel)
     found = inputs.resources if aligned else [r for r in inputs.resources if r.kind != resources.PARALLEL]
     return evidence_of(found, lambda r: layout.alignment_of(r, n), source_tok, target_tok,
-                       language=inputs.language_code)
+                       rules=word_rules(inputs.language_code, inputs.plural_endings, inputs.cognates))
+
+
+def word_rules(language: str, plural_endings: Sequence[str] | None = None,
+               cognates: bool | None = None) -> DictionarySettings:
+    """How a dictionary is read: the target `language`'s rules (its plural endings, stemmer, accent folding and
+    cognates: DictionarySettings.for_language), with what the user chose instead (None: the language's own)."""
+    return DictionarySettings.for_language(language).chosen(plural_endings, cognates)
 
 
 def evidence_of(found: Sequence[resources.Resource], alignment_of: Callable[[resources.Resource], str | Path],
-                source_tok, target_tok, *, language: str = "") -> list[mapping.Evidence]:
+                source_tok, target_tok, *, rules: DictionarySettings = DictionarySettings()) -> list[mapping.Evidence]:
     """Each resource's evidence with its weight: a parallel corpus's cached alignment counts (in the folder
     `alignment_of` gives: a project's work/alignment/…, or the folder a loose `tweety align` wrote), a dictionary
-    read afresh and refused when none of its entries gives tokens, read with the target `language`'s rules (its
-    plural endings and stemmer: core.dictionary.DictionarySettings.for_language)."""
+    read afresh and refused when none of its entries gives tokens, read with the word `rules` (`word_rules`)."""
     return [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(alignment_of(r)), r.weight)
-            if r.kind == resources.PARALLEL else _dictionary(r, source_tok, target_tok, language) for r in found]
+            if r.kind == resources.PARALLEL else _dictionary(r, source_tok, target_tok, rules) for r in found]
 
 
-def _dictionary(r: resources.Resource, source_tok, target_tok, language: str) -> mapping.Evidence:
+def _dictionary(r: resources.Resource, source_tok, target_tok, rules: DictionarySettings) -> mapping.Evidence:
     entries = r.read()
     check_tokenizes(entries, source_tok, target_tok, r.files[0])
-    return mapping.dictionary_evidence(entries, source_tok, target_tok, name=r.label, weight=r.weight,
-                                       language=language)
+    return mapping.dictionary_evidence(entries, source_tok, target_tok, name=r.label, weight=r.weight, settings=rules)
 
 
 def check_tokenizes(entries: list[resources.DictionaryEntry], source_tok, target_tok, path: str) -> None:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-
-
 import tempfile
 import time
 from pathlib import Path
@@ -729,11 +727,11 @@ def test_gui_messages_never_name_cli_commands():
 def test_corrections_typed_as_the_table_shows_them():
     """The mapping table shows pieces readably (▁ for a space on both sides); a correction typed that way is written
     with the tokenizer's own spelling (Ġ for a byte-level source tokenizer)."""
+    from types import SimpleNamespace
+
     from app.pages.align import as_written
     from app.pages.widgets import readable
     from core.resources import OverrideLine
-
-    from types import SimpleNamespace
 
     class Tok:
         def __init__(self, *pieces, byte_level: bool = False):

@@ -2,13 +2,12 @@
 the user's text before anything is adapted, and says keep, extend or replace with its numbers."""
 from __future__ import annotations
 
-
-
 from conftest import write_lines
-from core.resources import read_text
 from test_advise import UKRAINIAN
 from test_app import wait_job, window  # noqa: F401 - `window` is a fixture
 from test_first_run import button
+
+from core.resources import read_text
 
 
 def test_the_data_page_advises_before_adapting(qtbot, window, tmp_path):

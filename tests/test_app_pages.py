@@ -2,10 +2,8 @@
 read off the GUI thread and its baselines folded away, the Fine-tune page built and shown without torch."""
 from __future__ import annotations
 
-import os
-
-
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -142,3 +140,39 @@ def test_finetune_page_never_imports_torch_on_the_gui_thread(tmp_path):
     assert seen["gui_imports"] == [] and seen["torch"], seen  # imported, by the pool only
     assert seen["said"] == "finding out…" and seen["device"].startswith(("CPU", "GPU")), seen
     assert seen["estimate"].startswith("about "), seen
+
+
+def test_data_page_word_rules_are_the_languages_own_until_the_user_chooses(window, qtbot, tmp_path):
+    """The dictionary's word rules on the Language & data page: the language's own shown as the default (Russian: no
+    plural rule, no cognates), what the user types kept in project.json and shown again, wrong endings refused in
+    words on the page."""
+    from conftest import demo_lines, write_lines
+    from test_app import wait_job
+
+    from core.resources import DICTIONARY
+
+    w = window
+    w.new_project(tmp_path / "proj")
+    w.go("data")
+    page = w.pages["data"]
+    page.code.setText("ru")
+    assert "none" in page.endings.placeholderText() and "(off)" in page.cognates.itemText(0)
+    page.code.setText("es")
+    assert page.endings.placeholderText().endswith(": s") and "(on)" in page.cognates.itemText(0)
+    assert page.inputs().plural_endings is None and page.inputs().cognates is None
+    page.rows["target"].set_path(write_lines(tmp_path / "es.txt", demo_lines("bible.train.es.gz", 300)))
+    page.add_resource(DICTIONARY, (write_lines(tmp_path / "dict.tsv", ["God\tDios", "earth\ttierra"]),))
+    page.endings.setText("s, %s")
+    page.use()
+    assert not w.busy and "not a word ending" in page.error.text()
+    page.endings.setText("s, es")
+    page.cognates.setCurrentIndex(page.cognates.findData(False))
+    page.use()
+    wait_job(qtbot, w)
+    assert not page.error.text(), page.error.text()
+    kept = json.loads((tmp_path / "proj" / "project.json").read_text())["inputs"]
+    assert (kept["plural_endings"], kept["cognates"]) == (["s", "es"], False)
+    page.endings.clear()
+    page.cognates.setCurrentIndex(0)
+    page.project_changed()  # the page shows the project's record again
+    assert page.endings.text() == "s, es" and page.cognates.currentData() is False and page.recorded()

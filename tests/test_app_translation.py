@@ -3,8 +3,6 @@ demo verse pairs, a five-word dictionary, a 1,000-token Spanish vocabulary (offs
 on one project: measure, look up and translate files, then teach (which drops the measurement) and cancel."""
 from __future__ import annotations
 
-
-
 import tempfile
 from pathlib import Path
 

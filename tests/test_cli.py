@@ -36,7 +36,8 @@ def adapted(files):
     out = files / "adapted"
     tweety("adapt", "--source-model", "default", "--target-text", files / "train.es", "--parallel",
            files / "train.en", files / "train.es", "--dictionary", files / "dict.tsv", "--vocab-size", 1000,
-           "--init", "transtok", "--symmetrize", "grow-diag-final-and", "--out", out)
+           "--init", "transtok", "--symmetrize", "grow-diag-final-and", "--plural-endings", "s, -es", "--no-cognates",
+           "--out", out)
     return out
 
 
@@ -45,6 +46,7 @@ def test_adapt_writes_a_model_folder_and_project(adapted):
     assert set(state["stages"]) == {"data", "tokenizer", "align", "map", "init"}
     assert state["stages"]["align"]["summary"]["pairs"] == 300
     assert state["settings"]["align"]["symmetrize"] == "grow-diag-final-and"  # the option reached the aligner
+    assert (state["inputs"]["plural_endings"], state["inputs"]["cognates"]) == (["s", "es"], False)  # word rules kept
     coverage = state["stages"]["map"]["summary"]
     assert coverage["alignment"] + coverage["alignment+dictionary"] > 50 and coverage["special"] == 17
     assert (adapted / "model" / "model.safetensors").exists()

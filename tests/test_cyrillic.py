@@ -6,8 +6,6 @@ The data is tests/data: 80 English–Russian sentence pairs and 8 held-out Russi
 bytes)."""
 from __future__ import annotations
 
-
-
 import re
 from pathlib import Path
 

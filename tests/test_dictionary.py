@@ -2,6 +2,7 @@
 on 400 real verses, and real English–Spanish entries."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -227,18 +228,31 @@ def test_a_russian_dictionary_maps_inflected_forms_and_loanwords(source_tokenize
     assert row(m, source_tokenizer, russian_tokenizer, "▁компьютер") == {"Ġcomputer": pytest.approx(1.0)}
 
 
-def test_a_projects_language_reaches_its_dictionary(tmp_path, source_tokenizer, russian_tokenizer):
+def test_a_projects_language_and_word_rules_reach_its_dictionary(tmp_path, source_tokenizer, russian_tokenizer):
     """The project's (and `tweety map --language`'s) language code chooses the dictionary's rules: Russian's leave
-    cognates by spelling off (measured worse on Russian manuals), the default (no language) takes them."""
+    cognates by spelling off (measured worse on Russian manuals), the default (no language) takes them; what the
+    user chose instead (the wizard's word rules, `--cognates`, `--plural-endings`) wins, and is kept in project.json."""
     from core import resources, stages
+    from core.dictionary import parse_endings
+    from core.layout import Inputs, ProjectState
 
     found = [resources.Resource(resources.DICTIONARY, (str(write_lines(tmp_path / "ru.tsv", [
         "book\tкнига", "speak\tговорить"])),))]
 
-    def mapped(language: str) -> dict[str, float]:
-        evidence = stages.evidence_of(found, lambda r: "", source_tokenizer, russian_tokenizer, language=language)
+    def mapped(inputs: Inputs) -> dict[str, float]:
+        evidence = stages.evidence_of(found, lambda r: "", source_tokenizer, russian_tokenizer, rules=stages.word_rules(
+            inputs.language_code, inputs.plural_endings, inputs.cognates))
         return row(build_mapping(source_tokenizer, russian_tokenizer, evidence=evidence), source_tokenizer,
                    russian_tokenizer, "▁компьютер")
 
-    assert mapped("") == {"Ġcomputer": pytest.approx(1.0)}
-    assert "Ġcomputer" not in mapped("ru")
+    assert mapped(Inputs("t.txt")) == {"Ġcomputer": pytest.approx(1.0)}
+    russian = Inputs("t.txt", language_code="ru")
+    assert "Ġcomputer" not in mapped(russian)
+    chosen = replace(russian, cognates=True, plural_endings=parse_endings("ы, -и"))
+    kept = ProjectState.from_dict(json.loads(json.dumps(ProjectState("m", inputs=chosen).to_dict()))).inputs
+    assert kept == chosen and kept.plural_endings == ("ы", "и")
+    assert mapped(kept) == {"Ġcomputer": pytest.approx(1.0)}
+    assert stages.word_rules("es", parse_endings("none")).plural_endings == ()
+    assert stages.word_rules("ru", cognates=False).cognates == 0 and stages.word_rules("ru").stemmer == "russian"
+    with pytest.raises(TweetyError, match="not a word ending"):
+        parse_endings("s, %s")

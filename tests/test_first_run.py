@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-
 import pytest
 from conftest import demo_lines, write_lines
 from PySide6.QtWidgets import QAbstractButton, QApplication, QGroupBox, QTabWidget

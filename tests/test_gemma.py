@@ -7,8 +7,6 @@ The conversion of the GGUF (dequantising 268M parameters) happens once per machi
 (core.models._converted); the adaptation and the export once per module."""
 from __future__ import annotations
 
-
-
 import json
 import time
 from pathlib import Path

@@ -4,8 +4,6 @@ anyone's files, and the Export page offers both (offscreen Qt). Tiny random-weig
 keep every export under a second."""
 from __future__ import annotations
 
-
-
 import json
 import re
 from pathlib import Path

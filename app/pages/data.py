@@ -138,7 +138,42 @@ class DataPage(Page):
         form.addRow(self.resource_table)
         self.resource_rows: list[ResourceRow] = []
         self._refresh_table()
+        form.addRow("Dictionary word rules", self._word_rules())
         return box
+
+    def _word_rules(self) -> QHBoxLayout:
+        """How a dictionary's words meet the text's: the language's own rules, shown as the placeholder and the
+        first choice, or the user's (core.dictionary.DictionarySettings.for_language / chosen)."""
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Plural endings"))
+        self.endings = QLineEdit()
+        self.endings.setToolTip("A word of your text that is a dictionary word plus one of these endings (e.g. "
+                                "“s, es”) is read as its plural. Empty: the language's own; “none”: no plural rule.")
+        row.addWidget(self.endings, 1)
+        row.addWidget(QLabel("Cognates"))
+        self.cognates = QComboBox()
+        self.cognates.setToolTip("A word the dictionary lacks (a name, a loanword) takes the source-language word "
+                                 "spelled most like it, across scripts too (“компьютер” → computer).")
+        for text, value in (("the language's own", None), ("on", True), ("off", False)):
+            self.cognates.addItem(text, value)
+        row.addWidget(self.cognates)
+        self.code.textChanged.connect(self._language_rules)
+        self._language_rules()
+        return row
+
+    def _language_rules(self, *_args) -> None:
+        from core.dictionary import DictionarySettings
+
+        own = DictionarySettings.for_language(self.code.text().strip())
+        self.endings.setPlaceholderText(f"the language's own: {', '.join(own.plural_endings) or 'none'}")
+        self.cognates.setItemText(0, f"the language's own ({'on' if own.cognates else 'off'})")
+
+    def word_rules(self) -> dict:
+        """The user's word rules as `Inputs` fields (None: the language's own); raises TweetyError on bad endings."""
+        from core.dictionary import parse_endings
+
+        typed = self.endings.text().strip()
+        return {"plural_endings": parse_endings(typed) if typed else None, "cognates": self.cognates.currentData()}
 
     @staticmethod
     def _weight_box(value: float) -> QDoubleSpinBox:
@@ -265,7 +300,8 @@ class DataPage(Page):
 
         code = self.code.text().strip()
         return Inputs(target_text=self.rows["target"].path, resources=self.resources(), language_code=code,
-                      language_name=self.name.text().strip() or code, heldout_text=self.rows["heldout"].path or None)
+                      language_name=self.name.text().strip() or code, heldout_text=self.rows["heldout"].path or None,
+                      **self.word_rules())
 
     def recorded(self) -> bool:
         """The page shows the inputs the project has recorded (nothing changed since “Use these files”)."""
@@ -274,9 +310,12 @@ class DataPage(Page):
 
         def choice(i) -> tuple:  # what the user chose; the project may name resources apart (distinct_labels)
             return (i.target_text, i.heldout_text or None, i.language_code, i.language_name,
-                    [(r.kind, tuple(r.files), r.weight) for r in i.resources])
+                    [(r.kind, tuple(r.files), r.weight) for r in i.resources], i.plural_endings, i.cognates)
 
-        return choice(self.project.state.inputs) == choice(self.inputs())
+        try:
+            return choice(self.project.state.inputs) == choice(self.inputs())
+        except TweetyError:  # endings that are no endings: `use` says so
+            return False
 
     def ready_to_leave(self, then) -> bool:
         """Next records what the page shows (the checks of “Use these files”) and moves on once that succeeded: a
@@ -287,8 +326,12 @@ class DataPage(Page):
         return False
 
     def use(self, then=None) -> None:
-        inputs = self.inputs()
         self.error.clear()
+        try:
+            inputs = self.inputs()
+        except TweetyError as e:
+            self.error.setText(str(e))
+            return
         if not inputs.language_code or not inputs.target_text:
             self.error.setText("Fill in at least the language code and the target-language text (or press "
                                "“Try with the demo data”).")
@@ -313,6 +356,9 @@ class DataPage(Page):
         self.code.setText(inputs.language_code)
         self.rows["target"].set_path(inputs.target_text)
         self.rows["heldout"].set_path(inputs.heldout_text)
+        self.endings.setText(", ".join(inputs.plural_endings) if inputs.plural_endings else
+                             "none" if inputs.plural_endings == () else "")
+        self.cognates.setCurrentIndex(self.cognates.findData(inputs.cognates))
         self.resource_rows.clear()
         for r in inputs.resources:
             self.resource_rows.append(ResourceRow(r.kind, tuple(r.files), r.weight, r.name))

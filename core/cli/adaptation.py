@@ -9,9 +9,10 @@ from dataclasses import asdict
 
 from core import align, extend, finetune, init, models, pipeline, resources, stages, tokenizer
 from core.cli.options import (Command, ProgressBars, add_aligner, add_baselines, add_inputs, add_mapping_options,
+                              add_word_rules,
                               add_parallel, add_project, add_source, add_tokenizer_model, align_settings,
                               ctrl_c_cancels, mapping_settings, model_folder, need, parallel_files, resource_list,
-                              weights)
+                              weights, word_rules)
 from core.errors import TweetyError
 from core.evaluate import bits_per_byte
 from core.jobs import Cancelled, CancelToken
@@ -60,7 +61,7 @@ def _run_pipeline(a: argparse.Namespace, bars: ProgressBars, vocabulary: str) ->
     licence = _licence(a)
     common = dict(source_model=a.source_model, target_text=a.target_text, heldout_text=a.heldout_text,
                   resources=tuple(resource_list(a)), overrides=a.overrides, out=a.out, language=a.language,
-                  vocabulary=vocabulary, align=align_settings(a), mapping=mapping_settings(a))
+                  **word_rules(a), vocabulary=vocabulary, align=align_settings(a), mapping=mapping_settings(a))
     if vocabulary == EXTEND:
         settings = pipeline.AdaptSettings(**common, extension=extend.ExtensionSettings(
             new_tokens=a.new_tokens, source_penalty=a.source_penalty))
@@ -157,6 +158,7 @@ def _map_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dictionary-weight", type=float, action="append", metavar="W")
     p.add_argument("--language", default="", help="target language code, e.g. ru: a dictionary is read with its "
                    "rules (plural endings, stemmer); a project uses its own")
+    add_word_rules(p)
     p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
     add_mapping_options(p)
     p.add_argument("--out")
@@ -164,10 +166,11 @@ def _map_arguments(p: argparse.ArgumentParser) -> None:
 
 def _map(a: argparse.Namespace, bars: ProgressBars) -> None:
     if a.project:
-        if a.alignment or a.dictionary or a.overrides or a.tokenizer:
-            raise TweetyError("with --project the mapping uses the project's resources and its overrides.tsv",
-                              fix="leave out --alignment/--dictionary/--overrides/--tokenizer, or edit "
-                              "PROJECT/overrides.tsv")
+        if a.alignment or a.dictionary or a.overrides or a.tokenizer or any(
+                v is not None for v in word_rules(a).values()):
+            raise TweetyError("with --project the mapping uses the project's resources, word rules and its "
+                              "overrides.tsv", fix="leave out --alignment/--dictionary/--overrides/--tokenizer/"
+                              "--plural-endings/--cognates, or edit PROJECT/overrides.tsv")
         m = Project.open(a.project).build_mapping(mapping_settings(a), progress=bars)
     else:
         need(a, "tokenizer", "out")
@@ -180,7 +183,8 @@ def _map(a: argparse.Namespace, bars: ProgressBars) -> None:
             [resources.Resource(resources.DICTIONARY, (f,), w) for f, w in
              zip(a.dictionary or [], weights(a.dictionary or [], a.dictionary_weight, "dictionary"))])
         # A parallel "resource" here is the folder `tweety align` wrote: its cached link counts.
-        found = stages.evidence_of(named, lambda r: r.files[0], source_tok, target_tok, language=a.language)
+        found = stages.evidence_of(named, lambda r: r.files[0], source_tok, target_tok,
+                                   rules=stages.word_rules(a.language, **word_rules(a)))
         overrides = resources.read_overrides(a.overrides) if a.overrides else []
         m = stages.write_mapping(a.out, found, overrides, REPLACE, source_tok, target_tok, mapping_settings(a),
                                  progress=bars)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import align, mapping, models, resources, tokenizer
+from core import align, dictionary, mapping, models, resources, tokenizer
 from core.errors import TweetyError
 from core.jobs import CancelToken, Eta, Progress
 from core.layout import project_model
@@ -128,12 +128,28 @@ def add_inputs(p: argparse.ArgumentParser):
     p.add_argument("--resources", metavar="FILE", help="a TOML/JSON list of resources with weights (see README)")
     p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
     p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
+    add_word_rules(p)
     p.add_argument("--accept-licence", action="store_true", help="you have read and accept the source model's "
                    "licence (asked for models with terms beyond an open-source licence: Gemma, Llama, Tower)")
     add_mapping_options(p)
     p.add_argument("--out", required=True, help="the project folder to create (new, empty, or an earlier Tweety "
                    "output); the model is OUT/model, and the wizard opens OUT")
     return add_aligner(p)
+
+
+def add_word_rules(p: argparse.ArgumentParser) -> None:
+    """How a dictionary's words are matched to the text's, where the language's own rules (chosen by --language) do
+    not suit: its plural endings and cognates."""
+    p.add_argument("--plural-endings", metavar="LIST", help="a dictionary word + one of these endings is its plural "
+                   "(e.g. \"s, es\"; \"none\" for no plural rule; default: the language's own)")
+    p.add_argument("--cognates", action=argparse.BooleanOptionalAction, default=None, help="a word the dictionary "
+                   "lacks takes the source word spelled like it (names, loanwords; default: the language's own choice)")
+
+
+def word_rules(a: argparse.Namespace) -> dict:
+    """The word rules given on the command line, as `Inputs`/`AdaptSettings` fields (None: the language's own)."""
+    endings = None if a.plural_endings is None else dictionary.parse_endings(a.plural_endings)
+    return {"plural_endings": endings, "cognates": a.cognates}
 
 
 def weights(items: list, given: list[float] | None, flag: str) -> list[float]:
