@@ -22,9 +22,10 @@ from core.align import AlignSettings, count_links
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_file
 
-# Words (with their apostrophes and hyphens: "Beth-lehem", "don't"), and each punctuation mark on its own (aligned
-# like words: "," ↔ ",", "?" ↔ "?").
-_TOKEN = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
+# A program's placeholder (%s, %1$d, %(name)s, {0}), kept whole so that it is copied as it is (split, "%s" came back
+# as "% s"); then words (with their apostrophes and hyphens: "Beth-lehem", "don't"), and each punctuation mark on its
+# own (aligned like words: "," ↔ ",", "?" ↔ "?").
+_TOKEN = re.compile(r"%(?:\d+\$)?(?:\([^()\s]*\))?[-+#0]*\d*(?:\.\d+)?[a-zA-Z]|\{[^{}\s]*\}|\w+(?:['’-]\w+)*|[^\w\s]")
 _NO_SPACE_BEFORE = set(".,;:!?)]}%»”")
 _NO_SPACE_AFTER = set("([{¿¡«“")
 
