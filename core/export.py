@@ -662,6 +662,8 @@ def _write_metadata(writer, plan: Plan, model_dir: Path, settings: ExportSetting
         writer.add_string("tweety.source_model", source)
     if init_method:
         writer.add_string("tweety.init_method", init_method)
+    if project.get("vocabulary"):  # "replace" | "extend": whether the source's own (English) text still reads as such
+        writer.add_string("tweety.vocabulary", project["vocabulary"])
     tuned = project.get("settings", {}).get("finetune")
     if tuned:
         writer.add_string("tweety.finetune", f"{tuned['stage']}, {tuned['steps']} steps")

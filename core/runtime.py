@@ -234,18 +234,49 @@ class Chat:
              stats: GenerationStats | None = None) -> str:
         """The model's reply to `text`, streamed through `on_text`; it ends at the end of the model's turn, at
         `settings.max_tokens`, or when it starts repeating itself (`stats.finish` says which)."""
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history + [
+        system = self.system or default_system(self.llm)
+        messages = ([{"role": "system", "content": system}] if system is not None else []) + self.history + [
             {"role": "user", "content": text}]
         chunks = self.llm.create_chat_completion(messages, stream=True, temperature=self.settings.temperature,
                                                  top_p=self.settings.top_p, max_tokens=self.settings.max_tokens,
                                                  repeat_penalty=self.settings.repeat_penalty, stop=CHAT_STOPS,
-                                                 seed=self.settings.seed)
+                                                 seed=self.settings.seed, logit_bias=never_in_a_reply(self.llm))
         reply = _stream(chunks, lambda c: c["choices"][0]["delta"].get("content"), on_text, cancel, stats)
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
         return reply
 
     def reset(self) -> None:
         self.history.clear()
+
+
+def default_system(llm) -> str | None:
+    """The system prompt of a conversation the user gave none: the template's own default (None), except for a
+    model whose vocabulary was replaced — an empty one. Such a model reads the template's English default ("You are
+    a helpful AI assistant named SmolLM, …") through pieces of its new language, and copied it into 17 of 60
+    Chat-page replies (docs/results/chat.md); with an empty system turn, none of 60 (59 of 60 still ended by
+    themselves)."""
+    # tweety.vocabulary: "replace" | "extend"; absent from other GGUFs and from ours exported before it was written
+    return "" if llm.metadata.get("tweety.vocabulary") == "replace" else None
+
+
+# Tokens that open a turn: a reply holding one has ended without its end-of-turn token and goes on with the next
+# turn's role name ("user\n…", 4 of 60 replies of the demo's fine-tuned model; "<|im_start|>" is a stop string, but
+# llama.cpp matches stop strings on text, where a control token is empty).
+TURN_STARTS = ("<|im_start|>", "<start_of_turn>", "<|start_header_id|>")
+
+
+def never_in_a_reply(llm) -> dict[int, float]:
+    """A logit bias that keeps `TURN_STARTS` out of a reply: the model ends its turn instead (none of 60 replies then
+    held another turn, and all 60 still ended by themselves)."""
+    ids = set()
+    for text in TURN_STARTS:
+        try:
+            found = llm.tokenize(text.encode(), add_bos=False, special=True)
+        except (AttributeError, TypeError):  # a stand-in model without special tokens
+            continue
+        if len(found) == 1:
+            ids.add(int(found[0]))
+    return {i: -100.0 for i in sorted(ids)}
 
 
 def translation_limit(llm, text: str, max_tokens: int) -> int:
@@ -278,7 +309,8 @@ def translate(llm, text: str, source: str, target: str, *, max_tokens: int = 256
         return complete(llm, prompt, max_tokens=limit, stop=["\n"], repeat_penalty=repeat_penalty, on_text=on_text,
                         cancel=cancel, stats=stats).strip()
     chunks = llm.create_chat_completion(prompt, stream=True, temperature=0.0, top_k=1, max_tokens=limit,
-                                        stop=CHAT_STOPS, repeat_penalty=repeat_penalty)
+                                        stop=CHAT_STOPS, repeat_penalty=repeat_penalty,
+                                        logit_bias=never_in_a_reply(llm))
     return _stream(chunks, lambda c: c["choices"][0]["delta"].get("content"), on_text, cancel, stats,
                    one_line=True).strip()
 

@@ -33,7 +33,7 @@ class Llama:
         return data.split()
 
     def create_chat_completion(self, messages, **kw):
-        self.calls.append(kw)
+        self.calls.append({**kw, "messages": messages})
         return chunks(self.pieces, self.finish)
 
     def create_completion(self, prompt, **kw):
@@ -55,6 +55,22 @@ def test_chat_asks_for_an_end_of_turn_a_limit_and_repetition_control():
     assert kw["max_tokens"] == runtime.RuntimeSettings().max_tokens == 256
     assert kw["repeat_penalty"] > 1 and "<|im_end|>" in kw["stop"] and "\nUser:" in kw["stop"]
     assert stats.tokens == 4 and stats.finish == "stop" and stats.tokens_per_s >= 0
+    assert [m["role"] for m in kw["messages"]] == ["user"]  # the template's own default system prompt
+
+
+def test_a_replaced_vocabulary_chats_with_an_empty_system_turn():
+    """The template's English default system prompt, read through a new language's pieces, was copied into replies:
+    a model whose vocabulary was replaced gets an empty system turn; the user's own system prompt wins."""
+    llm = Llama(["Hola"])
+    llm.metadata = {**Llama.metadata, "tweety.vocabulary": "replace"}
+    runtime.Chat(llm).send("Hola")
+    assert llm.calls[-1]["messages"][0] == {"role": "system", "content": ""}
+    runtime.Chat(llm, system="Eres un poeta.").send("Hola")
+    assert llm.calls[-1]["messages"][0] == {"role": "system", "content": "Eres un poeta."}
+    extended = Llama(["Hola"])
+    extended.metadata = {**Llama.metadata, "tweety.vocabulary": "extend"}
+    runtime.Chat(extended).send("Hola")
+    assert [m["role"] for m in extended.calls[-1]["messages"]] == ["user"]
 
 
 def test_a_reply_going_round_in_circles_stops():
