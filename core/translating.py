@@ -192,6 +192,16 @@ def translator(project: Project, source: str, target: str, *, progress: Progress
     return name, offered[name]()
 
 
+def ready_translator(project: Project, source: str, target: str, *, progress: ProgressFn | None = None,
+                     cancel: CancelToken | None = None) -> tuple[str, T.Lines]:
+    """The project's best translator without measuring first (the Chat page's, a text at a time): the recorded best
+    (`recorded_best`), else memory + corpus words — the best on every held-out set measured so far, ahead of every
+    model a CPU runs (docs/results/translation.md), and made in seconds."""
+    offered = systems(project, source, target, progress=progress, cancel=cancel)
+    name = recorded_best(project, source, target, set(offered)) or T.MEMORY_LEXICON
+    return name, offered[name]()
+
+
 def translate_file(project: Project, in_path: str | Path, out_path: str | Path, source: str, target: str, *,
                    overwrite: bool = False, progress: ProgressFn | None = None,
                    cancel: CancelToken | None = None) -> tuple[str, int]:

@@ -236,6 +236,14 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     assert int(chat.speed.text().split()[0]) <= 24
     english = "In the beginning God created the heaven and the earth."
     chat.text_in.setPlainText(english)
+    # A project with a corpus translates with its best translator first (no model needed), and says which it was.
+    assert chat.using() == "project" and chat.offered() == [("en", "es"), ("es", "en")]
+    chat.set_direction("en", "es")
+    chat.translate()
+    wait_job(qtbot, w)
+    assert "Translated by: " in chat.direction_note.text(), chat.direction_note.text()
+    assert "Dios" in chat.text_out.toPlainText(), chat.text_out.toPlainText()
+    chat.use("model")  # the loaded file, asked to translate
     assert chat.offered() == [("en", "es"), ("es", "en")]
     chat.set_direction("en", "es")
     chat.translate()
@@ -244,7 +252,7 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     out = chat.text_out.toPlainText().strip()
     assert out and "\n" not in out and out != english, out  # one line of its own
     # The Hydra: the source body reads the English, the fine-tuned Spanish tables write (no GGUF involved).
-    chat.use_hydra.setChecked(True)
+    chat.use("hydra")
     assert chat.offered() == [("en", "es"), ("es", "en")]
     chat.set_direction("en", "es")
     chat.translate()
@@ -495,7 +503,7 @@ def test_hydra_cache_follows_the_model(qtbot, window, tmp_path, monkeypatch):
     weights.write_bytes(b"first")
     chat = w.pages["chat"]
     set_language(w, "es")
-    chat.use_hydra.setChecked(True)
+    chat.use("hydra")
     chat.text_in.setPlainText("In the beginning")
 
     def translate() -> None:

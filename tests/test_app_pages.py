@@ -176,3 +176,11 @@ def test_data_page_word_rules_are_the_languages_own_until_the_user_chooses(windo
     page.cognates.setCurrentIndex(0)
     page.project_changed()  # the page shows the project's record again
     assert page.endings.text() == "s, es" and page.cognates.currentData() is False and page.recorded()
+
+
+def test_measurements_are_shown_rounded_as_a_person_reads_them():
+    """“588.9071” token perplexity and “2.1569” bits per byte on the Evaluate page: rounded sensibly now."""
+    from app.pages.widgets import rounded
+
+    assert [rounded(v) for v in (588.9071, 2.15693, 0.38521, 36.125, 12345.6)] == [
+        "589", "2.157", "0.385", "36.1", "12,346"]

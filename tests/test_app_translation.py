@@ -111,6 +111,8 @@ def test_chat_shows_the_memory_match_and_translates_files(qtbot, window, project
     w.go("chat")
     chat = w.pages["chat"]
     assert chat.file_translation.button.isEnabled()
+    assert chat.using() == "project"  # a project with a corpus translates with its best translator
+    chat.use("model")
     chat.text_in.setPlainText(en[5])  # a training line: its own pair
     chat.translate()
     assert w.warnings == ["Load a model first."]  # no model to translate with, but the memory answers anyway

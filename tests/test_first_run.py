@@ -644,9 +644,9 @@ def test_trap8_the_direction_stays_as_picked_through_clicks_and_refreshes(qtbot,
     qtbot.mouseClick(chat.direction, Qt.MouseButton.LeftButton)  # a click opens the list: it picks nothing
     chat.direction.hidePopup()
     assert chat.chosen_direction() == ("es", "en")
-    chat.use_hydra.click()
+    chat.use("hydra")
     assert chat.offered() == [] and "language code" in chat.direction_note.text()
-    chat.use_hydra.click()
+    chat.use("model")
     assert chat.chosen_direction() == ("es", "en")
     chat.text_in.setPlainText("Y dijo Dios: Sea la luz.")
     button(chat, "Translate").click()

@@ -17,6 +17,11 @@ from core.jobs import Cancelled
 from core.models import DEFAULT_MODEL
 
 WEIGHTS = {".safetensors", ".bin", ".pt", ".pth"}  # files whose change means another model
+# What translates a text: the project's best translator (its memory and corpus words, or whichever measured best), the
+# loaded GGUF file, or the Hydra.
+PROJECT, MODEL, HYDRA = "project", "model", "hydra"
+TRANSLATORS = {PROJECT: "the project's best translator", MODEL: "the loaded model",
+               HYDRA: "the Hydra (no exported file needed)"}
 EXPECTATIONS = ("<b>What to expect:</b> the built-in model is small (135 million parameters): it writes words and "
                 "phrases of the new language, but its sentences wander and its translations are rough. For real use, "
                 "adapt a bigger source model (1–8 billion parameters) and fine-tune longer on a GPU.")
@@ -98,12 +103,16 @@ class ChatPage(Page):
         self.file_translation = FileTranslation(self.ctx, self.project_direction)
         langs.addWidget(self.file_translation.button)
         langs.addStretch(1)
-        self.use_hydra = QCheckBox("Translate with the Hydra (no exported file needed)")
-        self.use_hydra.setToolTip("The Hydra translates without the exported file: the source model's body reads the "
-                                  "text with its own vocabulary and writes with the adapted model's (zero-shot "
-                                  "translation), either way round. Needs a model whose body fine-tuning left untouched "
-                                  "(what trains: embeddings).")
-        self.use_hydra.toggled.connect(lambda _on: self.update_directions())
+        self.translator = QComboBox()
+        self.translator.setToolTip("The project's best translator: the one that scored best on the project's held-out "
+                                   "pairs (Evaluate › Translation), else its translation memory with the words its "
+                                   "corpus aligns — no model needed.\nThe loaded model: the exported file, asked to "
+                                   "translate.\nThe Hydra: the source model's body reads the text with its own "
+                                   "vocabulary and writes with the adapted model's (zero-shot translation), either way "
+                                   "round; it needs a model whose body fine-tuning left untouched (what trains: "
+                                   "embeddings).")
+        self.translator.currentIndexChanged.connect(lambda _i: self.update_directions())
+        self._project_translator: tuple | None = None  # (key, name, translate lines) made on first use
         self.direction_note = Note()
         self.language_warning = red(Note())  # the text looks written in the language it is to be translated into
         self.language_warning.hide()
@@ -115,7 +124,11 @@ class ChatPage(Page):
             edit.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         grid.addLayout(langs)
         grid.addWidget(self.language_warning)  # under the Translate button it is about
-        grid.addWidget(self.use_hydra)
+        using = QHBoxLayout()
+        using.addWidget(QLabel("Translate with"))
+        using.addWidget(self.translator)
+        using.addStretch(1)
+        grid.addLayout(using)
         grid.addWidget(self.direction_note)
         texts = QHBoxLayout()  # side by side, as translators read them
         texts.addWidget(self.text_in)
@@ -136,7 +149,7 @@ class ChatPage(Page):
         self.relay = TextRelay()
         self._sink: QPlainTextEdit = self.transcript
         self.relay.text.connect(self._append)
-        self.update_directions()
+        self._offer_translators()
 
     # -- what the page offers --
     def directions(self) -> list[tuple[str, str]]:
@@ -147,7 +160,7 @@ class ChatPage(Page):
 
         from core.runtime import translation_directions
 
-        if self.use_hydra.isChecked():
+        if self.using() in (HYDRA, PROJECT):
             code = self.project.state.language if self.project is not None else None
             return [(SOURCE_LANGUAGE, code), (code, SOURCE_LANGUAGE)] if code and code != SOURCE_LANGUAGE else []
         if self.card_info is None:
@@ -168,16 +181,44 @@ class ChatPage(Page):
                 self.direction.addItem(direction_words(src, tgt), f"{src}>{tgt}")
         if self._picked is not None and (i := self.direction.findData(self._picked)) >= 0:
             self.direction.setCurrentIndex(i)
-        self.direction_note.setVisible(not (self.direction.count() and self.use_hydra.isChecked()))
+        using = self.using()
+        self.direction_note.setVisible(not (self.direction.count() and using == HYDRA))
         if self.direction.count():
-            self.direction_note.setText("" if self.use_hydra.isChecked() else
-                                        "The prompt asks the model itself to translate; a model adapted from a small "
-                                        "source model often answers in the same language — the Hydra is the better "
-                                        "translator.")
-        elif self.use_hydra.isChecked():
-            self.direction_note.setText("The Hydra needs the project's language code (Language & data page).")
+            self.direction_note.setText(
+                "" if using == HYDRA else
+                "It translates with the project's translation memory and the words its corpus aligns, or with "
+                "whichever translator scored best on the project's held-out pairs (Evaluate › Translation)."
+                if using == PROJECT else
+                "The prompt asks the model itself to translate; a model adapted from a small source model often "
+                "answers badly — the project's best translator measured better.")
+        elif using in (HYDRA, PROJECT):
+            self.direction_note.setText(f"{TRANSLATORS[using][0].upper()}{TRANSLATORS[using][1:]} needs the "
+                                        "project's language code (Language & data page).")
         else:
             self.direction_note.setText("Load a model to see the directions it translates.")
+
+    def using(self) -> str:
+        """What translates: PROJECT, MODEL or HYDRA."""
+        return self.translator.currentData() or MODEL
+
+    def use(self, key: str) -> None:
+        self.translator.setCurrentIndex(self.translator.findData(key))
+
+    def _offer_translators(self) -> None:
+        """The project's best translator is offered (and chosen) when the project has a parallel corpus: it measured
+        better than every model a CPU runs (docs/results/translation.md)."""
+        corpus = self.project is not None and self.project.state.inputs is not None and bool(
+            self.project.state.inputs.parallel)
+        keys = [key for key in TRANSLATORS if key != PROJECT or corpus]
+        if keys == [self.translator.itemData(i) for i in range(self.translator.count())]:
+            return  # as offered: the user's choice stays
+        self.translator.blockSignals(True)
+        self.translator.clear()
+        for key in keys:
+            self.translator.addItem(TRANSLATORS[key], key)
+        self.translator.blockSignals(False)
+        self.use(PROJECT if corpus else MODEL)
+        self.update_directions()
 
     def offered(self) -> list[tuple[str, str]]:
         """The directions the Direction box offers, as (from, to)."""
@@ -206,6 +247,8 @@ class ChatPage(Page):
         self.memory_match.reset()
         self.language_warning.hide()
         self._picked = None  # another project, other directions
+        self._project_translator = None
+        self._offer_translators()
         self.file_translation.show_project(self.project)
         record = self.project.state.stages.get("export")
         self.file.set_path(record.summary.get("file", "") if record else "")  # never another project's file
@@ -221,6 +264,7 @@ class ChatPage(Page):
             self.hydra_box.language.setText(self.project.state.language or "")
         self.file_translation.show_project(self.project)
         self._show_expectations()
+        self._offer_translators()  # the project may have its corpus since
         self.update_directions()
 
     def _show_expectations(self) -> None:
@@ -334,7 +378,7 @@ class ChatPage(Page):
         self.language_warning.hide()  # about the text translated before; the lookup tells about this one
         if text and self.project is not None:  # beside any translation, in the pool: no model needed
             self.memory_match.look_up(self.project, text, *self.project_direction())
-        if not text or (not self.use_hydra.isChecked() and not self._ready()) or not self.idle():
+        if not text or (self.using() == MODEL and not self._ready()) or not self.idle():
             return
         if self.chosen_direction() is None:
             self.ctx.show_warning(self.direction_note.text() or "No translation direction to choose from.")
@@ -344,9 +388,12 @@ class ChatPage(Page):
         self.text_out.clear()
         llm, stats, limit = self.llm, GenerationStats(), self.reply_tokens.value()
         penalty = self.runtime_settings().repeat_penalty
-        if self.use_hydra.isChecked():
+        if self.using() == HYDRA:
             fn, on_end = self._hydra_job(text, src, tgt, stats)
             self._start(fn, "Translating with the Hydra", stats, on_end=on_end)
+            return
+        if self.using() == PROJECT:
+            self._translate_with_project(text, src, tgt)
             return
 
         def fn(progress, cancel):
@@ -371,6 +418,33 @@ class ChatPage(Page):
                                           f"to be translated into. To translate it the other way, choose "
                                           f"{direction_words(tgt, src)}.")
             self.language_warning.show()
+
+    def _translate_with_project(self, text: str, src: str, tgt: str) -> None:
+        """Line by line with the project's best translator (core.translating.ready_translator), made once per
+        project, direction and translation measurement; the note says which translator it was."""
+        import json
+
+        from core import translating
+
+        project = self.project
+        record = project.state.stages.get(translating.TRANSLATION)
+        key = (str(project.folder), src, tgt, json.dumps(asdict(record), default=str) if record else "")
+        made = self._project_translator if self._project_translator and self._project_translator[0] == key else None
+
+        def fn(progress, cancel):
+            name, translate = made[1:] if made else translating.ready_translator(project, src, tgt,
+                                                                                progress=progress, cancel=cancel)
+            lines = text.splitlines()
+            out = translate([line for line in lines if line.strip()])
+            return name, translate, "\n".join(out.pop(0) if line.strip() else "" for line in lines)
+
+        def show(result) -> None:
+            name, translate, translation = result
+            self._project_translator = (key, name, translate)
+            self.text_out.setPlainText(translation)
+            self.direction_note.setText(f"Translated by: {name} (the project's best translator).")
+
+        self.run(fn, show, "Translating")
 
     def _hydra_job(self, text: str, src: str, tgt: str, stats):
         """(job function, on_end): the Hydra (the source language and the project's) is built once per model and
