@@ -251,12 +251,15 @@ class Chat:
 
 def default_system(llm) -> str | None:
     """The system prompt of a conversation the user gave none: the template's own default (None), except for a
-    model whose vocabulary was replaced — an empty one. Such a model reads the template's English default ("You are
-    a helpful AI assistant named SmolLM, …") through pieces of its new language, and copied it into 17 of 60
-    Chat-page replies (docs/results/chat.md); with an empty system turn, none of 60 (59 of 60 still ended by
-    themselves)."""
-    # tweety.vocabulary: "replace" | "extend"; absent from other GGUFs and from ours exported before it was written
-    return "" if llm.metadata.get("tweety.vocabulary") == "replace" else None
+    fine-tuned model whose vocabulary was replaced — an empty one. Such a model reads the template's English default
+    ("You are a helpful AI assistant named SmolLM, …") through pieces of its new language, and copied it into 17 of
+    60 Chat-page replies (docs/results/chat.md); with an empty system turn, none of 60 (59 of 60 still ended by
+    themselves, none empty). A model only adapted, not fine-tuned, keeps the default: with an empty system turn 19 of
+    its 60 replies were empty (2 with the default)."""
+    # tweety.vocabulary ("replace" | "extend") and tweety.finetune: absent from other GGUFs (and tweety.vocabulary
+    # from ours exported before it was written)
+    md = llm.metadata
+    return "" if md.get("tweety.vocabulary") == "replace" and md.get("tweety.finetune") else None
 
 
 # Tokens that open a turn: a reply holding one has ended without its end-of-turn token and goes on with the next

@@ -36,8 +36,7 @@ def adapted(files):
     out = files / "adapted"
     tweety("adapt", "--source-model", "default", "--target-text", files / "train.es", "--parallel",
            files / "train.en", files / "train.es", "--dictionary", files / "dict.tsv", "--vocab-size", 1000,
-           "--init", "transtok", "--symmetrize", "grow-diag-final-and", "--plural-endings", "s, -es", "--no-cognates",
-           "--out", out)
+           "--init", "transtok", "--symmetrize", "grow-diag-final-and", "--out", out)
     return out
 
 
@@ -46,12 +45,24 @@ def test_adapt_writes_a_model_folder_and_project(adapted):
     assert set(state["stages"]) == {"data", "tokenizer", "align", "map", "init"}
     assert state["stages"]["align"]["summary"]["pairs"] == 300
     assert state["settings"]["align"]["symmetrize"] == "grow-diag-final-and"  # the option reached the aligner
-    assert (state["inputs"]["plural_endings"], state["inputs"]["cognates"]) == (["s", "es"], False)  # word rules kept
     coverage = state["stages"]["map"]["summary"]
     assert coverage["alignment"] + coverage["alignment+dictionary"] > 50 and coverage["special"] == 17
     assert (adapted / "model" / "model.safetensors").exists()
     assert (adapted / "work" / "mapping" / "mapping.jsonl").exists()
     assert not list(adapted.parent.glob(".adapted.*"))  # no temporary leftovers
+
+
+def test_word_rules_on_the_command_line_reach_the_projects_inputs():
+    from core.cli import build_parser
+    from core.cli.options import word_rules
+    from core.pipeline import AdaptSettings, inputs_of
+
+    a = build_parser().parse_args(["adapt", "--target-text", "t.txt", "--vocab-size", "1000", "--out", "p",
+                                   "--plural-endings", "s, -es", "--no-cognates"])
+    inputs = inputs_of(AdaptSettings(target_text="t.txt", **word_rules(a)))
+    assert (inputs.plural_endings, inputs.cognates) == (("s", "es"), False)
+    a = build_parser().parse_args(["adapt", "--target-text", "t.txt", "--vocab-size", "1000", "--out", "p"])
+    assert word_rules(a) == {"plural_endings": None, "cognates": None}  # the language's own
 
 
 def test_eval_json_and_trans_tokenization_beats_mean(files, adapted):

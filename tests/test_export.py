@@ -172,8 +172,8 @@ def test_chat_streams_and_cancels(ggufs):
     from core.jobs import CancelToken
 
     llm = runtime.load(ggufs["q8_0"], runtime.RuntimeSettings(n_ctx=256, threads=2, max_tokens=24))
-    # a replaced vocabulary: an empty system turn instead of the template's English default, no turn start in a reply
-    assert llm.metadata["tweety.vocabulary"] == "replace" and runtime.default_system(llm) == ""
+    # a replaced vocabulary, not fine-tuned: the template's default system prompt; no turn start in a reply
+    assert llm.metadata["tweety.vocabulary"] == "replace" and runtime.default_system(llm) is None
     assert runtime.never_in_a_reply(llm) == {llm.tokenize(b"<|im_start|>", add_bos=False, special=True)[0]: -100.0}
     chat = runtime.Chat(llm, runtime.RuntimeSettings(max_tokens=24, temperature=0.0))
     pieces: list[str] = []

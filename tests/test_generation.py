@@ -60,9 +60,14 @@ def test_chat_asks_for_an_end_of_turn_a_limit_and_repetition_control():
 
 def test_a_replaced_vocabulary_chats_with_an_empty_system_turn():
     """The template's English default system prompt, read through a new language's pieces, was copied into replies:
-    a model whose vocabulary was replaced gets an empty system turn; the user's own system prompt wins."""
+    a fine-tuned model whose vocabulary was replaced gets an empty system turn; the user's own system prompt wins. A
+    model only adapted keeps the default (an empty system turn left a third of its replies empty)."""
+    adapted = Llama(["Hola"])
+    adapted.metadata = {**Llama.metadata, "tweety.vocabulary": "replace"}
+    runtime.Chat(adapted).send("Hola")
+    assert [m["role"] for m in adapted.calls[-1]["messages"]] == ["user"]
     llm = Llama(["Hola"])
-    llm.metadata = {**Llama.metadata, "tweety.vocabulary": "replace"}
+    llm.metadata = {**Llama.metadata, "tweety.vocabulary": "replace", "tweety.finetune": "embeddings, 300 steps"}
     runtime.Chat(llm).send("Hola")
     assert llm.calls[-1]["messages"][0] == {"role": "system", "content": ""}
     runtime.Chat(llm, system="Eres un poeta.").send("Hola")
