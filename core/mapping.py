@@ -78,6 +78,11 @@ class MappingSettings:
     # mixed, corpus + FreeDict read the held-out text worse than the corpus alone (2.275 against 2.216 bits/byte,
     # README "A dictionary alone"). False mixes every resource by weight.
     dictionary_fills_gaps: bool = True
+    # A target token the source vocabulary holds whole (its bytes are one source token: `▁casa` → Gemma's `▁casa`,
+    # the ▁/Ġ space markers matched through bytes) keeps that source row unless it has at least this many alignment
+    # links: a multilingual source already knows the word, and the alignment would send it to an English row.
+    # 0 turns the rule off. Measured at step 0 (docs/results/verbatim.md): VERBATIM_FIGURES
+    verbatim_min_links: int = 0
 
 
 ALIGNMENT_KIND, DICTIONARY_KIND = "alignment", "dictionary"
@@ -270,6 +275,16 @@ def fvt_rows(target_tokenizer, source_tokenizer, report: Reporter | None = None
     return m, is_special, no_letters
 
 
+def _verbatim(candidates: np.ndarray, target_tokenizer, source_tokenizer) -> np.ndarray:
+    """Those of `candidates` whose bytes are exactly one source token (an FVT row of one entry may also be a
+    piece spelled by one source token twice: `ll` → `l` `l`)."""
+    to_source = SourceBytes(source_tokenizer)
+    target_byte_level = is_byte_level(target_tokenizer)
+    pieces = target_tokenizer.convert_ids_to_tokens(candidates.tolist())
+    return np.array([t for t, piece in zip(candidates, pieces) if len(to_source(piece_bytes(piece, target_byte_level)))
+                     == 1], dtype=np.int64)
+
+
 def _normalised_evidence(e: Evidence, shape: tuple[int, int], settings: MappingSettings) -> sp.csr_matrix:
     if e.counts.shape != shape:
         raise TweetyError(f"the {e.kind} counts of {e.name!r} are for vocabularies {e.counts.shape}, but the "
@@ -343,6 +358,12 @@ def build_mapping(source_tokenizer, target_tokenizer, *, alignment_counts: sp.cs
     origin[kinds[ALIGNMENT_KIND]] = Origin.ALIGNMENT
     origin[kinds[DICTIONARY_KIND]] = Origin.DICTIONARY
     origin[kinds[ALIGNMENT_KIND] & kinds[DICTIONARY_KIND]] = Origin.ALIGNMENT_AND_DICTIONARY
+    if settings.verbatim_min_links > 0:
+        links = sum((np.asarray(e.counts.sum(axis=1)).ravel() for e in evidence if e.kind == ALIGNMENT_KIND),
+                    np.zeros(vt))
+        weak = np.isin(origin, [Origin.ALIGNMENT, Origin.ALIGNMENT_AND_DICTIONARY]) & ~no_letters
+        weak &= (links < settings.verbatim_min_links) & (np.diff(fvt.indptr) == 1)
+        origin[_verbatim(np.flatnonzero(weak), target_tokenizer, source_tokenizer)] = Origin.FVT
     origin[no_letters] = Origin.IDENTICAL
     fvt = _normalise_rows(without_removed(fvt))
     origin[np.diff(fvt.indptr) == 0] = Origin.MEAN

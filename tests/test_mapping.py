@@ -114,3 +114,28 @@ def test_alignment_counts_for_other_vocabularies_are_refused(synthetic, target_t
     _, counts, _ = synthetic
     with pytest.raises(TweetyError, match="re-run `tweety align`"):
         build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts)
+
+
+def test_verbatim_token_with_weak_alignment_keeps_its_source_row(target_tokenizer, source_tokenizer):
+    import scipy.sparse as sp
+
+    from core.mapping import MappingSettings
+
+    src = source_tokenizer.get_vocab()
+    weak, strong = _single(target_tokenizer, " de"), _single(target_tokenizer, " la")
+    assert "Ġde" in src and "Ġla" in src  # both spelled whole by SmolLM2
+    counts = sp.lil_matrix((len(target_tokenizer), len(source_tokenizer)))
+    counts[weak, src["Ġof"]] = 30  # enough to pass the alignment thresholds, not to overrule the spelling
+    counts[strong, src["Ġthe"]] = 900
+    counts = sp.csr_matrix(counts)
+
+    def top(m: Mapping, t: int) -> str:
+        row = m.matrix[t]
+        return source_tokenizer.convert_ids_to_tokens(int(row.indices[np.argmax(row.data)]))
+
+    before = build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts)
+    assert (top(before, weak), top(before, strong)) == ("Ġof", "Ġthe")
+    m = build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts,
+                      settings=MappingSettings(verbatim_min_links=100))
+    assert top(m, weak) == "Ġde" and m.matrix[weak].nnz == 1 and m.origin[weak] == Origin.FVT
+    assert top(m, strong) == "Ġthe" and m.origin[strong] == Origin.ALIGNMENT
