@@ -46,6 +46,7 @@ class Project:
     export_dir = property(lambda self: self.layout.export_dir)
     overrides_file = property(lambda self: self.layout.overrides_file)  # the linguist's corrections, user-editable
     hydra_dir = property(lambda self: self.folder / "hydra")
+    hydra_checkpoint_dir = property(lambda self: self.layout.work / "hydra-tuning")  # a stopped tune_hydra's steps
     final_model_dir = property(lambda self: self.layout.final_model_dir)  # fine-tuned when there is one
 
     @staticmethod
@@ -235,6 +236,7 @@ class Project:
                                    settings, self.state.settings_of(extend.ExtensionSettings, "extend"),
                                    model=model, progress=progress, cancel=cancel)
         shutil.rmtree(self.finetune_dir, ignore_errors=True)  # fine-tuned from the old initialisation: stale
+        shutil.rmtree(self.hydra_checkpoint_dir, ignore_errors=True)  # a stopped tuning of the old tables, too
         self._record("init", record)
         self.write_model_cards()
         return self.model_dir
@@ -356,12 +358,14 @@ class Project:
                                  source_language=source_language, examples=self._examples(code))
 
     def tune_hydra(self, language: str | None = None, settings=None, *, source: str = "parallel", lines: int = 400,
-                   pairs: list[tuple[str, str]] | None = None, examples_of=None, progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None) -> list[float]:
+                   pairs: list[tuple[str, str]] | None = None, examples_of=None, run_key: dict[str, str] | None = None,
+                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[float]:
         """Tune the Hydra's tables of `language` (default: the project's) on `lines` pairs — of the first parallel
         corpus (`source="parallel"`), of the target text back-translated by the Hydra (`"back-translation"`), or
-        the `pairs` given — and keep the tuned Hydra in `hydra/`. `examples_of`: each pair's prompt examples
-        (core.hydra.finetune_language). Returns the loss of each step. Cancelling keeps nothing."""
+        the `pairs` given — and keep the tuned Hydra in `hydra/`. `examples_of`: each pair's prompt examples, and
+        `run_key` what else makes the tuning the same (core.hydra.finetune_language). Returns the loss of each step.
+        A cancelled or killed tuning leaves the Hydra as it was and its steps in `hydra_checkpoint_dir`: the same
+        tuning started again continues from there (other settings start over)."""
         from core import hydra
 
         code = language or self.state.language
@@ -380,7 +384,8 @@ class Project:
         else:
             raise TweetyError(f"unknown tuning source {source!r}", fix="choose parallel or back-translation")
         start = time.monotonic()
-        losses = hydra.finetune_language(model, code, pairs, settings, examples_of=examples_of, progress=progress,
+        losses = hydra.finetune_language(model, code, pairs, settings, examples_of=examples_of,
+                                         checkpoint=self.hydra_checkpoint_dir, run_key=run_key, progress=progress,
                                          cancel=cancel)
         hydra.save_hydra(model, self.hydra_dir)
         last = losses[-10:]
@@ -390,7 +395,19 @@ class Project:
         self.state.settings[HYDRA] = asdict(settings)
         self.state.stages.pop(TRANSLATION, None)  # measured with the Hydra before this tuning
         self.save()
+        # Only now, with the tuned tables kept: a kill before this continues from the checkpoint instead.
+        shutil.rmtree(self.hydra_checkpoint_dir, ignore_errors=True)
         return losses
+
+    def hydra_tuning_checkpoint(self):
+        """Where a stopped `tune_hydra` stands (core.hydra.TuningState: its step, of how many), or None when none
+        stopped, or when what it kept cannot be read (the next tuning starts over and says so)."""
+        from core.hydra import tuning_checkpoint
+
+        try:
+            return tuning_checkpoint(self.hydra_checkpoint_dir)
+        except TweetyError:
+            return None
 
     def evaluate(self, *, max_bytes: int = 0, progress: ProgressFn | None = None,
                  cancel: CancelToken | None = None) -> dict[str, dict]:

@@ -10,6 +10,7 @@ direction).
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from functools import cache
@@ -227,7 +228,9 @@ def tune(project: Project, *, steps: int = 300, batch_size: int = 4, pairs_files
     """Teach the project's Hydra to translate: its target language's table and head (the body stays the source
     model's) trained on memory pairs — or on `pairs_files` — each behind exactly the prompt translation uses (its
     closest other memory pairs as examples), the loss on the reply. Held-out pairs are never trained on. Records
-    the tuning in project.json; the translation measurement is then redone on demand."""
+    the tuning in project.json; the translation measurement is then redone on demand. A cancelled or killed tuning
+    keeps its steps: the same call again (same steps, pairs and project) continues where it stopped
+    (Project.tune_hydra); anything else starts over, and says so."""
     import random
 
     from core.hydra import HydraTuning
@@ -257,8 +260,11 @@ def tune(project: Project, *, steps: int = 300, batch_size: int = 4, pairs_files
         found = [m for m in mem.search(text, EXAMPLES + 1) if normalised(m.source) != normalised(text)]
         return [(m.source, m.target) for m in reversed(found[:EXAMPLES])]
 
+    # The examples come from the memory: a changed memory is another tuning, even on the same pairs.
+    memory_hash = hashlib.sha256(json.dumps([mem.sources, mem.targets], ensure_ascii=False).encode()).hexdigest()
     losses = project.tune_hydra(target, HydraTuning(steps=steps, batch_size=batch_size), pairs=train,
-                                examples_of=examples_of, progress=progress, cancel=cancel)
+                                examples_of=examples_of, run_key={"the translation memory": memory_hash},
+                                progress=progress, cancel=cancel)
     project.state.stages["hydra"].summary.update({"for": "translation", "examples": f"memory, {EXAMPLES} closest"})
     project.save()
     return losses

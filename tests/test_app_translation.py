@@ -201,7 +201,13 @@ def test_cancel_stops_teaching(qtbot, window, project):
     with qtbot.waitSignal(w.job.signals.cancelled, timeout=TIMEOUT):
         teach.button.click()  # the Start button reads Cancel while it runs
     wait_button(qtbot, w, teach.button, timeout=TIMEOUT)
-    assert teach.status.text() == "Cancelled: nothing changed; it translates as before."
+    kept = w.project.hydra_tuning_checkpoint()  # the steps done, to continue from (core's tests check that)
+    assert kept is not None and kept.steps == 300 and kept.step >= 1
+    assert teach.status.text() == (f"Cancelled after step {kept.step} of 300: it translates as before. Start again "
+                                   "with 300 steps to continue from there.")
     assert "Teaching it to translate: cancelled" in w.log_view.toPlainText() and teach.button.text() == "Start"
     after = w.project.state.stages.get("hydra")
-    assert (after.summary if after else None) == before  # nothing kept
+    assert (after.summary if after else None) == before  # the Hydra as it was
+    teach.show_project(w.project)  # the project shown again (reopened): where Start goes on from
+    assert teach.status.text() == (f"Stopped at step {kept.step} of 300 last time: Start with 300 steps continues "
+                                   "from there (other steps start over).")

@@ -343,6 +343,48 @@ def test_finetune_language_trains_only_that_language_and_learns(source, adapted_
         H.finetune_language(hydra, "en", [pair])
 
 
+def test_a_stopped_tuning_continues_from_its_checkpoint_to_the_same_tables(source, adapted_es, tmp_path):
+    """Cancelled after 3 of 8 steps (the last periodic checkpoint was at 2, so the cancel keeps step 3) and run
+    again with the same checkpoint folder: tables, optimizer moments and pair order come back, and the run ends
+    where an uninterrupted one does. Other settings, or a checkpoint that cannot be read, start over and say why."""
+    pairs = [("And there was light.", "Y fué la luz."), ("And God said,", "Y dijo Dios,"), ("the earth", "la tierra")]
+    settings = H.HydraTuning(steps=8, batch_size=2, warmup_steps=1, checkpoint_every=2)
+
+    def fresh() -> H.Hydra:
+        return H.build_hydra(source, {"es": adapted_es}, examples={"es": EXAMPLES})
+
+    whole = fresh()
+    expected = H.finetune_language(whole, "es", pairs, settings)
+    ckpt, stopped, cancel = tmp_path / "tuning", fresh(), CancelToken()
+    before = stopped.languages["es"]
+    with pytest.raises(Cancelled):
+        H.finetune_language(stopped, "es", pairs, settings, checkpoint=ckpt, cancel=cancel,
+                            progress=lambda p: p.done >= 3 and cancel.cancel())
+    assert stopped.languages["es"] is before  # the Hydra as it was; the steps are in the checkpoint
+    kept = H.tuning_checkpoint(ckpt)
+    assert (kept.step, kept.steps) == (3, 8) and kept.losses == pytest.approx(expected[:3], rel=1e-5)
+    assert {f.name for f in ckpt.iterdir()} == {".tweety", "state.json", "optimizer.json", "tables.safetensors",
+                                                "optimizer.safetensors"}  # no pickle anywhere
+
+    resumed, said = fresh(), []
+    losses = H.finetune_language(resumed, "es", pairs, settings, checkpoint=ckpt, progress=said.append)
+    assert said[0].message == "continuing from step 3 of 8, where it stopped"
+    assert losses == pytest.approx(expected, rel=1e-4)
+    for table in ("embeddings", "head"):
+        torch.testing.assert_close(getattr(resumed.languages["es"], table), getattr(whole.languages["es"], table))
+
+    said.clear()  # the checkpoint now holds step 6 of the resumed run
+    other = H.finetune_language(fresh(), "es", pairs, dataclasses.replace(settings, lr=1e-3), checkpoint=ckpt,
+                                progress=said.append)
+    assert said[0].message == ("the tuning stopped at step 6 of 8 had other settings — the learning rate (0.003, "
+                               "now 0.001): starting over") and len(other) == 8
+    (ckpt / "tables.safetensors").write_bytes(b"torn")
+    said.clear()
+    H.finetune_language(fresh(), "es", pairs, dataclasses.replace(settings, steps=1), checkpoint=ckpt,
+                        progress=said.append)
+    assert "cannot be read" in said[0].message and said[0].message.endswith("starting over")
+
+
 @pytest.mark.parametrize("bad, words", [({"steps": 0}, "steps must be at least 1"),
                                          ({"batch_size": 0}, "batch size must be at least 1"),
                                          ({"lr": 0.0}, "learning rate must be positive"),

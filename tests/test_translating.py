@@ -236,3 +236,88 @@ def test_translate_with_a_project_resumes_after_a_kill(project, tmp_path):
     translated = out.read_text(encoding="utf-8").rstrip("\n").split("\n")
     assert len(translated) == len(lines) and all(translated)
     assert not partial.exists()
+
+
+def _untaught(project):
+    """The project with no tuned Hydra recorded, so that a tuning starts from the adapted tables (not from an
+    earlier test's tuning)."""
+    from core.project import Project
+
+    p = Project.open(project)
+    p.state.stages.pop("hydra", None)
+    p.save()
+    return p
+
+
+def _stop_after(step: int, cancel):
+    return lambda report: (report.metrics or {}).get("step", 0) >= step and cancel.cancel()
+
+
+def test_teaching_to_translate_continues_after_a_cancel_to_the_same_tables(project):
+    """Cancelled after 2 of 4 steps and taught again: the same losses and tables as 4 steps without a stop, and the
+    checkpoint goes once the tables are kept. Other steps start over, saying so. (One pair a step: what is kept and
+    restored does not depend on it.)"""
+    import torch
+
+    from core import translating
+    from core.jobs import Cancelled, CancelToken
+    from core.project import Project
+
+    def tables() -> list:
+        es = Project.open(project).hydra().languages["es"]
+        return [es.embeddings.clone(), es.head.clone()]
+
+    whole = translating.tune(_untaught(project), steps=4, batch_size=1)
+    expected = tables()
+    p, cancel = _untaught(project), CancelToken()
+    with pytest.raises(Cancelled):
+        translating.tune(p, steps=4, batch_size=1, progress=_stop_after(2, cancel), cancel=cancel)
+    assert "hydra" not in Project.open(project).state.stages  # it translates as before
+    assert p.hydra_tuning_checkpoint().step == 2
+    said = []
+    losses = translating.tune(_untaught(project), steps=4, batch_size=1, progress=said.append)
+    assert "continuing from step 2 of 4, where it stopped" in [r.message for r in said]
+    assert losses == pytest.approx(whole, rel=1e-4)
+    for got, want in zip(tables(), expected):
+        torch.testing.assert_close(got, want)
+    assert not p.hydra_checkpoint_dir.exists()
+
+    cancel = CancelToken()
+    with pytest.raises(Cancelled):
+        translating.tune(_untaught(project), steps=4, batch_size=1, progress=_stop_after(1, cancel), cancel=cancel)
+    said = []
+    assert len(translating.tune(_untaught(project), steps=2, batch_size=1, progress=said.append)) == 2
+    assert [r.message for r in said if "starting over" in r.message] == [
+        "the tuning stopped at step 1 of 4 had other settings — the number of steps (4, now 2), the training pairs: "
+        "starting over"]
+    assert not p.hydra_checkpoint_dir.exists()
+
+
+def test_teaching_to_translate_from_the_cli_continues_after_a_kill(project):
+    """`tweety finetune --stage translation` killed (SIGKILL) once its first checkpoint is kept, then the same
+    command again: it continues from that step and records the whole tuning."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from core.project import Project
+
+    p = _untaught(project)
+    state = p.hydra_checkpoint_dir / "state.json"
+    command = [sys.executable, "-m", "core.cli", "finetune", "--model", str(project), "--stage", "translation",
+               "--steps", "4"]  # a checkpoint every step (a quarter of the run)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None and not state.exists():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    _, err = process.communicate()
+    kept = p.hydra_tuning_checkpoint()
+    assert kept is not None and 1 <= kept.step < 4, err[-2000:]
+    assert "hydra" not in Project.open(project).state.stages
+    r = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"continuing from step {kept.step} of 4, where it stopped" in r.stderr
+    assert Project.open(project).state.stages["hydra"].summary["steps"] == 4
+    assert not p.hydra_checkpoint_dir.exists()

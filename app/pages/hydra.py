@@ -97,7 +97,8 @@ class HydraTuningBox(QGroupBox):
             for s in (job.signals.finished, job.signals.failed, job.signals.crashed, job.signals.cancelled):
                 s.connect(lambda *_: self.tune_button.setEnabled(True))
             job.signals.crashed.connect(lambda *_: self.status.setText("Not tuned: the log says why."))
-            job.signals.cancelled.connect(lambda: self.status.setText("Cancelled: the Hydra is as it was."))
+            job.signals.cancelled.connect(lambda: self.status.setText(
+                "Cancelled: the Hydra is as it was. Tuning again with the same settings continues where it stopped."))
 
     def _progress(self, p) -> None:
         loss = (p.metrics or {}).get("loss")

@@ -208,7 +208,8 @@ class TeachBox(QGroupBox):
         self.steps = spin(1, 100_000, 300, "Training steps, 4 pairs each. 300 steps take a few minutes on a "
                                            "processor.")
         row.addWidget(self.steps)
-        self.button = JobButton("Start", self.start, ctx, "Start teaching (Cancel keeps the Hydra as it was)")
+        self.button = JobButton("Start", self.start, ctx, "Start teaching. Cancel keeps the Hydra as it was and the "
+                                "steps done: Start again with the same steps continues from there.")
         row.addWidget(self.button)
         row.addStretch(1)
         col.addLayout(row)
@@ -227,7 +228,7 @@ class TeachBox(QGroupBox):
         job = self.button.run(
             lambda progress, cancel: translating.tune(project, steps=steps, progress=progress, cancel=cancel),
             self._done, "Teaching it to translate", on_error=self._finish,
-            on_cancelled=lambda: self._finish("Cancelled: nothing changed; it translates as before."),
+            on_cancelled=lambda: self._finish(self._cancelled(project)),
             on_crashed=lambda _tb: self._finish("Stopped by an unexpected error (details in the log)."))
         if job is None:
             return
@@ -252,6 +253,14 @@ class TeachBox(QGroupBox):
         self._timer.stop()
         self.status.setText(text)
 
+    @staticmethod
+    def _cancelled(project) -> str:
+        kept = project.hydra_tuning_checkpoint()
+        if kept is None:
+            return "Cancelled before the first step: nothing changed; it translates as before."
+        return (f"Cancelled after step {kept.step:,} of {kept.steps:,}: it translates as before. Start again with "
+                f"{kept.steps:,} steps to continue from there.")
+
     def _done(self, losses: list[float]) -> None:
         last = losses[-10:]
         pairs = self.ctx.project.state.stages["hydra"].summary.get("pairs", 0)
@@ -268,6 +277,11 @@ class TeachBox(QGroupBox):
         self.setEnabled(not why)
         record = project.state.stages.get("hydra") if project is not None else None
         done = record.summary if record is not None and record.summary.get("for") == "translation" else None
+        stopped = project.hydra_tuning_checkpoint() if not why else None
+        if stopped is not None:  # what Start will do next matters more than what was done before
+            self.status.setText(f"Stopped at step {stopped.step:,} of {stopped.steps:,} last time: Start with "
+                                f"{stopped.steps:,} steps continues from there (other steps start over).")
+            return
         self.status.setText(why or (f"Taught before: {done.get('steps')} steps on {done.get('pairs'):,} pairs (loss "
                                     f"{done.get('first_loss')} → {done.get('last_loss')})." if done else
                                     "Not taught yet: the Hydra translates from its examples alone."))

@@ -10,7 +10,8 @@ The package reads bottom to top:
 - `model`: the Hydra in memory — segment-aware forward passes and generation;
 - `store`: the Hydra folder on disk — build, save, load, add and remove a language (the folder layout is there);
 - `prompt`: few-shot translation prompts, their example pairs, and translating a text, a batch or a file;
-- `tuning`: a language's own fine-tune on translation pairs, and back-translation to make such pairs;
+- `tuning`: a language's own fine-tune on translation pairs (checkpointed, resumable), and back-translation to make
+  such pairs;
 - `gguf`: the whole Hydra as one GGUF with a merged vocabulary, and generation from it with llama.cpp.
 
 Everything public is importable from `core.hydra` itself (`from core import hydra; hydra.build_hydra(...)`).
@@ -21,13 +22,13 @@ from core.hydra.prompt import (EXAMPLES, NO_REPEAT, TranslationPrompt, choose_ex
                                translate, translate_batch, translate_file, translation_segments)
 from core.hydra.store import (FORMAT, HYDRA_FILE, add_language, build_hydra, load_hydra, read_config, read_language,
                               remove_language, save_hydra, save_language)
-from core.hydra.tuning import HydraTuning, back_translate, finetune_language, reply_loss
+from core.hydra.tuning import HydraTuning, TuningState, back_translate, finetune_language, reply_loss, tuning_checkpoint
 
 __all__ = [
     "EMBED", "EXAMPLES", "FORMAT", "GGUF_LAYOUT_KEY", "HEAD", "HYDRA_FILE", "NO_REPEAT", "Generation",
-    "GenerationSettings", "Hydra", "HydraTuning", "Language", "Segment", "TextFn", "TranslationPrompt",
+    "GenerationSettings", "Hydra", "HydraTuning", "Language", "Segment", "TextFn", "TranslationPrompt", "TuningState",
     "add_language", "back_translate", "build_hydra", "choose_examples", "corpus_examples", "export_hydra_gguf",
     "finetune_language", "generate_gguf", "gguf_layout", "load_hydra", "read_config", "read_language",
     "remove_language", "reply_limit", "reply_loss", "save_hydra", "save_language", "translate", "translate_batch",
-    "translate_file", "translation_segments",
+    "translate_file", "translation_segments", "tuning_checkpoint",
 ]
