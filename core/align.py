@@ -588,6 +588,16 @@ def save_counts(path: Path, matrix: sp.csr_matrix) -> None:
                "data": matrix.data.astype(np.float32), "shape": np.asarray(matrix.shape, np.int64)}, str(path))
 
 
+def tokens_per_pair(path: str | Path) -> float:
+    """The mean source tokens a pair of the corpus aligned into `path` (its stats), 0.0 where they are not there."""
+    path = Path(path)
+    try:
+        stats = json.loads(((path if path.is_dir() else path.parent) / STATS_FILE).read_text(encoding="utf-8"))
+        return stats["source_tokens"] / stats["pairs"] if stats["pairs"] else 0.0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
 def load_counts(path: str | Path) -> sp.csr_matrix:
     from safetensors.numpy import load_file
 

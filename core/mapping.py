@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,11 +69,11 @@ class Origin(IntEnum):
 
 @dataclass(frozen=True)
 class MappingSettings:
-    # Measured on the demo corpus (held-out BPB at step 0): few, confident links beat broad distributions — an
-    # average of many source rows is a short vector, which a tied LM head turns into an under-predicted token.
-    # Rare tokens are better served by FVT than by a handful of noisy links.
-    min_pair_count: int = 5
-    min_token_count: int = 20
+    # How much alignment evidence a token needs: pairs seen fewer than `min_pair_count` times dropped, tokens with
+    # fewer than `min_token_count` links left to FVT. None (the default): chosen from the corpus's pair length
+    # (`alignment_thresholds`), since how much one link is worth depends on it.
+    min_pair_count: int | None = None
+    min_token_count: int | None = None
     top_k: int = 3  # keep the k heaviest source tokens per target token
     # A dictionary fills in where no parallel corpus has evidence, instead of being mixed into the corpus's rows:
     # mixed, corpus + FreeDict read the held-out text worse than the corpus alone (2.275 against 2.216 bits/byte,
@@ -87,6 +88,25 @@ class MappingSettings:
 
 ALIGNMENT_KIND, DICTIONARY_KIND = "alignment", "dictionary"
 
+# (source tokens a pair, min_token_count, min_pair_count) at the two pair lengths measured (docs/results/
+# thresholds.md, SmolLM2, step-0 held-out bits per byte). Bible verses (32 tokens a pair): a token seen a few times
+# is linked to whichever frequent English word sits beside it, and few, confident links (20 / 5) beat noisy ones —
+# an average of many source rows is a short vector, which a tied head turns into an under-predicted token.
+# Software strings (German, Ukrainian, Russian: 6-7 tokens a pair): a link has few candidates, and even one is worth
+# more than the token's spelling (2 / 1: 0.85×, 0.83×, 0.87× FVT against 0.89×, 0.92×, 0.98× with 20 / 5).
+SHORT_PAIRS, LONG_PAIRS = (8.0, 2, 1), (32.0, 20, 5)
+
+
+def alignment_thresholds(tokens_per_pair: float) -> tuple[int, int]:
+    """(min_token_count, min_pair_count) for a corpus whose pairs hold `tokens_per_pair` source tokens on average:
+    the short-pair thresholds up to SHORT_PAIRS' length, the long-pair ones from LONG_PAIRS' (and when the length is
+    unknown, 0), geometrically in between (not measured there)."""
+    (short, *low), (long, *high) = SHORT_PAIRS, LONG_PAIRS
+    if not tokens_per_pair or tokens_per_pair >= long:
+        return high[0], high[1]
+    f = min(1.0, max(0.0, math.log(tokens_per_pair / short) / math.log(long / short)))
+    return tuple(round(a * (b / a) ** f) for a, b in zip(low, high))
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -96,6 +116,7 @@ class Evidence:
     kind: str  # ALIGNMENT_KIND | DICTIONARY_KIND
     counts: sp.csr_matrix
     weight: float = 1.0
+    tokens_per_pair: float = 0.0  # an aligned corpus's mean source tokens a pair (0: unknown): its thresholds
 
 
 def dictionary_evidence(entries: list[DictionaryEntry], source_tokenizer, target_tokenizer, *,
@@ -293,10 +314,15 @@ def _normalised_evidence(e: Evidence, shape: tuple[int, int], settings: MappingS
         raise TweetyError(f"the weight of {e.name!r} is {e.weight}", fix="give resources weights of 0 or more")
     a = e.counts.tocsr().astype(np.float64)
     if e.kind == ALIGNMENT_KIND:
-        a.data[a.data < settings.min_pair_count] = 0
+        min_token, min_pair = alignment_thresholds(e.tokens_per_pair)
+        min_token = min_token if settings.min_token_count is None else settings.min_token_count
+        min_pair = min_pair if settings.min_pair_count is None else settings.min_pair_count
+        log.info("%s (%.1f source tokens a pair): token pairs seen at least %d times, tokens with at least %d links",
+                 e.name, e.tokens_per_pair, min_pair, min_token)
+        a.data[a.data < min_pair] = 0
         a.eliminate_zeros()
-        totals = np.asarray(a.sum(axis=1)).ravel()
-        a = sp.csr_matrix(sp.diags((totals >= settings.min_token_count).astype(np.float64)) @ a)
+        enough = np.asarray(a.sum(axis=1)).ravel() >= min_token
+        a = sp.csr_matrix(sp.diags(enough.astype(np.float64)) @ a)
     return _normalise_rows(_top_k(a, settings.top_k))
 
 

@@ -136,7 +136,8 @@ def evidence_of(found: Sequence[resources.Resource], alignment_of: Callable[[res
     """Each resource's evidence with its weight: a parallel corpus's cached alignment counts (in the folder
     `alignment_of` gives: a project's work/alignment/…, or the folder a loose `tweety align` wrote), a dictionary
     read afresh and refused when none of its entries gives tokens, read with the word `rules` (`word_rules`)."""
-    return [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(alignment_of(r)), r.weight)
+    return [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(alignment_of(r)), r.weight,
+                             align.tokens_per_pair(alignment_of(r)))
             if r.kind == resources.PARALLEL else _dictionary(r, source_tok, target_tok, rules) for r in found]
 
 

@@ -1,15 +1,18 @@
 """Alignment and mapping on small real data: known translations are recovered, bytes map exactly."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 
 import numpy as np
 import pytest
 
-from core.align import align_corpus, load_counts
+from core.align import align_corpus, load_counts, tokens_per_pair
 from core.errors import TweetyError
 from core.dictionary import DictionarySettings
-from core.mapping import Mapping, Origin, build_mapping, dictionary_evidence
+from core.mapping import (ALIGNMENT_KIND, Evidence, Mapping, MappingSettings, Origin, alignment_thresholds,
+                          build_mapping, dictionary_evidence)
 from core.resources import DictionaryEntry, ParallelCorpus
 from core.tokenizer import TokenizerSettings, load_tokenizer, train_tokenizer
 
@@ -53,6 +56,31 @@ def test_word_i_always_translating_to_word_j_is_recovered(synthetic, source_toke
         assert m.origin[t] == Origin.ALIGNMENT
         assert row.argmax() == _single(source_tokenizer, " " + word)
         assert row.max() > 0.8
+
+
+def test_short_pairs_need_less_alignment_evidence_than_long_ones(synthetic, source_tokenizer, tmp_path):
+    """The thresholds follow the corpus's pair length (measured: 2 / 1 on software strings, 20 / 5 on verses): the
+    same weak counts (each token pair seen at most 3 times) are evidence in a corpus of 5-word pairs, not in one of
+    32-token verses; an explicit setting wins over the pair length."""
+    target_tok, counts, stats = synthetic
+    (tmp_path / "stats.json").write_text(json.dumps(dataclasses.asdict(stats)))
+    assert tokens_per_pair(tmp_path) == tokens_per_pair(tmp_path / "counts") == stats.source_tokens / stats.pairs
+    assert tokens_per_pair(tmp_path / "elsewhere" / "counts") == 0.0  # unknown: the long-pair thresholds
+    assert alignment_thresholds(stats.source_tokens / stats.pairs) == (2, 1)
+    assert alignment_thresholds(32.0) == alignment_thresholds(0.0) == alignment_thresholds(300.0) == (20, 5)
+    middle = [alignment_thresholds(n) for n in (8, 12, 16, 24, 32)]
+    assert middle == sorted(middle) and middle[0] == (2, 1) and 2 < middle[2][0] < 20  # between, never backwards
+    weak = counts.copy()
+    weak.data = np.minimum(weak.data, 3)
+
+    def aligned(length: float, settings: MappingSettings = MappingSettings()) -> int:
+        m = build_mapping(source_tokenizer, target_tok, evidence=[Evidence("c", ALIGNMENT_KIND, weak, 1.0, length)],
+                          settings=settings)
+        return int((m.origin == Origin.ALIGNMENT).sum())
+
+    assert aligned(stats.source_tokens / stats.pairs) >= len(TARGET_WORDS) and aligned(32.0) == 0
+    assert aligned(32.0, MappingSettings(min_pair_count=1, min_token_count=2)) == aligned(5.0)
+    assert aligned(5.0, MappingSettings(min_pair_count=5)) == 0
 
 
 def test_weights_sum_to_one_and_save_load(synthetic, source_tokenizer, tmp_path):

@@ -204,9 +204,11 @@ def align_settings(a: argparse.Namespace) -> align.AlignSettings:
 def add_mapping_options(p: argparse.ArgumentParser) -> None:
     d = mapping.MappingSettings()
     p.add_argument("--min-pair-count", type=int, default=d.min_pair_count,
-                   help="ignore token pairs aligned fewer times than this")
+                   help="ignore token pairs aligned fewer times than this (default: from the corpus's pair length, "
+                   "1 for short strings to 5 for long verses)")
     p.add_argument("--min-token-count", type=int, default=d.min_token_count,
-                   help="tokens with fewer alignment links get no alignment evidence")
+                   help="tokens with fewer alignment links get no alignment evidence (default: from the corpus's "
+                   "pair length, 2 to 20)")
     p.add_argument("--top-k", type=int, default=d.top_k, help="source tokens kept per target token")
 
 
