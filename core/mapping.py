@@ -104,9 +104,7 @@ def alignment_thresholds(tokens_per_pair: float) -> tuple[int, int]:
     the short-pair thresholds up to SHORT_PAIRS' length, the long-pair ones from LONG_PAIRS' (and when the length is
     unknown, 0), geometrically in between (not measured there)."""
     (short, *low), (long, *high) = SHORT_PAIRS, LONG_PAIRS
-    if not tokens_per_pair or tokens_per_pair >= long:
-        return high[0], high[1]
-    f = min(1.0, max(0.0, math.log(tokens_per_pair / short) / math.log(long / short)))
+    f = min(1.0, max(0.0, math.log(tokens_per_pair / short) / math.log(long / short))) if tokens_per_pair else 1.0
     return tuple(round(a * (b / a) ** f) for a, b in zip(low, high))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import logging
 import re
 import unicodedata
@@ -79,6 +80,11 @@ class TranslationMemory:
 
     def __len__(self) -> int:
         return len(self.sources)
+
+    @property
+    def digest(self) -> str:
+        """The pairs' identity (sha256): what a tuning whose prompts come from this memory must match to resume."""
+        return hashlib.sha256(json.dumps([self.sources, self.targets], ensure_ascii=False).encode()).hexdigest()
 
     def exact(self, text: str) -> str | None:
         """The translation of `text` when the memory holds that very line."""

@@ -10,7 +10,6 @@ direction).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from functools import cache
@@ -261,9 +260,8 @@ def tune(project: Project, *, steps: int = 300, batch_size: int = 4, pairs_files
         return [(m.source, m.target) for m in reversed(found[:EXAMPLES])]
 
     # The examples come from the memory: a changed memory is another tuning, even on the same pairs.
-    memory_hash = hashlib.sha256(json.dumps([mem.sources, mem.targets], ensure_ascii=False).encode()).hexdigest()
     losses = project.tune_hydra(target, HydraTuning(steps=steps, batch_size=batch_size), pairs=train,
-                                examples_of=examples_of, run_key={"the translation memory": memory_hash},
+                                examples_of=examples_of, run_key={"the translation memory": mem.digest},
                                 progress=progress, cancel=cancel)
     project.state.stages["hydra"].summary.update({"for": "translation", "examples": f"memory, {EXAMPLES} closest"})
     project.save()
