@@ -26,7 +26,8 @@ def run(print_line: Callable[[str], None] = print) -> int:
                  ("load the default model", _load),
                  ("adapt on 200 demo verses", lambda: _adapt(work)), ("export GGUF", lambda: _export(work)),
                  ("generate with llama.cpp", lambda: _generate(work)),
-                 ("measure the translation memory", _memory)]
+                 ("measure the translation memory", _memory),
+                 ("put a translation adapter on the body", lambda: _adapter(work))]
         for name, step in steps:
             start = time.monotonic()
             try:
@@ -118,6 +119,25 @@ def _memory() -> str:
     if not 0 < score < 100:
         raise RuntimeError(f"chrF of the memory on 20 verses is {score}")
     return f"chrF {score:.1f} on 20 held-out verses"
+
+
+def _adapter(work: Path) -> str:
+    """peft (the LoRA adapter "Teach it to translate" trains, core.hydra.lora) is in the bundle and, new, changes
+    nothing: the Hydra's logits with a fresh adapter on its body equal those without."""
+    import torch
+
+    from core.hydra import lora
+    from core.project import Project
+
+    hydra = Project.open(work / "adapted").hydra()
+    segments = [hydra.segment("es", "Y dijo Dios")]
+    bare = hydra.logits(segments, "es")
+    params = lora.attach(hydra, lora.direction("en", "es"))
+    fitted = hydra.logits(segments, "es")
+    lora.detach(hydra)
+    if not torch.equal(bare, fitted):
+        raise RuntimeError("a new translation adapter changed the model's output")
+    return f"{sum(p.numel() for p in params.values()):,} adapter parameters"
 
 
 def _generate(work: Path) -> str:

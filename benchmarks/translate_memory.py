@@ -13,13 +13,18 @@ Systems (the memory: the training pairs, BM25 over the English side, core.memory
 - source+memory: SmolLM2-135M-Instruct's GGUF through llama.cpp, prompted with the `--k` closest training pairs
   (core.translation.few_shot_prompt), greedy, one line;
 - source+fixed: the same model with three fixed short training pairs instead (the prompt before the memory);
+- source+memory+hints: source+memory with dictionary hints in the prompt (the DiPMT / chain-of-dictionary idea, in
+  the few-shot form a completion model reads): up to `--hints` words of the line that no example's English has,
+  each with its corpus-words translation, as one-word example pairs before the retrieved pairs;
+(`--source-gguf gemma`: the model systems run Gemma 3 270M base instead of SmolLM2, when the `gemma` extra is in);
 - hydra+memory: a Hydra (SmolLM2's body reading English, `--adapted`'s Spanish head writing), prompted with the
   closest pairs (needs `--adapted`, e.g. a `tweety adapt` project's model/ folder).
 The baselines run on `--limit` verses; the models, being slow on a CPU, on the first `--model-limit` of them, and
 the table gives every system on that common part too.
 Usage: python benchmarks/translate_memory.py [--limit 500] [--model-limit 200] [--k 4] [--threads 1]
        [--systems copy,dictionary,memory,memory+dictionary,corpus-words,memory+corpus-words,source+memory,
-       source+fixed,hydra+memory] [--adapted DIR] [--pairs TRAIN_EN TRAIN_XX HELDOUT_EN HELDOUT_XX --to XX]
+       source+fixed,source+memory+hints,hydra+memory] [--adapted DIR] [--source-gguf default|gemma|FILE] [--hints 6]
+       [--pairs TRAIN_EN TRAIN_XX HELDOUT_EN HELDOUT_XX --to XX]
 """
 from __future__ import annotations
 
@@ -32,12 +37,25 @@ from common import DEMO
 from core import models, runtime
 from core import translators as T
 from core.lexicon import learn
-from core.memory import TranslationMemory
+from core.memory import TranslationMemory, terms
 from core.resources import read_dictionary, read_lines
+from core.translation import common_words
 
 FREEDICT = Path("/usr/share/dictd/freedict-eng-spa.index")
 BASELINE_SYSTEMS = ("copy", "dictionary", "memory", "memory+dictionary")
-MODEL_SYSTEMS = ("source+memory", "source+fixed", "hydra+memory")
+MODEL_SYSTEMS = ("source+memory", "source+fixed", "source+memory+hints", "hydra+memory")
+
+
+def with_hints(line: str, examples: list[tuple[str, str]], lexicon, common: frozenset[str],
+               most: int) -> list[tuple[str, str]]:
+    """`examples` after up to `most` one-word pairs: the line's words that no example's English has and that are
+    not among the corpus's commonest, each with its corpus-words translation."""
+    covered = {w for s, _ in examples for w in terms(s)}
+    hints: dict[str, str] = {}
+    for word in terms(line):
+        if word not in covered and word not in common and word in lexicon.best and len(hints) < most:
+            hints[word] = lexicon.best[word][0]
+    return [(w, t) for w, t in hints.items()] + examples
 
 
 def main() -> None:
@@ -53,6 +71,9 @@ def main() -> None:
     p.add_argument("--to", default="es", help="target language code of --pairs")
     p.add_argument("--dictionary", default=str(FREEDICT))
     p.add_argument("--adapted", help="adapted Spanish model folder for hydra+memory")
+    p.add_argument("--source-gguf", default="default", help="the model systems' GGUF: default (SmolLM2), gemma, "
+                   "or a file")
+    p.add_argument("--hints", type=int, default=6, help="most dictionary hints a line gets (source+memory+hints)")
     a = p.parse_args()
     systems = a.systems.split(",")
     files = a.pairs or [DEMO / f"bible.{part}.{lang}.gz" for part in ("train", "heldout") for lang in ("en", "es")]
@@ -65,16 +86,22 @@ def main() -> None:
     if {"dictionary", "memory+dictionary"} & set(systems):
         made["dictionary"] = T.word_by_word(read_dictionary(a.dictionary), train_es)
         made["memory+dictionary"] = T.memory_then(memory, made["dictionary"])
-    if {"corpus-words", "memory+corpus-words"} & set(systems):
+    if {"corpus-words", "memory+corpus-words", "source+memory+hints"} & set(systems):
         start = time.monotonic()
         lexicon = learn(train_en, train_es)
         print(f"word lexicon learnt in {time.monotonic() - start:.1f} s", flush=True)
         made["corpus-words"] = lexicon.translate
         made["memory+corpus-words"] = T.memory_then(memory, lexicon.translate)
-    if {"source+memory", "source+fixed"} & set(systems):
-        llm = runtime.load(models.default_gguf(), runtime.RuntimeSettings(threads=a.threads))
+    if {"source+memory", "source+fixed", "source+memory+hints"} & set(systems):
+        gguf_file = {"default": models.default_gguf, "gemma": models.gemma_gguf}.get(a.source_gguf,
+                                                                                     lambda: Path(a.source_gguf))()
+        llm = runtime.load(gguf_file, runtime.RuntimeSettings(threads=a.threads))
         gguf = T.gguf_model(llm, "en", a.to)
         made["source+memory"] = T.with_memory(memory, gguf, k=a.k)
+        common = common_words(train_en)
+        made["source+memory+hints"] = T.with_memory(
+            memory, lambda lines, examples: gguf(lines, [with_hints(line, ex, lexicon, common, a.hints)
+                                                         for line, ex in zip(lines, examples)]), k=a.k)
         from core.hydra import choose_examples
 
         fixed = choose_examples(train_en, train_es)

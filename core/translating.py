@@ -27,6 +27,11 @@ from core.project import TRANSLATION, Project
 from core.translation import common_words
 HYDRA_SYSTEM, GGUF_SYSTEM = "hydra", "exported model"
 QUICK_PAIRS = 100  # held-out pairs measured when `translator` finds no measurement
+# What teaching the Hydra to translate trains, chosen by chrF gained a minute of tuning (benchmarks/
+# translation_tuning_choice.py, docs/results/translation.md): a LoRA adapter on the body for the direction took
+# held-out English → German strings from 32.3 to 40.4 in 150 steps of 4 pairs (5.4 min on 2 cores); the tables, what
+# the Hydra's other tunings train, from 32.3 down to 28.7.
+TUNING_TRAINS = "lora"
 
 
 @dataclass(frozen=True)
@@ -222,24 +227,23 @@ def translate_file(project: Project, in_path: str | Path, out_path: str | Path, 
                                          overwrite=overwrite, progress=progress, cancel=cancel)
 
 
-def tune(project: Project, *, steps: int = 300, batch_size: int = 4, pairs_files: tuple[str, str] | None = None,
-         source: str = "en", progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[float]:
-    """Teach the project's Hydra to translate: its target language's table and head (the body stays the source
-    model's) trained on memory pairs — or on `pairs_files` — each behind exactly the prompt translation uses (its
-    closest other memory pairs as examples), the loss on the reply. Held-out pairs are never trained on. Records
-    the tuning in project.json; the translation measurement is then redone on demand. A cancelled or killed tuning
-    keeps its steps: the same call again (same steps, pairs and project) continues where it stopped
-    (Project.tune_hydra); anything else starts over, and says so."""
+@dataclass(frozen=True)
+class TuningData:
+    """What teaching a project's Hydra to translate trains on: the pairs, and each pair's prompt examples."""
+    pairs: list[tuple[str, str]]
+    examples_of: Callable[[str], list[tuple[str, str]]]
+    memory: TranslationMemory
+
+
+def tuning_data(project: Project, *, steps: int = 300, batch_size: int = 4,
+                pairs_files: tuple[str, str] | None = None, source: str = "en") -> TuningData:
+    """The pairs a tuning of `steps` × `batch_size` draws — memory pairs, or `pairs_files` without the held-out
+    pairs — and their examples: each pair's closest *other* memory pairs, as a new line would get them."""
     import random
 
-    from core.hydra import HydraTuning
     from core.memory import EXAMPLES, normalised
     from core.resources import read_parallel
 
-    if project.state.vocabulary != REPLACE:
-        raise TweetyError("teaching a model to translate needs a project that replaced the vocabulary (a Hydra); "
-                          "an extended model translates with its memory as it is",
-                          fix="use `tweety translate --model PROJECT` directly")
     target = project.state.language
     if not target:
         raise TweetyError("the project records no language code", fix="set the project's language first")
@@ -258,11 +262,33 @@ def tune(project: Project, *, steps: int = 300, batch_size: int = 4, pairs_files
         # the pair's own line is in the memory: its closest *other* pairs are what a new line would get
         found = [m for m in mem.search(text, EXAMPLES + 1) if normalised(m.source) != normalised(text)]
         return [(m.source, m.target) for m in reversed(found[:EXAMPLES])]
+    return TuningData(train, examples_of, mem)
 
+
+def tune(project: Project, *, steps: int = 300, batch_size: int = 4, pairs_files: tuple[str, str] | None = None,
+         source: str = "en", progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[float]:
+    """Teach the project's Hydra to translate: a LoRA adapter for source → the project's language on the body
+    (`TUNING_TRAINS`; the body's own weights and every table stay as they are) trained on memory pairs — or on
+    `pairs_files` — each behind exactly the prompt translation uses (its closest other memory pairs as examples),
+    the loss on the reply. Held-out pairs are never trained on. Records
+    the tuning in project.json; the translation measurement is then redone on demand. A cancelled or killed tuning
+    keeps its steps: the same call again (same steps, pairs and project) continues where it stopped
+    (Project.tune_hydra); anything else starts over, and says so."""
+    from core.hydra import HydraTuning
+    from core.memory import EXAMPLES
+
+    if project.state.vocabulary != REPLACE:
+        raise TweetyError("teaching a model to translate needs a project that replaced the vocabulary (a Hydra); "
+                          "an extended model translates with its memory as it is",
+                          fix="use `tweety translate --model PROJECT` directly")
+    data = tuning_data(project, steps=steps, batch_size=batch_size, pairs_files=pairs_files, source=source)
     # The examples come from the memory: a changed memory is another tuning, even on the same pairs.
-    losses = project.tune_hydra(target, HydraTuning(steps=steps, batch_size=batch_size), pairs=train,
-                                examples_of=examples_of, run_key={"the translation memory": mem.digest},
-                                progress=progress, cancel=cancel)
-    project.state.stages["hydra"].summary.update({"for": "translation", "examples": f"memory, {EXAMPLES} closest"})
+    settings = HydraTuning(steps=steps, batch_size=batch_size, trains=TUNING_TRAINS)
+    losses = project.tune_hydra(project.state.language, settings,
+                                pairs=data.pairs, examples_of=data.examples_of,
+                                run_key={"the translation memory": data.memory.digest}, progress=progress,
+                                cancel=cancel)
+    project.state.stages["hydra"].summary.update({"for": "translation", "examples": f"memory, {EXAMPLES} closest",
+                                                  "trains": TUNING_TRAINS})
     project.save()
     return losses

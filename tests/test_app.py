@@ -396,7 +396,7 @@ def test_self_test_runs_the_whole_product_headless():
     r = subprocess.run([sys.executable, "-m", "app.main", "--self-test"], capture_output=True, text=True,
                        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert r.stdout.count("\nok    ") + r.stdout.startswith("ok    ") == 7 and "self-test passed" in r.stdout
+    assert r.stdout.count("\nok    ") + r.stdout.startswith("ok    ") == 8 and "self-test passed" in r.stdout
     assert "ok    open the user's guide" in r.stdout  # Help works in the bundle: the guide is there and renders
     assert "ok    measure the translation memory" in r.stdout  # bm25s and sacrebleu are in the bundle
 

@@ -164,11 +164,14 @@ def test_project_translates_a_po_catalogue(project, tmp_path):
     assert subprocess.run([shutil.which("msgfmt") or "msgfmt", "--check", "-o", "/dev/null", str(out)]).returncode == 0
 
 
-def test_teaching_the_project_to_translate_lowers_heldout_loss_and_keeps_the_body(project):
+def test_teaching_the_project_to_translate_lowers_heldout_loss_and_keeps_the_body_and_tables(project):
+    """The tuning trains an adapter for en → es (core.hydra.lora): with it on, the held-out replies' loss falls;
+    the body's own weights and every table are bit-identical; the adapter is saved, loaded back, and only on the body
+    while the Hydra translates in its direction."""
     import torch
 
     from core import translating
-    from core.hydra import reply_loss
+    from core.hydra import lora, reply_loss, translate
     from core.project import Project
 
     p = Project.open(project)
@@ -182,17 +185,26 @@ def test_teaching_the_project_to_translate_lowers_heldout_loss_and_keeps_the_bod
 
     before = p.hydra()
     body = {k: v.clone() for k, v in before.model.state_dict().items()}
-    english = before.languages["en"].embeddings.clone()
     start = loss(before)
     losses = translating.tune(p, steps=12, batch_size=2)
     assert len(losses) == 12
     after = Project.open(project).hydra()
+    assert set(after.adapters) == {"en->es"}
+    assert all(torch.equal(body[k], v) for k, v in after.model.state_dict().items())  # saved without the adapter
+    for code in ("en", "es"):
+        assert torch.equal(after.languages[code].embeddings, before.languages[code].embeddings)
+        assert torch.equal(after.languages[code].head, before.languages[code].head)
+    bare = loss(after)
+    assert bare == pytest.approx(start, abs=1e-5)
+    lora.use(after, "en", "es")
     assert loss(after) < start - 0.05
-    assert all(torch.equal(body[k], v) for k, v in after.model.state_dict().items())
-    assert torch.equal(after.languages["en"].embeddings, english)
-    assert not torch.equal(after.languages["es"].head, before.languages["es"].head)
-    record = json.loads((project / "project.json").read_text())["stages"]
-    assert record["hydra"]["summary"]["for"] == "translation" and "translation" not in record
+    lora.use(after, "es", "en")  # the other direction was not taught: the bare body
+    assert after.lora is None and loss(after) == pytest.approx(start, abs=1e-5)
+    translate(after, held[0][0], "en", "es")  # translating en → es puts the adapter on by itself
+    assert after.lora is not None and after.lora[0] == "en->es"
+    record = json.loads((project / "project.json").read_text())
+    assert record["stages"]["hydra"]["summary"]["for"] == "translation" and "translation" not in record["stages"]
+    assert record["stages"]["hydra"]["summary"]["trains"] == record["settings"]["hydra"]["trains"] == "lora"
 
 
 def test_translate_with_a_project_resumes_after_a_kill(project, tmp_path):
@@ -263,9 +275,9 @@ def test_teaching_to_translate_continues_after_a_cancel_to_the_same_tables(proje
     from core.jobs import Cancelled, CancelToken
     from core.project import Project
 
-    def tables() -> list:
-        es = Project.open(project).hydra().languages["es"]
-        return [es.embeddings.clone(), es.head.clone()]
+    def tables() -> list:  # what the tuning trains: the en → es adapter
+        adapter = Project.open(project).hydra().adapters["en->es"]
+        return [adapter[name] for name in sorted(adapter)]
 
     whole = translating.tune(_untaught(project), steps=4, batch_size=1)
     expected = tables()

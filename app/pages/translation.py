@@ -192,16 +192,17 @@ def clear(*tables: QTableWidget) -> None:
 
 
 class TeachBox(QGroupBox):
-    """Fine-tune: teach the project's Hydra to translate (core.translating.tune) — its new language's table and head
-    trained on the translation memory's pairs, each behind the very prompt translation uses."""
+    """Fine-tune: teach the project's Hydra to translate (core.translating.tune) — an adapter on its body trained on
+    the translation memory's pairs, each behind the very prompt translation uses."""
 
     def __init__(self, ctx: Context):
         super().__init__("Teach it to translate")
         self.ctx = ctx
-        self.setToolTip("Train the new language's table and output layer of the Hydra (the source model reading, your "
-                        "vocabulary writing) on the translation memory's pairs, each shown with its closest other "
-                        "pairs as examples — exactly as it translates. The model's body stays as it is; held-out "
-                        "pairs are never trained on.")
+        self.setToolTip("Train a small adapter (LoRA) on the Hydra's body — the source model reading, your "
+                        "vocabulary writing — on the translation memory's pairs, each shown with its closest other "
+                        "pairs as examples, exactly as it translates. The adapter is used only to translate into "
+                        "your language; the model's own weights stay as they are; held-out pairs are never trained "
+                        "on.")
         col = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(QLabel("Steps"))

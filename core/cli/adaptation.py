@@ -298,8 +298,8 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout", help="held-out target text: bits per byte every --eval-every steps")
     p.add_argument("--stage", choices=(*finetune.STAGES, "translation"), default=d.stage,
                    help="embeddings: embeddings and LM head only; outer-layers: also the first and last N layers; "
-                   "translation: a project's Hydra taught to translate, on its memory's pairs behind the prompt "
-                   "translation uses")
+                   "translation: a project's Hydra taught to translate (a LoRA adapter on its body), on its memory's "
+                   "pairs behind the prompt translation uses")
     p.add_argument("--pairs", nargs=2, metavar=("SOURCE_FILE", "TARGET_FILE"), help="--stage translation: train "
                    "on these pairs (default: the project's parallel corpora, held-out pairs left out)")
     p.add_argument("--outer-layers", type=int, default=d.outer_layers, help="N for the outer-layers stage")

@@ -7,6 +7,7 @@ they are — and a logits processor that allows only the output language's rows.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from core.errors import TweetyError
 from core.hydra.model import EMBED, HEAD, Segment
 from core.hydra.store import read_config
 from core.jobs import CancelToken, ProgressFn
+
+log = logging.getLogger(__name__)
 
 GGUF_LAYOUT_KEY = "tweety.hydra.languages"
 
@@ -35,6 +38,9 @@ def export_hydra_gguf(hydra_dir: str | Path, out_file: str | Path, settings=None
         raise TweetyError("the destination file exists; Tweety Studio never overwrites your files", path=out_file,
                           fix="choose another file name (or confirm replacing it)")
     config = read_config(folder)
+    if config.get("adapters"):
+        log.warning("the Hydra's translation adapters (%s) are not in the GGUF: it translates as before it was "
+                    "taught to translate", ", ".join(config["adapters"]))
     model_config = json.loads((folder / "config.json").read_text())
     available = models.safetensors_headers(models.weight_files(folder))
     codes = [config["source"]] + [c for c in config["languages"] if c != config["source"]]

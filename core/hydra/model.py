@@ -70,6 +70,10 @@ class Hydra:
         self.model = model.eval()
         self.source_language = source_language
         self.languages: dict[str, Language] = {}
+        # Translation adapters by direction ("en->de": LoRA weights by parameter name) and the one on the body now
+        # (its direction and peft tuner), both core.hydra.lora's.
+        self.adapters: dict[str, dict] = {}
+        self.lora: tuple[str, object] | None = None
         embeddings, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
         # Gemma's embedding layer multiplies its rows by √hidden and Gemma 2 soft-caps its logits: the body is fed
         # and read around those layers, so the Hydra does both itself (both None for the other families).

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.hydra.lora import use as use_adapter
 from core.hydra.model import GenerationSettings, Hydra, Segment, TextFn
 from core.jobs import CancelToken, ProgressFn
 from core.resources import read_lines
@@ -92,6 +93,7 @@ def translate(hydra: Hydra, text: str, source: str, target: str, *, max_new_toke
               cancel: CancelToken | None = None) -> str:
     """Greedy zero-shot translation of one text: the prompt read in the source language, the reply written with
     `target`'s head and embeddings."""
+    use_adapter(hydra, source, target)
     prompt = translation_segments(hydra, text, source, target, examples)
     settings = GenerationSettings(max_new_tokens=reply_limit(hydra, text, source, max_new_tokens),
                                   stop_strings=prompt.stop_strings, no_repeat_ngram=NO_REPEAT)
@@ -106,6 +108,7 @@ def translate_batch(hydra: Hydra, texts: list[str], source: str, target: str, *,
     empty. `examples_each`: each text's own example pairs (a translation memory's matches), instead of `examples`
     for all. Greedy replies equal `translate`'s up to float rounding in the padded batch."""
     out = [""] * len(texts)
+    use_adapter(hydra, source, target)  # the direction's translation adapter, when it was taught to translate
     todo = sorted((i for i, t in enumerate(texts) if t.strip()), key=lambda i: len(texts[i]))
     settings = GenerationSettings(stop_strings=("\n",), no_repeat_ngram=NO_REPEAT)
     for start in range(0, len(todo), batch_size):

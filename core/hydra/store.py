@@ -3,8 +3,9 @@
 A Hydra folder is the source model as a plain Hugging Face folder (`config.json`, `model.safetensors`: the body and
 the source language's tables; transformers loads it as is) plus `languages/<code>.safetensors` (each other
 language's `embed_tokens`, and `lm_head` when untied), `tokenizers/<code>/` (every language's tokenizer) and
-`hydra.json` (the list). Adding a language writes its two entries then `hydra.json`, so an interrupted add leaves
-the folder as it was.
+`hydra.json` (the list), and `adapters/<source>-<target>.safetensors` for each direction it was taught to translate
+(core.hydra.lora; listed in `hydra.json` under "adapters"). Adding a language writes its two entries then
+`hydra.json`, so an interrupted add leaves the folder as it was.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from core import models
 from core.errors import TweetyError
+import core.hydra.lora as lora
 from core.hydra.model import EMBED, HEAD, Hydra, Language
 from core.jobs import atomic_dir, atomic_file
 from core.resources import read_json
@@ -127,12 +129,22 @@ def build_hydra(source, languages: dict[str, str | Path], *, source_language: st
 
 def save_hydra(hydra: Hydra, out_dir: str | Path) -> Path:
     """Write the whole Hydra as one folder, atomically."""
+    from safetensors.torch import save_file
+
+    lora.detach(hydra)  # the body's own weights, not an adapter's layers
     with atomic_dir(out_dir) as tmp:
         hydra.model.save_pretrained(tmp)
         entries = {}
         for code, lang in hydra.languages.items():
             entries[code] = _write_language(tmp, lang, source=code == hydra.source_language)
-        _write_config(tmp, hydra.source_language, entries)
+        adapters = {}
+        for key, weights in hydra.adapters.items():
+            path = Path("adapters") / f"{key.replace('->', '-')}.safetensors"
+            (tmp / path).parent.mkdir(exist_ok=True)
+            save_file(weights, str(tmp / path), metadata={"direction": key})
+            adapters[key] = {"weights": path.as_posix(), "rank": lora.RANK, "alpha": lora.ALPHA,
+                             "modules": list(lora.MODULES)}
+        _write_config(tmp, hydra.source_language, entries, adapters)
     return Path(out_dir)
 
 
@@ -147,7 +159,7 @@ def add_language(hydra_dir: str | Path, code: str, adapted_folder: str | Path,
                           fix="remove it first, or choose another language code")
     language = hydra.add(read_language(hydra, code, adapted_folder, examples))
     config["languages"][code] = _write_language(hydra_dir, language, source=False)
-    _write_config(hydra_dir, config["source"], config["languages"])
+    _write_config(hydra_dir, config["source"], config["languages"], config.get("adapters"))
 
 
 def remove_language(hydra_dir: str | Path, code: str) -> None:
@@ -161,9 +173,14 @@ def remove_language(hydra_dir: str | Path, code: str) -> None:
     if entry is None:
         raise TweetyError(f"the Hydra has no language {code!r}", path=hydra_dir / HYDRA_FILE,
                           fix=f"it has {', '.join(config['languages'])}")
-    _write_config(hydra_dir, config["source"], config["languages"])
+    adapters = config.get("adapters") or {}
+    gone = [key for key in adapters if code in key.split("->")]  # its directions' adapters go with it
+    _write_config(hydra_dir, config["source"], config["languages"],
+                  {k: v for k, v in adapters.items() if k not in gone})
     (hydra_dir / entry["weights"]).unlink(missing_ok=True)
     shutil.rmtree(hydra_dir / entry["tokenizer"], ignore_errors=True)
+    for key in gone:
+        (hydra_dir / adapters[key]["weights"]).unlink(missing_ok=True)
 
 
 def save_language(hydra_dir: str | Path, hydra: Hydra, code: str, **notes) -> None:
@@ -172,7 +189,7 @@ def save_language(hydra_dir: str | Path, hydra: Hydra, code: str, **notes) -> No
     hydra_dir = Path(hydra_dir)
     config = read_config(hydra_dir)
     config["languages"][code] = {**_write_language(hydra_dir, hydra.language(code), source=False), **notes}
-    _write_config(hydra_dir, config["source"], config["languages"])
+    _write_config(hydra_dir, config["source"], config["languages"], config.get("adapters"))
 
 
 def _write_language(folder: Path, lang: Language, *, source: bool) -> dict:
@@ -196,9 +213,10 @@ def _write_language(folder: Path, lang: Language, *, source: bool) -> dict:
             "tied": lang.tied, "origin": lang.origin, "examples": [list(pair) for pair in lang.examples]}
 
 
-def _write_config(folder: Path, source: str, entries: dict) -> None:
+def _write_config(folder: Path, source: str, entries: dict, adapters: dict | None = None) -> None:
+    config = {"format": FORMAT, "source": source, "languages": entries, **({"adapters": adapters} if adapters else {})}
     with atomic_file(folder / HYDRA_FILE) as tmp:
-        tmp.write_text(json.dumps({"format": FORMAT, "source": source, "languages": entries}, indent=1) + "\n")
+        tmp.write_text(json.dumps(config, indent=1) + "\n")
 
 
 def read_config(folder: Path) -> dict:
@@ -246,4 +264,12 @@ def load_hydra(folder: str | Path, *, languages: list[str] | None = None, dtype=
         tokenizer = AutoTokenizer.from_pretrained(folder / entry["tokenizer"])
         hydra.languages[code] = Language(code, tokenizer, embeddings, head, entry.get("origin", ""),
                                          tuple(tuple(pair) for pair in entry.get("examples", ())))
+    for key, entry in (config.get("adapters") or {}).items():
+        if set(key.split("->")) <= set(hydra.languages):
+            path = folder / entry["weights"]
+            try:
+                hydra.adapters[key] = load_file(str(path))
+            except Exception as e:  # as for a language's tables
+                raise TweetyError(f"cannot read the {key} translation adapter ({e})", path=path,
+                                  fix="teach the Hydra to translate again") from None
     return hydra

@@ -1,5 +1,6 @@
-"""A Hydra's own fine-tune: one language's tables trained on translation pairs (from a parallel corpus, or made by
-back-translating target-language text with the Hydra itself), the body untouched.
+"""A Hydra's own fine-tune on translation pairs (from a parallel corpus, or made by back-translating target-language
+text with the Hydra itself): one language's tables, or a LoRA adapter on the body for one direction (core.hydra.lora:
+what teaching a Hydra to translate trains), or both; the body's own weights untouched.
 
 Given a checkpoint folder, a tuning keeps what it has done there every few steps and when cancelled — the tables
 being trained and the optimizer's moments (safetensors), the step, the losses so far and the pair order's random
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from core.errors import TweetyError
+import core.hydra.lora as lora
 from core.hydra.model import Hydra, Segment
 from core.hydra.prompt import translate_batch, translation_segments
 from core.jobs import Cancelled, CancelToken, ProgressFn, Reporter, atomic_dir
@@ -24,6 +26,7 @@ from core.jobs import Cancelled, CancelToken, ProgressFn, Reporter, atomic_dir
 log = logging.getLogger(__name__)
 
 ExamplesFn = Callable[[str], list[tuple[str, str]]]  # a source text → its prompt's example pairs
+TRAINS = ("tables", "lora", "lora+tables")
 STATE_FILE = "state.json"  # in a tuning's checkpoint folder, beside tables.safetensors and optimizer.safetensors
 
 
@@ -44,6 +47,11 @@ class HydraTuning:
     # loses at most 50 steps. A run shorter than 4 × this checkpoints every quarter of it instead, so that a short
     # run stopped early also has something to continue from. Not part of what a resume must match.
     checkpoint_every: int = 50
+    # What trains: "tables" (the language's embeddings and head), "lora" (an adapter on the body for the direction
+    # source → this language, core.hydra.lora; the tables as they are) or "lora+tables". The adapter learns at
+    # `lora_lr` (weights already trained move less than new rows).
+    trains: str = "tables"
+    lora_lr: float = 3e-4
 
     def check(self) -> None:
         """Refuse settings no run can use, in plain words (`steps` 0 would divide by zero in the schedule)."""
@@ -58,6 +66,10 @@ class HydraTuning:
             problems.append("the warm-up steps cannot be negative")
         if self.checkpoint_every < 1:
             problems.append("the steps between checkpoints must be at least 1")
+        if self.trains not in TRAINS:
+            problems.append(f"what it trains must be one of {', '.join(TRAINS)}, not {self.trains!r}")
+        if not self.lora_lr > 0:
+            problems.append("the adapter's learning rate must be positive")
         if problems:
             raise TweetyError("bad Hydra tuning settings: " + "; ".join(problems), fix="change the settings")
 
@@ -106,13 +118,14 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
                       *, examples_of: ExamplesFn | None = None, checkpoint: str | Path | None = None,
                       run_key: dict[str, str] | None = None, progress: ProgressFn | None = None,
                       cancel: CancelToken | None = None) -> list[float]:
-    """Train `code`'s embedding table and head (nothing else: the body stays every language's; a tied language
-    gets a head of its own unless `settings.untie` is off) to write the second text of each pair when prompted to
-    translate the first (in the Hydra's source language) — the prompt `translate` uses, the loss on the reply and
-    its closing line break only. Pairs come from a parallel corpus or from `back_translate` (target-language text
-    only). `examples_of`: each pair's own prompt examples (a translation memory's closest pairs, as translation
-    will use them), instead of the Hydra's fixed ones. The Hydra's tables are replaced when training ends; a cancel
-    leaves them as they were.
+    """Train what `settings.trains` names — `code`'s embedding table and head (a tied language gets a head of its
+    own unless `settings.untie` is off), and/or a LoRA adapter for the direction source → `code` (the body's own
+    weights stay every language's) — to write the second text of each pair when prompted to translate the first (in
+    the Hydra's source language): the prompt `translate` uses, the loss on the reply and its closing line break
+    only. Pairs come from a parallel corpus or from `back_translate` (target-language text only). `examples_of`: each
+    pair's own prompt examples (a translation memory's closest pairs, as translation will use them), instead of the
+    Hydra's fixed ones. The Hydra's tables, and its adapter for the direction (`Hydra.adapters`), are replaced when
+    training ends; a cancel leaves them as they were.
 
     `checkpoint`: a folder where the run keeps what it has done every `settings.checkpoint_every` steps and when
     cancelled, and continues from when it holds a stopped run of the same tuning (see the module); `run_key` names
@@ -133,15 +146,26 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
     if not pairs:
         raise TweetyError("there are no translation pairs to train on", fix="give a parallel corpus or target text")
     report = Reporter(progress, cancel, f"Tuning {code}")
-    embeddings = torch.nn.Parameter(lang.embeddings.detach().float().clone())
-    tied = lang.tied and not settings.untie
-    head = embeddings if tied else torch.nn.Parameter(lang.head.detach().float().clone())
-    tables = {"embeddings": embeddings} if tied else {"embeddings": embeddings, "head": head}
-    params = list(tables.values())
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    schedule = FinetuneSettings(steps=settings.steps, lr=settings.lr, warmup_steps=settings.warmup_steps)
     for p in hydra.model.parameters():
         p.requires_grad_(False)
+    tables, groups = {}, []
+    tied = lang.tied and not settings.untie
+    embeddings, head = lang.embeddings, lang.head
+    if "tables" in settings.trains:
+        embeddings = torch.nn.Parameter(lang.embeddings.detach().float().clone())
+        head = embeddings if tied else torch.nn.Parameter(lang.head.detach().float().clone())
+        tables = {"embeddings": embeddings} if tied else {"embeddings": embeddings, "head": head}
+        groups.append({"params": list(tables.values()), "lr": settings.lr, "base_lr": settings.lr})
+    key = lora.direction(hydra.source_language, code)
+    if "lora" in settings.trains:
+        adapter = lora.attach(hydra, key, seed=settings.seed)  # a new one: it replaces the direction's old one
+        tables.update(adapter)
+        groups.append({"params": list(adapter.values()), "lr": settings.lora_lr, "base_lr": settings.lora_lr})
+    else:
+        lora.detach(hydra)  # the tables learn under the bare body, as a direction without an adapter reads them
+    params = list(tables.values())
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0.0)
+    schedule = FinetuneSettings(steps=settings.steps, lr=1.0, warmup_steps=settings.warmup_steps)  # a factor
     rng = random.Random(settings.seed)
     run = TuningState(_run_key(lang, pairs, settings, run_key) if checkpoint is not None else {}, settings.steps)
     if checkpoint is not None:
@@ -153,7 +177,7 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
     try:
         for step in range(run.step, settings.steps):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(schedule, step)
+                group["lr"] = group["base_lr"] * learning_rate(schedule, step)
             batch = []
             for _ in range(settings.batch_size):
                 if not run.order:
@@ -173,15 +197,20 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
                    {"step": run.step, "loss": run.losses[-1]})
     except BaseException as e:
         hydra.languages[code] = lang
+        lora.detach(hydra)  # the direction's old adapter, if any, goes back on when it next translates
         # Only a cancel stops at a step boundary (the report after a finished step); any other error may have
         # come in the middle of one, so the last periodic checkpoint stands.
         if isinstance(e, Cancelled) and checkpoint is not None and run.step > saved:
             _save_checkpoint(checkpoint, run, tables, optimizer, rng)
         raise
-    dtype = lang.embeddings.dtype
-    tuned_embeddings = embeddings.detach().to(dtype)
-    hydra.languages[code] = replace(lang, embeddings=tuned_embeddings,
-                                    head=tuned_embeddings if tied else head.detach().to(dtype))
+    if "tables" in settings.trains:
+        dtype = lang.embeddings.dtype
+        tuned_embeddings = embeddings.detach().to(dtype)
+        hydra.languages[code] = replace(lang, embeddings=tuned_embeddings,
+                                        head=tuned_embeddings if tied else head.detach().to(dtype))
+    if "lora" in settings.trains:
+        hydra.adapters[key] = lora.weights_of({n: p for n, p in tables.items() if lora.MARK in n})
+        lora.detach(hydra)
     return run.losses
 
 
@@ -201,7 +230,8 @@ def _run_key(lang, pairs: list[tuple[str, str]], settings: HydraTuning, extra: d
 
 
 _SETTING_WORDS = {"steps": "the number of steps", "batch_size": "the pairs per step", "lr": "the learning rate",
-                  "warmup_steps": "the warm-up steps", "seed": "the seed", "untie": "whether the head is untied"}
+                  "warmup_steps": "the warm-up steps", "seed": "the seed", "untie": "whether the head is untied",
+                  "trains": "what it trains", "lora_lr": "the adapter's learning rate"}
 _KEY_WORDS = {"pairs": "the training pairs", "tables": "the tables it starts from (the model was made again or "
               "tuned since)"}
 
