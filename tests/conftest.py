@@ -145,7 +145,7 @@ SLOW_TESTS = {
     "test_pipeline": {"test_hydra_tuning_changes_the_tables_and_can_be_cancelled"},
     "test_project": {"test_stages_are_recorded_resumable_and_invalidated"},
     "test_translating": {"test_translate_with_a_project_resumes_after_a_kill",
-                         "test_teaching_the_project_to_translate_lowers_heldout_loss_and_keeps_the_body",
+                         "test_teaching_the_project_to_translate_lowers_heldout_loss_and_keeps_the_body_and_tables",
                          "test_project_measures_its_translators_and_translates_a_file_with_the_best",
                          "test_project_translates_a_po_catalogue",
                          "test_teaching_to_translate_continues_after_a_cancel_to_the_same_tables",

@@ -10,6 +10,8 @@ body by core.hydra.store) and is on the body only while the Hydra translates in 
 """
 from __future__ import annotations
 
+from core.errors import TweetyError
+
 # Every linear layer of the attention and the MLP (the names of the Llama, Mistral, Qwen and Gemma families).
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RANK, ALPHA = 16, 32  # ~4.9M parameters on SmolLM2-135M (19 MB in float32)
@@ -37,7 +39,8 @@ def attach(hydra, key: str, weights: dict | None = None, *, seed: int = 0) -> di
     if weights is not None:
         if set(weights) != set(params):
             detach_tuner(hydra, tuner)
-            raise ValueError(f"the {key} adapter does not fit this body")
+            raise TweetyError(f"the {key} translation adapter does not fit this model's body",
+                              fix="teach the Hydra to translate again")
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(weights[name])
