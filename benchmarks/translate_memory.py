@@ -37,25 +37,13 @@ from common import DEMO
 from core import models, runtime
 from core import translators as T
 from core.lexicon import learn
-from core.memory import TranslationMemory, terms
+from core.memory import TranslationMemory
 from core.resources import read_dictionary, read_lines
 from core.translation import common_words
 
 FREEDICT = Path("/usr/share/dictd/freedict-eng-spa.index")
 BASELINE_SYSTEMS = ("copy", "dictionary", "memory", "memory+dictionary")
 MODEL_SYSTEMS = ("source+memory", "source+fixed", "source+memory+hints", "hydra+memory")
-
-
-def with_hints(line: str, examples: list[tuple[str, str]], lexicon, common: frozenset[str],
-               most: int) -> list[tuple[str, str]]:
-    """`examples` after up to `most` one-word pairs: the line's words that no example's English has and that are
-    not among the corpus's commonest, each with its corpus-words translation."""
-    covered = {w for s, _ in examples for w in terms(s)}
-    hints: dict[str, str] = {}
-    for word in terms(line):
-        if word not in covered and word not in common and word in lexicon.best and len(hints) < most:
-            hints[word] = lexicon.best[word][0]
-    return [(w, t) for w, t in hints.items()] + examples
 
 
 def main() -> None:
@@ -99,9 +87,7 @@ def main() -> None:
         gguf = T.gguf_model(llm, "en", a.to)
         made["source+memory"] = T.with_memory(memory, gguf, k=a.k)
         common = common_words(train_en)
-        made["source+memory+hints"] = T.with_memory(
-            memory, lambda lines, examples: gguf(lines, [with_hints(line, ex, lexicon, common, a.hints)
-                                                         for line, ex in zip(lines, examples)]), k=a.k)
+        made["source+memory+hints"] = T.with_memory(memory, T.with_hints(gguf, lexicon, common, a.hints), k=a.k)
         from core.hydra import choose_examples
 
         fixed = choose_examples(train_en, train_es)

@@ -121,8 +121,15 @@ def systems(project: Project, source: str, target: str, pairs: Split | None = No
         return T.word_by_word([e for r in dictionaries for e in r.read()], pairs.train_target)
 
     @cache
+    def lex() -> Lexicon:
+        return lexicon(project, source, target, pairs, progress=progress, cancel=cancel)
+
     def words() -> T.Lines:
-        return lexicon(project, source, target, pairs, progress=progress, cancel=cancel).translate
+        return lex().translate
+
+    def hinted(model: T.WithExamples) -> T.WithExamples:
+        # each prompt also gets the corpus words of the line's words its examples do not cover
+        return T.with_hints(model, lex(), common_words(mem().sources))
 
     def fallback() -> T.Lines:
         return dictionary() if dictionaries else T.memory_top(mem())
@@ -137,7 +144,8 @@ def systems(project: Project, source: str, target: str, pairs: Split | None = No
         def hydra() -> T.Lines:
             model = project.hydra(source_language=source if forward else target,
                                   target_language=target if forward else source)
-            return T.with_memory(mem(), T.hydra_model(model, source, target, cancel=cancel), fallback=fallback())
+            return T.with_memory(mem(), hinted(T.hydra_model(model, source, target, cancel=cancel)),
+                                 fallback=fallback())
         out[HYDRA_SYSTEM] = hydra
     exported = project.state.stages.get("export")
     if exported is not None and Path(exported.summary.get("file", "")).is_file():
@@ -145,7 +153,7 @@ def systems(project: Project, source: str, target: str, pairs: Split | None = No
             from core import runtime
 
             llm = runtime.load(exported.summary["file"])
-            return T.with_memory(mem(), T.gguf_model(llm, source, target, cancel=cancel), fallback=fallback())
+            return T.with_memory(mem(), hinted(T.gguf_model(llm, source, target, cancel=cancel)), fallback=fallback())
         out[GGUF_SYSTEM] = gguf
     return out
 

@@ -17,11 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.jobs import CancelToken, ProgressFn, Reporter
-from core.lexicon import recase
-from core.memory import EXAMPLES, NEAR, TranslationMemory
+from core.lexicon import Lexicon, recase
+from core.memory import EXAMPLES, NEAR, TranslationMemory, terms
 from core.resources import DictionaryEntry
 
 Lines = Callable[[list[str]], list[str]]
+HINTS = 6  # most dictionary hints a line's prompt gets (`with_hints`)
 # A model's translator: lines and, for each, its example pairs.
 WithExamples = Callable[[list[str], list[list[tuple[str, str]]]], list[str]]
 
@@ -94,6 +95,25 @@ def with_memory(memory: TranslationMemory, model: WithExamples, *, k: int = EXAM
             for i, reply in zip(empty, fallback([lines[i] for i in empty])):
                 out[i] = reply
         return out
+    return translate
+
+
+def with_hints(model: WithExamples, lexicon: Lexicon, common: frozenset[str], most: int = HINTS) -> WithExamples:
+    """`model` with dictionary hints in its prompts — the dictionary-in-prompt idea (DiPMT, chain-of-dictionary) in
+    the few-shot form every translator's prompt has: up to `most` words of a line that none of its examples' source
+    sides has and that are not among the corpus's commonest (`common`), each with its corpus-words translation, as
+    one-word example pairs before the retrieved ones (held-out English → German strings: SmolLM2 46.9 → 47.5, Gemma
+    3 270M 52.0 → 53.3; docs/results/translation.md)."""
+    def hinted(line: str, examples: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        covered = {w for s, _ in examples for w in terms(s)}
+        hints: dict[str, str] = {}
+        for word in terms(line):
+            if len(hints) < most and word not in covered and word not in common and word in lexicon.best:
+                hints[word] = lexicon.best[word][0]
+        return list(hints.items()) + examples
+
+    def translate(lines: list[str], examples: list[list[tuple[str, str]]]) -> list[str]:
+        return model(lines, [hinted(line, ex) for line, ex in zip(lines, examples)])
     return translate
 
 

@@ -104,6 +104,25 @@ def test_lexicon_learns_the_corpus_words_and_copies_names(verses, tmp_path):
     assert detokenize(["¿", "Qué", "?", "(", "sí", ")", ","]) == "¿Qué? (sí),"
 
 
+def test_hints_give_the_corpus_words_of_what_the_examples_leave_out():
+    """A model's prompt gets one-word pairs for the line's words that no example covers, the corpus's commonest
+    words left out, at most `most` of them, before the retrieved examples."""
+    from core.lexicon import Lexicon
+
+    lexicon = Lexicon({"open": ("öffnen", 0.9), "file": ("Datei", 0.9), "the": ("die", 0.9), "folder": ("Ordner", 0.8),
+                       "printer": ("Drucker", 0.7), "scanner": ("Scanner", 0.7)}, frozenset())
+    seen = []
+
+    def model(lines, examples):
+        seen.extend(examples)
+        return list(lines)
+
+    example = [("Open the file", "Datei öffnen")]
+    T.with_hints(model, lexicon, frozenset({"the"}), most=2)(["Open the folder, the printer and the scanner"],
+                                                            [example])
+    assert seen == [[("folder", "Ordner"), ("printer", "Drucker"), ("Open the file", "Datei öffnen")]]
+
+
 def test_measure_ranks_systems_by_chrf(verses):
     en, es = verses
     scores = T.measure({"copy": T.copy, "perfect": lambda lines: [es[en.index(s)] for s in lines]}, en[:20], es[:20])
