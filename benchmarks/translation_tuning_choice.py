@@ -27,11 +27,10 @@ from common import ROOT  # noqa: F401  (puts the checkout on the path)
 from core import translating
 from core import translators as T
 from core.finetune import FinetuneSettings, learning_rate
-from core.hydra import HydraTuning, reply_loss
+from core.hydra import HydraTuning, lora, reply_loss
 from core.project import Project
 
 BODY_LR = 3e-4  # LoRA adapters and outer layers (--body-lr)
-LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def trainable(hydra, code: str, variant: str, tables_lr: float, body_lr: float) -> list[dict]:
@@ -51,10 +50,10 @@ def trainable(hydra, code: str, variant: str, tables_lr: float, body_lr: float) 
     if "lora" in variant:
         from peft import LoraConfig, inject_adapter_in_model
 
-        inject_adapter_in_model(LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_MODULES),
-                                hydra.model.model)
-        lora = [p for name, p in hydra.model.named_parameters() if "lora_" in name]
-        groups.append({"params": lora, "lr": body_lr})
+        inject_adapter_in_model(LoraConfig(r=lora.RANK, lora_alpha=lora.ALPHA, lora_dropout=0.0,
+                                           target_modules=list(lora.MODULES)), hydra.model.model)
+        adapter = [p for name, p in hydra.model.named_parameters() if lora.MARK in name]
+        groups.append({"params": adapter, "lr": body_lr})
     if "outer" in variant:
         layers = hydra.model.model.layers
         body = [p for i, layer in enumerate(layers) if i < 2 or i >= len(layers) - 2 for p in layer.parameters()]

@@ -148,29 +148,29 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
     report = Reporter(progress, cancel, f"Tuning {code}")
     for p in hydra.model.parameters():
         p.requires_grad_(False)
-    tables, groups = {}, []
+    trained, groups = {}, []  # what the optimizer trains, by name (as the checkpoint keeps it)
     tied = lang.tied and not settings.untie
     embeddings, head = lang.embeddings, lang.head
     if "tables" in settings.trains:
         embeddings = torch.nn.Parameter(lang.embeddings.detach().float().clone())
         head = embeddings if tied else torch.nn.Parameter(lang.head.detach().float().clone())
-        tables = {"embeddings": embeddings} if tied else {"embeddings": embeddings, "head": head}
-        groups.append({"params": list(tables.values()), "lr": settings.lr, "base_lr": settings.lr})
+        trained = {"embeddings": embeddings} if tied else {"embeddings": embeddings, "head": head}
+        groups.append({"params": list(trained.values()), "lr": settings.lr, "base_lr": settings.lr})
     key = lora.direction(hydra.source_language, code)
     if "lora" in settings.trains:
         adapter = lora.attach(hydra, key, seed=settings.seed)  # a new one: it replaces the direction's old one
-        tables.update(adapter)
+        trained.update(adapter)
         groups.append({"params": list(adapter.values()), "lr": settings.lora_lr, "base_lr": settings.lora_lr})
     else:
         lora.detach(hydra)  # the tables learn under the bare body, as a direction without an adapter reads them
-    params = list(tables.values())
+    params = list(trained.values())
     optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0.0)
     schedule = FinetuneSettings(steps=settings.steps, lr=1.0, warmup_steps=settings.warmup_steps)  # a factor
     rng = random.Random(settings.seed)
     run = TuningState(_run_key(lang, pairs, settings, run_key) if checkpoint is not None else {}, settings.steps)
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
-        run = _continued(checkpoint, run, tables, optimizer, rng, report)
+        run = _continued(checkpoint, run, trained, optimizer, rng, report)
     saved = run.step  # the last step kept in the checkpoint
     every = min(settings.checkpoint_every, max(1, settings.steps // 4))
     hydra.languages[code] = replace(lang, embeddings=embeddings, head=head)
@@ -191,7 +191,7 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
             run.losses.append(loss.item())
             run.step = step + 1  # the step is complete: a checkpoint from here on is at a step boundary
             if checkpoint is not None and run.step % every == 0 and run.step < settings.steps:
-                _save_checkpoint(checkpoint, run, tables, optimizer, rng)
+                _save_checkpoint(checkpoint, run, trained, optimizer, rng)
                 saved = run.step
             report(run.step, settings.steps, f"step {run.step} of {settings.steps}, loss {run.losses[-1]:.3f}",
                    {"step": run.step, "loss": run.losses[-1]})
@@ -201,7 +201,7 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
         # Only a cancel stops at a step boundary (the report after a finished step); any other error may have
         # come in the middle of one, so the last periodic checkpoint stands.
         if isinstance(e, Cancelled) and checkpoint is not None and run.step > saved:
-            _save_checkpoint(checkpoint, run, tables, optimizer, rng)
+            _save_checkpoint(checkpoint, run, trained, optimizer, rng)
         raise
     if "tables" in settings.trains:
         dtype = lang.embeddings.dtype
@@ -209,7 +209,7 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
         hydra.languages[code] = replace(lang, embeddings=tuned_embeddings,
                                         head=tuned_embeddings if tied else head.detach().to(dtype))
     if "lora" in settings.trains:
-        hydra.adapters[key] = lora.weights_of({n: p for n, p in tables.items() if lora.MARK in n})
+        hydra.adapters[key] = lora.weights_of(adapter)
         lora.detach(hydra)
     return run.losses
 
