@@ -57,7 +57,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
-# The inner loop: every test not marked slow (tests/conftest.py SLOW), about 3 minutes on 2 cores.
+# The inner loop: every test not marked slow (tests/conftest.py SLOW), about 2 minutes on 2 cores.
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not slow"
