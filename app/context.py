@@ -4,6 +4,7 @@ Pages never import the window nor reach into each other's widgets: each gets a `
 it), starts its `core` job through `run_job`, and talks to the user through `log`, `show_warning` and `confirm`.
 When one page's result concerns another (an exported file the Chat page should offer), the page emits a signal and
 the window relays it."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,9 +23,15 @@ class Context(Protocol):
     busy: bool  # a job is running: it may read or write the project folder, so nothing else may
     pool: QThreadPool  # for read-only side jobs (file previews) that run alongside the one stage job
 
-    def run_job(self, fn: Callable[..., Any], on_done: Callable[[Any], None], *, name: str,
-                on_error: Callable[[str], None] | None = None,
-                on_end: Callable[[], None] | None = None) -> Job | None:
+    def run_job(
+        self,
+        fn: Callable[..., Any],
+        on_done: Callable[[Any], None],
+        *,
+        name: str,
+        on_error: Callable[[str], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+    ) -> Job | None:
         """Run `fn(progress=, cancel=)` off the GUI thread, reporting to the progress bar and log; None (after
         telling the user) while another job runs."""
 

@@ -1,6 +1,7 @@
 """The user's guide inside the app: docs/*.md in Qt's Markdown text browser, links between the guide's pages followed
 in place (a link to the web opens the browser). The guide ships in every bundle (packaging/tweety-studio.spec), in
 the same place relative to this module as in a source checkout, so Help works without a desktop launcher."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,10 @@ class GuideDialog(QDialog):
         if path.is_file():
             self.browser.setSource(QUrl.fromLocalFile(str(path)))
         else:  # a damaged installation: say so instead of an empty window
-            self.browser.setMarkdown(f"The user's guide is missing from this installation ({path}). Reinstall "
-                                     "Tweety Studio, or read it online where you downloaded it.")
+            self.browser.setMarkdown(
+                f"The user's guide is missing from this installation ({path}). Reinstall "
+                "Tweety Studio, or read it online where you downloaded it."
+            )
 
     def _follow(self, url: QUrl) -> None:
         if url.scheme() in ("http", "https", "mailto"):

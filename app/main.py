@@ -1,4 +1,5 @@
 """`tweety-studio`: start the desktop wizard."""
+
 from __future__ import annotations
 
 import multiprocessing

@@ -4,6 +4,7 @@ It opens the wizard window offscreen, loads the default source model, adapts it 
 pairs (tokenizer, alignment, mapping, initialisation), exports the result as GGUF, has llama.cpp generate a few tokens
 from it, and prints one line per step. Exit code 0 when every step passed, 1 (with the error) when one failed.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,12 +23,16 @@ def run(print_line: Callable[[str], None] = print) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     with tempfile.TemporaryDirectory(prefix="tweety-self-test-") as work:
         work = Path(work)
-        steps = [("open the wizard window", _window), ("open the user's guide", _guide),
-                 ("load the default model", _load),
-                 ("adapt on 200 demo verses", lambda: _adapt(work)), ("export GGUF", lambda: _export(work)),
-                 ("generate with llama.cpp", lambda: _generate(work)),
-                 ("measure the translation memory", _memory),
-                 ("put a translation adapter on the body", lambda: _adapter(work))]
+        steps = [
+            ("open the wizard window", _window),
+            ("open the user's guide", _guide),
+            ("load the default model", _load),
+            ("adapt on 200 demo verses", lambda: _adapt(work)),
+            ("export GGUF", lambda: _export(work)),
+            ("generate with llama.cpp", lambda: _generate(work)),
+            ("measure the translation memory", _memory),
+            ("put a translation adapter on the body", lambda: _adapter(work)),
+        ]
         for name, step in steps:
             start = time.monotonic()
             try:
@@ -89,10 +94,15 @@ def _adapt(work: Path) -> str:
 
     for lang in ("en", "es"):
         (work / f"train.{lang}").write_text("\n".join(_demo_lines(f"bible.train.{lang}.gz")) + "\n", encoding="utf-8")
-    result = adapt(AdaptSettings(target_text=str(work / "train.es"), parallel=(str(work / "train.en"),
-                                                                                str(work / "train.es")),
-                                 out=str(work / "adapted"), language="es",
-                                 tokenizer=TokenizerSettings(vocab_size=400)))
+    result = adapt(
+        AdaptSettings(
+            target_text=str(work / "train.es"),
+            parallel=(str(work / "train.en"), str(work / "train.es")),
+            out=str(work / "adapted"),
+            language="es",
+            tokenizer=TokenizerSettings(vocab_size=400),
+        )
+    )
     links = result.project.state.stages["align"].summary.get("links", 0)
     return f"{links:,} alignment links, {result.coverage.get('alignment', 0)} tokens mapped"
 

@@ -3,6 +3,7 @@
 The window is the pages' `app.context.Context`; pages know nothing of it or of each other. It relays what concerns
 more than one page as signals: `project_opened` (every page shows the new project), `stage_finished` (the overview
 follows), and a page's own signals to the page they concern (an exported file → the Chat page)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from core.jobs import Eta, Progress
 from core.project import Project
 
 SETTINGS = ("Tweety Studio", "Tweety Studio")
+
 
 class PageStack(QStackedWidget):
     """The wizard's pages, as large as the page shown: a stack is otherwise as large as its largest page, and in its
@@ -149,17 +151,18 @@ class MainWindow(QMainWindow):
         QShortcut(QKeySequence("Ctrl+PgUp"), self, lambda: self.step_by(-1))
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.cancel_job)
         self.cancel_button.setToolTip("Stop the running job (Esc)")
-        self.steps.setToolTip("✓ done · ▶ this step · ○ needs an earlier step first\n"
-                              "Ctrl+PgDown / Ctrl+PgUp: next / previous step")
+        self.steps.setToolTip(
+            "✓ done · ▶ this step · ○ needs an earlier step first\nCtrl+PgDown / Ctrl+PgUp: next / previous step"
+        )
         self._build_menu()
 
     def _build_menu(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        for text, slot, keys in (("&New project…", lambda: self._project_page_action("new"),
-                                  QKeySequence.StandardKey.New),
-                                 ("&Open project…", lambda: self._project_page_action("open"),
-                                  QKeySequence.StandardKey.Open)):
+        for text, slot, keys in (
+            ("&New project…", lambda: self._project_page_action("new"), QKeySequence.StandardKey.New),
+            ("&Open project…", lambda: self._project_page_action("open"), QKeySequence.StandardKey.Open),
+        ):
             action = QAction(text, self)
             action.setShortcut(keys)
             action.triggered.connect(slot)
@@ -214,7 +217,7 @@ class MainWindow(QMainWindow):
         self.go(pages.page_of(project.next_stage) if project.finished else "source")
 
     def step_state(self, key: str) -> str:
-        """"done", "current", "needs" (an earlier step first) or "open" (can run, not run yet)."""
+        """ "done", "current", "needs" (an earlier step first) or "open" (can run, not run yet)."""
         row = self.steps.currentRow()
         if row >= 0 and key == list(self.pages)[row]:
             return "current"
@@ -235,15 +238,13 @@ class MainWindow(QMainWindow):
     def _update_steps(self) -> None:
         # Without a project only the Project page makes sense; every other page acts on one.
         marks = {"done": "✓", "current": "▶", "needs": "○", "open": "•"}
-        tips = {"done": "done", "current": "this step", "needs": "needs an earlier step first",
-                "open": "ready to run"}
+        tips = {"done": "done", "current": "this step", "needs": "needs an earlier step first", "open": "ready to run"}
         for i, page in enumerate(self.pages.values()):
             item = self.steps.item(i)
             state = self.step_state(page.key)
             item.setText(f"{marks[state]}  {page.title}")
             item.setToolTip(tips[state])
-            item.setForeground(QBrush(QColor("#999" if state == "needs" else "#1b7f3b" if state == "done" else
-                                             "#000")))
+            item.setForeground(QBrush(QColor("#999" if state == "needs" else "#1b7f3b" if state == "done" else "#000")))
             if i == 0:
                 continue
             flags = item.flags()
@@ -254,8 +255,9 @@ class MainWindow(QMainWindow):
     def _update_nav(self) -> None:
         row = self.steps.currentRow()
         keys = list(self.pages)
-        nxt = next((r for r in range(row + 1, len(keys)) if self.steps.item(r).flags() & Qt.ItemFlag.ItemIsEnabled),
-                   None)
+        nxt = next(
+            (r for r in range(row + 1, len(keys)) if self.steps.item(r).flags() & Qt.ItemFlag.ItemIsEnabled), None
+        )
         self.back_button.setEnabled(row > 0)
         self.next_button.setEnabled(nxt is not None)
         self.next_button.setText(literal(f"Next: {self.pages[keys[nxt]].title} ▶") if nxt is not None else "Next ▶")
@@ -289,8 +291,15 @@ class MainWindow(QMainWindow):
         self.stage_finished.emit()
 
     # -- jobs --
-    def run_job(self, fn: Callable[..., Any], on_done: Callable[[Any], None], *, name: str,
-                on_error: Callable[[str], None] | None = None, on_end: Callable[[], None] | None = None) -> Job | None:
+    def run_job(
+        self,
+        fn: Callable[..., Any],
+        on_done: Callable[[Any], None],
+        *,
+        name: str,
+        on_error: Callable[[str], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+    ) -> Job | None:
         """Run `fn(progress=, cancel=)` in the pool, reporting to the bar and log. One job at a time: every stage
         writes into the same project, so two at once could read each other's half-finished state."""
         if self.busy:
@@ -300,11 +309,20 @@ class MainWindow(QMainWindow):
         s = job.signals
         s.progress.connect(self._on_progress)
         s.finished.connect(lambda result: (self._job_ended(f"{name}: done"), on_done(result)))
-        s.failed.connect(lambda msg: (self._job_ended(f"{name} failed: {plain_message(msg)}"),
-                                      on_error(plain_message(msg)) if on_error else self.show_warning(msg)))
-        s.crashed.connect(lambda tb: (self._job_ended(f"{name} crashed:\n{tb}"),
-                                      self.show_warning(f"{name} stopped because of an unexpected error "
-                                                        "(details in the log). Please report it.")))
+        s.failed.connect(
+            lambda msg: (
+                self._job_ended(f"{name} failed: {plain_message(msg)}"),
+                on_error(plain_message(msg)) if on_error else self.show_warning(msg),
+            )
+        )
+        s.crashed.connect(
+            lambda tb: (
+                self._job_ended(f"{name} crashed:\n{tb}"),
+                self.show_warning(
+                    f"{name} stopped because of an unexpected error (details in the log). Please report it."
+                ),
+            )
+        )
         s.cancelled.connect(lambda: self._job_ended(f"{name}: cancelled"))
         for signal in (s.finished, s.failed, s.crashed, s.cancelled):
             if on_end:
@@ -429,14 +447,21 @@ def about_text() -> str:
     from PySide6 import __version__ as pyside_version
     from PySide6.QtCore import qVersion
 
-    rows = [("Tweety Studio", version("tweety-studio"), "MIT"), ("Python", platform.python_version(), "PSF"),
-            ("Qt / PySide6", f"{qVersion()} / {pyside_version}", "LGPL-3.0"),
-            ("PyTorch", version("torch"), "BSD-3-Clause"), ("Transformers", version("transformers"), "Apache-2.0"),
-            ("llama-cpp-python", version("llama_cpp_python"), "MIT"), ("pyqtgraph", version("pyqtgraph"), "MIT")]
+    rows = [
+        ("Tweety Studio", version("tweety-studio"), "MIT"),
+        ("Python", platform.python_version(), "PSF"),
+        ("Qt / PySide6", f"{qVersion()} / {pyside_version}", "LGPL-3.0"),
+        ("PyTorch", version("torch"), "BSD-3-Clause"),
+        ("Transformers", version("transformers"), "Apache-2.0"),
+        ("llama-cpp-python", version("llama_cpp_python"), "MIT"),
+        ("pyqtgraph", version("pyqtgraph"), "MIT"),
+    ]
     table = "".join(f"<tr><td>{n}</td><td>{v}</td><td>{lic}</td></tr>" for n, v, lic in rows)
-    return ("<h3>Tweety Studio</h3><p>Adapts a language model to a new language: a new vocabulary, its embeddings "
-            "initialised from the source model's through translations, then a short fine-tune.</p>"
-            f"<table cellspacing=6><tr><th align=left>Component</th><th align=left>Version</th>"
-            f"<th align=left>Licence</th></tr>{table}</table>"
-            "<p>Built-in model: SmolLM2-135M-Instruct (Apache-2.0). Demo texts: King James Version and Reina-Valera "
-            "1909 (public domain).</p>")
+    return (
+        "<h3>Tweety Studio</h3><p>Adapts a language model to a new language: a new vocabulary, its embeddings "
+        "initialised from the source model's through translations, then a short fine-tune.</p>"
+        f"<table cellspacing=6><tr><th align=left>Component</th><th align=left>Version</th>"
+        f"<th align=left>Licence</th></tr>{table}</table>"
+        "<p>Built-in model: SmolLM2-135M-Instruct (Apache-2.0). Demo texts: King James Version and Reina-Valera "
+        "1909 (public domain).</p>"
+    )

@@ -3,6 +3,7 @@
 A job wraps `fn(progress=..., cancel=token)`; `core` calls `progress` from the worker thread with plain
 `core.jobs.Progress` records, which we forward through a Qt signal (queued onto the GUI thread), so widgets are only
 ever touched from the GUI thread."""
+
 from __future__ import annotations
 
 import time
@@ -94,4 +95,5 @@ class Job(QRunnable):
 
 class TextRelay(QObject):
     """Streams text (chat tokens) from a worker thread to the GUI: pass `relay.text.emit` as `on_text`."""
+
     text = Signal(str)

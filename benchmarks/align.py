@@ -14,6 +14,7 @@ row, `pip install eflomal`. All verses of the Bible (~31k pairs), words lower-ca
 trans-tokenized from it (before any fine-tuning): the figure the aligner is chosen by.
 Usage: python benchmarks/align.py [--aligners torch,fast_align,eflomal] [--device cpu|cuda] [--limit N] [--downstream]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ from core.evaluate import bits_per_byte
 
 MODULES = ("engKJV2006eb", "spaRV1909eb")
 WORD = re.compile(r"\w+|[^\w\s¶]")
-MARKUP = re.compile(r'<w\b([^>]*)>(.*?)</w>|<[^>]*>|([^<]+)', re.S)
+MARKUP = re.compile(r"<w\b([^>]*)>(.*?)</w>|<[^>]*>|([^<]+)", re.S)
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ def parse_osis(raw: str) -> Verse:
         attributes, tagged, text = m.groups()
         if m.group(0).startswith("<") and tagged is None:
             continue
-        numbers = [int(n) + (10000 if kind == "G" else 0)
-                   for kind, n in re.findall(r"strong:([GH])(\d+)", attributes or "")]
+        numbers = [
+            int(n) + (10000 if kind == "G" else 0) for kind, n in re.findall(r"strong:([GH])(\d+)", attributes or "")
+        ]
         for w in WORD.findall(re.sub(r"<[^>]*>", " ", tagged if tagged is not None else text)):
             words.append(w.lower())
             strongs.append(numbers)
@@ -76,8 +78,11 @@ def read_bible(sword: str, cache: Path) -> list[tuple[Verse, Verse]]:
     found = modules.parse_modules()
     missing = [m for m in MODULES if m not in found]
     if missing:
-        raise TweetyError(f"SWORD modules {', '.join(missing)} not found", path=sword,
-                          fix="apt-get install sword-text-kjv sword-text-sparv")
+        raise TweetyError(
+            f"SWORD modules {', '.join(missing)} not found",
+            path=sword,
+            fix="apt-get install sword-text-kjv sword-text-sparv",
+        )
     bibles = [modules.get_bible_from_module(m) for m in MODULES]
     pairs = []
     for testament in ("ot", "nt"):
@@ -85,8 +90,10 @@ def read_bible(sword: str, cache: Path) -> list[tuple[Verse, Verse]]:
             print(f"  reading {book.name}", end="\r", flush=True)
             for chapter, n_verses in enumerate(book.chapter_lengths, start=1):
                 verses = list(range(1, n_verses + 1))
-                raw = [b.get(books=[book.name], chapters=[chapter], verses=verses, clean=False, join="\x00")
-                       .split("\x00") for b in bibles]
+                raw = [
+                    b.get(books=[book.name], chapters=[chapter], verses=verses, clean=False, join="\x00").split("\x00")
+                    for b in bibles
+                ]
                 for en, es in zip(*raw):
                     pair = (parse_osis(en), parse_osis(es))
                     if pair[0].words and pair[1].words:
@@ -128,20 +135,26 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="only the first N verse pairs")
     p.add_argument("--repeat", type=int, default=1, help="time each aligner N times, keep the fastest")
     p.add_argument("--downstream", action="store_true", help="also adapt SmolLM2 with each aligner's token links")
-    p.add_argument("--tokenizer", default=str(ROOT / "demo-output" / "tokenizer"),
-                   help="target tokenizer for --downstream (make demo writes it)")
+    p.add_argument(
+        "--tokenizer",
+        default=str(ROOT / "demo-output" / "tokenizer"),
+        help="target tokenizer for --downstream (make demo writes it)",
+    )
     p.add_argument("--max-bytes", type=int, default=30000, help="held-out Spanish bytes evaluated by --downstream")
     a = p.parse_args()
     if a.downstream:
         downstream(a)
         return
 
-    pairs = read_bible(a.sword, Path(a.cache))[:a.limit]
+    pairs = read_bible(a.sword, Path(a.cache))[: a.limit]
     source, target = ids([en.words for en, _ in pairs]), ids([es.words for _, es in pairs])
-    print(f"{len(pairs):,} verse pairs, {sum(map(len, source)):,} English and {sum(map(len, target)):,} Spanish "
-          f"words; {os.cpu_count()} CPU cores")
-    print(f"{'aligner':<11} {'symmetrization':<20} {'seconds':>8} {'links':>9} {'precision':>9} {'recall':>7} "
-          f"{'AER':>6}")
+    print(
+        f"{len(pairs):,} verse pairs, {sum(map(len, source)):,} English and {sum(map(len, target)):,} Spanish "
+        f"words; {os.cpu_count()} CPU cores"
+    )
+    print(
+        f"{'aligner':<11} {'symmetrization':<20} {'seconds':>8} {'links':>9} {'precision':>9} {'recall':>7} {'AER':>6}"
+    )
     for method, how in combinations(a.aligners):
         settings = AlignSettings(method=method, symmetrize=how, device=a.device)
         seconds = []
@@ -150,14 +163,20 @@ def main() -> None:
             links = align_ids(source, target, settings)
             seconds.append(time.monotonic() - start)
         precision, recall, aer = score(links, pairs)
-        print(f"{method:<11} {how:<20} {min(seconds):8.1f} {len(links):9,} {precision:9.3f} {recall:7.3f} "
-              f"{aer:6.3f}", flush=True)
+        print(
+            f"{method:<11} {how:<20} {min(seconds):8.1f} {len(links):9,} {precision:9.3f} {recall:7.3f} {aer:6.3f}",
+            flush=True,
+        )
 
 
 def combinations(aligners: str) -> list[tuple[str, str]]:
     """Each aligner with each symmetrization it offers (the fast_align wheel returns grow-diag-final-and only)."""
-    return [(method, how) for method in aligners.split(",") for how in ("grow-diag-final-and", "intersection")
-            if not (method == "fast_align" and how == "intersection")]
+    return [
+        (method, how)
+        for method in aligners.split(",")
+        for how in ("grow-diag-final-and", "intersection")
+        if not (method == "fast_align" and how == "intersection")
+    ]
 
 
 def downstream(a: argparse.Namespace) -> None:
@@ -166,19 +185,26 @@ def downstream(a: argparse.Namespace) -> None:
     heldout = resources.head_bytes(resources.read_text(DEMO / "bible.heldout.es.gz"), a.max_bytes)
     model, source_tok = models.load_model(models.DEFAULT_MODEL)
     target_tok = tokenizer.load_tokenizer(a.tokenizer)
-    print(f"{len(corpus):,} demo verse pairs in SmolLM2 tokens × {len(target_tok):,} Spanish pieces; held-out "
-          f"{len(heldout.encode()):,} bytes")
-    print(f"{'aligner':<11} {'symmetrization':<20} {'align s':>8} {'links':>9} {'from alignment':>15} "
-          f"{'bits/byte':>10}")
+    print(
+        f"{len(corpus):,} demo verse pairs in SmolLM2 tokens × {len(target_tok):,} Spanish pieces; held-out "
+        f"{len(heldout.encode()):,} bytes"
+    )
+    print(
+        f"{'aligner':<11} {'symmetrization':<20} {'align s':>8} {'links':>9} {'from alignment':>15} {'bits/byte':>10}"
+    )
     for method, how in combinations(a.aligners):
         with tempfile.TemporaryDirectory() as work:
-            stats = align.align_corpus(corpus, source_tok, target_tok, work,
-                                       AlignSettings(method=method, symmetrize=how, device=a.device))
+            stats = align.align_corpus(
+                corpus, source_tok, target_tok, work, AlignSettings(method=method, symmetrize=how, device=a.device)
+            )
             m = mapping.build_mapping(source_tok, target_tok, alignment_counts=align.load_counts(work))
         adapted = init.initialise(copy.deepcopy(model), m)
         bpb = bits_per_byte(adapted, target_tok, heldout).bits_per_byte
-        print(f"{method:<11} {how:<20} {stats.seconds:8.1f} {stats.links:9,} "
-              f"{m.coverage().get('alignment', 0):15,} {bpb:10.4f}", flush=True)
+        print(
+            f"{method:<11} {how:<20} {stats.seconds:8.1f} {stats.links:9,} "
+            f"{m.coverage().get('alignment', 0):15,} {bpb:10.4f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ Spanish tokens): the torch aligner (on the GPU when there is one, else the CPU) 
 CPU). No gold links needed (benchmarks/align.py measures quality against Strong's
 numbers). Usage: python benchmarks/align_speed.py --tokenizer ADAPTED_MODEL_DIR [--lines 30423] [--json F]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ def main() -> None:
     source, target = [source[k] for k in keep], [target[k] for k in keep]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results = {}
-    for name, settings in (("torch (" + device + ")", AlignSettings(method="torch", device=device)),
-                           ("fast_align (CPU)", AlignSettings(method="fast_align"))):
+    for name, settings in (
+        ("torch (" + device + ")", AlignSettings(method="torch", device=device)),
+        ("fast_align (CPU)", AlignSettings(method="fast_align")),
+    ):
         start = time.monotonic()
         align_ids(source, target, settings)
         results[name] = round(time.monotonic() - start, 2)

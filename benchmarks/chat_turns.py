@@ -10,6 +10,7 @@ guard), each prompt with `--seeds` seeds; a reply the loop guard cuts counts as 
 
 A model folder is exported to a q8_0 GGUF first (into --out); a .gguf is used as it is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,14 +72,27 @@ def ask(gguf: Path, prompts: list[str]) -> Summary:
     llm = runtime.load(gguf)
     start, replies = time.monotonic(), []
     for prompt in prompts:
-        out = llm.create_chat_completion([{"role": "user", "content": prompt}], temperature=0.0, top_k=1,
-                                         max_tokens=MAX_TOKENS, repeat_penalty=1.0)
+        out = llm.create_chat_completion(
+            [{"role": "user", "content": prompt}], temperature=0.0, top_k=1, max_tokens=MAX_TOKENS, repeat_penalty=1.0
+        )
         choice = out["choices"][0]
-        replies.append(Reply(prompt, choice["message"]["content"] or "", out["usage"]["completion_tokens"],
-                             choice["finish_reason"] == "stop"))
+        replies.append(
+            Reply(
+                prompt,
+                choice["message"]["content"] or "",
+                out["usage"]["completion_tokens"],
+                choice["finish_reason"] == "stop",
+            )
+        )
     ended = sum(r.ended for r in replies)
-    return Summary(str(gguf), ended, len(prompts), sum(r.tokens for r in replies) / len(prompts),
-                   round(time.monotonic() - start, 1), replies)
+    return Summary(
+        str(gguf),
+        ended,
+        len(prompts),
+        sum(r.tokens for r in replies) / len(prompts),
+        round(time.monotonic() - start, 1),
+        replies,
+    )
 
 
 def ask_as_chat_page(gguf: Path, prompts: list[str], seeds: int) -> Summary:
@@ -91,8 +105,14 @@ def ask_as_chat_page(gguf: Path, prompts: list[str], seeds: int) -> Summary:
             text = runtime.Chat(llm, runtime.RuntimeSettings(seed=seed)).send(prompt, stats=stats)
             replies.append(Reply(prompt, text, stats.tokens, stats.finish == "stop", stats.finish))
     ended = sum(r.ended for r in replies)
-    return Summary(str(gguf), ended, len(replies), sum(r.tokens for r in replies) / len(replies),
-                   round(time.monotonic() - start, 1), replies)
+    return Summary(
+        str(gguf),
+        ended,
+        len(replies),
+        sum(r.tokens for r in replies) / len(replies),
+        round(time.monotonic() - start, 1),
+        replies,
+    )
 
 
 def main() -> None:
@@ -118,8 +138,11 @@ def main() -> None:
             export.export_gguf(folder, gguf, export.ExportSettings(type="q8_0", overwrite=True))
         s = ask_as_chat_page(gguf, prompts, a.seeds) if a.chat_page else ask(gguf, prompts)
         summaries.append(s)
-        print(f"{model}: {s.ended} of {s.prompts} replies end by themselves ({100 * s.ended / s.prompts:.0f}%), "
-              f"{s.mean_tokens:.0f} tokens on average, {s.seconds:.0f} s", flush=True)
+        print(
+            f"{model}: {s.ended} of {s.prompts} replies end by themselves ({100 * s.ended / s.prompts:.0f}%), "
+            f"{s.mean_tokens:.0f} tokens on average, {s.seconds:.0f} s",
+            flush=True,
+        )
         if a.chat_page:
             cut = sum(r.finish == "repeat" for r in s.replies)
             print(f"  {cut} cut by the loop guard, {s.prompts - s.ended - cut} by the length limit")

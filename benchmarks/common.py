@@ -1,4 +1,5 @@
 """What every benchmark shares: the repository's paths and a stage timer that prints as it goes."""
+
 from __future__ import annotations
 
 import sys
@@ -27,6 +28,7 @@ class StageTimer:
 class Demo:
     """The demo set-up most benchmarks start from: the training verses, the held-out Spanish text (its first
     `max_bytes`), SmolLM2, and a target tokenizer trained on the Spanish side into OUT/tokenizer."""
+
     corpus: object  # core.resources.ParallelCorpus
     heldout: str
     model: object
@@ -40,6 +42,12 @@ def demo_setup(timed: StageTimer, out: Path, vocab_size: int, max_bytes: int) ->
     corpus = timed("read corpus", resources.read_parallel, DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz")
     heldout = resources.head_bytes(resources.read_text(DEMO / "bible.heldout.es.gz"), max_bytes)
     model, source_tok = timed("load source model", models.load_model, models.DEFAULT_MODEL)
-    timed("train tokenizer", tokenizer.train_tokenizer, corpus.target, source_tok, out / "tokenizer",
-          tokenizer.TokenizerSettings(vocab_size=vocab_size))
+    timed(
+        "train tokenizer",
+        tokenizer.train_tokenizer,
+        corpus.target,
+        source_tok,
+        out / "tokenizer",
+        tokenizer.TokenizerSettings(vocab_size=vocab_size),
+    )
     return Demo(corpus, heldout, model, source_tok, tokenizer.load_tokenizer(out / "tokenizer"))

@@ -8,6 +8,7 @@ hidden 1024 with SmolLM2's 49k-token tokenizer, ≈ 360M parameters; Q8_0 by our
 `--gguf FILE` measures a GGUF of your own instead (e.g. Gemma 3 270M's, whose 262k-row embedding dominates).
 Usage: python benchmarks/convert_memory.py [--layers 24] [--hidden 1024] [--gguf FILE] [--json FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,15 @@ def random_llama_gguf(out: Path, layers: int, hidden: int) -> tuple[Path, int]:
 
     source = models.resolve(models.DEFAULT_MODEL)
     config = AutoConfig.from_pretrained(source)
-    config.update(dict(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=hidden * 11 // 4,
-                       num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64))
+    config.update(
+        dict(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            intermediate_size=hidden * 11 // 4,
+            num_attention_heads=hidden // 64,
+            num_key_value_heads=hidden // 64,
+        )
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     folder = out / "random-llama"
@@ -69,8 +77,9 @@ def random_llama_gguf(out: Path, layers: int, hidden: int) -> tuple[Path, int]:
     del model
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(source / name, folder / name)
-    (folder / "project.json").write_text(json.dumps({"settings": {"extend": {"gguf_pre": gguf_pre(
-        models.DEFAULT_MODEL)}}}))
+    (folder / "project.json").write_text(
+        json.dumps({"settings": {"extend": {"gguf_pre": gguf_pre(models.DEFAULT_MODEL)}}})
+    )
     gguf = out / "random-llama.gguf"
     export_gguf(folder, gguf, ExportSettings(type="q8_0"))
     shutil.rmtree(folder)
@@ -109,9 +118,11 @@ def main() -> None:
             results[way] = peak_above_start(way, gguf, cache, work)
         if parameters is None:  # the converted folder tells: count from its safetensors header
             from core import models
+
             folder = next((work / "cache-ours" / "models").iterdir())
-            parameters = sum(int(np.prod(t.shape)) for t in
-                             models.safetensors_headers(models.weight_files(folder)).values())
+            parameters = sum(
+                int(np.prod(t.shape)) for t in models.safetensors_headers(models.weight_files(folder)).values()
+            )
     bf16 = parameters * 2 / 2**30
     print(f"GGUF {gguf.name}: {parameters / 1e6:.0f}M parameters, {bf16:.2f} GiB in BF16")
     print(f"{'conversion':<14} {'peak above start':>17} {'× BF16 model':>13} {'seconds':>8}")

@@ -9,6 +9,7 @@
   pseudo-parallel corpus in the target's own word order; the token aligner (`core.align`) links pieces in context,
   and the alignment thresholds (pairs seen ≥ 5 times, tokens with ≥ 20 links) keep only confident links (+3.2%).
 """
+
 from __future__ import annotations
 
 import re
@@ -54,18 +55,21 @@ def translate_word_by_word(lines: Sequence[str], entries: Sequence[DictionaryEnt
     """Each target line with every word replaced by its likeliest source word (`translations`; case carried
     over); words the dictionary lacks and punctuation are kept as they are."""
     best = {t: sources[0][0] for t, sources in translations(entries).items()}
-    return [" ".join(_recase(best[_fold(w)], w) if _fold(w) in best else w for w in _WORD.findall(line))
-            for line in lines]
+    return [
+        " ".join(_recase(best[_fold(w)], w) if _fold(w) in best else w for w in _WORD.findall(line)) for line in lines
+    ]
 
 
-def pseudo_parallel_counts(entries: Sequence[DictionaryEntry], target_text: Sequence[str], source_tokenizer,
-                           target_tokenizer) -> sp.csr_matrix:
+def pseudo_parallel_counts(
+    entries: Sequence[DictionaryEntry], target_text: Sequence[str], source_tokenizer, target_tokenizer
+) -> sp.csr_matrix:
     """Link counts of the target text aligned, token by token, with its word-by-word translation; filtered by the
     alignment thresholds, since a dictionary resource is not filtered again by the mapping."""
     shape = (len(target_tokenizer), len(source_tokenizer))
     lines = [line for line in target_text if line.strip()][:MAX_LINES]
-    src = encode_many(source_tokenizer, translate_word_by_word(lines, entries), None,
-                      "tokenizing the word-by-word translation")
+    src = encode_many(
+        source_tokenizer, translate_word_by_word(lines, entries), None, "tokenizing the word-by-word translation"
+    )
     tgt = encode_many(target_tokenizer, lines, None, "tokenizing the target text")
     counts, _, _ = count_links(src, tgt, shape, AlignSettings(), Reporter(None, None, "Aligning"))
     counts = counts.astype(np.float64)

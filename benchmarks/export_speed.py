@@ -5,6 +5,7 @@ Each export runs in a fresh process so its peak memory (ru_maxrss) is its own; "
 the baseline of the imported libraries plus one tensor, far below the model's size.
 Usage: python benchmarks/export_speed.py [--model demo-output/model-transtok] [--out demo-output]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,13 +53,17 @@ def main() -> None:
         files[kind] = Path(a.out) / f"spanish-{kind}.gguf"
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
             seconds, before, peak = pool.submit(_export, str(model), str(files[kind]), kind).result()
-        print(f"{kind:<6} {seconds:>8.2f} {files[kind].stat().st_size / 1e6:>8.0f} {peak:>12.0f} {before:>13.0f} "
-              f"{peak - before:>10.0f}")
+        print(
+            f"{kind:<6} {seconds:>8.2f} {files[kind].stat().st_size / 1e6:>8.0f} {peak:>12.0f} {before:>13.0f} "
+            f"{peak - before:>10.0f}"
+        )
     from core.models import safetensors_headers, weight_files
 
     largest = max(math.prod(t.shape) for t in safetensors_headers(weight_files(model)).values())
-    print(f"(export MB = peak − libraries; streamed, it stays near a few copies of the largest tensor, "
-          f"{largest * 4 / 1e6:,.0f} MB in float32, not the {weights_mb:,.0f} MB model)")
+    print(
+        f"(export MB = peak − libraries; streamed, it stays near a few copies of the largest tensor, "
+        f"{largest * 4 / 1e6:,.0f} MB in float32, not the {weights_mb:,.0f} MB model)"
+    )
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -82,7 +87,7 @@ def main() -> None:
 
     hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
     with torch.no_grad():
-        theirs = hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids):].tolist()
+        theirs = hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids) :].tolist()
     llm = runtime.load(files["f32"], runtime.RuntimeSettings(n_ctx=512, exact=True))
     ours = []
     for token in llm.generate(ids, top_k=1, temp=0.0):
@@ -92,7 +97,7 @@ def main() -> None:
     print(f"\nGreedy continuation of {PROMPT!r} ({Path(a.model).name}):")
     print(f"  llama.cpp (f32 GGUF): {tok.decode(ours)!r}")
     print(f"  transformers:         {tok.decode(theirs)!r}")
-    print("  identical token ids" if ours == theirs[:len(ours)] else "  token ids DIFFER")
+    print("  identical token ids" if ours == theirs[: len(ours)] else "  token ids DIFFER")
 
 
 if __name__ == "__main__":

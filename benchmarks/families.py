@@ -7,6 +7,7 @@ fine-tune (embeddings stage); parameters and F16 GGUF size before/after; llama.c
 Usage: python benchmarks/families.py [--vocab 16000] [--train-lines 30423] [--steps 40] [--max-bytes 20000]
                                      [--models smollm2,gemma] [--out demo-output/families] [--json F]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,9 @@ def main() -> None:
     gemma = models.gemma_gguf()
     if gemma is not None:
         sources["gemma"] = ("Gemma 3 270M", str(gemma))
-    heldout_text = resources.read_text(DEMO / "bible.heldout.es.gz").encode()[: a.max_bytes].decode(
-        "utf-8", errors="ignore")
+    heldout_text = (
+        resources.read_text(DEMO / "bible.heldout.es.gz").encode()[: a.max_bytes].decode("utf-8", errors="ignore")
+    )
     heldout_file = out / "heldout.es"
     heldout_file.write_text(heldout_text, encoding="utf-8")
     en = resources.read_lines(DEMO / "bible.train.en.gz")[: a.train_lines]
@@ -101,41 +103,77 @@ def main() -> None:
         source = timer("source BPB", bits_per_byte, model, tok, heldout_text)
         source_params = parameters(model)
         del model
-        result = timer("adapt (replace)", adapt, AdaptSettings(
-            source_model=spec, target_text=str(out / "train.es"),
-            parallel=(str(out / "train.en"), str(out / "train.es")),
-            language="es", out=str(work / "project"), tokenizer=TokenizerSettings(vocab_size=a.vocab)))
+        result = timer(
+            "adapt (replace)",
+            adapt,
+            AdaptSettings(
+                source_model=spec,
+                target_text=str(out / "train.es"),
+                parallel=(str(out / "train.en"), str(out / "train.es")),
+                language="es",
+                out=str(work / "project"),
+                tokenizer=TokenizerSettings(vocab_size=a.vocab),
+            ),
+        )
         model, tok = load_model(result.model)
         step0 = timer("step-0 BPB", bits_per_byte, model, tok, heldout_text)
         adapted_params = parameters(model)
         del model
-        s = finetune.FinetuneSettings(steps=a.steps, block_size=128, batch_size=4, eval_every=a.steps,
-                                      eval_max_bytes=a.max_bytes, checkpoint_every=a.steps)
+        s = finetune.FinetuneSettings(
+            steps=a.steps,
+            block_size=128,
+            batch_size=4,
+            eval_every=a.steps,
+            eval_max_bytes=a.max_bytes,
+            checkpoint_every=a.steps,
+        )
         tuned = timer("fine-tune", finetune.finetune, result.model, out / "train.es", heldout_file, work / "tuned", s)
         after = timer("tuned BPB", bits_per_byte, *load_model(work / "tuned"), heldout_text)
-        src_gguf = timer("export source", export_gguf, gguf_source_folder(spec, work), work / "source-f16.gguf",
-                         ExportSettings(type="f16", overwrite=True))
-        new_gguf = timer("export adapted", export_gguf, work / "tuned", work / "adapted-f16.gguf",
-                         ExportSettings(type="f16", overwrite=True))
+        src_gguf = timer(
+            "export source",
+            export_gguf,
+            gguf_source_folder(spec, work),
+            work / "source-f16.gguf",
+            ExportSettings(type="f16", overwrite=True),
+        )
+        new_gguf = timer(
+            "export adapted",
+            export_gguf,
+            work / "tuned",
+            work / "adapted-f16.gguf",
+            ExportSettings(type="f16", overwrite=True),
+        )
         speed_before = llama_cpp_speed(src_gguf.path, prompt, a.speed_tokens, a.threads)
         speed_after = llama_cpp_speed(new_gguf.path, prompt, a.speed_tokens, a.threads)
         rows[name] = {
-            "source": source.__dict__, "step0": step0.__dict__, "tuned": after.__dict__,
-            "finetune_steps": tuned.steps, "finetune_tokens_per_s": tuned.tokens_per_s,
-            "parameters": [source_params, adapted_params], "gguf_f16_bytes": [src_gguf.bytes, new_gguf.bytes],
-            "llama_cpp_tokens_per_s": [speed_before, speed_after], "seconds": timer.seconds}
+            "source": source.__dict__,
+            "step0": step0.__dict__,
+            "tuned": after.__dict__,
+            "finetune_steps": tuned.steps,
+            "finetune_tokens_per_s": tuned.tokens_per_s,
+            "parameters": [source_params, adapted_params],
+            "gguf_f16_bytes": [src_gguf.bytes, new_gguf.bytes],
+            "llama_cpp_tokens_per_s": [speed_before, speed_after],
+            "seconds": timer.seconds,
+        }
     bytes_scored = len(heldout_text.encode())
-    print(f"\nHeld-out Spanish (first {bytes_scored:,} bytes), vocabulary {a.vocab:,}, {a.steps} fine-tuning steps, "
-          f"llama.cpp F16 with {a.threads} threads:\n")
-    print("| model | source bits/byte | step 0 | after fine-tune | source tokens/byte | adapted tokens/byte | "
-          "parameters | F16 GGUF | llama.cpp tokens/s |")
+    print(
+        f"\nHeld-out Spanish (first {bytes_scored:,} bytes), vocabulary {a.vocab:,}, {a.steps} fine-tuning steps, "
+        f"llama.cpp F16 with {a.threads} threads:\n"
+    )
+    print(
+        "| model | source bits/byte | step 0 | after fine-tune | source tokens/byte | adapted tokens/byte | "
+        "parameters | F16 GGUF | llama.cpp tokens/s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         (p0, p1), (g0, g1), (v0, v1) = r["parameters"], r["gguf_f16_bytes"], r["llama_cpp_tokens_per_s"]
-        print(f"| {name} | {r['source']['bits_per_byte']:.3f} | {r['step0']['bits_per_byte']:.3f} | "
-              f"{r['tuned']['bits_per_byte']:.3f} | {r['source']['tokens_per_byte']:.3f} | "
-              f"{r['step0']['tokens_per_byte']:.3f} | {p0 / 1e6:.0f}M → {p1 / 1e6:.0f}M | "
-              f"{g0 / 1e6:.0f} → {g1 / 1e6:.0f} MB | {v0:.0f} → {v1:.0f} |")
+        print(
+            f"| {name} | {r['source']['bits_per_byte']:.3f} | {r['step0']['bits_per_byte']:.3f} | "
+            f"{r['tuned']['bits_per_byte']:.3f} | {r['source']['tokens_per_byte']:.3f} | "
+            f"{r['step0']['tokens_per_byte']:.3f} | {p0 / 1e6:.0f}M → {p1 / 1e6:.0f}M | "
+            f"{g0 / 1e6:.0f} → {g1 / 1e6:.0f} MB | {v0:.0f} → {v1:.0f} |"
+        )
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
 

@@ -8,6 +8,7 @@ Usage: python benchmarks/finetune.py --model demo-output/model-transtok [--steps
 Lighter runs (benchmarks/gpu.sh --tiny, on the CPU): --trainer-runs 1 (the baseline only before our loop),
 --full-eval-bytes N (the final table on the first N held-out bytes instead of all of them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,11 +67,24 @@ def trainer_tokens_per_s(model_dir: Path, text: Path, s: finetune.FinetuneSettin
             marks.append(time.monotonic())
 
     args = TrainingArguments(
-        output_dir=str(ROOT / ".trainer-tmp"), max_steps=steps, per_device_train_batch_size=s.batch_size,
-        gradient_accumulation_steps=s.grad_accum, learning_rate=s.lr, lr_scheduler_type=s.schedule,
-        warmup_steps=s.warmup_steps, max_grad_norm=s.clip, weight_decay=s.weight_decay, adam_beta2=0.95,
-        bf16=device == "cuda", use_cpu=device == "cpu", report_to=[], save_strategy="no", logging_steps=10_000,
-        seed=s.seed, disable_tqdm=True)
+        output_dir=str(ROOT / ".trainer-tmp"),
+        max_steps=steps,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.grad_accum,
+        learning_rate=s.lr,
+        lr_scheduler_type=s.schedule,
+        warmup_steps=s.warmup_steps,
+        max_grad_norm=s.clip,
+        weight_decay=s.weight_decay,
+        adam_beta2=0.95,
+        bf16=device == "cuda",
+        use_cpu=device == "cpu",
+        report_to=[],
+        save_strategy="no",
+        logging_steps=10_000,
+        seed=s.seed,
+        disable_tqdm=True,
+    )
     Trainer(model=model, args=args, train_dataset=dataset, callbacks=[Clock()]).train()
     tokens_per_step = s.batch_size * s.grad_accum * s.block_size
     first = warm(len(marks))
@@ -99,8 +113,11 @@ def main() -> None:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(ROOT / "demo-output" / "model-transtok"),
-                   help="adapted model (benchmarks/init_quality.py writes demo-output/model-transtok)")
+    p.add_argument(
+        "--model",
+        default=str(ROOT / "demo-output" / "model-transtok"),
+        help="adapted model (benchmarks/init_quality.py writes demo-output/model-transtok)",
+    )
     p.add_argument("--out", default=str(ROOT / "demo-output" / "model-finetuned"))
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--trainer-steps", type=int, default=30, help="steps of the Trainer baseline (0: skip it)")
@@ -109,22 +126,43 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=finetune.FinetuneSettings.lr)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--eval-max-bytes", type=int, default=30_000)
-    p.add_argument("--trainer-runs", type=int, choices=(1, 2), default=2,
-                   help="2: the Trainer runs before and after our loop and keeps its better figure; 1: before only")
-    p.add_argument("--full-eval-bytes", type=int, default=0,
-                   help="the final table on the first this many held-out bytes (0: all held-out text)")
-    p.add_argument("--source-model", help="the source model of the final table (default: the one the adapted model "
-                   "was made from, as its project.json records it, else the built-in SmolLM2)")
+    p.add_argument(
+        "--trainer-runs",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="2: the Trainer runs before and after our loop and keeps its better figure; 1: before only",
+    )
+    p.add_argument(
+        "--full-eval-bytes",
+        type=int,
+        default=0,
+        help="the final table on the first this many held-out bytes (0: all held-out text)",
+    )
+    p.add_argument(
+        "--source-model",
+        help="the source model of the final table (default: the one the adapted model "
+        "was made from, as its project.json records it, else the built-in SmolLM2)",
+    )
     p.add_argument("--json", help="also write the results to this JSON file")
     a = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     machine = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     text, heldout = DEMO / "bible.train.es.gz", DEMO / "bible.heldout.es.gz"
-    s = finetune.FinetuneSettings(steps=a.steps, block_size=a.block_size, batch_size=a.batch_size, lr=a.lr,
-                                  eval_every=a.eval_every, eval_max_bytes=a.eval_max_bytes,
-                                  checkpoint_every=max(a.steps, 1))
-    print(f"Fine-tuning ({s.stage} stage) on {machine}: {a.steps} steps × {s.batch_size} × {s.block_size} tokens, "
-          f"lr {s.lr:g} {s.schedule}", flush=True)
+    s = finetune.FinetuneSettings(
+        steps=a.steps,
+        block_size=a.block_size,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        eval_every=a.eval_every,
+        eval_max_bytes=a.eval_max_bytes,
+        checkpoint_every=max(a.steps, 1),
+    )
+    print(
+        f"Fine-tuning ({s.stage} stage) on {machine}: {a.steps} steps × {s.batch_size} × {s.block_size} tokens, "
+        f"lr {s.lr:g} {s.schedule}",
+        flush=True,
+    )
     # The Trainer runs before and after our loop and keeps its better figure: a process gets faster as its memory
     # pools warm up, and the comparison should not favour whichever loop ran later.
     baselines = [trainer_tokens_per_s(Path(a.model), text, s, a.trainer_steps, device)] if a.trainer_steps else []
@@ -134,8 +172,10 @@ def main() -> None:
     result = finetune.finetune(a.model, text, heldout, a.out, s, progress=Printer(start))
     wall = time.monotonic() - start
     ours = steady_tokens_per_s(result.curve)
-    print(f"\nHeld-out Spanish bits per byte (first {a.eval_max_bytes:,} bytes): {result.initial_bpb:.4f} at init → "
-          f"{result.final_bpb:.4f} after {result.steps} steps ({wall / 60:.1f} min wall, evaluations included)")
+    print(
+        f"\nHeld-out Spanish bits per byte (first {a.eval_max_bytes:,} bytes): {result.initial_bpb:.4f} at init → "
+        f"{result.final_bpb:.4f} after {result.steps} steps ({wall / 60:.1f} min wall, evaluations included)"
+    )
     print(f"{'minutes':>8} {'step':>6} {'held-out BPB':>13}")
     print(f"{0:>8.2f} {0:>6} {result.initial_bpb:>13.4f}")
     for r in result.curve:
@@ -148,9 +188,11 @@ def main() -> None:
     if a.full_eval_bytes:
         full = resources.head_bytes(full, a.full_eval_bytes)
     source = a.source_model or source_model_of(Path(a.model))
-    table = {"source model, own tokenizer": bits_per_byte(*load_model(source), full),
-             "trans-tokenization, step 0": bits_per_byte(*load_model(a.model), full),
-             f"after {result.steps} steps ({s.stage})": bits_per_byte(*load_model(a.out), full)}
+    table = {
+        "source model, own tokenizer": bits_per_byte(*load_model(source), full),
+        "trans-tokenization, step 0": bits_per_byte(*load_model(a.model), full),
+        f"after {result.steps} steps ({s.stage})": bits_per_byte(*load_model(a.out), full),
+    }
     print(f"\nAll held-out text ({len(full.encode()):,} bytes):")
     print(f"{'model':<36} {'bits/byte':>10} {'tokens/byte':>12}")
     for name, r in table.items():
@@ -162,11 +204,23 @@ def main() -> None:
         baseline = max(baselines)
         print(f"transformers.Trainer, same settings: {baseline:,.0f} tokens/s → ours is {ours / baseline:.2f}×")
     if a.json:
-        Path(a.json).write_text(json.dumps({
-            "machine": machine, "settings": s.__dict__, "source_model": source, "initial_bpb": result.initial_bpb,
-            "final_bpb": result.final_bpb, "wall_s": wall, "ours_tokens_per_s": ours,
-            "trainer_tokens_per_s": baseline, "heldout": {k: v.__dict__ for k, v in table.items()},
-            "curve": [r.__dict__ for r in result.curve]}, indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "settings": s.__dict__,
+                    "source_model": source,
+                    "initial_bpb": result.initial_bpb,
+                    "final_bpb": result.final_bpb,
+                    "wall_s": wall,
+                    "ours_tokens_per_s": ours,
+                    "trainer_tokens_per_s": baseline,
+                    "heldout": {k: v.__dict__ for k, v in table.items()},
+                    "curve": [r.__dict__ for r in result.curve],
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

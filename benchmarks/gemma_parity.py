@@ -5,6 +5,7 @@ float16 table (GGML_GELU_FP16). `bash benchmarks/exact_gelu.sh` builds llama-cpp
 switched off and runs this script with it: what is left is the exporter's own error.
 Usage: python benchmarks/gemma_parity.py [--model demo-output/families/gemma/tuned] [--gguf FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,11 @@ def main() -> None:
     from core.resources import read_lines
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(ROOT / "demo-output" / "families" / "gemma" / "tuned"),
-                   help="an adapted Gemma folder (benchmarks/families.py writes this one)")
+    p.add_argument(
+        "--model",
+        default=str(ROOT / "demo-output" / "families" / "gemma" / "tuned"),
+        help="an adapted Gemma folder (benchmarks/families.py writes this one)",
+    )
     p.add_argument("--gguf", default=str(ROOT / "demo-output" / "gemma-parity-f32.gguf"))
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -39,10 +43,12 @@ def main() -> None:
     llm = runtime.load(gguf, runtime.RuntimeSettings(n_ctx=256, exact=True, threads=1))
     llm.reset()
     llm.eval(ids)
-    got = np.asarray(llm.scores[:len(ids)])
+    got = np.asarray(llm.scores[: len(ids)])
     print(f"llama_cpp: {llama_cpp.__file__}")
-    print(f"{folder}: {len(ids)} positions, F32 max |Δlogit| {np.abs(got - expected).max():.2e}, top-1 equal at "
-          f"{(got.argmax(-1) == expected.argmax(-1)).mean():.0%}, logit std {expected.std():.2f}")
+    print(
+        f"{folder}: {len(ids)} positions, F32 max |Δlogit| {np.abs(got - expected).max():.2e}, top-1 equal at "
+        f"{(got.argmax(-1) == expected.argmax(-1)).mean():.0%}, logit std {expected.std():.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ whole call.
 Usage: python benchmarks/generation.py [--gguf FILE] [--tokens 48] [--repeats 2] [--no-busy]
 (default model: the built-in SmolLM2-135M-Instruct GGUF)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,12 @@ def measure(gguf: str, threads: int, tokens: int, repeats: int) -> dict[str, flo
         tr_wall.append(time.monotonic() - start)
         tr_rates.append(stats.tokens_per_s)
     del llm
-    return {"chat": max(chat_rates), "chat_wall": min(chat_wall), "translate": max(tr_rates),
-            "translate_wall": min(tr_wall)}
+    return {
+        "chat": max(chat_rates),
+        "chat_wall": min(chat_wall),
+        "translate": max(tr_rates),
+        "translate_wall": min(tr_wall),
+    }
 
 
 def main() -> None:
@@ -69,8 +74,10 @@ def main() -> None:
     busy = None if a.no_busy else multiprocessing.Process(target=keep_one_core_busy, args=(stop,), daemon=True)
     if busy:
         busy.start()
-    print(f"{n} physical cores; default threads {default}; {'one core kept busy' if busy else 'idle machine'}; "
-          f"{a.tokens} tokens, best of {a.repeats}")
+    print(
+        f"{n} physical cores; default threads {default}; {'one core kept busy' if busy else 'idle machine'}; "
+        f"{a.tokens} tokens, best of {a.repeats}"
+    )
     rows = {}
     try:
         for threads in settings:
@@ -83,12 +90,17 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|")
     for threads, r in rows.items():
         mark = " (default)" if threads == default else ""
-        print(f"| {threads}{mark} | {r['chat']:.1f} | {r['chat_wall']:.2f} | {r['translate']:.1f} | "
-              f"{r['translate_wall']:.2f} |")
+        print(
+            f"| {threads}{mark} | {r['chat']:.1f} | {r['chat_wall']:.2f} | {r['translate']:.1f} | "
+            f"{r['translate_wall']:.2f} |"
+        )
     best_chat = max(rows, key=lambda t: rows[t]["chat"])
     best_tr = max(rows, key=lambda t: rows[t]["translate"])
-    verdict = "the default is the best" if default in (best_chat, best_tr) and best_chat == best_tr == default else \
-        f"best: chat {best_chat} threads, translation {best_tr} threads"
+    verdict = (
+        "the default is the best"
+        if default in (best_chat, best_tr) and best_chat == best_tr == default
+        else f"best: chat {best_chat} threads, translation {best_tr} threads"
+    )
     print(f"\n{verdict}")
 
 

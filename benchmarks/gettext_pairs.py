@@ -39,6 +39,7 @@ writes text.<lang> (the training running text) and target.heldout.<lang> (the he
 Usage: python benchmarks/gettext_pairs.py [--language de|fr|uk|ru] [--heldout 300] [--heldout-bytes 100000]
        [--work DIR] [--out DIR] [--baselines]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,22 +57,57 @@ import polib
 
 PACKAGES = (  # Debian 12 packages that ship their .mo catalogues themselves (no separate -l10n package needed)
     # command-line tools and system libraries
-    "coreutils", "tar", "grep", "sed", "findutils", "diffutils", "gettext", "bash", "apt", "dpkg",
-    "util-linux-locales", "wget", "gnupg-l10n", "libc-l10n", "aptitude-common", "network-manager",
+    "coreutils",
+    "tar",
+    "grep",
+    "sed",
+    "findutils",
+    "diffutils",
+    "gettext",
+    "bash",
+    "apt",
+    "dpkg",
+    "util-linux-locales",
+    "wget",
+    "gnupg-l10n",
+    "libc-l10n",
+    "aptitude-common",
+    "network-manager",
     # desktop applications and toolkits
-    "libgtk-3-common", "libglib2.0-data", "nautilus-data", "gnome-control-center-data",
-    "evolution-data-server-common", "evolution-common", "gedit-common", "gnome-shell-common", "gnome-software-common",
-    "gnome-disk-utility", "gnome-terminal-data", "gvfs-common", "network-manager-gnome", "rhythmbox-data",
-    "evince-common", "eog", "file-roller", "synaptic", "xfce4-panel", "thunar-data", "xfce4-settings",
-    "gimp-data", "pidgin-data", "filezilla-common",
+    "libgtk-3-common",
+    "libglib2.0-data",
+    "nautilus-data",
+    "gnome-control-center-data",
+    "evolution-data-server-common",
+    "evolution-common",
+    "gedit-common",
+    "gnome-shell-common",
+    "gnome-software-common",
+    "gnome-disk-utility",
+    "gnome-terminal-data",
+    "gvfs-common",
+    "network-manager-gnome",
+    "rhythmbox-data",
+    "evince-common",
+    "eog",
+    "file-roller",
+    "synaptic",
+    "xfce4-panel",
+    "thunar-data",
+    "xfce4-settings",
+    "gimp-data",
+    "pidgin-data",
+    "filezilla-common",
 )  # left out: e2fsprogs, parted, debconf (their catalogues are in separate packages); inkscape, gnucash-common,
 #    vlc-l10n (another 20,000 pairs: over the 25,000–60,000 wanted); libgtk-4-common (mostly libgtk-3-common's)
 FREEDICT = {"de": "dict-freedict-eng-deu", "fr": "dict-freedict-eng-fra", "ru": "dict-freedict-eng-rus"}
 MAX_CHARS = 300
 HELDOUT_WORDS = (6, 40)
 LETTER = re.compile(r"[^\W\d_]")
-PLACEHOLDER = re.compile(r"%(?:\(\w+\)|\d+\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|ll|[hlLqjzt])?[a-zA-Z%]"
-                         r"|\{\w*\}")  # printf and Python/.NET-style, which don't count as letters
+PLACEHOLDER = re.compile(
+    r"%(?:\(\w+\)|\d+\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|ll|[hlLqjzt])?[a-zA-Z%]"
+    r"|\{\w*\}"
+)  # printf and Python/.NET-style, which don't count as letters
 CREDITS = {"translator-credits", "translator_credits", "translator credits"}  # msgstr: the translators' names
 WORD = re.compile(r"\w+")
 
@@ -79,13 +115,26 @@ WORD = re.compile(r"\w+")
 @dataclass(frozen=True)
 class RunningText:
     """Where a language's translated manuals are, and which letters are its script's."""
+
     packages: tuple[str, ...]
     script: re.Pattern[str]
 
 
-RUNNING = {"ru": RunningText(("manpages-ru", "manpages-ru-dev", "libreoffice-help-ru", "gimp-help-ru", "debian-faq-ru",
-                              "developers-reference-ru", "maint-guide-ru", "aptitude-doc-ru"),
-                             re.compile("[а-яёА-ЯЁ]"))}
+RUNNING = {
+    "ru": RunningText(
+        (
+            "manpages-ru",
+            "manpages-ru-dev",
+            "libreoffice-help-ru",
+            "gimp-help-ru",
+            "debian-faq-ru",
+            "developers-reference-ru",
+            "maint-guide-ru",
+            "aptitude-doc-ru",
+        ),
+        re.compile("[а-яёА-ЯЁ]"),
+    )
+}
 MIN_WORDS = 4
 SCRIPT_SHARE = 0.5  # at least this share of a paragraph's letters in the language's script
 MAX_PARAGRAPH = 1000  # longer paragraphs are cut at sentence ends into lines of about this length
@@ -126,8 +175,10 @@ def catalogues(root: Path, lang: str) -> list[Path]:
     """The .mo files of `lang` under root: per domain the plain <lang> one, else the first regional variant."""
     by_domain: dict[str, Path] = {}
     locale = root / "usr/share/locale"
-    variants = sorted(locale.glob(f"{lang}_*/LC_MESSAGES/*.mo"),
-                      key=lambda p: (p.parts[-3] != f"{lang}_{lang.upper()}", p.parts[-3], p.name))
+    variants = sorted(
+        locale.glob(f"{lang}_*/LC_MESSAGES/*.mo"),
+        key=lambda p: (p.parts[-3] != f"{lang}_{lang.upper()}", p.parts[-3], p.name),
+    )
     for path in [*sorted(locale.glob(f"{lang}/LC_MESSAGES/*.mo")), *variants]:
         by_domain.setdefault(path.name, path)
     return [by_domain[d] for d in sorted(by_domain)]
@@ -146,8 +197,14 @@ def entries(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def keep(source: str, target: str) -> bool:
-    return (bool(source) and bool(target) and len(source) <= MAX_CHARS and len(target) <= MAX_CHARS
-            and LETTER.search(PLACEHOLDER.sub("", source)) is not None and source.casefold() not in CREDITS)
+    return (
+        bool(source)
+        and bool(target)
+        and len(source) <= MAX_CHARS
+        and len(target) <= MAX_CHARS
+        and LETTER.search(PLACEHOLDER.sub("", source)) is not None
+        and source.casefold() not in CREDITS
+    )
 
 
 def collect(paths: Iterable[Path]) -> list[tuple[str, str]]:
@@ -171,8 +228,9 @@ def split(pairs: list[tuple[str, str]], heldout: int) -> Split:
     sources = Counter(key(s) for s, _ in pairs)
     targets = Counter(key(t) for _, t in pairs)
     low, high = HELDOUT_WORDS
-    unique = [p for p in pairs
-              if low <= len(p[0].split()) <= high and sources[key(p[0])] == 1 and targets[key(p[1])] == 1]
+    unique = [
+        p for p in pairs if low <= len(p[0].split()) <= high and sources[key(p[0])] == 1 and targets[key(p[1])] == 1
+    ]
     chosen = set(sorted(unique, key=lambda p: hashlib.sha256("\t".join(p).encode()).hexdigest())[:heldout])
     held = [p for p in pairs if p in chosen]
     banned = {key(side) for pair in held for side in pair}
@@ -213,8 +271,11 @@ def html_paragraphs(path: Path) -> list[str]:
     root = lxml.html.fromstring(path.read_bytes())
     for element in root.xpath("//*[@hidden] | " + " | ".join(f"//{tag}" for tag in SKIPPED)):
         element.drop_tree()
-    return ["".join(element.itertext()) for element in root.iter(*BLOCKS)
-            if not any(child.tag in BLOCKS for child in element.iterdescendants())]
+    return [
+        "".join(element.itertext())
+        for element in root.iter(*BLOCKS)
+        if not any(child.tag in BLOCKS for child in element.iterdescendants())
+    ]
 
 
 def documents(root: Path) -> Iterator[tuple[str, list[str]]]:
@@ -272,8 +333,9 @@ def running_text(spec: RunningText, work: Path, heldout_bytes: int, pairs: list[
         if size >= heldout_bytes:
             break
         held_docs.add(name)
-        size += sum(len(line.encode()) + 1 for line in docs[name]
-                    if documents_of[key(line)] == 1 and key(line) not in in_pairs)
+        size += sum(
+            len(line.encode()) + 1 for line in docs[name] if documents_of[key(line)] == 1 and key(line) not in in_pairs
+        )
     train: dict[str, str] = {}
     for name in docs:
         if name not in held_docs:
@@ -310,8 +372,10 @@ def baselines(s: Split) -> dict[str, float]:
     index.index([tokens(e) for e, _ in s.train], show_progress=False)
     ids, _ = index.retrieve([tokens(e) or ["_"] for e, _ in s.heldout], k=1, show_progress=False)
     memory = [s.train[int(row[0])][1] for row in ids]
-    return {"copy": sacrebleu.corpus_chrf([e for e, _ in s.heldout], references).score,
-            "memory": sacrebleu.corpus_chrf(memory, references).score}
+    return {
+        "copy": sacrebleu.corpus_chrf([e for e, _ in s.heldout], references).score,
+        "memory": sacrebleu.corpus_chrf(memory, references).score,
+    }
 
 
 def commands(out: Path, lang: str, index: Path | None, project: Path, heldout_text: bool) -> list[str]:
@@ -331,8 +395,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--language", default="de", help="target language code (de, fr, …)")
     p.add_argument("--heldout", type=int, default=300, help="held-out pairs")
-    p.add_argument("--heldout-bytes", type=int, default=100_000,
-                   help="held-out running text, in bytes of whole documents (languages with manuals: ru)")
+    p.add_argument(
+        "--heldout-bytes",
+        type=int,
+        default=100_000,
+        help="held-out running text, in bytes of whole documents (languages with manuals: ru)",
+    )
     p.add_argument("--work", type=Path, default=Path("/tmp/gettext"), help="download and extraction cache")
     p.add_argument("--out", type=Path, help="output folder (default: WORK/LANG)")
     p.add_argument("--baselines", action="store_true", help="chrF of copy and memory on the held-out pairs")
@@ -363,15 +431,20 @@ def main() -> None:
 
     print(f"packages used: {len(used)} of {len(PACKAGES)} ({' '.join(used)})")
     print(f".mo files read: {len(paths)}")
-    print(f"pairs: {len(pairs):,}; train {len(s.train):,}; held out {len(s.heldout):,} "
-          f"(dropped from train for sharing a held-out side: {len(pairs) - len(s.train) - len(s.heldout)})")
+    print(
+        f"pairs: {len(pairs):,}; train {len(s.train):,}; held out {len(s.heldout):,} "
+        f"(dropped from train for sharing a held-out side: {len(pairs) - len(s.train) - len(s.heldout)})"
+    )
     print(f"written to {out}: train.en train.{lang} heldout.en heldout.{lang} target.{lang}")
     if running:
+
         def size(lines: list[str]) -> str:
             return f"{len(lines):,} lines, {sum(len(line.encode()) + 1 for line in lines):,} bytes"
 
-        print(f"running text from {running.documents:,} documents: train {size(running.train)} (text.{lang}); "
-              f"held out {size(running.heldout)} from {running.heldout_documents} documents (target.heldout.{lang})")
+        print(
+            f"running text from {running.documents:,} documents: train {size(running.train)} (text.{lang}); "
+            f"held out {size(running.heldout)} from {running.heldout_documents} documents (target.heldout.{lang})"
+        )
     print(f"FreeDict index: {index or 'not available'}")
     if a.baselines:
         for name, chrf in baselines(s).items():

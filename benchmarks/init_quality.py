@@ -4,6 +4,7 @@ Runs every stage once on the embedded demo corpus (KJV–RV1909 Bible, train boo
 each method and evaluates it on the held-out books. Prints a table and the stage times; `--json FILE` saves them.
 Usage: python benchmarks/init_quality.py [--vocab-size 16000] [--out DIR] [--max-bytes N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,13 @@ def main() -> None:
 
     print("Stages:")
     demo = demo_setup(timed, out, a.vocab_size, a.max_bytes)
-    corpus, heldout, model, source_tok, target_tok = (demo.corpus, demo.heldout, demo.model, demo.source_tok,
-                                                      demo.target_tok)
+    corpus, heldout, model, source_tok, target_tok = (
+        demo.corpus,
+        demo.heldout,
+        demo.model,
+        demo.source_tok,
+        demo.target_tok,
+    )
     stats = timed("align", align.align_corpus, corpus, source_tok, target_tok, out / "alignment")
     counts = align.load_counts(out / "alignment")
     m = timed("map", mapping.build_mapping, source_tok, target_tok, alignment_counts=counts)
@@ -39,22 +45,29 @@ def main() -> None:
     rows = [("source model, own tokenizer", timed("eval source", bits_per_byte, model, source_tok, heldout))]
     for method in ("random", "mean", "fvt", "transtok"):
         method_mapping = init.mapping_for_method(method, m, source_tok, target_tok)
-        adapted = timed(f"init {method}", init.initialise, copy.deepcopy(model), method_mapping,
-                        init.InitSettings(method=method))
+        adapted = timed(
+            f"init {method}", init.initialise, copy.deepcopy(model), method_mapping, init.InitSettings(method=method)
+        )
         if method == "transtok":
             init.save_adapted(adapted, target_tok, out / "model-transtok")
         rows.append((method, timed(f"eval {method}", bits_per_byte, adapted, target_tok, heldout)))
         del adapted
 
-    print(f"\nHeld-out Spanish ({rows[0][1].bytes:,} bytes, books Ruth, Esther, Jonah, Galatians, James, 1 John); "
-          f"target vocabulary {len(target_tok):,}; {stats.pairs:,} verse pairs aligned")
+    print(
+        f"\nHeld-out Spanish ({rows[0][1].bytes:,} bytes, books Ruth, Esther, Jonah, Galatians, James, 1 John); "
+        f"target vocabulary {len(target_tok):,}; {stats.pairs:,} verse pairs aligned"
+    )
     print(f"{'model':<30} {'bits/byte':>10} {'token ppl':>12} {'tokens/byte':>12}")
     for name, r in rows:
         print(f"{name:<30} {r.bits_per_byte:>10.4f} {r.token_ppl:>12.1f} {r.tokens_per_byte:>12.4f}")
     print("Coverage: " + ", ".join(f"{k} {v:,}" for k, v in m.coverage().items() if v))
     if a.json:
-        Path(a.json).write_text(json.dumps({"times": timed.seconds, "coverage": m.coverage(), "results": {
-            name: r.__dict__ for name, r in rows}}, indent=2))
+        Path(a.json).write_text(
+            json.dumps(
+                {"times": timed.seconds, "coverage": m.coverage(), "results": {name: r.__dict__ for name, r in rows}},
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

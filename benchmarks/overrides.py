@@ -6,6 +6,7 @@ fresh process (imports, tokenizers, cached alignment counts, source weights read
 process, as the wizard does it. Checks that exactly the named rows changed.
 Usage: python benchmarks/overrides.py [--demo DIR] [--out DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,33 +36,51 @@ def main() -> None:
 
     def tweety(*args) -> float:
         start = time.monotonic()
-        subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], check=True, cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "core.cli", *map(str, args)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+        )
         return time.monotonic() - start
 
     for name in ("cli-map", "cli-model", "map", "model"):  # outputs of an earlier run: replaced
         subprocess.run(["rm", "-rf", str(out / name)], check=True)
-    t_map = tweety("map", "--tokenizer", demo / "tokenizer", "--alignment", demo / "alignment", "--overrides", fix,
-                   "--out", out / "cli-map")
+    t_map = tweety(
+        "map",
+        "--tokenizer",
+        demo / "tokenizer",
+        "--alignment",
+        demo / "alignment",
+        "--overrides",
+        fix,
+        "--out",
+        out / "cli-map",
+    )
     t_init = tweety("init", "--tokenizer", demo / "tokenizer", "--mapping", out / "cli-map", "--out", out / "cli-model")
     print(f"command line: tweety map --overrides {t_map:.1f} s + tweety init {t_init:.1f} s = {t_map + t_init:.1f} s")
 
     start = time.monotonic()
     source_tok, target_tok = models.load_tokenizer("default"), tokenizer.load_tokenizer(demo / "tokenizer")
     loaded = time.monotonic()
-    m = mapping.build_mapping(source_tok, target_tok, alignment_counts=align.load_counts(demo / "alignment"),
-                              overrides=resources.read_overrides(fix))
+    m = mapping.build_mapping(
+        source_tok,
+        target_tok,
+        alignment_counts=align.load_counts(demo / "alignment"),
+        overrides=resources.read_overrides(fix),
+    )
     m.save(out / "map", target_tok, source_tok)
     mapped = time.monotonic()
     init.initialise_folder(models.resolve("default"), m, target_tok, out / "model")
     done = time.monotonic()
-    print(f"one process (the wizard's way): tokenizers {loaded - start:.1f} s, map {mapped - loaded:.1f} s, "
-          f"initialise {done - mapped:.1f} s; total {done - start:.1f} s")
+    print(
+        f"one process (the wizard's way): tokenizers {loaded - start:.1f} s, map {mapped - loaded:.1f} s, "
+        f"initialise {done - mapped:.1f} s; total {done - start:.1f} s"
+    )
 
     base = mapping.build_mapping(source_tok, target_tok, alignment_counts=align.load_counts(demo / "alignment"))
     changed = sorted(set((base.matrix != m.matrix).nonzero()[0].tolist()))
-    print(f"rows changed: {len(changed)} ({', '.join(target_tok.convert_ids_to_tokens(changed))}); "
-          f"coverage: {', '.join(f'{k} {v:,}' for k, v in m.coverage().items() if v)}")
+    print(
+        f"rows changed: {len(changed)} ({', '.join(target_tok.convert_ids_to_tokens(changed))}); "
+        f"coverage: {', '.join(f'{k} {v:,}' for k, v in m.coverage().items() if v)}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Target (issue "Core spine"): alignment + mapping + init ≤ 60 s on a 2-core machine. Prints each stage's time.
 Usage: python benchmarks/pipeline_speed.py [--vocab-size 16000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,19 @@ def main() -> None:
     model, source_tok = timed("load model", models.load_model, models.DEFAULT_MODEL)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        timed("tokenizer", tokenizer.train_tokenizer, corpus.target, source_tok, work / "tok",
-              tokenizer.TokenizerSettings(vocab_size=a.vocab_size))
+        timed(
+            "tokenizer",
+            tokenizer.train_tokenizer,
+            corpus.target,
+            source_tok,
+            work / "tok",
+            tokenizer.TokenizerSettings(vocab_size=a.vocab_size),
+        )
         target_tok = tokenizer.load_tokenizer(work / "tok")
         stats = timed("align", align.align_corpus, corpus, source_tok, target_tok, work / "align")
-        m = timed("map", mapping.build_mapping, source_tok, target_tok,
-                  alignment_counts=align.load_counts(work / "align"))
+        m = timed(
+            "map", mapping.build_mapping, source_tok, target_tok, alignment_counts=align.load_counts(work / "align")
+        )
         timed("save mapping", m.save, work / "map", target_tok, source_tok)
         timed("init", init.initialise, model, m)
     core = times["align"] + times["map"] + times["save mapping"] + times["init"]

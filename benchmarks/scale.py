@@ -9,6 +9,7 @@ data (16k target vocabulary, 30k verse pairs) in a child process of its own, so 
 Prints wall time per stage and peak RSS for both, and the ratios. Needs ~30 GB of free disk for the 7B case.
 Usage: python benchmarks/scale.py [--vocab-size 16000] [--keep]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,15 @@ from common import DEMO
 
 from core import models
 
-SHAPE = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-         "num_key_value_heads": 32, "vocab_size": 128256, "tie_word_embeddings": False}
+SHAPE = {
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 128256,
+    "tie_word_embeddings": False,
+}
 SHARD_BYTES = 5 << 30
 
 
@@ -36,11 +44,17 @@ def _tensors(c: dict) -> list[tuple[str, list[int]]]:
     out = [("model.embed_tokens.weight", [v, h])]
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        out += [(p + "input_layernorm.weight", [h]), (p + "post_attention_layernorm.weight", [h]),
-                (p + "self_attn.q_proj.weight", [h, h]), (p + "self_attn.k_proj.weight", [kv, h]),
-                (p + "self_attn.v_proj.weight", [kv, h]), (p + "self_attn.o_proj.weight", [h, h]),
-                (p + "mlp.gate_proj.weight", [m, h]), (p + "mlp.up_proj.weight", [m, h]),
-                (p + "mlp.down_proj.weight", [h, m])]
+        out += [
+            (p + "input_layernorm.weight", [h]),
+            (p + "post_attention_layernorm.weight", [h]),
+            (p + "self_attn.q_proj.weight", [h, h]),
+            (p + "self_attn.k_proj.weight", [kv, h]),
+            (p + "self_attn.v_proj.weight", [kv, h]),
+            (p + "self_attn.o_proj.weight", [h, h]),
+            (p + "mlp.gate_proj.weight", [m, h]),
+            (p + "mlp.up_proj.weight", [m, h]),
+            (p + "mlp.down_proj.weight", [h, m]),
+        ]
     return out + [("model.norm.weight", [h]), ("lm_head.weight", [v, h])]
 
 
@@ -82,12 +96,13 @@ def build_7b_shaped(folder: Path) -> Path:
             f.write(struct.pack("<Q", len(raw)) + raw)
             for _, _, nbytes in shard:
                 while nbytes:
-                    f.write(block[:min(nbytes, len(block))])
+                    f.write(block[: min(nbytes, len(block))])
                     nbytes -= min(nbytes, len(block))
         print(f"  wrote {name} ({offset / 1e9:.1f} GB)", flush=True)
     total = sum(n for shard in shards for _, _, n in shard)
-    (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                  "weight_map": weight_map}, indent=1))
+    (tmp / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
+    )
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     tokenizer = json.loads((smol / "tokenizer.json").read_text(encoding="utf-8"))
     vocab = tokenizer["model"]["vocab"]
@@ -106,9 +121,15 @@ def _adapt(source: str, out: str, vocab_size: int, queue) -> None:
     from core.tokenizer import TokenizerSettings
 
     start = time.monotonic()
-    result = adapt(AdaptSettings(source_model=source, target_text=str(DEMO / "bible.train.es.gz"),
-                                 parallel=(str(DEMO / "bible.train.en.gz"), str(DEMO / "bible.train.es.gz")),
-                                 out=out, tokenizer=TokenizerSettings(vocab_size=vocab_size)))
+    result = adapt(
+        AdaptSettings(
+            source_model=source,
+            target_text=str(DEMO / "bible.train.es.gz"),
+            parallel=(str(DEMO / "bible.train.en.gz"), str(DEMO / "bible.train.es.gz")),
+            out=out,
+            tokenizer=TokenizerSettings(vocab_size=vocab_size),
+        )
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     queue.put({"seconds": result.seconds, "total": time.monotonic() - start, "peak_rss": peak})
 
@@ -143,11 +164,16 @@ def main() -> None:
     stages = list(large["seconds"])
     print(f"\n{'stage (s)':<14}" + "".join(f"{s:>13}" for s in stages) + f"{'total':>10}{'peak RSS':>12}")
     for name, r in results.items():
-        print(f"{name:<14}" + "".join(f"{r['seconds'][s]:>13.1f}" for s in stages) +
-              f"{r['total']:>10.1f}{r['peak_rss'] / 2**30:>10.2f} GiB")
-    print(f"{'ratio':<14}" + "".join(f"{large['seconds'][s] / max(small['seconds'][s], 0.01):>12.1f}×"
-                                      for s in stages) +
-          f"{large['total'] / small['total']:>9.1f}×{large['peak_rss'] / small['peak_rss']:>11.1f}×")
+        print(
+            f"{name:<14}"
+            + "".join(f"{r['seconds'][s]:>13.1f}" for s in stages)
+            + f"{r['total']:>10.1f}{r['peak_rss'] / 2**30:>10.2f} GiB"
+        )
+    print(
+        f"{'ratio':<14}"
+        + "".join(f"{large['seconds'][s] / max(small['seconds'][s], 0.01):>12.1f}×" for s in stages)
+        + f"{large['total'] / small['total']:>9.1f}×{large['peak_rss'] / small['peak_rss']:>11.1f}×"
+    )
     print(f"goal: peak RSS ≤ 8 GiB for the 7B-shaped model — {'met' if large['peak_rss'] <= 8 * 2**30 else 'NOT met'}")
 
 

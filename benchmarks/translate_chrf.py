@@ -20,6 +20,7 @@ must then be a Gemma adapted to Spanish whose body is untouched (benchmarks/fami
 Usage: python benchmarks/translate_chrf.py [--limit 500] [--adapted DIR] [--systems hydra,adapted,source,dictionary]
        [--tune-lines 400 --tune-steps 100 --tune-batch 4 --tied] [--source-model default|gemma|FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,20 +57,27 @@ def batched(hydra: H.Hydra, examples=None):
 
 def dictionary_translator(index: Path):
     if not index.exists():
-        raise SystemExit(f"{index} is missing: apt-get install dict-freedict-eng-spa (or apt-get download it and "
-                         "dpkg -x, then --dictionary DIR/usr/share/dictd/freedict-eng-spa.index), or leave out "
-                         "`dictionary`")
-    frequency = collections.Counter(w for line in read_lines(DEMO / "bible.train.es.gz")
-                                    for w in re.findall(r"\w+", line.lower()))
+        raise SystemExit(
+            f"{index} is missing: apt-get install dict-freedict-eng-spa (or apt-get download it and "
+            "dpkg -x, then --dictionary DIR/usr/share/dictd/freedict-eng-spa.index), or leave out "
+            "`dictionary`"
+        )
+    frequency = collections.Counter(
+        w for line in read_lines(DEMO / "bible.train.es.gz") for w in re.findall(r"\w+", line.lower())
+    )
     options: dict[str, list[str]] = collections.defaultdict(list)
     for e in read_dictionary(index):
         options[e.source.lower()].append(e.target)
-    best = {w: max(ts, key=lambda t: (frequency[t.lower()] if " " not in t else 0, -ts.index(t)))
-            for w, ts in options.items()}
+    best = {
+        w: max(ts, key=lambda t: (frequency[t.lower()] if " " not in t else 0, -ts.index(t)))
+        for w, ts in options.items()
+    }
 
     def translate(texts: list[str], max_new_tokens: int) -> list[str]:
-        return [re.sub(r"[A-Za-z]+(?:'[a-z]+)?", lambda m: best.get(m.group(0).lower(), m.group(0)), text)
-                for text in texts]
+        return [
+            re.sub(r"[A-Za-z]+(?:'[a-z]+)?", lambda m: best.get(m.group(0).lower(), m.group(0)), text) for text in texts
+        ]
+
     return translate
 
 
@@ -79,10 +87,16 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=500, help="first N held-out verses (at most 500)")
-    p.add_argument("--adapted", default=str(ROOT / "demo-output" / "model-finetuned"),
-                   help="adapted Spanish model folder (its body must be the source model's)")
-    p.add_argument("--source-model", default=models.DEFAULT_MODEL,
-                   help="the body: default (SmolLM2-135M-Instruct), gemma (Gemma 3 270M), or a GGUF file / folder")
+    p.add_argument(
+        "--adapted",
+        default=str(ROOT / "demo-output" / "model-finetuned"),
+        help="adapted Spanish model folder (its body must be the source model's)",
+    )
+    p.add_argument(
+        "--source-model",
+        default=models.DEFAULT_MODEL,
+        help="the body: default (SmolLM2-135M-Instruct), gemma (Gemma 3 270M), or a GGUF file / folder",
+    )
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, from " + ", ".join(SYSTEMS))
     p.add_argument("--dictionary", default=str(FREEDICT), help="FreeDict eng-spa .index for `dictionary`")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -92,8 +106,9 @@ def main() -> None:
     p.add_argument("--tune-steps", type=int, default=100, help="hydra-bt, hydra-par: tuning steps")
     p.add_argument("--tune-batch", type=int, default=4, help="hydra-bt, hydra-par: pairs per step")
     p.add_argument("--tune-lr", type=float, default=H.HydraTuning.lr)
-    p.add_argument("--tied", action="store_true", help="hydra-bt, hydra-par: keep one Spanish table (no head of "
-                   "its own)")
+    p.add_argument(
+        "--tied", action="store_true", help="hydra-bt, hydra-par: keep one Spanish table (no head of its own)"
+    )
     p.add_argument("--json", help="also write scores and outputs to this JSON file")
     a = p.parse_args()
     if a.threads:
@@ -147,13 +162,15 @@ def main() -> None:
         start = time.monotonic()
         outputs[name] = []
         for i in range(0, n, 32):
-            outputs[name] += [" ".join(t.split()) for t in translators[name](english[i:i + 32], a.max_new_tokens)]
+            outputs[name] += [" ".join(t.split()) for t in translators[name](english[i : i + 32], a.max_new_tokens)]
             print(f"  {name}: {len(outputs[name])}/{n} ({time.monotonic() - start:.0f} s)", flush=True)
         seconds[name] = time.monotonic() - start
         scores[name] = sacrebleu.corpus_chrf(outputs[name], [spanish]).score
 
-    print(f"\nchrF, English → Spanish, first {n} held-out verses (Ruth…), body: {a.source_model}, "
-          f"adapted model: {a.adapted}")
+    print(
+        f"\nchrF, English → Spanish, first {n} held-out verses (Ruth…), body: {a.source_model}, "
+        f"adapted model: {a.adapted}"
+    )
     print(f"{'system':<12} {'chrF':>6} {'s/verse':>8}")
     for name in outputs:
         print(f"{name:<12} {scores[name]:6.1f} {seconds[name] / n:8.2f}")
@@ -164,10 +181,23 @@ def main() -> None:
         for name in outputs:
             print(f"    {name + ':':<11} {outputs[name][i]}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"limit": n, "source_model": a.source_model, "adapted": a.adapted,
-                                            "tuning": dataclasses.asdict(tuning),
-                                            "tune_lines": a.tune_lines, "chrf": scores, "seconds": seconds,
-                                            "notes": notes, "outputs": outputs}, ensure_ascii=False, indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "limit": n,
+                    "source_model": a.source_model,
+                    "adapted": a.adapted,
+                    "tuning": dataclasses.asdict(tuning),
+                    "tune_lines": a.tune_lines,
+                    "chrf": scores,
+                    "seconds": seconds,
+                    "notes": notes,
+                    "outputs": outputs,
+                },
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Usage: python benchmarks/translate_memory.py [--limit 500] [--model-limit 200] [
        source+fixed,source+memory+hints,hydra+memory] [--adapted DIR] [--source-gguf default|gemma|FILE] [--hints 6]
        [--pairs TRAIN_EN TRAIN_XX HELDOUT_EN HELDOUT_XX --to XX]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,21 +53,28 @@ def main() -> None:
     p.add_argument("--model-limit", type=int, default=200)
     p.add_argument("--k", type=int, default=4, help="retrieved pairs in a model's prompt")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--systems", default="copy,dictionary,memory,memory+dictionary,corpus-words,"
-                   "memory+corpus-words,source+memory,source+fixed")
-    p.add_argument("--pairs", nargs=4, metavar=("TRAIN_EN", "TRAIN_XX", "HELDOUT_EN", "HELDOUT_XX"),
-                   help="another set (default: the demo's verses)")
+    p.add_argument(
+        "--systems",
+        default="copy,dictionary,memory,memory+dictionary,corpus-words,memory+corpus-words,source+memory,source+fixed",
+    )
+    p.add_argument(
+        "--pairs",
+        nargs=4,
+        metavar=("TRAIN_EN", "TRAIN_XX", "HELDOUT_EN", "HELDOUT_XX"),
+        help="another set (default: the demo's verses)",
+    )
     p.add_argument("--to", default="es", help="target language code of --pairs")
     p.add_argument("--dictionary", default=str(FREEDICT))
     p.add_argument("--adapted", help="adapted Spanish model folder for hydra+memory")
-    p.add_argument("--source-gguf", default="default", help="the model systems' GGUF: default (SmolLM2), gemma, "
-                   "or a file")
+    p.add_argument(
+        "--source-gguf", default="default", help="the model systems' GGUF: default (SmolLM2), gemma, or a file"
+    )
     p.add_argument("--hints", type=int, default=6, help="most dictionary hints a line gets (source+memory+hints)")
     a = p.parse_args()
     systems = a.systems.split(",")
     files = a.pairs or [DEMO / f"bible.{part}.{lang}.gz" for part in ("train", "heldout") for lang in ("en", "es")]
     train_en, train_es, english, spanish = (read_lines(f) for f in files)
-    english, spanish = english[:a.limit], spanish[:a.limit]
+    english, spanish = english[: a.limit], spanish[: a.limit]
     start = time.monotonic()
     memory = TranslationMemory(train_en, train_es)
     print(f"memory of {len(memory):,} pairs indexed in {time.monotonic() - start:.1f} s", flush=True)
@@ -81,8 +89,9 @@ def main() -> None:
         made["corpus-words"] = lexicon.translate
         made["memory+corpus-words"] = T.memory_then(memory, lexicon.translate)
     if {"source+memory", "source+fixed", "source+memory+hints"} & set(systems):
-        gguf_file = {"default": models.default_gguf, "gemma": models.gemma_gguf}.get(a.source_gguf,
-                                                                                     lambda: Path(a.source_gguf))()
+        gguf_file = {"default": models.default_gguf, "gemma": models.gemma_gguf}.get(
+            a.source_gguf, lambda: Path(a.source_gguf)
+        )()
         llm = runtime.load(gguf_file, runtime.RuntimeSettings(threads=a.threads))
         gguf = T.gguf_model(llm, "en", a.to)
         made["source+memory"] = T.with_memory(memory, gguf, k=a.k)
@@ -108,11 +117,14 @@ def main() -> None:
         start = time.monotonic()
         out = []
         for i in range(0, n, 8):
-            out += translate(english[i:i + 8])
+            out += translate(english[i : i + 8])
         seconds = (time.monotonic() - start) / n
         rows[name] = (T.chrf(out, spanish[:n]), T.chrf(out[:n_models], spanish[:n_models]), seconds, out[:2])
-        print(f"{name:<16} chrF {rows[name][0]:5.1f} on {n} · {rows[name][1]:5.1f} on the first {n_models} · "
-              f"{seconds:.2f} s a verse", flush=True)
+        print(
+            f"{name:<16} chrF {rows[name][0]:5.1f} on {n} · {rows[name][1]:5.1f} on the first {n_models} · "
+            f"{seconds:.2f} s a verse",
+            flush=True,
+        )
     print(f"\n| system | chrF, {len(english)} verses | chrF, first {n_models} | s/verse |\n|---|---:|---:|---:|")
     for name, (full, common, seconds, _) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
         print(f"| {name} | {full if name not in MODEL_SYSTEMS else '–'} | {common} | {seconds:.2f} |")

@@ -14,6 +14,7 @@ Usage: python benchmarks/translation_tuning_choice.py --project P [--steps 150] 
        [--variants untuned,tables,lora,lora+tables,outer+tables] [--tables-lr 3e-3] [--body-lr 3e-4] [--threads 2]
        [--json FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,10 @@ def trainable(hydra, code: str, variant: str, tables_lr: float, body_lr: float) 
     if "lora" in variant:
         from peft import LoraConfig, inject_adapter_in_model
 
-        inject_adapter_in_model(LoraConfig(r=lora.RANK, lora_alpha=lora.ALPHA, lora_dropout=0.0,
-                                           target_modules=list(lora.MODULES)), hydra.model.model)
+        inject_adapter_in_model(
+            LoraConfig(r=lora.RANK, lora_alpha=lora.ALPHA, lora_dropout=0.0, target_modules=list(lora.MODULES)),
+            hydra.model.model,
+        )
         adapter = [p for name, p in hydra.model.named_parameters() if lora.MARK in name]
         groups.append({"params": adapter, "lr": body_lr})
     if "outer" in variant:
@@ -76,7 +79,7 @@ def tune(hydra, code: str, data: translating.TuningData, groups: list[dict], ste
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * learning_rate(schedule, step)
-        batch = data.pairs[step * batch_size:(step + 1) * batch_size]
+        batch = data.pairs[step * batch_size : (step + 1) * batch_size]
         loss = reply_loss(hydra, code, batch, data.examples_of)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -107,7 +110,7 @@ def main() -> None:
     code = project.state.language
     data = translating.tuning_data(project, steps=a.steps, batch_size=a.batch_size)
     split = translating.split(project)
-    sources, references = split.heldout_source[:a.pairs], split.heldout_target[:a.pairs]
+    sources, references = split.heldout_source[: a.pairs], split.heldout_target[: a.pairs]
     rows = {}
     for variant in a.variants.split(","):
         print(f"{variant}:", flush=True)
@@ -122,15 +125,24 @@ def main() -> None:
         translate = T.with_memory(data.memory, T.hydra_model(hydra, "en", code), near=None, fallback=T.copy)
         with torch.no_grad():
             score = T.measure({variant: translate}, sources, references)[variant]
-        rows[variant] = {"minutes": round(minutes, 2), "chrf": score.chrf, "s_per_line": score.seconds_per_line,
-                         "first_loss": losses[0] if losses else None,
-                         "last_loss": sum(losses[-25:]) / len(losses[-25:]) if losses else None,
-                         "samples": score.samples}
-        print(f"  {variant}: chrF {score.chrf:.1f} after {minutes:.1f} min of tuning "
-              f"({score.seconds_per_line:.2f} s a line)", flush=True)
+        rows[variant] = {
+            "minutes": round(minutes, 2),
+            "chrf": score.chrf,
+            "s_per_line": score.seconds_per_line,
+            "first_loss": losses[0] if losses else None,
+            "last_loss": sum(losses[-25:]) / len(losses[-25:]) if losses else None,
+            "samples": score.samples,
+        }
+        print(
+            f"  {variant}: chrF {score.chrf:.1f} after {minutes:.1f} min of tuning "
+            f"({score.seconds_per_line:.2f} s a line)",
+            flush=True,
+        )
     base = rows.get("untuned", {}).get("chrf", 0.0)
-    print(f"\n{len(sources)} held-out pairs of {a.project}, {a.steps} steps × {a.batch_size} pairs, "
-          f"{a.threads} threads, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    print(
+        f"\n{len(sources)} held-out pairs of {a.project}, {a.steps} steps × {a.batch_size} pairs, "
+        f"{a.threads} threads, {time.strftime('%Y-%m-%d %H:%M')}\n"
+    )
     print("| trains | minutes | last loss | chrF | chrF gained a minute |\n|---|---:|---:|---:|---:|")
     for variant, r in rows.items():
         gain = f"{(r['chrf'] - base) / r['minutes']:.2f}" if r["minutes"] > 0.01 else "–"

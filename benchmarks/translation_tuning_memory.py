@@ -13,6 +13,7 @@ alone). The target: ≤ 4 GiB peak for the 135M and 270M models on a CPU.
 Usage: python benchmarks/translation_tuning_memory.py [--steps 20] [--batch-size 4] [--work DIR]
        [--source-model default|gemma] [--json FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,19 +63,43 @@ def demo_project(work: Path, source_model: str = "default") -> Path:
         from core.models import gemma_gguf
 
         source_model = str(gemma_gguf())
-    subprocess.run([sys.executable, "-m", "core.cli", "adapt", "--source-model", source_model, "--accept-licence",
-                    "--target-text", str(DEMO / "bible.train.es.gz"),
-                    "--parallel", str(DEMO / "bible.train.en.gz"), str(DEMO / "bible.train.es.gz"),
-                    "--heldout-text", str(DEMO / "bible.heldout.es.gz"), "--vocab-size", "16000", "--language", "es",
-                    "--out", str(project)], cwd=ROOT, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "adapt",
+            "--source-model",
+            source_model,
+            "--accept-licence",
+            "--target-text",
+            str(DEMO / "bible.train.es.gz"),
+            "--parallel",
+            str(DEMO / "bible.train.en.gz"),
+            str(DEMO / "bible.train.es.gz"),
+            "--heldout-text",
+            str(DEMO / "bible.heldout.es.gz"),
+            "--vocab-size",
+            "16000",
+            "--language",
+            "es",
+            "--out",
+            str(project),
+        ],
+        cwd=ROOT,
+        check=True,
+    )
     return project
 
 
 def measure(project: Path, steps: int, batch_size: int) -> dict:
     """One tuning in a fresh child: its figures and its peak resident memory."""
     with tempfile.TemporaryFile("w+") as out:
-        child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT)), str(project), str(steps),
-                                  str(batch_size)], cwd=ROOT, stdout=out)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(project), str(steps), str(batch_size)],
+            cwd=ROOT,
+            stdout=out,
+        )
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode:
@@ -89,20 +114,29 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=4, help="pairs a step (the command line's)")
-    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "tweety-translation-tuning"),
-                   help="where the demo project is built once and kept")
-    p.add_argument("--source-model", default="default", help="default (SmolLM2-135M), gemma (Gemma 3 270M, the "
-                   "`gemma` extra), or any source model `tweety adapt` takes")
+    p.add_argument(
+        "--work",
+        default=str(Path(tempfile.gettempdir()) / "tweety-translation-tuning"),
+        help="where the demo project is built once and kept",
+    )
+    p.add_argument(
+        "--source-model",
+        default="default",
+        help="default (SmolLM2-135M), gemma (Gemma 3 270M, the "
+        "`gemma` extra), or any source model `tweety adapt` takes",
+    )
     p.add_argument("--json", help="also write the figures to this file")
     a = p.parse_args()
     project = demo_project(Path(a.work), a.source_model)
     start = time.strftime("%Y-%m-%d %H:%M")
     result = {"date": start, "cpus": os.cpu_count(), **measure(project, a.steps, a.batch_size)}
-    print(f"{result['steps']} steps of {a.batch_size} pairs on {result['cpus']} CPUs: peak resident memory "
-          f"{result['peak_rss_gib']:.2f} GiB, {result['s_per_step']:.2f} s a step with its checkpoints "
-          f"({result['median_step_s']:.2f} s the median step; first step "
-          f"{result['first_step_s']:.1f} s after the start, loading included; {result['total_s']:.1f} s in all), "
-          f"loss {result['first_loss']:.2f} → {result['last_loss']:.2f}")
+    print(
+        f"{result['steps']} steps of {a.batch_size} pairs on {result['cpus']} CPUs: peak resident memory "
+        f"{result['peak_rss_gib']:.2f} GiB, {result['s_per_step']:.2f} s a step with its checkpoints "
+        f"({result['median_step_s']:.2f} s the median step; first step "
+        f"{result['first_step_s']:.1f} s after the start, loading included; {result['total_s']:.1f} s in all), "
+        f"loss {result['first_loss']:.2f} → {result['last_loss']:.2f}"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1))
 

@@ -10,6 +10,7 @@ W × the verbatim row + (1 − W) × the alignment's.
 Usage: python benchmarks/verbatim.py [--models smollm2,gemma] [--vocab 16000] [--train-lines 30423]
                                      [--max-bytes 20000] [--threads 2] [--out demo-output/verbatim]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,14 @@ def main() -> None:
         timed, work = StageTimer(), out / key
         model, source_tok = timed("load source", models.load_model, spec)
         if not (work / "tokenizer").exists():
-            timed("train tokenizer", tokenizer.train_tokenizer, corpus.target, source_tok, work / "tokenizer",
-                  tokenizer.TokenizerSettings(vocab_size=a.vocab))
+            timed(
+                "train tokenizer",
+                tokenizer.train_tokenizer,
+                corpus.target,
+                source_tok,
+                work / "tokenizer",
+                tokenizer.TokenizerSettings(vocab_size=a.vocab),
+            )
         target_tok = tokenizer.load_tokenizer(work / "tokenizer")
         if not (work / "alignment").exists():
             timed("align", align.align_corpus, corpus, source_tok, target_tok, work / "alignment")
@@ -89,11 +96,17 @@ def main() -> None:
         verbatim = verbatim_tokens(fvt, base)
         has = verbatim >= 0
         links = np.asarray(counts.sum(axis=1)).ravel()
-        aligned_to_it = np.array([has[t] and verbatim[t] in base.matrix.indices[base.matrix.indptr[t]:
-                                                                                base.matrix.indptr[t + 1]]
-                                  for t in range(len(verbatim))])
-        print(f"  {int(has.sum())} aligned target tokens with a verbatim source token, "
-              f"{int(aligned_to_it.sum())} of them aligned to it", flush=True)
+        aligned_to_it = np.array(
+            [
+                has[t] and verbatim[t] in base.matrix.indices[base.matrix.indptr[t] : base.matrix.indptr[t + 1]]
+                for t in range(len(verbatim))
+            ]
+        )
+        print(
+            f"  {int(has.sum())} aligned target tokens with a verbatim source token, "
+            f"{int(aligned_to_it.sum())} of them aligned to it",
+            flush=True,
+        )
         row = results.setdefault(name, {})
         for v in a.variants.split(","):
             if v == "fvt":
@@ -103,7 +116,7 @@ def main() -> None:
             elif v == "verbatim":
                 m = variant(base, fvt, verbatim, has)
             elif v.startswith("verbatim<"):
-                m = variant(base, fvt, verbatim, has & (links < float(v[len("verbatim<"):])))
+                m = variant(base, fvt, verbatim, has & (links < float(v[len("verbatim<") :])))
             elif v == "verbatim∉aligned":
                 m = variant(base, fvt, verbatim, has & ~aligned_to_it)
             elif v.startswith("blend "):
@@ -115,8 +128,10 @@ def main() -> None:
             del adapted
         del model
     variants = a.variants.split(",")
-    print(f"\nStep-0 bits per byte, held-out Spanish (first {len(heldout.encode()):,} bytes), vocabulary {a.vocab:,}, "
-          f"{len(corpus.source):,} verse pairs:\n")
+    print(
+        f"\nStep-0 bits per byte, held-out Spanish (first {len(heldout.encode()):,} bytes), vocabulary {a.vocab:,}, "
+        f"{len(corpus.source):,} verse pairs:\n"
+    )
     print("| source | " + " | ".join(variants) + " |")
     print("|---|" + "---:|" * len(variants))
     for name, row in results.items():

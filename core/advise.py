@@ -8,6 +8,7 @@ was measured (docs/results/advise.md): SmolLM2-135M on Spanish (2.3 bits, 0.40 t
 vocabulary reads Spanish 9% better than the model itself after a short fine-tune) and Gemma 3 270M on Spanish
 (1.6 bits, 0.28 tokens: no adaptation of it has read Spanish as well as the model itself).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,20 +41,32 @@ class Advice:
 def decide(bits_per_char: float, tokens_per_char: float) -> tuple[str, str]:
     """The advice and its reason from the two measurements."""
     if bits_per_char <= READS_WELL and tokens_per_char <= COMPACT:
-        return KEEP, ("the model already reads this language well and compactly: adapting it would most likely only "
-                      "cost quality; use it as it is")
+        return KEEP, (
+            "the model already reads this language well and compactly: adapting it would most likely only "
+            "cost quality; use it as it is"
+        )
     if bits_per_char <= READS_WELL:
-        return EXTEND, ("the model reads this language well but cuts it into many small tokens: extend its "
-                        "vocabulary, keeping what it knows, to make it shorter and faster")
+        return EXTEND, (
+            "the model reads this language well but cuts it into many small tokens: extend its "
+            "vocabulary, keeping what it knows, to make it shorter and faster"
+        )
     if bits_per_char >= READS_POORLY:
-        return REPLACE, ("the model hardly reads this language: replace its vocabulary with one made for the "
-                         "language")
-    return REPLACE, ("the model reads this language only poorly: a vocabulary made for the language, started from "
-                     "its own knowledge, should read it better after a short fine-tune")
+        return REPLACE, ("the model hardly reads this language: replace its vocabulary with one made for the language")
+    return REPLACE, (
+        "the model reads this language only poorly: a vocabulary made for the language, started from "
+        "its own knowledge, should read it better after a short fine-tune"
+    )
 
 
-def advise(model, tokenizer, text: str, *, max_bytes: int = SAMPLE_BYTES, progress: ProgressFn | None = None,
-           cancel: CancelToken | None = None) -> Advice:
+def advise(
+    model,
+    tokenizer,
+    text: str,
+    *,
+    max_bytes: int = SAMPLE_BYTES,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Advice:
     """Measure `model` on the first `max_bytes` of `text` and advise (see the module's docstring)."""
     from core.evaluate import bits_per_byte
 
@@ -64,5 +77,12 @@ def advise(model, tokenizer, text: str, *, max_bytes: int = SAMPLE_BYTES, progre
     bits_per_char = result.nll_nats / math.log(2) / chars
     tokens_per_char = result.tokens / chars
     choice, reason = decide(bits_per_char, tokens_per_char)
-    return Advice(choice, round(bits_per_char, 3), round(tokens_per_char, 3), round(result.bits_per_byte, 3), chars,
-                  round(time.monotonic() - start, 1), reason)
+    return Advice(
+        choice,
+        round(bits_per_char, 3),
+        round(tokens_per_char, 3),
+        round(result.bits_per_byte, 3),
+        chars,
+        round(time.monotonic() - start, 1),
+        reason,
+    )

@@ -13,6 +13,7 @@ Why one module of ~580 lines: the batched EM, its closed-form diagonal prior, th
 wheel adapters share the batch layout (B×M×N cells of pair indices) and the `Links` record; split apart, each half
 would have to re-explain that layout. It reads top to bottom: records, the torch model, symmetrisation, adapters.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,11 +67,14 @@ class AlignSettings:
         if self.method not in METHODS:
             raise TweetyError(f"unknown aligner {self.method!r}", fix=f"choose one of {', '.join(METHODS)}")
         if self.symmetrize not in SYMMETRIZATIONS:
-            raise TweetyError(f"unknown symmetrization {self.symmetrize!r}",
-                              fix=f"choose one of {', '.join(SYMMETRIZATIONS)}")
+            raise TweetyError(
+                f"unknown symmetrization {self.symmetrize!r}", fix=f"choose one of {', '.join(SYMMETRIZATIONS)}"
+            )
         if self.method == "fast_align" and self.symmetrization != "grow-diag-final-and":
-            raise TweetyError("the fast_align wheel only gives grow-diag-final-and links",
-                              fix="use the torch or eflomal aligner for intersection links")
+            raise TweetyError(
+                "the fast_align wheel only gives grow-diag-final-and links",
+                fix="use the torch or eflomal aligner for intersection links",
+            )
         if self.method == "fast_align":
             _systran_align()  # before any work: a baseline that needs an optional package
         if self.iterations < 1 or self.max_tokens < 1:
@@ -101,6 +105,7 @@ class AlignmentStats:
 @dataclass(frozen=True)
 class Links:
     """Links of a whole corpus, one entry per link: sentence pair number and 0-based source and target positions."""
+
     pair: np.ndarray
     source: np.ndarray
     target: np.ndarray
@@ -117,9 +122,16 @@ class Links:
         return out
 
 
-def align_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer, out_dir: str | Path,
-                 settings: AlignSettings = AlignSettings(), *, progress: ProgressFn | None = None,
-                 cancel: CancelToken | None = None) -> AlignmentStats:
+def align_corpus(
+    corpus: ParallelCorpus,
+    source_tokenizer,
+    target_tokenizer,
+    out_dir: str | Path,
+    settings: AlignSettings = AlignSettings(),
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> AlignmentStats:
     """Align `corpus` token by token and save link counts and statistics in `out_dir`."""
     settings.check()
     start = time.monotonic()
@@ -129,15 +141,25 @@ def align_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer, out
     vt, vs = len(target_tokenizer), len(source_tokenizer)
     counts, keep, links = count_links(src_ids, tgt_ids, (vt, vs), settings, report)
     if not keep:
-        raise TweetyError(f"no sentence pair is between 1 and {settings.max_tokens} tokens long",
-                          fix="split long paragraphs into sentences, one per line")
+        raise TweetyError(
+            f"no sentence pair is between 1 and {settings.max_tokens} tokens long",
+            fix="split long paragraphs into sentences, one per line",
+        )
     src_flat = sum(len(src_ids[i]) for i in keep)
     tgt_flat = sum(len(tgt_ids[i]) for i in keep)
     stats = AlignmentStats(
-        pairs=len(keep), pairs_skipped=len(corpus) - len(keep), source_tokens=src_flat,
-        target_tokens=tgt_flat, links=len(links.pair), distinct_pairs=counts.nnz,
-        target_types_linked=int((np.diff(counts.indptr) > 0).sum()), target_vocab=vt,
-        seconds=round(time.monotonic() - start, 2), method=settings.method, symmetrize=settings.symmetrization)
+        pairs=len(keep),
+        pairs_skipped=len(corpus) - len(keep),
+        source_tokens=src_flat,
+        target_tokens=tgt_flat,
+        links=len(links.pair),
+        distinct_pairs=counts.nnz,
+        target_types_linked=int((np.diff(counts.indptr) > 0).sum()),
+        target_vocab=vt,
+        seconds=round(time.monotonic() - start, 2),
+        method=settings.method,
+        symmetrize=settings.symmetrization,
+    )
     with atomic_dir(out_dir) as tmp:
         save_counts(tmp / COUNTS_FILE, counts)
         (tmp / STATS_FILE).write_text(json.dumps(asdict(stats), indent=2))
@@ -145,13 +167,21 @@ def align_corpus(corpus: ParallelCorpus, source_tokenizer, target_tokenizer, out
     return stats
 
 
-def count_links(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], shape: tuple[int, int],
-                settings: AlignSettings, report: Reporter) -> tuple[sp.csr_matrix, list[int], Links | None]:
+def count_links(
+    src_ids: Sequence[Sequence[int]],
+    tgt_ids: Sequence[Sequence[int]],
+    shape: tuple[int, int],
+    settings: AlignSettings,
+    report: Reporter,
+) -> tuple[sp.csr_matrix, list[int], Links | None]:
     """Align token-id sequences (pairs empty on a side or over `settings.max_tokens` skipped) and count how often
     each (target token, source token) pair is linked: counts[target, source]. Returns (counts, the indices of the
     pairs aligned, their links); nothing aligned: empty counts, [], None."""
-    keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids))
-            if 0 < len(s) <= settings.max_tokens and 0 < len(t) <= settings.max_tokens]
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(src_ids, tgt_ids))
+        if 0 < len(s) <= settings.max_tokens and 0 < len(t) <= settings.max_tokens
+    ]
     if not keep:
         return sp.csr_matrix(shape, dtype=np.float32), keep, None
     src = [np.asarray(src_ids[i], np.int64) for i in keep]
@@ -168,13 +198,19 @@ def count_links(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int
     return counts, keep, links
 
 
-def align_ids(source: Sequence[np.ndarray], target: Sequence[np.ndarray], settings: AlignSettings = AlignSettings(),
-              report: Reporter | None = None) -> Links:
+def align_ids(
+    source: Sequence[np.ndarray],
+    target: Sequence[np.ndarray],
+    settings: AlignSettings = AlignSettings(),
+    report: Reporter | None = None,
+) -> Links:
     """Word-align sentence pairs given as arrays of integer ids (tokens or words), with `settings.method`."""
     settings.check()
     if len(source) != len(target) or not len(source):
-        raise TweetyError(f"{len(source):,} source but {len(target):,} target sentences",
-                          fix="give the same number of sentences, at least one, on both sides")
+        raise TweetyError(
+            f"{len(source):,} source but {len(target):,} target sentences",
+            fix="give the same number of sentences, at least one, on both sides",
+        )
     empty = next((k for k, (s, t) in enumerate(zip(source, target)) if len(s) == 0 or len(t) == 0), None)
     if empty is not None:
         raise TweetyError(f"sentence pair {empty + 1:,} is empty on one side", fix="drop empty pairs before aligning")
@@ -191,6 +227,7 @@ def align_ids(source: Sequence[np.ndarray], target: Sequence[np.ndarray], settin
 # every cell holds the index of its (source token, target token) pair in the lexical tables, so one E-step is a
 # gather, a few element-wise operations and one scatter-add per direction — for both directions over the same cells:
 # the forward model (target word from source words) normalises over N, the reverse model over M.
+
 
 @dataclass
 class _Batch:
@@ -241,10 +278,17 @@ def _layout(source: Sequence[np.ndarray], target: Sequence[np.ndarray], budget: 
         src = np.zeros((len(rows), n_max), np.int64)
         tgt = np.zeros((len(rows), m_max), np.int64)
         for k, r in enumerate(rows):
-            src[k, :ns[r]] = source[r]
-            tgt[k, :ms[r]] = target[r]
-        batches.append(_Batch(rows, torch.from_numpy(src).to(device), torch.from_numpy(tgt).to(device),
-                              torch.from_numpy(ns[rows]).to(device), torch.from_numpy(ms[rows]).to(device)))
+            src[k, : ns[r]] = source[r]
+            tgt[k, : ms[r]] = target[r]
+        batches.append(
+            _Batch(
+                rows,
+                torch.from_numpy(src).to(device),
+                torch.from_numpy(tgt).to(device),
+                torch.from_numpy(ns[rows]).to(device),
+                torch.from_numpy(ms[rows]).to(device),
+            )
+        )
         start = end
     return batches
 
@@ -260,7 +304,7 @@ def _index_cells(batches: list[_Batch], target_vocab: int):
     offset = 0
     for b, k, real in zip(batches, keys, reals):
         cell = torch.full(real.shape, pad, dtype=torch.int32, device=real.device)
-        cell[real] = inverse[offset:offset + len(k)].to(torch.int32)
+        cell[real] = inverse[offset : offset + len(k)].to(torch.int32)
         b.cell = cell
         offset += len(k)
     return unique // target_vocab, unique % target_vocab
@@ -270,6 +314,7 @@ def _index_cells(batches: list[_Batch], target_vocab: int):
 class _Direction:
     """One direction of the IBM-2 model: `axis` is the dimension of the conditioning words (−1: source positions,
     the forward model; −2: target positions, the reverse model)."""
+
     axis: int
     group: "torch.Tensor"  # per table slot, the conditioning word: the lexical table is normalised within it
     vocab: int  # size of the predicted side's vocabulary (NULL word's table)
@@ -341,7 +386,7 @@ def _log_z(tension: np.ndarray, j: np.ndarray, m: np.ndarray, n: np.ndarray) -> 
     diagonal (positions at or below j·n/m, and above)."""
     below = (j * n) // m  # positions i with i/n ≤ j/m
     ratio = np.exp(-tension / n)
-    series = lambda count: (1 - ratio ** count) / (1 - ratio)  # noqa: E731
+    series = lambda count: (1 - ratio**count) / (1 - ratio)  # noqa: E731
     top = np.exp(tension * (j / m - (below + 1) / n)) * series(n - below)
     bottom = np.exp(tension * (below / n - j / m)) * series(below)
     return np.log(top + bottom)
@@ -361,15 +406,24 @@ def _positions(own: np.ndarray, other: np.ndarray):
     lengths = sizes[:, 0]
     j = np.concatenate([np.arange(1, k + 1) for k in lengths])
     repeat = lambda x: np.repeat(x, lengths)  # noqa: E731
-    return j.astype(np.float64), repeat(lengths).astype(np.float64), repeat(sizes[:, 1]).astype(np.float64), \
-        repeat(count).astype(np.float64)
+    return (
+        j.astype(np.float64),
+        repeat(lengths).astype(np.float64),
+        repeat(sizes[:, 1]).astype(np.float64),
+        repeat(count).astype(np.float64),
+    )
 
 
 def _align_torch(source, target, settings: AlignSettings, report: Reporter) -> Links:
     import torch
 
-    device = torch.device("cuda" if settings.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if settings.device == "auto" else settings.device)
+    device = torch.device(
+        "cuda"
+        if settings.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if settings.device == "auto"
+        else settings.device
+    )
     budget = settings.batch_cells or (64 << 20 if device.type == "cuda" else 1 << 19)
     report(0, None, "preparing batches")
     batches = _layout(source, target, budget, device)
@@ -402,16 +456,24 @@ def _align_torch(source, target, settings: AlignSettings, report: Reporter) -> L
             if iteration > 0:  # as fast_align: the first iteration only sets up the lexical tables
                 _fit_tension(d, d.feature_sum / words[d], *triples[d])
             d.maximise(present[d])
-        log.info("iteration %d: log-likelihood %.1f, tensions %.2f %.2f", iteration + 1, log_likelihood,
-                 forward.tension, reverse.tension)
+        log.info(
+            "iteration %d: log-likelihood %.1f, tensions %.2f %.2f",
+            iteration + 1,
+            log_likelihood,
+            forward.tension,
+            reverse.tension,
+        )
 
     pairs, src_pos, tgt_pos = [], [], []
     for b in batches:
         report(step, steps, "linking words")
         step += 1
         feature, target_real, source_real, real = b.geometry()
-        links = symmetrize(forward.viterbi(b, feature, real, target_real),
-                           reverse.viterbi(b, feature, real, source_real), settings.symmetrization)
+        links = symmetrize(
+            forward.viterbi(b, feature, real, target_real),
+            reverse.viterbi(b, feature, real, source_real),
+            settings.symmetrization,
+        )
         k, j, i = links.nonzero(as_tuple=True)
         pairs.append(b.rows[k.cpu().numpy()])
         tgt_pos.append(j.cpu().numpy())
@@ -444,8 +506,9 @@ def symmetrize(forward, reverse, how: str = "grow-diag-final-and"):
     todo = torch.arange(len(links), device=links.device)  # sentences that may still grow
     while len(todo):
         grown = links[todo]
-        candidates = union[todo] & ~grown & _neighbours(grown) & (~grown.any(2, keepdim=True) |
-                                                                   ~grown.any(1, keepdim=True))
+        candidates = (
+            union[todo] & ~grown & _neighbours(grown) & (~grown.any(2, keepdim=True) | ~grown.any(1, keepdim=True))
+        )
         growing = candidates.flatten(1).any(1)
         todo = todo[growing]
         links[todo] = grown[growing] | candidates[growing]
@@ -462,8 +525,9 @@ def _first(candidates, dim: int):
     """The first True of every line along `dim` (argmax returns the first maximum)."""
     import torch
 
-    return torch.zeros_like(candidates).scatter_(dim, candidates.to(torch.uint8).argmax(dim, keepdim=True),
-                                                 candidates.any(dim, keepdim=True))
+    return torch.zeros_like(candidates).scatter_(
+        dim, candidates.to(torch.uint8).argmax(dim, keepdim=True), candidates.any(dim, keepdim=True)
+    )
 
 
 def _neighbours(links):
@@ -479,6 +543,7 @@ def _neighbours(links):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The PyPI aligners run native code in a child process, so that cancel really stops them.
+
 
 def _in_child(report: Reporter, target: Callable, args: tuple, message: str, name: str) -> None:
     code = run_in_child(report, target, args, message)
@@ -498,9 +563,11 @@ def _systran_align():
     try:
         import systran_align
     except ImportError:
-        raise TweetyError("the fast_align aligner is not installed (it is optional: the default aligner, torch, runs "
-                          "the same model faster)", fix=f"install it with {FAST_ALIGN_EXTRA} (or pip install "
-                          "systran-align), or use the default aligner") from None
+        raise TweetyError(
+            "the fast_align aligner is not installed (it is optional: the default aligner, torch, runs "
+            "the same model faster)",
+            fix=f"install it with {FAST_ALIGN_EXTRA} (or pip install systran-align), or use the default aligner",
+        ) from None
     return systran_align
 
 
@@ -511,14 +578,19 @@ def _align_fast_align(source, target, settings: AlignSettings, report: Reporter)
         with open(f"{work}/corpus.txt", "w", encoding="utf-8") as f:
             for s, t in zip(src_words, tgt_words):
                 f.write(f"{' '.join(s)} ||| {' '.join(t)}\n")
-        _in_child(report, _train_fast_align, (work, settings.iterations),
-                  f"training IBM models on {len(source):,} pairs (both directions)", "fast_align training")
+        _in_child(
+            report,
+            _train_fast_align,
+            (work, settings.iterations),
+            f"training IBM models on {len(source):,} pairs (both directions)",
+            "fast_align training",
+        )
         aligner = systran_align.Aligner(f"{work}/forward", f"{work}/backward")
         pairs, src_pos, tgt_pos = [], [], []
         batch = 2000
         for b in range(0, len(source), batch):
             report(b, len(source), "aligning sentence pairs")
-            for k, result in enumerate(aligner.align_batch(src_words[b:b + batch], tgt_words[b:b + batch])):
+            for k, result in enumerate(aligner.align_batch(src_words[b : b + batch], tgt_words[b : b + batch])):
                 for s, t in result["alignments"]:
                     pairs.append(b + k)
                     src_pos.append(s)
@@ -534,8 +606,14 @@ def _train_fast_align(work: str, iterations: int) -> None:
     import systran_align
 
     systran_align.generate_alignment_probabilities(
-        f"{work}/corpus.txt", f"{work}/forward", f"{work}/backward", iterations=iterations, favor_diagonal=True,
-        optimize_tension=True, variational_bayes=True)
+        f"{work}/corpus.txt",
+        f"{work}/forward",
+        f"{work}/backward",
+        iterations=iterations,
+        favor_diagonal=True,
+        optimize_tension=True,
+        variational_bayes=True,
+    )
 
 
 def _align_eflomal(source, target, settings: AlignSettings, report: Reporter) -> Links:
@@ -544,11 +622,18 @@ def _align_eflomal(source, target, settings: AlignSettings, report: Reporter) ->
     try:
         import eflomal  # noqa: F401
     except ImportError:
-        raise TweetyError("the eflomal aligner is not installed",
-                          fix="`pip install eflomal` (it compiles in about 20 s), or use the torch aligner") from None
+        raise TweetyError(
+            "the eflomal aligner is not installed",
+            fix="`pip install eflomal` (it compiles in about 20 s), or use the torch aligner",
+        ) from None
     with tempfile.TemporaryDirectory(prefix="tweety-eflomal-") as work:
-        _in_child(report, _run_eflomal, (work, _words(source), _words(target)),
-                  f"sampling eflomal alignments of {len(source):,} pairs", "eflomal")
+        _in_child(
+            report,
+            _run_eflomal,
+            (work, _words(source), _words(target)),
+            f"sampling eflomal alignments of {len(source):,} pairs",
+            "eflomal",
+        )
         forward = _read_pharaoh(f"{work}/forward")
         reverse = _read_pharaoh(f"{work}/reverse")
     pairs, src_pos, tgt_pos = [], [], []
@@ -572,8 +657,12 @@ def _run_eflomal(work: str, source: list[list[str]], target: list[list[str]]) ->
     import eflomal
 
     aligner = eflomal.Aligner(n_samplers=max(1, min(3, os.cpu_count() or 1)))
-    aligner.align([" ".join(s) + "\n" for s in source], [" ".join(t) + "\n" for t in target],
-                  links_filename_fwd=f"{work}/forward", links_filename_rev=f"{work}/reverse")
+    aligner.align(
+        [" ".join(s) + "\n" for s in source],
+        [" ".join(t) + "\n" for t in target],
+        links_filename_fwd=f"{work}/forward",
+        links_filename_rev=f"{work}/reverse",
+    )
 
 
 def _read_pharaoh(path: str) -> list[list[tuple[int, int]]]:
@@ -584,8 +673,15 @@ def _read_pharaoh(path: str) -> list[list[tuple[int, int]]]:
 def save_counts(path: Path, matrix: sp.csr_matrix) -> None:
     from safetensors.numpy import save_file
 
-    save_file({"indptr": matrix.indptr.astype(np.int64), "indices": matrix.indices.astype(np.int64),
-               "data": matrix.data.astype(np.float32), "shape": np.asarray(matrix.shape, np.int64)}, str(path))
+    save_file(
+        {
+            "indptr": matrix.indptr.astype(np.int64),
+            "indices": matrix.indices.astype(np.int64),
+            "data": matrix.data.astype(np.float32),
+            "shape": np.asarray(matrix.shape, np.int64),
+        },
+        str(path),
+    )
 
 
 def tokens_per_pair(path: str | Path) -> float:

@@ -15,6 +15,7 @@ Types: a GGUF's F32 and F16 matrices keep their type; quantised and BF16 ones be
 family is released in (rounding moves a weight by at most 2⁻⁹ of itself, far below the step of the 4- to 8-bit
 quantisation it already carries); vectors (norms, biases) stay float32.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,7 @@ def _plan(reader, names: dict[str, str]) -> list[_Planned]:
         if t.name not in names:  # e.g. Llama 3's rope_freqs: transformers computes it from the config
             continue
         shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists dimensions fastest first
-        dtype = ("F32" if len(shape) == 1 or t.tensor_type == Q.F32 else
-                 "F16" if t.tensor_type == Q.F16 else "BF16")
+        dtype = "F32" if len(shape) == 1 or t.tensor_type == Q.F32 else "F16" if t.tensor_type == Q.F16 else "BF16"
         plan.append(_Planned(t, names[t.name], dtype, shape))
     return plan
 
@@ -94,8 +94,12 @@ def write_weights(reader, architecture: str, config, out_file: Path, report: Rep
             whole = len(p.shape) == 1 or any(s in t.name for s in _WHOLE)
             step = p.shape[0] if whole else max(1, CHUNK_VALUES // int(np.prod(p.shape[1:])))
             for row in range(0, p.shape[0], step):
-                weights = processor.process(weights=dequantize(t.data[row:row + step], t.tensor_type), name=t.name,
-                                            tensor_key_mapping={}, parsed_parameters={"config": settings}).weights
+                weights = processor.process(
+                    weights=dequantize(t.data[row : row + step], t.tensor_type),
+                    name=t.name,
+                    tensor_key_mapping={},
+                    parsed_parameters={"config": settings},
+                ).weights
                 tensor = torch.from_numpy(np.require(weights, np.float32, ["C", "W"])).reshape(-1, *p.shape[1:])
                 data = tensor.to(types[p.dtype]).contiguous().view(torch.uint8).numpy()
                 f.write(data.data)
@@ -119,8 +123,8 @@ def _release(reader, tensor) -> None:
 
 # --- the configuration ----------------------------------------------------------------------------------------------
 
-def llama3_rope_factors(dim: int, theta: float, factor: float, low: float, high: float,
-                        context: float) -> list[float]:
+
+def llama3_rope_factors(dim: int, theta: float, factor: float, low: float, high: float, context: float) -> list[float]:
     """Llama 3.x's RoPE scaling as llama.cpp takes it (`rope_freqs`): each rotated pair's frequency is divided by its
     factor — 1 for the high frequencies, `factor` for the low ones, a smooth blend between (the formula of
     transformers' `_compute_llama3_parameters`)."""
@@ -157,12 +161,21 @@ def llama3_rope_parameters(factors: list[float], dim: int, theta: float, path: P
     else:  # between the shortest unscaled and the longest scaled wavelength
         high = 4.0
         context = math.sqrt(high / inv_wave[f <= 1 + 1e-6].min() / inv_wave[f >= factor - 1e-6].max())
-    rope = dict(rope_type="llama3", rope_theta=theta, factor=factor, low_freq_factor=1.0,
-                high_freq_factor=float(high), original_max_position_embeddings=int(round(context)))
+    rope = dict(
+        rope_type="llama3",
+        rope_theta=theta,
+        factor=factor,
+        low_freq_factor=1.0,
+        high_freq_factor=float(high),
+        original_max_position_embeddings=int(round(context)),
+    )
     again = llama3_rope_factors(dim, theta, factor, 1.0, float(high), float(round(context)))
     if not np.allclose(again, f, rtol=1e-4):
-        raise TweetyError("this GGUF's RoPE frequency factors (rope_freqs) are not Llama 3's scaling", path=path,
-                          fix="convert the model from its Hugging Face folder instead")
+        raise TweetyError(
+            "this GGUF's RoPE frequency factors (rope_freqs) are not Llama 3's scaling",
+            path=path,
+            fix="convert the model from its Hugging Face folder instead",
+        )
     return rope
 
 
@@ -198,6 +211,7 @@ def source_config(gguf: Path, reader, architecture: str, gemma_big_layers: tuple
     freqs = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
     if freqs is not None and architecture == "llama":
         theta = float(key("rope.freq_base") or 10000.0)
-        c["rope_parameters"] = llama3_rope_parameters(list(map(float, freqs.data)), c.get("head_dim") or
-                                                      c["hidden_size"] // c["num_attention_heads"], theta, gguf)
+        c["rope_parameters"] = llama3_rope_parameters(
+            list(map(float, freqs.data)), c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"], theta, gguf
+        )
     return type(config).from_dict(c)

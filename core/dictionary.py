@@ -18,6 +18,7 @@ spelling (FVT) row. `DictionarySettings.for_language` chooses plural endings, st
 from the language code; every choice is measured in `benchmarks/dictionary.py` (docs/results/dictionary.md).
 Transliterations are only compared, never written: the user's text and the dictionary are read as they are (NFC).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -38,13 +39,44 @@ from core.tokenizer import is_byte_level, piece_bytes
 
 # Snowball stemmers (`snowballstemmer`) by ISO 639-1 code: a maintained rule set per language, instead of a prefix
 # rule shaped on Spanish. Languages without one (Ukrainian, Bulgarian, Japanese…) fall back on the prefix rule.
-STEMMERS = {"ar": "arabic", "hy": "armenian", "eu": "basque", "ca": "catalan", "cs": "czech", "da": "danish",
-            "nl": "dutch", "en": "english", "eo": "esperanto", "et": "estonian", "fi": "finnish", "fr": "french",
-            "de": "german", "el": "greek", "hi": "hindi", "hu": "hungarian", "id": "indonesian", "ga": "irish",
-            "it": "italian", "lt": "lithuanian", "ne": "nepali", "no": "norwegian", "nb": "norwegian",
-            "nn": "norwegian", "fa": "persian", "pl": "polish", "pt": "portuguese", "ro": "romanian", "ru": "russian",
-            "sr": "serbian", "st": "sesotho", "es": "spanish", "sv": "swedish", "ta": "tamil", "tr": "turkish",
-            "yi": "yiddish"}
+STEMMERS = {
+    "ar": "arabic",
+    "hy": "armenian",
+    "eu": "basque",
+    "ca": "catalan",
+    "cs": "czech",
+    "da": "danish",
+    "nl": "dutch",
+    "en": "english",
+    "eo": "esperanto",
+    "et": "estonian",
+    "fi": "finnish",
+    "fr": "french",
+    "de": "german",
+    "el": "greek",
+    "hi": "hindi",
+    "hu": "hungarian",
+    "id": "indonesian",
+    "ga": "irish",
+    "it": "italian",
+    "lt": "lithuanian",
+    "ne": "nepali",
+    "no": "norwegian",
+    "nb": "norwegian",
+    "nn": "norwegian",
+    "fa": "persian",
+    "pl": "polish",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sr": "serbian",
+    "st": "sesotho",
+    "es": "spanish",
+    "sv": "swedish",
+    "ta": "tamil",
+    "tr": "turkish",
+    "yi": "yiddish",
+}
 # Languages whose stemmer is on by default, tried before the prefix rule: where that measured better than the prefix
 # rule alone (docs/results/dictionary.md, 2026-12-03: Spanish on three held-out samples, Russian and Finnish by a
 # little). Hungarian's measured worse; the stemmer alone, without the prefix rule, measured worse everywhere. Other
@@ -74,6 +106,7 @@ ACCENT_FOLDING = frozenset({"es", "pt", "ca", "gl", "fr", "it"})
 class DictionarySettings:
     """How dictionary entries become evidence; the defaults measured best on FreeDict eng-spa (docs/results/
     dictionary.md). `DictionarySettings()` is the Spanish-shaped default; `for_language` fits it to a language."""
+
     max_source_words: int = 2  # longer source glosses ("a shop where drugs are sold") are skipped
     # a source word of several tokens (`alms` → ` al` `ms`) is an average of unrelated pieces, so it is left out
     # wherever the target word has a translation that is one source token
@@ -112,8 +145,10 @@ class DictionarySettings:
 
     def __post_init__(self) -> None:
         if self.stemmer and self.stemmer not in snowballstemmer.algorithms():
-            raise TweetyError(f"no Snowball stemmer called {self.stemmer!r}",
-                              fix=f"choose one of {', '.join(snowballstemmer.algorithms())}, or none")
+            raise TweetyError(
+                f"no Snowball stemmer called {self.stemmer!r}",
+                fix=f"choose one of {', '.join(snowballstemmer.algorithms())}, or none",
+            )
 
     @classmethod
     def for_language(cls, code: str, **changes) -> DictionarySettings:
@@ -123,13 +158,17 @@ class DictionarySettings:
         lang = code.replace("_", "-").split("-")[0].casefold()
         if not lang:
             return replace(cls(), **changes)
-        return replace(cls(plural_endings=PLURAL_ENDINGS.get(lang, ()), fold_accents=lang in ACCENT_FOLDING,
-                           stemmer=STEMMERS.get(lang, "") if lang in STEMMED_BY_DEFAULT else "",
-                           cognates=0.0 if lang in NO_COGNATES else cls.cognates), **changes)
+        return replace(
+            cls(
+                plural_endings=PLURAL_ENDINGS.get(lang, ()),
+                fold_accents=lang in ACCENT_FOLDING,
+                stemmer=STEMMERS.get(lang, "") if lang in STEMMED_BY_DEFAULT else "",
+                cognates=0.0 if lang in NO_COGNATES else cls.cognates,
+            ),
+            **changes,
+        )
 
-
-    def chosen(self, plural_endings: Sequence[str] | None = None, cognates: bool | None = None
-               ) -> DictionarySettings:
+    def chosen(self, plural_endings: Sequence[str] | None = None, cognates: bool | None = None) -> DictionarySettings:
         """These settings with what a user chose instead of the language's own (None: keep): the plural endings (()
         for no plural rule), and whether words without translations take a source word spelled like them."""
         changes: dict = {}
@@ -149,8 +188,10 @@ def parse_endings(text: str) -> tuple[str, ...]:
     endings = tuple(dict.fromkeys(e.strip().lstrip("-").casefold() for e in text.split(",") if e.strip()))
     wrong = [e for e in endings if not e.isalpha()]
     if wrong:
-        raise TweetyError(f"{wrong[0]!r} is not a word ending (plural endings are letters, such as s or es)",
-                          fix="type the endings separated by commas (e.g. “s, es”), or “none” for no plural rule")
+        raise TweetyError(
+            f"{wrong[0]!r} is not a word ending (plural endings are letters, such as s or es)",
+            fix="type the endings separated by commas (e.g. “s, es”), or “none” for no plural rule",
+        )
     return endings
 
 
@@ -167,8 +208,9 @@ def _recase(source: str, like: str) -> str:
     return source[:1].upper() + source[1:] if _capitalised(like) else source
 
 
-def translations(entries: Sequence[DictionaryEntry], settings: DictionarySettings = DictionarySettings()
-                 ) -> dict[str, list[tuple[str, float]]]:
+def translations(
+    entries: Sequence[DictionaryEntry], settings: DictionarySettings = DictionarySettings()
+) -> dict[str, list[tuple[str, float]]]:
     """Target word (case-folded, NFC) → its source words (NFC) with the summed weights of their entries, heaviest
     first. Multi-word targets are skipped (they are not one word of running text), as are sources longer than
     `settings.max_source_words` words."""
@@ -198,15 +240,17 @@ def whole_words(target_tokenizer) -> dict[int, str]:
 Translations = dict[str, list[tuple[str, float]]]
 
 
-def _pooled(word: str, lemmas: Sequence[str], table: Translations, settings: DictionarySettings
-            ) -> list[tuple[str, float]]:
+def _pooled(
+    word: str, lemmas: Sequence[str], table: Translations, settings: DictionarySettings
+) -> list[tuple[str, float]]:
     """The lemmas' translations pooled for `word`, each lemma counting the same however many senses it lists; a
     plural (`settings.plural_endings`) takes the source plurals first, the singulars at half weight."""
     pooled: dict[str, float] = defaultdict(float)
     for lemma in lemmas:
         total = sum(weight for _, weight in table[lemma])
-        plural = settings.source_plural and any(word.endswith(e) and not lemma.endswith(e)
-                                                for e in settings.plural_endings)
+        plural = settings.source_plural and any(
+            word.endswith(e) and not lemma.endswith(e) for e in settings.plural_endings
+        )
         for source, weight in table[lemma]:
             if plural:
                 pooled[source + settings.source_plural] += weight / total
@@ -223,8 +267,9 @@ def _by_stemmer(words: Sequence[str], table: Translations, settings: DictionaryS
     return {w: _pooled(w, lemmas[stem(w)], table, settings) for w in words if stem(w) in lemmas}
 
 
-def _by_prefix(words: Sequence[str], table: Translations, settings: DictionarySettings, max_ending: int
-               ) -> Translations:
+def _by_prefix(
+    words: Sequence[str], table: Translations, settings: DictionarySettings, max_ending: int
+) -> Translations:
     """Each word → the pooled translations of the dictionary words sharing its longest prefix of at least
     `settings.stem_match` letters, neither word going on for more than `max_ending` letters (see `by_stem`)."""
     s = settings
@@ -241,7 +286,7 @@ def _by_prefix(words: Sequence[str], table: Translations, settings: DictionarySe
                 # The prefix itself a word (`casas` = `casa` + s) beats words that go on (`casar`)
                 lemmas = [w for w in lemmas if len(w) == n] or lemmas
                 if s.wider_pool:
-                    lemmas = by_prefix.get(word[:max(s.stem_match, n - s.wider_pool)], lemmas)
+                    lemmas = by_prefix.get(word[: max(s.stem_match, n - s.wider_pool)], lemmas)
                 out[word] = _pooled(word, lemmas, table, s)
                 break
     return out
@@ -298,8 +343,9 @@ def _index(source_words: Sequence[str], key: Callable[[str], str]) -> dict[str, 
     return index
 
 
-def by_spelling(words: Sequence[str], source_words: Sequence[str], cutoff: float, min_letters: int = 4,
-                fold_accents: bool = True) -> Translations:
+def by_spelling(
+    words: Sequence[str], source_words: Sequence[str], cutoff: float, min_letters: int = 4, fold_accents: bool = True
+) -> Translations:
     """Cognates: each of `words` → the one of `source_words` spelled most like it (difflib's ratio ≥ `cutoff`; the
     same first letter, at most half as long again or shorter; both ≥ `min_letters` letters): names and loanwords a
     dictionary does not list (`efecto` → `effect`, `Jacobo` → `Jacob`). A word of an accented script (`ACCENTED_
@@ -317,8 +363,11 @@ def by_spelling(words: Sequence[str], source_words: Sequence[str], cutoff: float
         script = _script(word)
         accented = script in ACCENTED_SCRIPTS
         if script not in indexes:
-            indexes[script] = (_index(source_words, _plain) if accented else _index(
-                [w for w in source_words if _script(w) in ("LATIN", script)], _romanised))
+            indexes[script] = (
+                _index(source_words, _plain)
+                if accented
+                else _index([w for w in source_words if _script(w) in ("LATIN", script)], _romanised)
+            )
         plain = _plain(word) if accented else _romanised(word)
         same = indexes[script].get(plain[:1], {})
         if len(plain) < min_letters:
@@ -331,8 +380,12 @@ def by_spelling(words: Sequence[str], source_words: Sequence[str], cutoff: float
     return out
 
 
-def word_counts(entries: Sequence[DictionaryEntry], source_tokenizer, target_tokenizer,
-                settings: DictionarySettings = DictionarySettings()) -> sp.csr_matrix:
+def word_counts(
+    entries: Sequence[DictionaryEntry],
+    source_tokenizer,
+    target_tokenizer,
+    settings: DictionarySettings = DictionarySettings(),
+) -> sp.csr_matrix:
     """Dictionary evidence for whole-word target tokens only (see the module docstring)."""
     shape = (len(target_tokenizer), len(source_tokenizer))
     table = translations(entries, settings)
@@ -342,15 +395,25 @@ def word_counts(entries: Sequence[DictionaryEntry], source_tokenizer, target_tok
         table = {**table, **by_stem(folded, table, settings)}
     if settings.cognates and table:  # a dictionary with no usable entry gives no evidence, cognates neither
         missing = [w for w in folded if w not in table]
-        table = {**table, **by_spelling(missing, list(whole_words(source_tokenizer).values()), settings.cognates,
-                                        fold_accents=settings.fold_accents)}
+        table = {
+            **table,
+            **by_spelling(
+                missing,
+                list(whole_words(source_tokenizer).values()),
+                settings.cognates,
+                fold_accents=settings.fold_accents,
+            ),
+        }
     rows, cols, vals = [], [], []
     for t, word in words.items():
         sources = table.get(_fold(word))
         if not sources:
             continue
-        if settings.spelling_kept_from and len(sources) >= settings.spelling_kept_from and len(
-                source_tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1:
+        if (
+            settings.spelling_kept_from
+            and len(sources) >= settings.spelling_kept_from
+            and len(source_tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1
+        ):
             continue
         ids = source_tokenizer([" " + _recase(s, word) for s, _ in sources], add_special_tokens=False)["input_ids"]
         pairs = list(zip(sources, ids))

@@ -13,6 +13,7 @@ The job file (`job.json`) holds the absolute model/data/output paths and every F
 exactly the settings it was written with. Rank 0 talks to `launch()` through lines on its stdout that start with
 `EVENT` (JSON: progress, result, error); everything else the processes print goes to `OUT/training/launch.log`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import TweetyError
-from core.finetune import (TRAINING, FinetuneResult, FinetuneSettings, StepRecord, checkpoint_dir, checkpoint_state,
-                           finetune)
+from core.finetune import (
+    TRAINING,
+    FinetuneResult,
+    FinetuneSettings,
+    StepRecord,
+    checkpoint_dir,
+    checkpoint_state,
+    finetune,
+)
 from core.jobs import Cancelled, CancelToken, Progress, ProgressFn, atomic_dir
 from core.models import DEFAULT_MODEL
 
@@ -60,8 +68,10 @@ class LaunchSettings:
         if self.nproc < 1 or self.nnodes < 1:
             problems.append("the number of processes and of machines must be at least 1")
         elif settings.batch_size % self.world:
-            problems.append(f"the batch size ({settings.batch_size}) must be a multiple of the number of training "
-                            f"processes ({self.world}): each takes an equal slice of every batch")
+            problems.append(
+                f"the batch size ({settings.batch_size}) must be a multiple of the number of training "
+                f"processes ({self.world}): each takes an equal slice of every batch"
+            )
         if self.rdzv and not re.fullmatch(r"\[?[\w.:-]+\]?:\d+", self.rdzv):
             problems.append(f"the rendezvous {self.rdzv!r} is not HOST:PORT")
         if self.nnodes > 1 and not self.rdzv:
@@ -72,15 +82,28 @@ class LaunchSettings:
 
 # --- the job and its command line -----------------------------------------------------------------------------------
 
-def job_config(model_dir: str | Path, text: str | Path, heldout: str | Path | None, out_dir: str | Path,
-               settings: FinetuneSettings, launch_settings: LaunchSettings) -> dict:
+
+def job_config(
+    model_dir: str | Path,
+    text: str | Path,
+    heldout: str | Path | None,
+    out_dir: str | Path,
+    settings: FinetuneSettings,
+    launch_settings: LaunchSettings,
+) -> dict:
     """What `job.json` holds: absolute paths (every machine must see them at the same place) and all settings."""
+
     def absolute(path):
         return None if path is None else str(Path(path).expanduser().resolve())
 
-    return {"model": str(model_dir) if str(model_dir) == DEFAULT_MODEL else absolute(model_dir),
-            "text": absolute(text), "heldout": absolute(heldout), "out": absolute(out_dir),
-            "settings": asdict(settings), "launch": asdict(launch_settings)}
+    return {
+        "model": str(model_dir) if str(model_dir) == DEFAULT_MODEL else absolute(model_dir),
+        "text": absolute(text),
+        "heldout": absolute(heldout),
+        "out": absolute(out_dir),
+        "settings": asdict(settings),
+        "launch": asdict(launch_settings),
+    }
 
 
 def rendezvous_id(out: str) -> str:
@@ -95,15 +118,31 @@ def torchrun_command(job_file: Path, job: dict, *, resume: bool = False, python:
     if launch_settings.nnodes == 1 and not launch_settings.rdzv:
         cmd.append("--standalone")  # a private rendezvous on a free local port
     else:
-        cmd += ["--nnodes", str(launch_settings.nnodes), "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", launch_settings.rdzv, "--rdzv-id", rendezvous_id(job["out"])]
+        cmd += [
+            "--nnodes",
+            str(launch_settings.nnodes),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            launch_settings.rdzv,
+            "--rdzv-id",
+            rendezvous_id(job["out"]),
+        ]
     cmd += ["-m", "core.distributed", str(job_file)]
     return cmd + (["--resume"] if resume else [])
 
 
-def write_job(folder: str | Path, model_dir: str | Path, text: str | Path, heldout: str | Path | None,
-              out_dir: str | Path, settings: FinetuneSettings, launch_settings: LaunchSettings, *,
-              resume: bool = False) -> tuple[Path, str]:
+def write_job(
+    folder: str | Path,
+    model_dir: str | Path,
+    text: str | Path,
+    heldout: str | Path | None,
+    out_dir: str | Path,
+    settings: FinetuneSettings,
+    launch_settings: LaunchSettings,
+    *,
+    resume: bool = False,
+) -> tuple[Path, str]:
     """A job folder for a cluster: `job.json`, `launch.sh` (the exact torchrun command; run it on each machine, add
     --resume to continue) and `slurm.sbatch` (srun + torchrun, rendezvous on the first node). Runs nothing. Returns
     the folder and the command (as the shell reads it)."""
@@ -114,10 +153,24 @@ def write_job(folder: str | Path, model_dir: str | Path, text: str | Path, heldo
     cmd = torchrun_command(folder / "job.json", job, resume=resume)
     n = launch_settings
     port = n.rdzv.rsplit(":", 1)[1] if n.rdzv else str(DEFAULT_PORT)
-    srun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "$SLURM_NNODES", "--nproc-per-node",
-            str(n.nproc), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"$head:{port}", "--rdzv-id",
-            "tweety-$SLURM_JOB_ID", "-m", "core.distributed", str(folder / "job.json")] + (
-                ["--resume"] if resume else [])
+    srun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "$SLURM_NNODES",
+        "--nproc-per-node",
+        str(n.nproc),
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"$head:{port}",
+        "--rdzv-id",
+        "tweety-$SLURM_JOB_ID",
+        "-m",
+        "core.distributed",
+        str(folder / "job.json"),
+    ] + (["--resume"] if resume else [])
     gpus = f"#SBATCH --gpus-per-node={n.nproc}\n" if settings.device != "cpu" else ""
     with atomic_dir(folder) as tmp:
         (tmp / "job.json").write_text(json.dumps(job, indent=1) + "\n")
@@ -127,7 +180,8 @@ def write_job(folder: str | Path, model_dir: str | Path, text: str | Path, heldo
             f"# Run it on each of the {n.nnodes} machine(s); "
             "`./launch.sh --resume` continues from the last checkpoint.\n"
             f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}\n"
-            f"exec {shlex.join(cmd)} \"$@\"\n")
+            f'exec {shlex.join(cmd)} "$@"\n'
+        )
         (tmp / "slurm.sbatch").write_text(
             "#!/bin/bash\n"
             "# Written by `tweety finetune --print-launch` (Tweety Studio); see docs/cluster.md. Submit with\n"
@@ -140,7 +194,8 @@ def write_job(folder: str | Path, model_dir: str | Path, text: str | Path, heldo
             "# One torchrun per node (srun starts them); they meet on the first node of the allocation.\n"
             'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)\n'
             f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}\n"
-            f"srun {' '.join(_shell_word(w) for w in srun)} \"$@\"\n")
+            f'srun {" ".join(_shell_word(w) for w in srun)} "$@"\n'
+        )
         for name in ("launch.sh", "slurm.sbatch"):
             (tmp / name).chmod(0o755)
     return folder, shlex.join(cmd)
@@ -153,19 +208,30 @@ def _shell_word(word: str) -> str:
 
 # --- running it here ------------------------------------------------------------------------------------------------
 
-def launch(model_dir: str | Path, text: str | Path, heldout: str | Path | None, out_dir: str | Path,
-           settings: FinetuneSettings = FinetuneSettings(), launch_settings: LaunchSettings = LaunchSettings(), *,
-           resume: bool = False, progress: ProgressFn | None = None,
-           cancel: CancelToken | None = None) -> FinetuneResult:
+
+def launch(
+    model_dir: str | Path,
+    text: str | Path,
+    heldout: str | Path | None,
+    out_dir: str | Path,
+    settings: FinetuneSettings = FinetuneSettings(),
+    launch_settings: LaunchSettings = LaunchSettings(),
+    *,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> FinetuneResult:
     """`finetune()` with `launch_settings.nproc` processes on this machine (and the same command on the other
     machines of a multi-machine job): the same arguments, progress, cancel and resume contract and result. A pause
     request is not honoured (the processes cannot pause together); cancel and resume instead."""
     settings.check()
     launch_settings.check(settings)
     if getattr(sys, "frozen", False):  # the installed bundle has no Python to start torchrun's processes with
-        raise TweetyError("training with several processes needs a Python installation of Tweety Studio",
-                          fix="train with one process here, or prepare a cluster job (--print-launch) and run it "
-                          "where `pip install tweety-studio` is installed")
+        raise TweetyError(
+            "training with several processes needs a Python installation of Tweety Studio",
+            fix="train with one process here, or prepare a cluster job (--print-launch) and run it "
+            "where `pip install tweety-studio` is installed",
+        )
     with tempfile.TemporaryDirectory(prefix="tweety-job-") as tmp:
         job_file = Path(tmp) / "job.json"
         job = job_config(model_dir, text, heldout, out_dir, settings, launch_settings)
@@ -182,8 +248,9 @@ def launch(model_dir: str | Path, text: str | Path, heldout: str | Path | None, 
     run.save_log(out)
     if run.errors:
         rank, e = min(run.errors, key=lambda pair: pair[0])  # all ranks refuse a run alike; rank 0 says it as usual
-        raise TweetyError(e["what"] if rank == 0 else f"rank {rank}: {e['what']}", path=e["path"], line=e["line"],
-                          fix=e["fix"])
+        raise TweetyError(
+            e["what"] if rank == 0 else f"rank {rank}: {e['what']}", path=e["path"], line=e["line"], fix=e["fix"]
+        )
     if run.cancelled:
         raise Cancelled()
     if run.returncode == 0 and run.result is not None:
@@ -204,8 +271,15 @@ class _Run:
         self.cmd = cmd
         log.info("launching: %s", shlex.join(cmd))
         # Its own session: a Ctrl-C in the terminal reaches only us, and we decide what torchrun is told.
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
         self.lines: queue.Queue = queue.Queue()
         self.output: collections.deque[str] = collections.deque(maxlen=5000)
         self.errors: list[tuple[int, dict]] = []
@@ -298,12 +372,18 @@ def _failure(run: _Run, out: Path, settings: FinetuneSettings) -> TweetyError:
     text = "\n".join(run.output)
     failed = [(int(rank), int(code), host) for host, rank, code in _FAILED_RANK.findall(text)]
     root = _FAILED_RANK.findall(text.split("Root Cause", 1)[1]) if "Root Cause" in text else []
-    culprits = ([f for f in failed if f[1] < 0 and -f[1] not in (signal.SIGTERM, signal.SIGINT)] or
-                [(int(rank), int(code), host) for host, rank, code in root] or failed)
+    culprits = (
+        [f for f in failed if f[1] < 0 and -f[1] not in (signal.SIGTERM, signal.SIGINT)]
+        or [(int(rank), int(code), host) for host, rank, code in root]
+        or failed
+    )
     if culprits:
         rank, code, host = culprits[0]
-        how = (f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
-               else f"exited with code {code}")
+        how = (
+            f"was killed by {signal.Signals(-code).name}"
+            if code < 0 and -code in signal.valid_signals()
+            else f"exited with code {code}"
+        )
         others = sorted({r for r, _, _ in failed} - {rank})
         what = f"training process rank {rank} (on {host}) {how}"
         if others:
@@ -317,13 +397,15 @@ def _failure(run: _Run, out: Path, settings: FinetuneSettings) -> TweetyError:
     except TweetyError:
         state = None
     if state is not None and not state.finished:
-        return TweetyError(f"{what}. The last checkpoint (step {state.step} of {settings.steps}) in "
-                           f"{checkpoint_dir(out)} is loadable", fix=f"run the same command with --resume to continue "
-                           f"from it ({where})")
+        return TweetyError(
+            f"{what}. The last checkpoint (step {state.step} of {settings.steps}) in {checkpoint_dir(out)} is loadable",
+            fix=f"run the same command with --resume to continue from it ({where})",
+        )
     return TweetyError(f"{what}, before the first checkpoint", fix=f"start the run again ({where})")
 
 
 # --- what torchrun runs in each process -----------------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> int:
     """One training process: `python -m core.distributed JOB.json [--resume] [--events]` under torchrun. SIGTERM or
@@ -352,25 +434,48 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # from_dict: a job file written by another version still runs (unknown settings dropped with a warning).
         settings = FinetuneSettings.from_dict(job["settings"])
-        result = finetune(job["model"], job["text"], job["heldout"], job["out"], settings, resume=a.resume,
-                          progress=emit if rank == 0 else None, cancel=cancel)
+        result = finetune(
+            job["model"],
+            job["text"],
+            job["heldout"],
+            job["out"],
+            settings,
+            resume=a.resume,
+            progress=emit if rank == 0 else None,
+            cancel=cancel,
+        )
     except TweetyError as e:
         if a.events:
-            _emit_raw({"kind": "error", "rank": rank, "error": {
-                "what": e.what, "path": None if e.path is None else str(e.path), "line": e.line, "fix": e.fix}})
+            _emit_raw(
+                {
+                    "kind": "error",
+                    "rank": rank,
+                    "error": {
+                        "what": e.what,
+                        "path": None if e.path is None else str(e.path),
+                        "line": e.line,
+                        "fix": e.fix,
+                    },
+                }
+            )
         print(f"error (rank {rank}): {e}", file=sys.stderr)
         return 2
     except Cancelled:
         if rank == 0:
-            print(f"stopped; the last finished step is checkpointed in {job['out']} — run again with --resume to "
-                  "continue", file=sys.stderr)
+            print(
+                f"stopped; the last finished step is checkpointed in {job['out']} — run again with --resume to "
+                "continue",
+                file=sys.stderr,
+            )
         return 130
     if rank == 0:
         if a.events:
             _emit_raw({"kind": "result", "result": {**asdict(result), "out": str(result.out)}})
         else:
-            print(f"{result.steps} steps, {result.tokens_per_s:,.0f} tokens/s; model written to {result.out}",
-                  file=sys.stderr)
+            print(
+                f"{result.steps} steps, {result.tokens_per_s:,.0f} tokens/s; model written to {result.out}",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -5,6 +5,7 @@ one piece and cut into fixed windows; each window starts with the same document-
 so every text token is predicted exactly once whatever the tokenizer — a tokenizer cannot look better by making
 fewer, longer predictions count for less.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,9 +40,17 @@ def document_start_id(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
-def bits_per_byte(model, tokenizer, text: str, *, window: int = 512, batch_size: int = 8,
-                  progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                  stage: str = "Evaluating") -> EvalResult:
+def bits_per_byte(
+    model,
+    tokenizer,
+    text: str,
+    *,
+    window: int = 512,
+    batch_size: int = 8,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    stage: str = "Evaluating",
+) -> EvalResult:
     import torch
 
     if not text.strip():
@@ -50,20 +59,20 @@ def bits_per_byte(model, tokenizer, text: str, *, window: int = 512, batch_size:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     start = document_start_id(tokenizer)
     step = window - 1
-    chunks = [[start] + ids[i:i + step] for i in range(0, len(ids), step)]
+    chunks = [[start] + ids[i : i + step] for i in range(0, len(ids), step)]
     device = next(model.parameters()).device
     total = 0.0
     model.eval()
     with torch.inference_mode():
         for b in range(0, len(chunks), batch_size):
             report(b, len(chunks), f"window {b + 1:,} of {len(chunks):,} ({len(ids):,} tokens)")
-            batch = chunks[b:b + batch_size]
+            batch = chunks[b : b + batch_size]
             width = max(map(len, batch))
             x = torch.zeros(len(batch), width, dtype=torch.long)
             mask = torch.zeros(len(batch), width, dtype=torch.long)
             for k, c in enumerate(batch):
-                x[k, :len(c)] = torch.tensor(c)
-                mask[k, :len(c)] = 1
+                x[k, : len(c)] = torch.tensor(c)
+                mask[k, : len(c)] = 1
             x, mask = x.to(device), mask.to(device)
             logits = model(input_ids=x, attention_mask=mask).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
@@ -71,17 +80,25 @@ def bits_per_byte(model, tokenizer, text: str, *, window: int = 512, batch_size:
             total += float((nll * mask[:, 1:]).sum())
     report(len(chunks), len(chunks), "done")
     n_bytes = len(text.encode("utf-8"))
-    return EvalResult(bits_per_byte=total / math.log(2) / n_bytes, token_ppl=math.exp(total / len(ids)),
-                      tokens_per_byte=len(ids) / n_bytes, tokens=len(ids), bytes=n_bytes, nll_nats=total)
+    return EvalResult(
+        bits_per_byte=total / math.log(2) / n_bytes,
+        token_ppl=math.exp(total / len(ids)),
+        tokens_per_byte=len(ids) / n_bytes,
+        tokens=len(ids),
+        bytes=n_bytes,
+        nll_nats=total,
+    )
 
 
 # --- saying what the numbers mean ------------------------------------------------------------------------------------
 
 SAMPLE_BYTES = 16_000  # the Evaluate page's default: a fixed sample (the held-out text's first 16 kB), ≤ 2 min for
 # the demo project's three models on 2 CPU cores; the whole held-out text is one click away
-BPB_VS_PERPLEXITY = ("Bits per byte measure surprise per byte of text, so models with different tokenizers compare "
-                     "fairly; token perplexity is per token, and a tokenizer with fewer, longer tokens has more to "
-                     "guess per token — its perplexity can rise while bits per byte fall.")
+BPB_VS_PERPLEXITY = (
+    "Bits per byte measure surprise per byte of text, so models with different tokenizers compare "
+    "fairly; token perplexity is per token, and a tokenizer with fewer, longer tokens has more to "
+    "guess per token — its perplexity can rise while bits per byte fall."
+)
 
 
 def verdict(results: dict[str, dict], sample: str = "", language: str = "") -> str:
@@ -104,14 +121,22 @@ def verdict(results: dict[str, dict], sample: str = "", language: str = "") -> s
         how = f"reads {what} {gain:.0%} better than the source model"
     else:
         how = f"reads {what} {-gain:.0%} worse than the source model"
-    tokens = (f"with {fewer:.0%} fewer tokens" if fewer >= 0.005 else
-              f"with {-fewer:.0%} more tokens" if fewer <= -0.005 else "with as many tokens")
+    tokens = (
+        f"with {fewer:.0%} fewer tokens"
+        if fewer >= 0.005
+        else f"with {-fewer:.0%} more tokens"
+        if fewer <= -0.005
+        else "with as many tokens"
+    )
     where = f" on {sample}" if sample else ""
     numbers = f" ({ours['bits_per_byte']:.3f} against {source['bits_per_byte']:.3f} bits per byte{where})"
     advice = ""
     if gain < 0:
-        advice = (" Fine-tuning (longer, or on a GPU) usually closes the gap." if name == "adapted model" else
-                  " Train longer, or on more text, to close the gap.")
+        advice = (
+            " Fine-tuning (longer, or on a GPU) usually closes the gap."
+            if name == "adapted model"
+            else " Train longer, or on more text, to close the gap."
+        )
     return f"{who} {how}{numbers}, {tokens}.{advice}"
 
 
@@ -132,8 +157,14 @@ class OverallProgress:
             return
         n = len(self.names)
         inner = min(1.0, p.done / p.total) if p.total else 0.0
-        self.progress(Progress(self.stage, self.index + inner, n,
-                               f"model {self.index + 1} of {n}: {self.names[self.index]} · {p.message}"))
+        self.progress(
+            Progress(
+                self.stage,
+                self.index + inner,
+                n,
+                f"model {self.index + 1} of {n}: {self.names[self.index]} · {p.message}",
+            )
+        )
 
 
 def prompts_from(text: str, k: int = 3, words: int = 6) -> list[str]:
@@ -144,8 +175,15 @@ def prompts_from(text: str, k: int = 3, words: int = 6) -> list[str]:
     return [" ".join(line.split()[:words]) for line in picks]
 
 
-def continuations(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 24, threads: int | None = None,
-                  cancel: CancelToken | None = None) -> list[str]:
+def continuations(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 24,
+    threads: int | None = None,
+    cancel: CancelToken | None = None,
+) -> list[str]:
     """Greedy continuations of `prompts` (no 3-gram repeated: small models loop), the prompt left out. Token by token
     generation runs on `threads` torch threads (default: physical cores minus one): like llama.cpp's, torch's
     threads spin, and on a busy 2-core machine 2 threads took 40 s where 1 took 4 s."""
@@ -174,6 +212,12 @@ def _continue(model, tokenizer, start: int, prompt: str, max_new_tokens: int, ca
         cancel.check()
     ids = torch.tensor([[start] + tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     with torch.inference_mode():
-        new = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, no_repeat_ngram_size=3, pad_token_id=start)[0, ids.shape[1]:]
+        new = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            no_repeat_ngram_size=3,
+            pad_token_id=start,
+        )[0, ids.shape[1] :]
     return tokenizer.decode(new, skip_special_tokens=True).strip().split("\n")[0].strip()

@@ -23,6 +23,7 @@ Why one module of ~700 lines: the architecture table, the vocabulary readers and
 one plan (`Plan`) that must agree tensor by tensor and id by id; core.hydra builds its merged-vocabulary plan from the
 same public pieces (`tensor_plan`, `Plan`, `write_plan`). It reads top to bottom in that order.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,15 @@ from core.convert import llama3_rope_factors
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_file
 from core.layout import PROJECT_FILE
-from core.models import (DEFAULT_MODEL, SAFETENSORS_DTYPES, StoredTensor, family, safetensors_headers,
-                         tied_embeddings, weight_files)
+from core.models import (
+    DEFAULT_MODEL,
+    SAFETENSORS_DTYPES,
+    StoredTensor,
+    family,
+    safetensors_headers,
+    tied_embeddings,
+    weight_files,
+)
 from core.resources import read_json
 from core.tokenizer import adds_bos
 
@@ -51,8 +59,11 @@ _SKIPPED = (".rotary_emb.inv_freq",)  # buffers some old checkpoints saved; llam
 
 # --- HF → GGUF: tensor names and what each architecture needs (the one place that knows) ---------------------------
 
-GLOBAL_TENSORS = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-                  "lm_head.weight": "output.weight"}
+GLOBAL_TENSORS = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
 ROPE_FREQS = "rope_freqs.weight"  # Llama 3.x RoPE scaling: one divisor per rotated pair
 _LLAMA_BLOCK = {  # after `model.layers.N.` → after `blk.N.`
     "input_layernorm.weight": "attn_norm.weight",
@@ -65,8 +76,11 @@ _LLAMA_BLOCK = {  # after `model.layers.N.` → after `blk.N.`
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
 }
-_QKV_BIASES = {"self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
-               "self_attn.v_proj.bias": "attn_v.bias"}
+_QKV_BIASES = {
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+}
 _QK_NORMS = {"self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight"}
 _GEMMA_NORMS = {  # Gemma 2/3 norm both sides of attention and of the MLP
     "post_attention_layernorm.weight": "post_attention_norm.weight",
@@ -78,6 +92,7 @@ _GEMMA_NORMS = {  # Gemma 2/3 norm both sides of attention and of the MLP
 @dataclass(frozen=True)
 class Architecture:
     """How llama.cpp stores one architecture (`general.architecture`), as far as it differs from `llama`."""
+
     name: str
     block: dict[str, str]  # every layer's tensors: HF name after `model.layers.N.` → GGUF name after `blk.N.`
     activation: str = "silu"  # the MLP activation llama.cpp hard-codes for the architecture
@@ -89,15 +104,32 @@ class Architecture:
     sliding_window: bool = False  # sliding-window layers: window, per-layer pattern, local RoPE base (Gemma 2/3)
 
 
-ARCHITECTURES = {a.name: a for a in (
-    Architecture("llama", _LLAMA_BLOCK, permute_qk=True),
-    Architecture("qwen2", {**_LLAMA_BLOCK, **_QKV_BIASES}),
-    Architecture("qwen3", {**_LLAMA_BLOCK, **_QK_NORMS}),
-    Architecture("gemma2", {**_LLAMA_BLOCK, **_GEMMA_NORMS}, activation="gelu_pytorch_tanh", norm_offset=1.0,
-                 reads_head=False, attn_softcapping=True, final_softcapping=True, sliding_window=True),
-    Architecture("gemma3", {**_LLAMA_BLOCK, **_GEMMA_NORMS, **_QK_NORMS}, activation="gelu_pytorch_tanh",
-                 norm_offset=1.0, final_softcapping=True, sliding_window=True),
-)}
+ARCHITECTURES = {
+    a.name: a
+    for a in (
+        Architecture("llama", _LLAMA_BLOCK, permute_qk=True),
+        Architecture("qwen2", {**_LLAMA_BLOCK, **_QKV_BIASES}),
+        Architecture("qwen3", {**_LLAMA_BLOCK, **_QK_NORMS}),
+        Architecture(
+            "gemma2",
+            {**_LLAMA_BLOCK, **_GEMMA_NORMS},
+            activation="gelu_pytorch_tanh",
+            norm_offset=1.0,
+            reads_head=False,
+            attn_softcapping=True,
+            final_softcapping=True,
+            sliding_window=True,
+        ),
+        Architecture(
+            "gemma3",
+            {**_LLAMA_BLOCK, **_GEMMA_NORMS, **_QK_NORMS},
+            activation="gelu_pytorch_tanh",
+            norm_offset=1.0,
+            final_softcapping=True,
+            sliding_window=True,
+        ),
+    )
+}
 
 
 def architecture(config: dict, path: Path | None = None) -> Architecture:
@@ -162,8 +194,14 @@ class Plan:
     pre: str | None = None  # byte-level BPE only: llama.cpp's pre-tokenizer name (None: a SentencePiece vocabulary)
 
 
-def export_gguf(model_dir: str | Path, out_file: str | Path, settings: ExportSettings = ExportSettings(), *,
-                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ExportResult:
+def export_gguf(
+    model_dir: str | Path,
+    out_file: str | Path,
+    settings: ExportSettings = ExportSettings(),
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> ExportResult:
     """Write `model_dir` (an adapted HF model folder) as one GGUF file."""
     start = time.monotonic()
     model_dir, out_file = Path(model_dir), Path(out_file)
@@ -171,26 +209,40 @@ def export_gguf(model_dir: str | Path, out_file: str | Path, settings: ExportSet
     if settings.type not in TYPES:
         raise TweetyError(f"unknown GGUF type {settings.type!r}", fix="choose f32, f16 or q8_0")
     if out_file.exists() and not settings.overwrite:
-        raise TweetyError("the destination file exists; Tweety Studio never overwrites your files", path=out_file,
-                          fix="choose another file name (or confirm replacing it)")
+        raise TweetyError(
+            "the destination file exists; Tweety Studio never overwrites your files",
+            path=out_file,
+            fix="choose another file name (or confirm replacing it)",
+        )
     if out_file.suffix.lower() != ".gguf":
         raise TweetyError("the destination should end in .gguf", path=out_file, fix="name the file like model.gguf")
     return write_plan(_plan(model_dir), model_dir, out_file, settings, report, start)
 
 
-def write_plan(plan: Plan, model_dir: Path, out_file: Path, settings: ExportSettings, report: Reporter,
-               start: float) -> ExportResult:
+def write_plan(
+    plan: Plan, model_dir: Path, out_file: Path, settings: ExportSettings, report: Reporter, start: float
+) -> ExportResult:
     """Write a checked plan (from `_plan`, or core.hydra's merged-vocabulary plan) as one GGUF file, atomically."""
     import gguf
 
-    warnings = [] if plan.is_bpe else [(
-        "unigram vocabulary: llama.cpp segments text by merging pairs (the BPE algorithm), so some words are split "
-        "differently than in training; train the tokenizer with the bpe model for exact agreement")]
+    warnings = (
+        []
+        if plan.is_bpe
+        else [
+            (
+                "unigram vocabulary: llama.cpp segments text by merging pairs (the BPE algorithm), so some words are "
+                "split differently than in training; train the tokenizer with the bpe model for exact agreement"
+            )
+        ]
+    )
     for w in warnings:
         log.warning(w)
     project = _project(model_dir)
-    qtype = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-             "q8_0": gguf.GGMLQuantizationType.Q8_0}[settings.type]
+    qtype = {
+        "f32": gguf.GGMLQuantizationType.F32,
+        "f16": gguf.GGMLQuantizationType.F16,
+        "q8_0": gguf.GGMLQuantizationType.Q8_0,
+    }[settings.type]
 
     with atomic_file(out_file) as tmp:
         writer = gguf.GGUFWriter(tmp, architecture(plan.config).name)
@@ -219,8 +271,14 @@ def write_plan(plan: Plan, model_dir: Path, out_file: Path, settings: ExportSett
             done += data.size
         writer.close()
         report(total, total, f"{tmp.stat().st_size / 1e6:,.0f} MB")
-    return ExportResult(out_file, settings.type, out_file.stat().st_size, len(plan.tensors),
-                        round(time.monotonic() - start, 2), warnings)
+    return ExportResult(
+        out_file,
+        settings.type,
+        out_file.stat().st_size,
+        len(plan.tensors),
+        round(time.monotonic() - start, 2),
+        warnings,
+    )
 
 
 SUPER_WEIGHT_BLOCKS = 3  # Q8_0 keeps these first blocks' ffn_down in F16
@@ -241,12 +299,11 @@ def _tensor_type(t: _Tensor, qtype):
         return F32
     if t.gguf_name in ("token_embd.weight", "output.weight"):
         return {F32: F32, F16: F32}.get(qtype, F16)
-    if qtype == Q8_0 and (t.shape[-1] % 32 or t.gguf_name in {
-            f"blk.{i}.ffn_down.weight" for i in range(SUPER_WEIGHT_BLOCKS)}):
+    if qtype == Q8_0 and (
+        t.shape[-1] % 32 or t.gguf_name in {f"blk.{i}.ffn_down.weight" for i in range(SUPER_WEIGHT_BLOCKS)}
+    ):
         return F16
     return qtype
-
-
 
 
 def _read_tensors(tensors: list[_Tensor]) -> Iterator[np.ndarray]:
@@ -256,8 +313,11 @@ def _read_tensors(tensors: list[_Tensor]) -> Iterator[np.ndarray]:
         if t.stored is None:
             yield np.asarray(t.values, dtype=np.float32)
             continue
-        w = np.concatenate([_read_stored(s) for s in (t.stored, *t.more_rows)]) if t.more_rows else _read_stored(
-            t.stored)
+        w = (
+            np.concatenate([_read_stored(s) for s in (t.stored, *t.more_rows)])
+            if t.more_rows
+            else _read_stored(t.stored)
+        )
         if t.offset:
             w = w + np.float32(t.offset)  # in float32, as HF computes (1 + w)
         if t.permute_heads:
@@ -312,19 +372,28 @@ def _plan(model_dir: Path) -> Plan:
     vocab, hidden = config["vocab_size"], config["hidden_size"]
     embed = next(t for t in tensors if t.gguf_name == "token_embd.weight")
     if embed.shape != (vocab, hidden):
-        raise TweetyError(f"the embedding table is {embed.shape[0]}×{embed.shape[1]} but config.json says vocabulary "
-                          f"{vocab} × hidden {hidden}", path=embed.file, fix="the model folder is inconsistent; "
-                          "re-run the adaptation")
+        raise TweetyError(
+            f"the embedding table is {embed.shape[0]}×{embed.shape[1]} but config.json says vocabulary "
+            f"{vocab} × hidden {hidden}",
+            path=embed.file,
+            fix="the model folder is inconsistent; re-run the adaptation",
+        )
     if len(pieces) != vocab:
-        raise TweetyError(f"the tokenizer has {len(pieces):,} pieces but the model has {vocab:,} embedding rows",
-                          path=model_dir / "tokenizer.model", fix="the tokenizer does not belong to this model; "
-                          "re-run the adaptation")
+        raise TweetyError(
+            f"the tokenizer has {len(pieces):,} pieces but the model has {vocab:,} embedding rows",
+            path=model_dir / "tokenizer.model",
+            fix="the tokenizer does not belong to this model; re-run the adaptation",
+        )
     head = next((t for t in tensors if t.gguf_name == "output.weight"), None)
     if head is not None and head.shape != (vocab, hidden):
-        raise TweetyError(f"the LM head is {head.shape[0]}×{head.shape[1]}, expected {vocab}×{hidden}",
-                          path=head.file, fix="re-run the adaptation")
-    return Plan(config, tensors, pieces, is_bpe, add_space_prefix, special_ids, add_bos, chat_template,
-                 merges=merges, pre=pre)
+        raise TweetyError(
+            f"the LM head is {head.shape[0]}×{head.shape[1]}, expected {vocab}×{hidden}",
+            path=head.file,
+            fix="re-run the adaptation",
+        )
+    return Plan(
+        config, tensors, pieces, is_bpe, add_space_prefix, special_ids, add_bos, chat_template, merges=merges, pre=pre
+    )
 
 
 def check_config(config: dict, path: Path) -> Architecture:
@@ -337,39 +406,61 @@ def check_config(config: dict, path: Path) -> Architecture:
 
     scaling = _rope_parameters(c)["rope_type"]
     if scaling not in ("default", "linear", "llama3") or (scaling == "llama3" and arch.name != "llama"):
-        refuse(f"RoPE scaling {scaling!r} is not supported by the exporter yet",
-               "choose a model without RoPE scaling, or with linear or (Llama 3) llama3 scaling")
+        refuse(
+            f"RoPE scaling {scaling!r} is not supported by the exporter yet",
+            "choose a model without RoPE scaling, or with linear or (Llama 3) llama3 scaling",
+        )
     activation = c.get("hidden_activation") or c.get("hidden_act") or "silu"
     if activation != arch.activation:
-        refuse(f"activation {activation!r}; llama.cpp runs this architecture with {arch.activation}",
-               "choose an unmodified checkpoint of the family")
+        refuse(
+            f"activation {activation!r}; llama.cpp runs this architecture with {arch.activation}",
+            "choose an unmodified checkpoint of the family",
+        )
     if c.get("use_sliding_window") or c.get("use_bidirectional_attention"):
-        refuse("sliding-window or bidirectional attention, which llama.cpp does not run for this architecture",
-               "choose a checkpoint without use_sliding_window / use_bidirectional_attention")
+        refuse(
+            "sliding-window or bidirectional attention, which llama.cpp does not run for this architecture",
+            "choose a checkpoint without use_sliding_window / use_bidirectional_attention",
+        )
     if not arch.reads_head and not tied_embeddings(c):
-        refuse("an untied LM head, which llama.cpp ignores for this architecture (it reuses the embeddings)",
-               "keep the head tied to the embeddings when adapting this model")
+        refuse(
+            "an untied LM head, which llama.cpp ignores for this architecture (it reuses the embeddings)",
+            "keep the head tied to the embeddings when adapting this model",
+        )
     big_layer_counts = family(c).big_layer_counts
     if big_layer_counts:
         big = c["num_hidden_layers"] in big_layer_counts
         expected = c["hidden_size"] // c["num_attention_heads"] if big else _head_dim(c)
         if c.get("query_pre_attn_scalar", expected) != expected:
-            refuse(f"query_pre_attn_scalar {c['query_pre_attn_scalar']} differs from the {expected} llama.cpp uses",
-                   "choose an unmodified checkpoint of the family")
+            refuse(
+                f"query_pre_attn_scalar {c['query_pre_attn_scalar']} differs from the {expected} llama.cpp uses",
+                "choose an unmodified checkpoint of the family",
+            )
     if arch.attn_softcapping and (c.get("attn_logit_softcapping") is None or c.get("final_logit_softcapping") is None):
-        refuse("no soft-capping values, which llama.cpp requires for this architecture",
-               "choose an unmodified checkpoint of the family")
+        refuse(
+            "no soft-capping values, which llama.cpp requires for this architecture",
+            "choose an unmodified checkpoint of the family",
+        )
     if (c.get("attn_logit_softcapping") is not None and not arch.attn_softcapping) or (
-            c.get("final_logit_softcapping") is not None and not arch.final_softcapping):
-        refuse("logit soft-capping, which llama.cpp does not run for this architecture",
-               "choose an unmodified checkpoint of the family")
+        c.get("final_logit_softcapping") is not None and not arch.final_softcapping
+    ):
+        refuse(
+            "logit soft-capping, which llama.cpp does not run for this architecture",
+            "choose an unmodified checkpoint of the family",
+        )
     if arch.sliding_window and _rope_parameters(c, "sliding_attention")["rope_type"] != "default":
         refuse("RoPE scaling on the sliding-window layers is not supported", "choose an unmodified checkpoint")
-    if not arch.sliding_window and c.get("sliding_window") and c.get("use_sliding_window", True) and (
-            c["sliding_window"] < c.get("max_position_embeddings", 0)):
+    if (
+        not arch.sliding_window
+        and c.get("sliding_window")
+        and c.get("use_sliding_window", True)
+        and (c["sliding_window"] < c.get("max_position_embeddings", 0))
+    ):
         # Mistral 7B v0.1: llama.cpp (like its own converter) ignores the window; the two differ past it only.
-        log.warning("%s: sliding window of %d tokens is not kept; llama.cpp attends to the whole context",
-                    path, c["sliding_window"])
+        log.warning(
+            "%s: sliding window of %d tokens is not kept; llama.cpp attends to the whole context",
+            path,
+            c["sliding_window"],
+        )
     return arch
 
 
@@ -385,10 +476,17 @@ def _rope_parameters(config: dict, layer_type: str = "full_attention") -> dict:
     if "full_attention" in rope or "sliding_attention" in rope:
         rope = rope.get(layer_type) or {}
     elif layer_type == "sliding_attention":
-        rope = {"rope_theta": config.get("rope_local_base_freq") or rope.get("rope_theta")
-                or config.get("rope_theta") or 10000.0}
-    return {**rope, "rope_type": rope.get("rope_type", rope.get("type", "default")),
-            "rope_theta": float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0)}
+        rope = {
+            "rope_theta": config.get("rope_local_base_freq")
+            or rope.get("rope_theta")
+            or config.get("rope_theta")
+            or 10000.0
+        }
+    return {
+        **rope,
+        "rope_type": rope.get("rope_type", rope.get("type", "default")),
+        "rope_theta": float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0),
+    }
 
 
 def _rope(config: dict) -> tuple[float, str, float]:
@@ -400,9 +498,16 @@ def _rope(config: dict) -> tuple[float, str, float]:
 def _llama3_rope_factors(config: dict) -> tuple[float, ...]:
     """Llama 3.x's RoPE scaling as llama.cpp takes it: one divisor per rotated pair (core.convert has the formula)."""
     rope = _rope_parameters(config)
-    return tuple(llama3_rope_factors(_head_dim(config), rope["rope_theta"], float(rope.get("factor", 8.0)),
-                                     float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0)),
-                                     float(rope.get("original_max_position_embeddings", 8192))))
+    return tuple(
+        llama3_rope_factors(
+            _head_dim(config),
+            rope["rope_theta"],
+            float(rope.get("factor", 8.0)),
+            float(rope.get("low_freq_factor", 1.0)),
+            float(rope.get("high_freq_factor", 4.0)),
+            float(rope.get("original_max_position_embeddings", 8192)),
+        )
+    )
 
 
 def _sentencepiece(model_dir: Path) -> tuple[list[tuple[str, float, int]], bool, bool]:
@@ -410,8 +515,11 @@ def _sentencepiece(model_dir: Path) -> tuple[list[tuple[str, float, int]], bool,
 
     path = model_dir / "tokenizer.model"
     if not path.exists():
-        raise TweetyError("no SentencePiece tokenizer (tokenizer.model) in the model folder", path=model_dir,
-                          fix="export a model adapted by Tweety Studio (its folder holds tokenizer.model)")
+        raise TweetyError(
+            "no SentencePiece tokenizer (tokenizer.model) in the model folder",
+            path=model_dir,
+            fix="export a model adapted by Tweety Studio (its folder holds tokenizer.model)",
+        )
     m = pb.ModelProto()
     try:
         m.ParseFromString(path.read_bytes())
@@ -431,16 +539,23 @@ def _tokenizer_json(model_dir: Path) -> dict | None:
 
 def _is_byte_level_bpe(model_dir: Path) -> bool:
     spec = _tokenizer_json(model_dir)
-    return spec is not None and spec["model"].get("type") == "BPE" and "ByteLevel" in json.dumps(
-        [spec.get("pre_tokenizer"), spec.get("decoder")])
+    return (
+        spec is not None
+        and spec["model"].get("type") == "BPE"
+        and "ByteLevel" in json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")])
+    )
 
 
 def _is_sentencepiece_bpe(model_dir: Path) -> bool:
     """A SentencePiece-style BPE in tokenizer.json only (`▁` for spaces, `<0xNN>` byte fallback): a source model
     converted from GGUF (Gemma, Llama 2) or such a vocabulary extended by core.extend."""
     spec = _tokenizer_json(model_dir)
-    return (spec is not None and spec["model"].get("type") == "BPE" and bool(spec["model"].get("byte_fallback"))
-            and "ByteLevel" not in json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")]))
+    return (
+        spec is not None
+        and spec["model"].get("type") == "BPE"
+        and bool(spec["model"].get("byte_fallback"))
+        and "ByteLevel" not in json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")])
+    )
 
 
 def _sentencepiece_bpe_json(model_dir: Path) -> tuple[list[tuple[str, float, int]], bool]:
@@ -465,11 +580,17 @@ def _sentencepiece_bpe_json(model_dir: Path) -> tuple[list[tuple[str, float, int
     for i, token in enumerate(tokens):
         kind = types.get(i)
         if kind is None:
-            kind = (gguf.TokenType.UNKNOWN if token == unk else gguf.TokenType.BYTE if _is_byte_piece(token)
-                    else gguf.TokenType.NORMAL)
+            kind = (
+                gguf.TokenType.UNKNOWN
+                if token == unk
+                else gguf.TokenType.BYTE
+                if _is_byte_piece(token)
+                else gguf.TokenType.NORMAL
+            )
         pieces.append((token, scores[i], int(kind)))
     add_space_prefix = "Prepend" in json.dumps(spec.get("normalizer")) or "prepend_scheme" in json.dumps(
-        spec.get("pre_tokenizer")).replace('"prepend_scheme": "never"', "")
+        spec.get("pre_tokenizer")
+    ).replace('"prepend_scheme": "never"', "")
     return pieces, add_space_prefix
 
 
@@ -487,8 +608,11 @@ def _json_tokens(spec: dict, model_dir: Path) -> tuple[dict[str, int], list[str]
     for token, i in ids.items():
         tokens[i] = token
     if None in tokens:
-        raise TweetyError(f"tokenizer.json has no token with id {tokens.index(None)}", path=model_dir,
-                          fix="re-run the vocabulary extension")
+        raise TweetyError(
+            f"tokenizer.json has no token with id {tokens.index(None)}",
+            path=model_dir,
+            fix="re-run the vocabulary extension",
+        )
     return ids, tokens, types
 
 
@@ -512,9 +636,12 @@ def _byte_level_bpe(model_dir: Path) -> tuple[list[tuple[str, float, int]], list
         if plain.get("type") == "ByteLevel" and plain.get("use_regex", True):
             pre = "gpt2"  # GPT-2's own regex, which llama.cpp's `gpt2` pre-tokenizer is
         else:
-            raise TweetyError("cannot tell which llama.cpp pre-tokenizer this byte-level vocabulary needs",
-                              path=model_dir / "tokenizer.json", fix="extend a source model given as a GGUF file "
-                              "(its pre-tokenizer name is recorded in project.json as settings.extend.gguf_pre)")
+            raise TweetyError(
+                "cannot tell which llama.cpp pre-tokenizer this byte-level vocabulary needs",
+                path=model_dir / "tokenizer.json",
+                fix="extend a source model given as a GGUF file "
+                "(its pre-tokenizer name is recorded in project.json as settings.extend.gguf_pre)",
+            )
     return pieces, merges, pre
 
 
@@ -525,8 +652,11 @@ def _special_tokens(model_dir: Path, pieces: list[tuple[str, float, int]]) -> tu
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as e:
-        raise TweetyError(f"the tokenizer cannot be loaded ({e})", path=model_dir,
-                          fix="the folder needs tokenizer.json and tokenizer_config.json") from None
+        raise TweetyError(
+            f"the tokenizer cannot be loaded ({e})",
+            path=model_dir,
+            fix="the folder needs tokenizer.json and tokenizer_config.json",
+        ) from None
     index = {p: i for i, (p, _, _) in enumerate(pieces)}
     ids = {}
     for name in ("bos", "eos", "unk", "pad"):
@@ -534,16 +664,18 @@ def _special_tokens(model_dir: Path, pieces: list[tuple[str, float, int]]) -> tu
         if token is None:
             continue
         if token not in index or tok.convert_tokens_to_ids(token) != index[token]:
-            raise TweetyError(f"the {name} token {token!r} has different ids in tokenizer.json and tokenizer.model",
-                              path=model_dir, fix="re-run the tokenizer step")
+            raise TweetyError(
+                f"the {name} token {token!r} has different ids in tokenizer.json and tokenizer.model",
+                path=model_dir,
+                fix="re-run the tokenizer step",
+            )
         ids[name] = index[token]
     add_bos = "bos" in ids and adds_bos(tok) and tok.bos_token_id == ids["bos"]
     template = tok.chat_template if isinstance(tok.chat_template, str) else None
     return ids, add_bos, template
 
 
-def tensor_plan(config: dict, available: dict[str, StoredTensor], tied: bool,
-                model_dir: Path) -> list[_Tensor]:
+def tensor_plan(config: dict, available: dict[str, StoredTensor], tied: bool, model_dir: Path) -> list[_Tensor]:
     """The GGUF tensors of a model: every stored tensor named by `ARCHITECTURES` (anything else is refused), plus the
     computed ones (Llama 3's rope_freqs), in a stable order."""
     arch = architecture(config, model_dir / "config.json")
@@ -559,9 +691,11 @@ def tensor_plan(config: dict, available: dict[str, StoredTensor], tied: bool,
             continue
         gguf_name = names.get(hf_name)
         if gguf_name is None:
-            raise TweetyError(f"unexpected tensor {hf_name!r} for a {config.get('model_type')} model",
-                              path=stored.file, fix="only unmodified checkpoints of the supported families can be "
-                              "exported")
+            raise TweetyError(
+                f"unexpected tensor {hf_name!r} for a {config.get('model_type')} model",
+                path=stored.file,
+                fix="only unmodified checkpoints of the supported families can be exported",
+            )
         permute = 0
         if arch.permute_qk:
             permute = heads if ".attn_q." in gguf_name else kv_heads if ".attn_k." in gguf_name else 0
@@ -570,12 +704,18 @@ def tensor_plan(config: dict, available: dict[str, StoredTensor], tied: bool,
     if _rope_parameters(config)["rope_type"] == "llama3":
         plan.append(_Tensor("", ROPE_FREQS, None, values=_llama3_rope_factors(config)))
     have = {t.gguf_name for t in plan}
-    needed = ["token_embd.weight", "output_norm.weight"] + ([] if tied else ["output.weight"]) + [
-        f"blk.{i}.{g}" for i in range(n_layers) for g in arch.block.values()]
+    needed = (
+        ["token_embd.weight", "output_norm.weight"]
+        + ([] if tied else ["output.weight"])
+        + [f"blk.{i}.{g}" for i in range(n_layers) for g in arch.block.values()]
+    )
     missing = [n for n in needed if n not in have]
     if missing:
-        raise TweetyError(f"{len(missing)} weight tensors are missing (first: {missing[0]})", path=model_dir,
-                          fix="copy the complete model folder, or re-run the adaptation")
+        raise TweetyError(
+            f"{len(missing)} weight tensors are missing (first: {missing[0]})",
+            path=model_dir,
+            fix="copy the complete model folder, or re-run the adaptation",
+        )
     # llama.cpp does not care about order; a stable one (embeddings, blocks in order, head) makes files comparable.
     order = {n: i for i, n in enumerate([ROPE_FREQS] + needed)}
     plan.sort(key=lambda t: (order.get(t.gguf_name, len(order)), t.gguf_name))
@@ -603,8 +743,13 @@ def _write_metadata(writer, plan: Plan, model_dir: Path, settings: ExportSetting
     languages = list(settings.languages) or [x for x in [project.get("language")] if x]
     if languages:
         writer.add_languages(languages)
-    writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[settings.type])
+    writer.add_file_type(
+        {
+            "f32": gguf.LlamaFileType.ALL_F32,
+            "f16": gguf.LlamaFileType.MOSTLY_F16,
+            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        }[settings.type]
+    )
     if settings.type == "q8_0":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     writer.add_vocab_size(c["vocab_size"])

@@ -41,6 +41,7 @@ scores `source_penalty` nats lower where the text is in the source language and 
 target language (demo, 4 nats: English bits per byte +0.5% of the source model's instead of +15%; Spanish 2.299
 instead of 2.271). Lowering or raising new tokens in target-language text too only made Spanish worse.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -103,24 +104,36 @@ def check_extensible(source_tokenizer) -> dict:
     SentencePiece-style BPE with byte fallback (Gemma, Llama 2, Mistral, Tower); refused otherwise."""
     backend = getattr(source_tokenizer, "backend_tokenizer", None)
     if backend is None:
-        raise TweetyError("the source model has no fast (tokenizer.json) tokenizer, so its vocabulary cannot be "
-                          "extended", fix="adapt it by replacing the vocabulary")
+        raise TweetyError(
+            "the source model has no fast (tokenizer.json) tokenizer, so its vocabulary cannot be extended",
+            fix="adapt it by replacing the vocabulary",
+        )
     spec = json.loads(backend.to_str())
     model = spec["model"]
     if model.get("type") != "BPE":
-        raise TweetyError(f"the source tokenizer is a {model.get('type')} model; vocabulary extension continues BPE "
-                          "training, so it needs a BPE tokenizer", fix="adapt this model by replacing the "
-                          "vocabulary")
+        raise TweetyError(
+            f"the source tokenizer is a {model.get('type')} model; vocabulary extension continues BPE "
+            "training, so it needs a BPE tokenizer",
+            fix="adapt this model by replacing the vocabulary",
+        )
     if not is_byte_level(source_tokenizer) and not model.get("byte_fallback"):
-        raise TweetyError("the source tokenizer is BPE but neither byte-level (SmolLM2, Llama 3, Qwen) nor "
-                          "SentencePiece-style with byte fallback (Gemma, Llama 2, Mistral), so some text could not "
-                          "be tokenized by the extended vocabulary", fix="adapt this model by replacing the vocabulary")
+        raise TweetyError(
+            "the source tokenizer is BPE but neither byte-level (SmolLM2, Llama 3, Qwen) nor "
+            "SentencePiece-style with byte fallback (Gemma, Llama 2, Mistral), so some text could not "
+            "be tokenized by the extended vocabulary",
+            fix="adapt this model by replacing the vocabulary",
+        )
     if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix") or model.get("dropout"):
-        raise TweetyError("the source tokenizer's BPE uses subword prefixes/suffixes or dropout, which vocabulary "
-                          "extension does not support", fix="adapt this model by replacing the vocabulary")
+        raise TweetyError(
+            "the source tokenizer's BPE uses subword prefixes/suffixes or dropout, which vocabulary "
+            "extension does not support",
+            fix="adapt this model by replacing the vocabulary",
+        )
     if max(backend.get_vocab().values()) + 1 != len(source_tokenizer):
-        raise TweetyError("the source tokenizer's ids have gaps, so new tokens cannot be appended after them",
-                          fix="adapt this model by replacing the vocabulary")
+        raise TweetyError(
+            "the source tokenizer's ids have gaps, so new tokens cannot be appended after them",
+            fix="adapt this model by replacing the vocabulary",
+        )
     return spec
 
 
@@ -139,14 +152,17 @@ class _Words:
         backend = source_tokenizer.backend_tokenizer
         self.normalizer, self.pre = backend.normalizer, backend.pre_tokenizer
         self.byte_level = byte_level
-        added = sorted({t.content for t in backend.get_added_tokens_decoder().values() if t.content}, key=len,
-                       reverse=True)
+        added = sorted(
+            {t.content for t in backend.get_added_tokens_decoder().values() if t.content}, key=len, reverse=True
+        )
         self.added = re.compile("|".join(map(re.escape, added))) if added else None
         crossing = sorted({p for p in pieces if _SPACE_INSIDE.search(p)}, key=len, reverse=True)
         if len(crossing) > 1000:
-            raise TweetyError(f"{len(crossing):,} of the source tokenizer's pieces span a word start (`▁` inside a "
-                              "piece), so its words cannot be told apart", fix="adapt this model by replacing the "
-                              "vocabulary")
+            raise TweetyError(
+                f"{len(crossing):,} of the source tokenizer's pieces span a word start (`▁` inside a "
+                "piece), so its words cannot be told apart",
+                fix="adapt this model by replacing the vocabulary",
+            )
         self.crossing = re.compile("(?=(" + "|".join(map(re.escape, crossing)) + "))") if crossing else None
 
     def __call__(self, line: str) -> list[str]:
@@ -200,9 +216,18 @@ def _merge(word: list[int], a: int, b: int, c: int) -> list[int]:
     return out
 
 
-def _train_merges(words: list[list[int]], freqs: list[int], pieces: list[str], settings: ExtensionSettings,
-                  forbidden_pairs: set[tuple[int, int]], forbidden_pieces: set[str], report: Reporter, *,
-                  unmergeable: frozenset[int] = frozenset(), refuse=None) -> list[tuple[int, int]]:
+def _train_merges(
+    words: list[list[int]],
+    freqs: list[int],
+    pieces: list[str],
+    settings: ExtensionSettings,
+    forbidden_pairs: set[tuple[int, int]],
+    forbidden_pieces: set[str],
+    report: Reporter,
+    *,
+    unmergeable: frozenset[int] = frozenset(),
+    refuse=None,
+) -> list[tuple[int, int]]:
     """BPE training over distinct words with incremental pair counts: a merge only revisits the words holding its
     pair. Appends the new tokens to `pieces`; returns the merges (id pairs) in order. Pairs holding an `unmergeable`
     id are never merged, nor a pair making a new piece for which `refuse(text, index)` is true."""
@@ -297,13 +322,13 @@ class _SentencePieceRules:
             return True
         i = bisect.bisect_right(self.forward, text)
         while i < len(self.forward) and self.forward[i].startswith(text):
-            if self.forward[i][len(text):] in index:
+            if self.forward[i][len(text) :] in index:
                 return True
             i += 1
         reverse = text[::-1]
         i = bisect.bisect_right(self.backward, reverse)
         while i < len(self.backward) and self.backward[i].startswith(reverse):
-            if self.backward[i][len(text):][::-1] in index:
+            if self.backward[i][len(text) :][::-1] in index:
                 return True
             i += 1
         return False
@@ -321,9 +346,17 @@ class _SentencePieceRules:
         return merges
 
 
-def extend_tokenizer(target_lines: list[str], protected_lines: list[str], source_tokenizer, out_dir: str | Path,
-                     settings: ExtensionSettings = ExtensionSettings(), *, path: str | Path | None = None,
-                     progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ExtensionStats:
+def extend_tokenizer(
+    target_lines: list[str],
+    protected_lines: list[str],
+    source_tokenizer,
+    out_dir: str | Path,
+    settings: ExtensionSettings = ExtensionSettings(),
+    *,
+    path: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> ExtensionStats:
     """Write the source tokenizer extended with up to `settings.new_tokens` tokens learnt from `target_lines` (read
     from `path`, named in messages) into `out_dir` (an HF tokenizer folder); `protected_lines` (source-language
     text) keep their tokenization."""
@@ -331,7 +364,7 @@ def extend_tokenizer(target_lines: list[str], protected_lines: list[str], source
     settings.check()
     report = Reporter(progress, cancel, "Extending tokenizer")
     spec = check_extensible(source_tokenizer)
-    target_lines = enough_lines(target_lines[:settings.max_lines], path)
+    target_lines = enough_lines(target_lines[: settings.max_lines], path)
     backend = source_tokenizer.backend_tokenizer
     model = backend.model
     vocab = backend.get_vocab()
@@ -344,7 +377,7 @@ def extend_tokenizer(target_lines: list[str], protected_lines: list[str], source
     # Protected text: every pair adjacent in its source tokenization, and every whole word. A SentencePiece-style
     # source joins any adjacent pieces whose concatenation is a piece (in llama.cpp, see _SentencePieceRules), so
     # there the concatenation of every such pair is forbidden as a new piece too.
-    protected = _word_counts(words_of, protected_lines[:settings.max_lines], report, "reading protected text")
+    protected = _word_counts(words_of, protected_lines[: settings.max_lines], report, "reading protected text")
     forbidden_pairs: set[tuple[int, int]] = set()
     for word in protected:
         ids = [t.id for t in model.tokenize(word)]
@@ -361,10 +394,22 @@ def extend_tokenizer(target_lines: list[str], protected_lines: list[str], source
         if len(word) > 1 and not _has_digit(word, byte_level):
             words.append([t.id for t in model.tokenize(word)])
             freqs.append(n)
-    unmergeable = frozenset() if byte_level else frozenset(
-        i for i, p in enumerate(pieces) if len(p) == 6 and p.startswith("<0x") and p.endswith(">"))
-    merges = _train_merges(words, freqs, pieces, settings, forbidden_pairs, forbidden_pieces, report,
-                           unmergeable=unmergeable, refuse=rules.refuse if rules else None)
+    unmergeable = (
+        frozenset()
+        if byte_level
+        else frozenset(i for i, p in enumerate(pieces) if len(p) == 6 and p.startswith("<0x") and p.endswith(">"))
+    )
+    merges = _train_merges(
+        words,
+        freqs,
+        pieces,
+        settings,
+        forbidden_pairs,
+        forbidden_pieces,
+        report,
+        unmergeable=unmergeable,
+        refuse=rules.refuse if rules else None,
+    )
     if rules is not None:
         merges = rules.all_merges(pieces, len(vocab))
     new_tokens = len(pieces) - len(vocab)
@@ -372,11 +417,18 @@ def extend_tokenizer(target_lines: list[str], protected_lines: list[str], source
     # tokenizer.json: the source's, with the new tokens and merges appended.
     spec["model"]["vocab"].update({pieces[i]: i for i in range(len(vocab), len(pieces))})
     as_lists = bool(spec["model"]["merges"]) and isinstance(spec["model"]["merges"][0], list)
-    spec["model"]["merges"].extend([pieces[a], pieces[b]] if as_lists else f"{pieces[a]} {pieces[b]}"
-                                   for a, b in merges)
-    stats = ExtensionStats(source_vocab=len(vocab), new_tokens=new_tokens, merges=len(merges),
-                           target_words=len(counts), protected_words=len(protected),
-                           forbidden_pairs=len(forbidden_pairs), seconds=round(time.monotonic() - start, 2))
+    spec["model"]["merges"].extend(
+        [pieces[a], pieces[b]] if as_lists else f"{pieces[a]} {pieces[b]}" for a, b in merges
+    )
+    stats = ExtensionStats(
+        source_vocab=len(vocab),
+        new_tokens=new_tokens,
+        merges=len(merges),
+        target_words=len(counts),
+        protected_words=len(protected),
+        forbidden_pairs=len(forbidden_pairs),
+        seconds=round(time.monotonic() - start, 2),
+    )
     with atomic_dir(out_dir) as tmp:
         source_tokenizer.save_pretrained(tmp)  # special tokens, chat template, config as the source has them
         (tmp / "tokenizer.model").unlink(missing_ok=True)  # the source's SentencePiece model lacks the new pieces
@@ -404,8 +456,9 @@ def keep_source_rows(m: mapping.Mapping, source_vocab: int) -> mapping.Mapping:
     """`m` with every source token mapped onto itself (origin `kept`); the new tokens' rows stay as computed."""
     vt, vs = m.matrix.shape
     new_rows = sp.diags(np.r_[np.zeros(source_vocab), np.ones(vt - source_vocab)])
-    identity = sp.csr_matrix((np.ones(source_vocab, np.float32), (np.arange(source_vocab), np.arange(source_vocab))),
-                             shape=(vt, vs))
+    identity = sp.csr_matrix(
+        (np.ones(source_vocab, np.float32), (np.arange(source_vocab), np.arange(source_vocab))), shape=(vt, vs)
+    )
     parts = {name: sp.csr_matrix(new_rows @ part, dtype=np.float32) for name, part in m.parts.items()}
     parts[KEPT_PART] = identity
     for part in parts.values():
@@ -418,8 +471,16 @@ def keep_source_rows(m: mapping.Mapping, source_vocab: int) -> mapping.Mapping:
     return mapping.Mapping(matrix, origin, parts)
 
 
-def source_language_probe(model, source_tokenizer, source_lines: list[str], target_lines: list[str], *,
-                          lines: int = 50, batch: int = 16, ridge: float = 1.0):
+def source_language_probe(
+    model,
+    source_tokenizer,
+    source_lines: list[str],
+    target_lines: list[str],
+    *,
+    lines: int = 50,
+    batch: int = 16,
+    ridge: float = 1.0,
+):
     """A vector `w` over the model's last hidden states (those the LM head reads) with h·w ≈ 1 where the text is
     in the source language and ≈ 0 where it is in the target language: ridge regression over every position of
     `lines` evenly spaced lines of each language, tokenized with the source tokenizer. Returns (w, mean h·w on
@@ -427,17 +488,17 @@ def source_language_probe(model, source_tokenizer, source_lines: list[str], targ
     import torch
 
     def states(texts: list[str]):
-        texts = [t for t in texts[::max(1, len(texts) // lines)][:lines] if t.strip()]
+        texts = [t for t in texts[:: max(1, len(texts) // lines)][:lines] if t.strip()]
         ids = [x[:256] for x in encode_many(source_tokenizer, texts) if x]
         device = next(model.parameters()).device
         out = []
         with torch.inference_mode():
             for i in range(0, len(ids), batch):
-                rows = ids[i:i + batch]
+                rows = ids[i : i + batch]
                 x = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
                 mask = torch.zeros_like(x)
                 for k, r in enumerate(rows):
-                    x[k, :len(r)], mask[k, :len(r)] = torch.tensor(r), 1
+                    x[k, : len(r)], mask[k, : len(r)] = torch.tensor(r), 1
                 h = model.base_model(input_ids=x.to(device), attention_mask=mask.to(device)).last_hidden_state
                 real = mask.bool()
                 real[:, 0] = False  # a sequence's first position is an outlier (the attention sink)

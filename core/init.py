@@ -9,6 +9,7 @@ row) and `random` (normal noise with the source rows' standard deviation). All m
 that they differ only where the methods differ. Tied models stay tied; an untied head gets its own rows, the same
 mapping applied to the source head's rows (not a copy of the new embeddings).
 """
+
 from __future__ import annotations
 
 import json
@@ -59,10 +60,14 @@ def weighted_rows(mapping: sp.csr_matrix, source_rows, device=None):
     m = sp.csr_matrix(mapping, dtype=np.float32)  # a copy: canonical form (sorted, no duplicates) is required
     m.sum_duplicates()
     m.sort_indices()
-    csr = torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                  torch.from_numpy(m.indices.astype(np.int64)),
-                                  torch.from_numpy(m.data.astype(np.float32)), size=m.shape, device=device,
-                                  check_invariants=True)
+    csr = torch.sparse_csr_tensor(
+        torch.from_numpy(m.indptr.astype(np.int64)),
+        torch.from_numpy(m.indices.astype(np.int64)),
+        torch.from_numpy(m.data.astype(np.float32)),
+        size=m.shape,
+        device=device,
+        check_invariants=True,
+    )
     dense = source_rows.detach().to(device=device, dtype=torch.float32)
     out = csr @ dense
     empty = torch.from_numpy(np.diff(m.indptr) == 0).to(device)
@@ -79,8 +84,10 @@ def new_rows(mapping: Mapping, settings: InitSettings, embeddings, head=None, re
         raise TweetyError(f"unknown initialisation {settings.method!r}", fix=f"choose one of {', '.join(METHODS)}")
     vs = mapping.matrix.shape[1]
     if vs != embeddings.shape[0]:
-        raise TweetyError(f"the mapping is for a source vocabulary of {vs:,} tokens, but the model has "
-                          f"{embeddings.shape[0]:,}", fix="build the mapping with this source model")
+        raise TweetyError(
+            f"the mapping is for a source vocabulary of {vs:,} tokens, but the model has {embeddings.shape[0]:,}",
+            fix="build the mapping with this source model",
+        )
     out = []
     for i, rows in enumerate((embeddings, head)):
         if report is not None:
@@ -96,8 +103,14 @@ def new_rows(mapping: Mapping, settings: InitSettings, embeddings, head=None, re
     return out[0], out[1]
 
 
-def initialise(model, mapping: Mapping, settings: InitSettings = InitSettings(), *,
-               progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+def initialise(
+    model,
+    mapping: Mapping,
+    settings: InitSettings = InitSettings(),
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+):
     """Replace `model`'s embeddings (and untied LM head) in place for the target vocabulary of `mapping`
     (from `mapping_for_method`)."""
     import torch
@@ -107,8 +120,9 @@ def initialise(model, mapping: Mapping, settings: InitSettings = InitSettings(),
     source_embeddings = embed.weight
     vt = mapping.matrix.shape[0]
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    new_in, new_out = new_rows(mapping, settings, source_embeddings,
-                               None if tied else model.get_output_embeddings().weight, report)
+    new_in, new_out = new_rows(
+        mapping, settings, source_embeddings, None if tied else model.get_output_embeddings().weight, report
+    )
     dtype = source_embeddings.dtype
     # The modules are kept and given new weights (as transformers' resize_token_embeddings does): Gemma 3's
     # embedding module also scales by √hidden, which a plain nn.Embedding would drop.
@@ -196,9 +210,16 @@ def _write_safetensors(path: Path, stored: dict, computed: dict, report: Reporte
     return offset
 
 
-def initialise_folder(source_folder: str | Path, mapping: Mapping, target_tokenizer, out_dir: str | Path,
-                      settings: InitSettings = InitSettings(), *, progress: ProgressFn | None = None,
-                      cancel: CancelToken | None = None) -> Path:
+def initialise_folder(
+    source_folder: str | Path,
+    mapping: Mapping,
+    target_tokenizer,
+    out_dir: str | Path,
+    settings: InitSettings = InitSettings(),
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Path:
     """Write the adapted model into `out_dir` (atomically) from a Hugging Face source folder with safetensors
     weights (one file or shards with an index), without loading the model. Same tensors as `initialise` followed
     by `save_adapted`, except that the stored dtype is kept (bf16 stays bf16)."""
@@ -207,9 +228,16 @@ def initialise_folder(source_folder: str | Path, mapping: Mapping, target_tokeni
     return Path(out_dir)
 
 
-def write_initialised(source_folder: str | Path, mapping: Mapping, target_tokenizer, folder: Path,
-                      settings: InitSettings = InitSettings(), *, progress: ProgressFn | None = None,
-                      cancel: CancelToken | None = None) -> None:
+def write_initialised(
+    source_folder: str | Path,
+    mapping: Mapping,
+    target_tokenizer,
+    folder: Path,
+    settings: InitSettings = InitSettings(),
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> None:
     """`initialise_folder` into an existing (temporary) folder."""
     from safetensors import safe_open
 
@@ -219,13 +247,18 @@ def write_initialised(source_folder: str | Path, mapping: Mapping, target_tokeni
     names = family(config, source_folder / "config.json")
     embeddings_name, head_name = names.embeddings, names.head
     index_path = source_folder / INDEX_FILE
-    stored = {f: dict(sorted(safetensors_headers([f]).items(), key=lambda kv: kv[1].start))
-              for f in weight_files(source_folder)}
+    stored = {
+        f: dict(sorted(safetensors_headers([f]).items(), key=lambda kv: kv[1].start))
+        for f in weight_files(source_folder)
+    }
     where = {name: f for f, tensors in stored.items() for name in tensors}
     tied = tied_embeddings(config)
     if embeddings_name not in where or not (tied or head_name in where):
-        raise TweetyError(f"the weights lack {embeddings_name if embeddings_name not in where else head_name}",
-                          path=source_folder, fix="copy the complete model folder")
+        raise TweetyError(
+            f"the weights lack {embeddings_name if embeddings_name not in where else head_name}",
+            path=source_folder,
+            fix="copy the complete model folder",
+        )
 
     def source(name: str):
         with safe_open(str(where[name]), "pt") as f:

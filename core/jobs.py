@@ -5,6 +5,7 @@ forward through a Qt signal) and a `CancelToken` (set from another thread; the s
 check). Outputs are written to a temporary sibling and renamed into place, so a cancelled or failed stage never leaves
 a half-written file or folder behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -173,8 +174,9 @@ class Reporter:
     def __init__(self, progress: ProgressFn | None, cancel: CancelToken | None, stage: str):
         self._progress, self._cancel, self.stage = progress, cancel, stage
 
-    def __call__(self, done: float, total: float | None = None, message: str = "",
-                 metrics: dict[str, float] | None = None) -> None:
+    def __call__(
+        self, done: float, total: float | None = None, message: str = "", metrics: dict[str, float] | None = None
+    ) -> None:
         # Report first, then honour cancel/pause: what was done is always told (a curve never misses a point).
         if self._progress is not None:
             self._progress(Progress(self.stage, done, total, message, metrics))
@@ -185,8 +187,9 @@ class Reporter:
         if self._cancel is not None:
             self._cancel.check()
 
-    def wait(self, thread: threading.Thread | multiprocessing.process.BaseProcess, message: str = "",
-             poll: float = 0.1) -> None:
+    def wait(
+        self, thread: threading.Thread | multiprocessing.process.BaseProcess, message: str = "", poll: float = 0.1
+    ) -> None:
         """Wait for a worker thread or process running native code, staying cancellable and reporting elapsed time.
         On cancel a thread is abandoned (it only writes into a temporary folder); the caller kills a process."""
         start = time.monotonic()
@@ -314,8 +317,11 @@ def check_output_dir(path: Path, *, replace_ours: bool = True) -> None:
     if not path.is_dir():
         raise TweetyError("the output exists and is a file", path=path, fix="choose a new folder name")
     if any(path.iterdir()) and not (replace_ours and (path / MARKER).exists()):
-        raise TweetyError("the output folder exists and is not empty; Tweety Studio never overwrites your files",
-                          path=path, fix="choose a new or empty folder")
+        raise TweetyError(
+            "the output folder exists and is not empty; Tweety Studio never overwrites your files",
+            path=path,
+            fix="choose a new or empty folder",
+        )
 
 
 def require_free_space(folder: str | Path, needed: int, what: str) -> None:
@@ -326,9 +332,11 @@ def require_free_space(folder: str | Path, needed: int, what: str) -> None:
         path = path.parent
     free = shutil.disk_usage(path).free
     if needed * 1.05 + (16 << 20) > free:
-        raise TweetyError(f"the disk is too full: {what} needs about {_size(needed)}, and the disk has "
-                          f"{_size(free)} free", path=Path(folder),
-                          fix="free some space on that disk, or choose a folder on another disk")
+        raise TweetyError(
+            f"the disk is too full: {what} needs about {_size(needed)}, and the disk has {_size(free)} free",
+            path=Path(folder),
+            fix="free some space on that disk, or choose a folder on another disk",
+        )
 
 
 def _size(n: float) -> str:

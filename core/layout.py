@@ -14,6 +14,7 @@ by a newer version (unknown keys) load too; the unknown keys are dropped.
 This is a bottom-layer module (it imports only errors, jobs and resources): models resolve a project folder to its
 final model through it, and every stage above can read it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ SCHEMA = 2  # 1: single parallel/dictionary fields at the top level (before the 
 
 STAGES = ("data", "tokenizer", "align", "map", "init", "finetune", "evaluate", "export")
 OPTIONAL = {"finetune"}
-BUILDING = STAGES[:STAGES.index("finetune") + 1]  # re-running one of these makes every later stage stale
+BUILDING = STAGES[: STAGES.index("finetune") + 1]  # re-running one of these makes every later stage stale
 REPLACE, EXTEND = "replace", "extend"
 VOCABULARIES = (REPLACE, EXTEND)
 
@@ -47,6 +48,7 @@ class StageRecord:
 class Inputs:
     """What the user chose: the target text, the translation resources (each with its weight) and the language.
     Paths are kept as given (the files stay where the user keeps them)."""
+
     target_text: str
     resources: tuple[Resource, ...] = ()
     language_code: str = ""  # ISO 639, e.g. "es"; written into exported GGUFs
@@ -69,8 +71,16 @@ class Inputs:
 
     def files(self) -> list[str]:
         """Every input file, for provenance (sha256 in project.json)."""
-        return [f for f in (self.target_text, *(f for r in self.resources for f in r.files), self.heldout_text,
-                            self.overrides) if f]
+        return [
+            f
+            for f in (
+                self.target_text,
+                *(f for r in self.resources for f in r.files),
+                self.heldout_text,
+                self.overrides,
+            )
+            if f
+        ]
 
     @staticmethod
     def from_dict(data: dict) -> "Inputs":
@@ -82,12 +92,16 @@ class Inputs:
                 rs.append(Resource(PARALLEL, tuple(f for f in data["parallel"] if f)))
             if data.get("dictionary"):
                 rs.append(Resource(DICTIONARY, (data["dictionary"],)))
-        return Inputs(target_text=data.get("target_text") or "", resources=tuple(rs),
-                      language_code=data.get("language_code") or data.get("language") or "",
-                      language_name=data.get("language_name") or "", heldout_text=data.get("heldout_text"),
-                      overrides=data.get("overrides"),
-                      plural_endings=None if data.get("plural_endings") is None else tuple(data["plural_endings"]),
-                      cognates=data.get("cognates"))
+        return Inputs(
+            target_text=data.get("target_text") or "",
+            resources=tuple(rs),
+            language_code=data.get("language_code") or data.get("language") or "",
+            language_name=data.get("language_name") or "",
+            heldout_text=data.get("heldout_text"),
+            overrides=data.get("overrides"),
+            plural_endings=None if data.get("plural_endings") is None else tuple(data["plural_endings"]),
+            cognates=data.get("cognates"),
+        )
 
 
 @dataclass
@@ -131,14 +145,21 @@ class ProjectState:
             legacy.setdefault("language_code", data.get("language"))
             legacy["resources"] = settings.pop("resources", None)
             inputs = legacy if legacy.get("target_text") else None
-        stages = {k: StageRecord(**{f: v[f] for f in ("seconds", "output", "summary") if f in v})
-                  for k, v in (data.get("stages") or {}).items()}
+        stages = {
+            k: StageRecord(**{f: v[f] for f in ("seconds", "output", "summary") if f in v})
+            for k, v in (data.get("stages") or {}).items()
+        }
         if inputs and stages and "data" not in stages:  # `tweety adapt` recorded no data stage before
             stages = {"data": StageRecord(0.0, ".", {}), **stages}
         vocabulary = data.get("vocabulary") or (EXTEND if "extend" in settings else REPLACE)
-        return ProjectState(source_model=str(data.get("source_model") or DEFAULT_MODEL),
-                            inputs=Inputs.from_dict(inputs) if inputs else None, vocabulary=vocabulary,
-                            inputs_sha256=dict(data.get("inputs_sha256") or {}), settings=settings, stages=stages)
+        return ProjectState(
+            source_model=str(data.get("source_model") or DEFAULT_MODEL),
+            inputs=Inputs.from_dict(inputs) if inputs else None,
+            vocabulary=vocabulary,
+            inputs_sha256=dict(data.get("inputs_sha256") or {}),
+            settings=settings,
+            stages=stages,
+        )
 
     @staticmethod
     def load(folder: str | Path) -> "ProjectState":
@@ -149,11 +170,15 @@ class ProjectState:
                 raise TypeError("not a JSON object")
             return ProjectState.from_dict(data)
         except FileNotFoundError:
-            raise TweetyError("not a Tweety Studio project (no project.json)", path=path.parent,
-                              fix="choose a folder created by Tweety Studio") from None
+            raise TweetyError(
+                "not a Tweety Studio project (no project.json)",
+                path=path.parent,
+                fix="choose a folder created by Tweety Studio",
+            ) from None
         except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
-            raise TweetyError(f"project.json is damaged ({e})", path=path,
-                              fix="restore it or start a new project") from None
+            raise TweetyError(
+                f"project.json is damaged ({e})", path=path, fix="restore it or start a new project"
+            ) from None
 
 
 class Layout:

@@ -8,6 +8,7 @@ verses en→es it scores chrF 43.2 against 30.8 for FreeDict word by word, and o
 least 5% or 10% of their occurrences changed nothing or lost (43.1, 42.4 on verses), so every link counts.
 The lexicon is a small TSV file (source word, target word, share of the source word's occurrences linked to it).
 """
+
 from __future__ import annotations
 
 import re
@@ -83,13 +84,20 @@ class Lexicon:
                 if target:
                     best[source] = (target, float(share))
         except (ValueError, UnicodeDecodeError) as e:
-            raise TweetyError(f"the word lexicon is damaged ({e})", path=path,
-                              fix="delete it; it is rebuilt from the parallel corpus") from None
+            raise TweetyError(
+                f"the word lexicon is damaged ({e})", path=path, fix="delete it; it is rebuilt from the parallel corpus"
+            ) from None
         return Lexicon(best, frozenset(seen))
 
 
-def learn(sources: Sequence[str], targets: Sequence[str], settings: AlignSettings = AlignSettings(), *,
-          progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Lexicon:
+def learn(
+    sources: Sequence[str],
+    targets: Sequence[str],
+    settings: AlignSettings = AlignSettings(),
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Lexicon:
     """Align the corpus word by word (case-folded words and punctuation) and keep, for each source word, the target
     word it is linked to most often, spelt as it is most often written (German nouns keep their capital)."""
     source_ids: dict[str, int] = {}

@@ -13,6 +13,7 @@ The result is a sparse row-stochastic matrix (target vocab × source vocab): eve
 operation or one pass over the target vocabulary, so 128k-token vocabularies are fine (no O(V²) work). The matrix is
 kept as a sum of parts, one per resource plus `override` and `fallback`, so every weight says where it came from.
 """
+
 from __future__ import annotations
 
 import json
@@ -112,6 +113,7 @@ def alignment_thresholds(tokens_per_pair: float) -> tuple[int, int]:
 class Evidence:
     """One translation resource's raw links, target tokens × source tokens: alignment link counts of one parallel
     corpus, or dictionary entry weights. `name` labels its share in the coverage report and the mapping table."""
+
     name: str
     kind: str  # ALIGNMENT_KIND | DICTIONARY_KIND
     counts: sp.csr_matrix
@@ -119,9 +121,16 @@ class Evidence:
     tokens_per_pair: float = 0.0  # an aligned corpus's mean source tokens a pair (0: unknown): its thresholds
 
 
-def dictionary_evidence(entries: list[DictionaryEntry], source_tokenizer, target_tokenizer, *,
-                        name: str = DICTIONARY_KIND, weight: float = 1.0, language: str = "",
-                        settings: DictionarySettings | None = None) -> Evidence:
+def dictionary_evidence(
+    entries: list[DictionaryEntry],
+    source_tokenizer,
+    target_tokenizer,
+    *,
+    name: str = DICTIONARY_KIND,
+    weight: float = 1.0,
+    language: str = "",
+    settings: DictionarySettings | None = None,
+) -> Evidence:
     """A dictionary's evidence (`core.dictionary.word_counts`): only target tokens that are whole words (a dictionary
     word, an inflected form of one, a cognate) get it, every other token keeps its spelling (FVT) row. Without
     `settings`, the target `language` code chooses them (`DictionarySettings.for_language`: plural endings, stemmer);
@@ -143,8 +152,10 @@ class Mapping:
     def shares(self) -> dict[str, dict[str, float]]:
         """Per part: how many target tokens draw on it and its share of all the weight in the mapping."""
         total = max(float(self.matrix.sum()), 1e-12)
-        return {name: {"tokens": int((np.diff(part.indptr) > 0).sum()), "share": round(float(part.sum()) / total, 4)}
-                for name, part in self.parts.items()}
+        return {
+            name: {"tokens": int((np.diff(part.indptr) > 0).sum()), "share": round(float(part.sum()) / total, 4)}
+            for name, part in self.parts.items()
+        }
 
     def save(self, out_dir: str | Path, target_tokenizer, source_tokenizer, top: int = 10) -> None:
         from safetensors.numpy import save_file
@@ -170,14 +181,29 @@ class Mapping:
                     lo, hi = m.indptr[t], m.indptr[t + 1]
                     order = np.argsort(-m.data[lo:hi], kind="stable")[:top]
                     ids = m.indices[lo:hi][order].tolist()
-                    sources = [[source_tokenizer.convert_ids_to_tokens(s), s, round(float(w), 4)]
-                               for s, w in zip(ids, m.data[lo:hi][order])]
-                    provenance = [{n: round(float(v), 4) for n, v in zip(names, by_part[:, lo + k]) if v}
-                                  for k in order]
-                    f.write(json.dumps({"id": t, "token": target_pieces[t], "origin": Origin(self.origin[t]).label,
-                                        "sources": sources, "from": provenance}, ensure_ascii=False) + "\n")
-            (tmp / COVERAGE_FILE).write_text(json.dumps({"origins": self.coverage(), "resources": self.shares()},
-                                                        indent=2))
+                    sources = [
+                        [source_tokenizer.convert_ids_to_tokens(s), s, round(float(w), 4)]
+                        for s, w in zip(ids, m.data[lo:hi][order])
+                    ]
+                    provenance = [
+                        {n: round(float(v), 4) for n, v in zip(names, by_part[:, lo + k]) if v} for k in order
+                    ]
+                    f.write(
+                        json.dumps(
+                            {
+                                "id": t,
+                                "token": target_pieces[t],
+                                "origin": Origin(self.origin[t]).label,
+                                "sources": sources,
+                                "from": provenance,
+                            },
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
+            (tmp / COVERAGE_FILE).write_text(
+                json.dumps({"origins": self.coverage(), "resources": self.shares()}, indent=2)
+            )
 
     @staticmethod
     def load(folder: str | Path) -> "Mapping":
@@ -197,16 +223,23 @@ class Mapping:
 
 def _csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
     m = sp.csr_matrix(m)
-    return {f"{prefix}indptr": m.indptr.astype(np.int64), f"{prefix}indices": m.indices.astype(np.int64),
-            f"{prefix}data": m.data.astype(np.float32), f"{prefix}shape": np.asarray(m.shape, np.int64)}
+    return {
+        f"{prefix}indptr": m.indptr.astype(np.int64),
+        f"{prefix}indices": m.indices.astype(np.int64),
+        f"{prefix}data": m.data.astype(np.float32),
+        f"{prefix}shape": np.asarray(m.shape, np.int64),
+    }
 
 
 def _csr_from(t: dict[str, np.ndarray], prefix: str) -> sp.csr_matrix:
-    return sp.csr_matrix((t[f"{prefix}data"], t[f"{prefix}indices"], t[f"{prefix}indptr"]),
-                         shape=tuple(int(x) for x in t[f"{prefix}shape"]))
+    return sp.csr_matrix(
+        (t[f"{prefix}data"], t[f"{prefix}indices"], t[f"{prefix}indptr"]),
+        shape=tuple(int(x) for x in t[f"{prefix}shape"]),
+    )
 
 
 # --- source tokens for a byte string ------------------------------------------------------------------------------
+
 
 class SourceBytes:
     """Tokenizes raw UTF-8 bytes with the source model's own vocabulary.
@@ -240,6 +273,7 @@ class SourceBytes:
 
 # --- building the mapping ----------------------------------------------------------------------------------------
 
+
 def _has_letter(data: bytes) -> bool:
     text = data.decode("utf-8", errors="ignore")
     return any(unicodedata.category(c).startswith("L") for c in text)
@@ -263,15 +297,17 @@ def _top_k(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape)
 
 
-def fvt_rows(target_tokenizer, source_tokenizer, report: Reporter | None = None
-             ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+def fvt_rows(
+    target_tokenizer, source_tokenizer, report: Reporter | None = None
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """FVT matrix (each target token → its own bytes in source tokens, equal weights), plus which target tokens are
     special (mapped 1:1) and which have no letters (language-neutral)."""
     to_source = SourceBytes(source_tokenizer)
     target_byte_level = is_byte_level(target_tokenizer)  # an extended byte-level vocabulary (core.extend)
     source_vocab = source_tokenizer.get_vocab()
     specials = set(target_tokenizer.all_special_tokens) | {
-        t.content for t in getattr(target_tokenizer, "added_tokens_decoder", {}).values()}
+        t.content for t in getattr(target_tokenizer, "added_tokens_decoder", {}).values()
+    }
     vt = len(target_tokenizer)
     pieces = target_tokenizer.convert_ids_to_tokens(list(range(vt)))
     rows, cols, vals = [], [], []
@@ -302,14 +338,18 @@ def _verbatim(candidates: np.ndarray, target_tokenizer, source_tokenizer) -> np.
     to_source = SourceBytes(source_tokenizer)
     target_byte_level = is_byte_level(target_tokenizer)
     pieces = target_tokenizer.convert_ids_to_tokens(candidates.tolist())
-    return np.array([t for t, piece in zip(candidates, pieces) if len(to_source(piece_bytes(piece, target_byte_level)))
-                     == 1], dtype=np.int64)
+    return np.array(
+        [t for t, piece in zip(candidates, pieces) if len(to_source(piece_bytes(piece, target_byte_level))) == 1],
+        dtype=np.int64,
+    )
 
 
 def _normalised_evidence(e: Evidence, shape: tuple[int, int], settings: MappingSettings) -> sp.csr_matrix:
     if e.counts.shape != shape:
-        raise TweetyError(f"the {e.kind} counts of {e.name!r} are for vocabularies {e.counts.shape}, but the "
-                          f"tokenizers have {shape}", fix="re-run `tweety align` with this tokenizer and source model")
+        raise TweetyError(
+            f"the {e.kind} counts of {e.name!r} are for vocabularies {e.counts.shape}, but the tokenizers have {shape}",
+            fix="re-run `tweety align` with this tokenizer and source model",
+        )
     if not e.weight >= 0:
         raise TweetyError(f"the weight of {e.name!r} is {e.weight}", fix="give resources weights of 0 or more")
     a = e.counts.tocsr().astype(np.float64)
@@ -317,8 +357,13 @@ def _normalised_evidence(e: Evidence, shape: tuple[int, int], settings: MappingS
         min_token, min_pair = alignment_thresholds(e.tokens_per_pair)
         min_token = min_token if settings.min_token_count is None else settings.min_token_count
         min_pair = min_pair if settings.min_pair_count is None else settings.min_pair_count
-        log.info("%s (%.1f source tokens a pair): token pairs seen at least %d times, tokens with at least %d links",
-                 e.name, e.tokens_per_pair, min_pair, min_token)
+        log.info(
+            "%s (%.1f source tokens a pair): token pairs seen at least %d times, tokens with at least %d links",
+            e.name,
+            e.tokens_per_pair,
+            min_pair,
+            min_token,
+        )
         a.data[a.data < min_pair] = 0
         a.eliminate_zeros()
         enough = np.asarray(a.sum(axis=1)).ravel() >= min_token
@@ -330,10 +375,18 @@ def _row_scale(m: sp.csr_matrix, scale: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(scale) @ m)
 
 
-def build_mapping(source_tokenizer, target_tokenizer, *, alignment_counts: sp.csr_matrix | None = None,
-                  dictionary: list[DictionaryEntry] | None = None, evidence: Sequence[Evidence] = (),
-                  overrides: Sequence[OverrideLine] = (), settings: MappingSettings = MappingSettings(),
-                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Mapping:
+def build_mapping(
+    source_tokenizer,
+    target_tokenizer,
+    *,
+    alignment_counts: sp.csr_matrix | None = None,
+    dictionary: list[DictionaryEntry] | None = None,
+    evidence: Sequence[Evidence] = (),
+    overrides: Sequence[OverrideLine] = (),
+    settings: MappingSettings = MappingSettings(),
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Mapping:
     """The mapping from every translation resource in `evidence` (plus the `alignment_counts`/`dictionary`
     shorthands for one of each), corrected by the linguist's `overrides` (`core.resources.read_overrides`)."""
     report = Reporter(progress, cancel, "Mapping")
@@ -345,8 +398,10 @@ def build_mapping(source_tokenizer, target_tokenizer, *, alignment_counts: sp.cs
         evidence.append(dictionary_evidence(dictionary, source_tokenizer, target_tokenizer))
     names = [e.name for e in evidence]
     if len(set(names)) != len(names) or {OVERRIDE, FALLBACK} & set(names):
-        raise TweetyError(f"resource names must be distinct and not {OVERRIDE!r}/{FALLBACK!r} (got {names})",
-                          fix="name each resource differently")
+        raise TweetyError(
+            f"resource names must be distinct and not {OVERRIDE!r}/{FALLBACK!r} (got {names})",
+            fix="name each resource differently",
+        )
     fvt, is_special, no_letters = fvt_rows(target_tokenizer, source_tokenizer, report)
     report(vt, vt, "combining evidence")
     replaced, removed = resolve_overrides(overrides, source_tokenizer, target_tokenizer)
@@ -368,8 +423,10 @@ def build_mapping(source_tokenizer, target_tokenizer, *, alignment_counts: sp.cs
         for e, w in zip(evidence, weighted):
             if e.kind == ALIGNMENT_KIND:
                 aligned |= np.diff(w.indptr) > 0
-        weighted = [_row_scale(w, (~aligned).astype(np.float64)) if e.kind == DICTIONARY_KIND else w
-                    for e, w in zip(evidence, weighted)]
+        weighted = [
+            _row_scale(w, (~aligned).astype(np.float64)) if e.kind == DICTIONARY_KIND else w
+            for e, w in zip(evidence, weighted)
+        ]
         for w in weighted:
             w.eliminate_zeros()
     totals = sum((np.asarray(w.sum(axis=1)).ravel() for w in weighted), np.zeros(vt))
@@ -385,8 +442,9 @@ def build_mapping(source_tokenizer, target_tokenizer, *, alignment_counts: sp.cs
     origin[kinds[DICTIONARY_KIND]] = Origin.DICTIONARY
     origin[kinds[ALIGNMENT_KIND] & kinds[DICTIONARY_KIND]] = Origin.ALIGNMENT_AND_DICTIONARY
     if settings.verbatim_min_links > 0:
-        links = sum((np.asarray(e.counts.sum(axis=1)).ravel() for e in evidence if e.kind == ALIGNMENT_KIND),
-                    np.zeros(vt))
+        links = sum(
+            (np.asarray(e.counts.sum(axis=1)).ravel() for e in evidence if e.kind == ALIGNMENT_KIND), np.zeros(vt)
+        )
         weak = np.isin(origin, [Origin.ALIGNMENT, Origin.ALIGNMENT_AND_DICTIONARY]) & ~no_letters
         weak &= (links < settings.verbatim_min_links) & (np.diff(fvt.indptr) == 1)
         origin[_verbatim(np.flatnonzero(weak), target_tokenizer, source_tokenizer)] = Origin.FVT
@@ -424,8 +482,9 @@ def _token_ids(tokenizer, text: str, vocab: dict[str, int]) -> list[int] | None:
     return tokenizer(" " + text, add_special_tokens=False)["input_ids"]
 
 
-def resolve_overrides(overrides: Sequence[OverrideLine], source_tokenizer, target_tokenizer
-                       ) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+def resolve_overrides(
+    overrides: Sequence[OverrideLine], source_tokenizer, target_tokenizer
+) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
     """(replacement rows, normalised; a 0/1 matrix of removed links or None) from the overrides file's lines."""
     vt, vs = len(target_tokenizer), len(source_tokenizer)
     target_vocab, source_vocab = target_tokenizer.get_vocab(), source_tokenizer.get_vocab()
@@ -436,9 +495,14 @@ def resolve_overrides(overrides: Sequence[OverrideLine], source_tokenizer, targe
         sources = _token_ids(source_tokenizer, o.source, source_vocab)
         for ids, side, text in ((targets, "target", o.target), (sources, "source", o.source)):
             if not ids:
-                raise TweetyError(f"the {side} {text!r} is not a token of the {side} vocabulary" if ids is None else
-                                  f"the {side} {text!r} has no tokens", path=o.path, line=o.line,
-                                  fix="write a word, or [piece] exactly as the mapping table shows it")
+                raise TweetyError(
+                    f"the {side} {text!r} is not a token of the {side} vocabulary"
+                    if ids is None
+                    else f"the {side} {text!r} has no tokens",
+                    path=o.path,
+                    line=o.line,
+                    fix="write a word, or [piece] exactly as the mapping table shows it",
+                )
         for t in targets:
             for s in sources:
                 if o.remove:

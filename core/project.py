@@ -5,6 +5,7 @@ and saves `project.json`, so a reopened project resumes at its first unfinished 
 alone (the wizard's buttons, `tweety map --project DIR`). A re-run building stage makes every later stage stale;
 they are forgotten, never silently kept.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,18 @@ from core import stages
 from core.errors import TweetyError
 from core.models import DEFAULT_MODEL
 from core.jobs import MARKER, CancelToken, ProgressFn, atomic_file, check_output_dir
-from core.layout import (BUILDING, EXTEND, OPTIONAL, PROJECT_FILE, REPLACE, STAGES, Inputs, Layout, ProjectState,
-                         StageRecord)
+from core.layout import (
+    BUILDING,
+    EXTEND,
+    OPTIONAL,
+    PROJECT_FILE,
+    REPLACE,
+    STAGES,
+    Inputs,
+    Layout,
+    ProjectState,
+    StageRecord,
+)
 from core.resources import distinct_labels
 
 __all__ = ["Project", "Inputs", "ProjectState", "StageRecord", "PROJECT_FILE", "STAGES", "REPLACE", "EXTEND"]
@@ -78,7 +89,7 @@ class Project:
         stage ran without it, it is not what the project waits for."""
         done = self.state.stages
         for i, stage in enumerate(STAGES):
-            if stage not in done and not (stage in OPTIONAL and any(s in done for s in STAGES[i + 1:])):
+            if stage not in done and not (stage in OPTIONAL and any(s in done for s in STAGES[i + 1 :])):
                 return stage
         return None
 
@@ -86,7 +97,7 @@ class Project:
         """The finished stages a re-run of `stage` would discard (for a warning before it runs)."""
         if stage not in BUILDING:
             return []
-        later = STAGES[STAGES.index(stage) + 1:]
+        later = STAGES[STAGES.index(stage) + 1 :]
         return [s for s in (*later, HYDRA, TRANSLATION) if s in self.state.stages]
 
     def _record(self, stage: str, record: StageRecord, settings=None) -> None:
@@ -128,8 +139,9 @@ class Project:
         return tokenizer.load_tokenizer(self.tokenizer_dir)
 
     # -- the stages --
-    def set_inputs(self, inputs: Inputs, vocabulary: str | None = None, *,
-                   require_resource: bool = True) -> dict[str, int]:
+    def set_inputs(
+        self, inputs: Inputs, vocabulary: str | None = None, *, require_resource: bool = True
+    ) -> dict[str, int]:
         """Validate every input file (raises `TweetyError` naming file and line) and record them. Returns counts."""
         from core import resources
 
@@ -149,8 +161,7 @@ class Project:
             raise TweetyError("no input files chosen yet", fix="fill in the Language & data page first")
         return self.state.inputs
 
-    def advise(self, target_text: str | Path, *, progress: ProgressFn | None = None,
-               cancel: CancelToken | None = None):
+    def advise(self, target_text: str | Path, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None):
         """Is adapting worth it? The source model measured on `target_text` before anything is adapted: keep,
         extend or replace (core.advise.Advice)."""
         from core.advise import advise
@@ -158,8 +169,15 @@ class Project:
 
         return advise(*self.source(), read_text(target_text), progress=progress, cancel=cancel)
 
-    def train_tokenizer(self, settings=None, *, vocabulary: str | None = None, extension=None,
-                        progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+    def train_tokenizer(
+        self,
+        settings=None,
+        *,
+        vocabulary: str | None = None,
+        extension=None,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ):
         """Train the target tokenizer — a new vocabulary (`replace`) or the source's extended with target-language
         tokens (`extend`, settings `extension`); returns it (a transformers tokenizer)."""
         from core import extend, tokenizer
@@ -169,23 +187,45 @@ class Project:
         extension = extension or self.state.settings_of(extend.ExtensionSettings, "extend")
         inputs = self.inputs()
         stages.check_vocabulary(inputs, vocabulary)  # the files were read when the inputs were set
-        record = stages.train_tokenizer(self.layout, inputs, self.source_tokenizer(), vocabulary, settings,
-                                        extension, progress=progress, cancel=cancel)
+        record = stages.train_tokenizer(
+            self.layout,
+            inputs,
+            self.source_tokenizer(),
+            vocabulary,
+            settings,
+            extension,
+            progress=progress,
+            cancel=cancel,
+        )
         self.state.vocabulary = vocabulary
         if vocabulary == EXTEND:
             self.state.settings["extend"] = {**asdict(extension), "gguf_pre": extend.gguf_pre(self.state.source_model)}
         self._record("tokenizer", record, settings)
         return self.target_tokenizer()
 
-    def align(self, settings=None, *, init_method: str = "transtok", progress: ProgressFn | None = None,
-              cancel: CancelToken | None = None):
+    def align(
+        self,
+        settings=None,
+        *,
+        init_method: str = "transtok",
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ):
         """Align each parallel corpus (skipped, recorded as such, when there is none, or when `init_method` is a
         baseline that reads no alignment: `run` says so for `tweety adapt --init fvt`). Returns the record."""
         from core import align
 
         settings = settings or self.state.settings_of(align.AlignSettings, "align")
-        record = stages.align_corpora(self.layout, self.inputs(), self.source_tokenizer(), self.target_tokenizer(),
-                                      settings, init_method=init_method, progress=progress, cancel=cancel)
+        record = stages.align_corpora(
+            self.layout,
+            self.inputs(),
+            self.source_tokenizer(),
+            self.target_tokenizer(),
+            settings,
+            init_method=init_method,
+            progress=progress,
+            cancel=cancel,
+        )
         self._record("align", record, settings)
         return record
 
@@ -194,10 +234,17 @@ class Project:
         from core import mapping
 
         settings = settings or self.state.settings_of(mapping.MappingSettings, "mapping")
-        m, record = stages.build_mapping(self.layout, self.inputs(), self.state.vocabulary, self.source_tokenizer(),
-                                         self.target_tokenizer(), settings,
-                                         aligned=not stages.alignment_unused(self.state), progress=progress,
-                                         cancel=cancel)
+        m, record = stages.build_mapping(
+            self.layout,
+            self.inputs(),
+            self.state.vocabulary,
+            self.source_tokenizer(),
+            self.target_tokenizer(),
+            settings,
+            aligned=not stages.alignment_unused(self.state),
+            progress=progress,
+            cancel=cancel,
+        )
         self._record("map", record, settings)
         return m
 
@@ -211,8 +258,10 @@ class Project:
         resolve_overrides(lines, self.source_tokenizer(), self.target_tokenizer())
         old = self.overrides_file.read_text(encoding="utf-8") if self.overrides_file.exists() else OVERRIDES_HELP
         with atomic_file(self.overrides_file) as tmp:
-            tmp.write_text(old + ("" if old.endswith("\n") else "\n") +
-                           "".join(format_override(o) + "\n" for o in lines), encoding="utf-8")
+            tmp.write_text(
+                old + ("" if old.endswith("\n") else "\n") + "".join(format_override(o) + "\n" for o in lines),
+                encoding="utf-8",
+            )
 
     def remap(self, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None):
         """Mapping and initialisation again with the recorded settings, from the cached alignment counts (after
@@ -221,8 +270,9 @@ class Project:
         self.initialise(progress=progress, cancel=cancel)
         return m
 
-    def initialise(self, settings=None, *, progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None) -> Path:
+    def initialise(
+        self, settings=None, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None
+    ) -> Path:
         """Write the adapted model (`model/`) from the mapping; the source model's files stay untouched."""
         import copy
 
@@ -232,26 +282,44 @@ class Project:
         # extension changes a loaded model: a copy of the one this session holds saves loading it again
         model = copy.deepcopy(self._source[0]) if self._source and self.state.vocabulary == EXTEND else None
         self.state.settings["init"] = asdict(settings)  # recorded before: the model folder's provenance has it
-        record = stages.initialise(self.layout, self.state, self.source_tokenizer(), self.target_tokenizer(),
-                                   settings, self.state.settings_of(extend.ExtensionSettings, "extend"),
-                                   model=model, progress=progress, cancel=cancel)
+        record = stages.initialise(
+            self.layout,
+            self.state,
+            self.source_tokenizer(),
+            self.target_tokenizer(),
+            settings,
+            self.state.settings_of(extend.ExtensionSettings, "extend"),
+            model=model,
+            progress=progress,
+            cancel=cancel,
+        )
         shutil.rmtree(self.finetune_dir, ignore_errors=True)  # fine-tuned from the old initialisation: stale
         shutil.rmtree(self.hydra_checkpoint_dir, ignore_errors=True)  # a stopped tuning of the old tables, too
         self._record("init", record)
         self.write_model_cards()
         return self.model_dir
 
-    def run(self, until: str = "init", *, tokenizer=None, extension=None, align=None, mapping=None, init=None,
-            progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> None:
+    def run(
+        self,
+        until: str = "init",
+        *,
+        tokenizer=None,
+        extension=None,
+        align=None,
+        mapping=None,
+        init=None,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
         """Every stage from the next unfinished one up to `until` (settings given here, else as recorded, else
         defaults): how `tweety adapt` runs, and how an interrupted project resumes."""
-        steps = {"tokenizer": lambda: self.train_tokenizer(tokenizer, extension=extension, progress=progress,
-                                                           cancel=cancel),
-                 "align": lambda: self.align(align, init_method=self._init_method(init), progress=progress,
-                                             cancel=cancel),
-                 "map": lambda: self.build_mapping(mapping, progress=progress, cancel=cancel),
-                 "init": lambda: self.initialise(init, progress=progress, cancel=cancel)}
-        for stage in STAGES[STAGES.index("tokenizer"):STAGES.index(until) + 1]:
+        steps = {
+            "tokenizer": lambda: self.train_tokenizer(tokenizer, extension=extension, progress=progress, cancel=cancel),
+            "align": lambda: self.align(align, init_method=self._init_method(init), progress=progress, cancel=cancel),
+            "map": lambda: self.build_mapping(mapping, progress=progress, cancel=cancel),
+            "init": lambda: self.initialise(init, progress=progress, cancel=cancel),
+        }
+        for stage in STAGES[STAGES.index("tokenizer") : STAGES.index(until) + 1]:
             if stage not in self.state.stages:
                 steps[stage]()
 
@@ -279,8 +347,14 @@ class Project:
                     tmp.write_text("\n".join(part) + "\n", encoding="utf-8")
         return train, held
 
-    def finetune(self, settings=None, *, resume: bool = False, progress: ProgressFn | None = None,
-                 cancel: CancelToken | None = None):
+    def finetune(
+        self,
+        settings=None,
+        *,
+        resume: bool = False,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ):
         """Fine-tune `model/` into `finetuned/` (see core.finetune); `resume` continues a stopped run. A cancelled
         run records nothing but keeps its checkpoint (`finetune_checkpoint`). Returns `FinetuneResult`."""
         from core import finetune
@@ -291,11 +365,31 @@ class Project:
             stages.check_space_for_finetuning(self.model_dir, self.finetune_dir)
         train, held = self.texts()
         with stages.finetuning_output(self.finetune_dir, resume):
-            result = finetune.finetune(self.model_dir, train, held, self.finetune_dir, settings, resume=resume,
-                                       progress=progress, cancel=cancel)
-        self._record("finetune", StageRecord(round(time.monotonic() - start, 2), "finetuned", {
-            "stage": settings.stage, "steps": result.steps, "initial_bpb": result.initial_bpb,
-            "final_bpb": result.final_bpb, "tokens_per_s": round(result.tokens_per_s, 1)}), settings)
+            result = finetune.finetune(
+                self.model_dir,
+                train,
+                held,
+                self.finetune_dir,
+                settings,
+                resume=resume,
+                progress=progress,
+                cancel=cancel,
+            )
+        self._record(
+            "finetune",
+            StageRecord(
+                round(time.monotonic() - start, 2),
+                "finetuned",
+                {
+                    "stage": settings.stage,
+                    "steps": result.steps,
+                    "initial_bpb": result.initial_bpb,
+                    "final_bpb": result.final_bpb,
+                    "tokens_per_s": round(result.tokens_per_s, 1),
+                },
+            ),
+            settings,
+        )
         self.write_model_cards()
         return result
 
@@ -309,16 +403,31 @@ class Project:
         ours = read_json(self.model_dir / "config.json", "the project has no adapted model yet")
         for key in ("model_type", "vocab_size", "hidden_size", "num_hidden_layers"):
             if theirs.get(key) != ours.get(key):
-                raise TweetyError(f"this model does not belong to the project: its {key} is {theirs.get(key)}, the "
-                                  f"project's is {ours.get(key)}", path=folder / "config.json",
-                                  fix="choose the output folder of this project's fine-tuning job")
+                raise TweetyError(
+                    f"this model does not belong to the project: its {key} is {theirs.get(key)}, the "
+                    f"project's is {ours.get(key)}",
+                    path=folder / "config.json",
+                    fix="choose the output folder of this project's fine-tuning job",
+                )
         provenance = folder / PROJECT_FILE
         tuned = (read_json(provenance, "").get("settings") or {}).get("finetune") if provenance.exists() else None
-        output = str(folder.relative_to(self.folder.resolve())) if folder.is_relative_to(self.folder.resolve()) \
+        output = (
+            str(folder.relative_to(self.folder.resolve()))
+            if folder.is_relative_to(self.folder.resolve())
             else str(folder)
-        self._record("finetune", StageRecord(0.0, output, {"stage": (tuned or {}).get("stage"),
-                                                           "steps": (tuned or {}).get("steps"),
-                                                           "trained elsewhere": str(folder)}))
+        )
+        self._record(
+            "finetune",
+            StageRecord(
+                0.0,
+                output,
+                {
+                    "stage": (tuned or {}).get("stage"),
+                    "steps": (tuned or {}).get("steps"),
+                    "trained elsewhere": str(folder),
+                },
+            ),
+        )
         self.write_model_cards()
         return folder
 
@@ -349,17 +458,30 @@ class Project:
 
         code = target_language or self.state.language
         if not code:
-            raise TweetyError("the project has no target language code",
-                              fix="record it with the input files (the Language & data page; `--language` on the "
-                              "command line), or name the language to use (e.g. es)")
+            raise TweetyError(
+                "the project has no target language code",
+                fix="record it with the input files (the Language & data page; `--language` on the "
+                "command line), or name the language to use (e.g. es)",
+            )
         if HYDRA in self.state.stages and (self.hydra_dir / "hydra.json").exists():
             return hydra.load_hydra(self.hydra_dir)
-        return hydra.build_hydra(self.source(), {code: self.final_model_dir},
-                                 source_language=source_language, examples=self._examples(code))
+        return hydra.build_hydra(
+            self.source(), {code: self.final_model_dir}, source_language=source_language, examples=self._examples(code)
+        )
 
-    def tune_hydra(self, language: str | None = None, settings=None, *, source: str = "parallel", lines: int = 400,
-                   pairs: list[tuple[str, str]] | None = None, examples_of=None, run_key: dict[str, str] | None = None,
-                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[float]:
+    def tune_hydra(
+        self,
+        language: str | None = None,
+        settings=None,
+        *,
+        source: str = "parallel",
+        lines: int = 400,
+        pairs: list[tuple[str, str]] | None = None,
+        examples_of=None,
+        run_key: dict[str, str] | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[float]:
         """Tune the Hydra's tables of `language` (default: the project's) on `lines` pairs — of the first parallel
         corpus (`source="parallel"`), of the target text back-translated by the Hydra (`"back-translation"`), or
         the `pairs` given — and keep the tuned Hydra in `hydra/`. `examples_of`: each pair's prompt examples, and
@@ -379,19 +501,37 @@ class Project:
                 raise TweetyError("the project has no parallel corpus to tune on", fix="tune by back-translation")
             pairs = stages.hydra_pairs(model, code, parallel=inputs.parallel[0], lines=lines)
         elif source == "back-translation":
-            pairs = stages.hydra_pairs(model, code, back_translate=str(self.texts()[0]), lines=lines,
-                                       progress=progress, cancel=cancel)
+            pairs = stages.hydra_pairs(
+                model, code, back_translate=str(self.texts()[0]), lines=lines, progress=progress, cancel=cancel
+            )
         else:
             raise TweetyError(f"unknown tuning source {source!r}", fix="choose parallel or back-translation")
         start = time.monotonic()
-        losses = hydra.finetune_language(model, code, pairs, settings, examples_of=examples_of,
-                                         checkpoint=self.hydra_checkpoint_dir, run_key=run_key, progress=progress,
-                                         cancel=cancel)
+        losses = hydra.finetune_language(
+            model,
+            code,
+            pairs,
+            settings,
+            examples_of=examples_of,
+            checkpoint=self.hydra_checkpoint_dir,
+            run_key=run_key,
+            progress=progress,
+            cancel=cancel,
+        )
         hydra.save_hydra(model, self.hydra_dir)
         last = losses[-10:]
-        self.state.stages[HYDRA] = StageRecord(round(time.monotonic() - start, 2), "hydra", {
-            "language": code, "pairs": len(pairs), "from": source, "steps": settings.steps,
-            "first_loss": round(losses[0], 4), "last_loss": round(sum(last) / len(last), 4)})
+        self.state.stages[HYDRA] = StageRecord(
+            round(time.monotonic() - start, 2),
+            "hydra",
+            {
+                "language": code,
+                "pairs": len(pairs),
+                "from": source,
+                "steps": settings.steps,
+                "first_loss": round(losses[0], 4),
+                "last_loss": round(sum(last) / len(last), 4),
+            },
+        )
         self.state.settings[HYDRA] = asdict(settings)
         self.state.stages.pop(TRANSLATION, None)  # measured with the Hydra before this tuning
         self.save()
@@ -409,8 +549,9 @@ class Project:
         except TweetyError:
             return None
 
-    def evaluate(self, *, max_bytes: int = 0, progress: ProgressFn | None = None,
-                 cancel: CancelToken | None = None) -> dict[str, dict]:
+    def evaluate(
+        self, *, max_bytes: int = 0, progress: ProgressFn | None = None, cancel: CancelToken | None = None
+    ) -> dict[str, dict]:
         """Bits per byte of the source model (own tokenizer), the adapted model as initialised and, when there is
         one, the fine-tuned model, on the held-out text."""
         from core import resources
@@ -429,8 +570,15 @@ class Project:
         self.write_model_cards()
         return results
 
-    def export(self, settings=None, out_file: str | Path | None = None, *, handoff=None,
-               progress: ProgressFn | None = None, cancel: CancelToken | None = None):
+    def export(
+        self,
+        settings=None,
+        out_file: str | Path | None = None,
+        *,
+        handoff=None,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ):
         """Export the final model (fine-tuned when there is one) as GGUF (default `export/<project>-<type>.gguf`),
         with its model card beside it and the hand-offs asked for (`handoff`, core.handoff.HandOff: an Ollama
         Modelfile, LM Studio's models folder). Returns `ExportResult` (its `handoff`: what was written beside)."""
@@ -449,9 +597,20 @@ class Project:
         stages.check_space_for_gguf(self.final_model_dir, out, settings.type)
         result = export.export_gguf(self.final_model_dir, out, settings, progress=progress, cancel=cancel)
         given = H.hand_off(result.path, facts, handoff, overwrite=settings.overwrite)
-        self._record("export", StageRecord(round(time.monotonic() - start, 2), str(out), {
-            "file": str(out), "type": result.type, "bytes": result.bytes, "card": str(given.card),
-            **({"modelfile": str(given.modelfile), "ollama": given.ollama_command} if given.modelfile else {})}))
+        self._record(
+            "export",
+            StageRecord(
+                round(time.monotonic() - start, 2),
+                str(out),
+                {
+                    "file": str(out),
+                    "type": result.type,
+                    "bytes": result.bytes,
+                    "card": str(given.card),
+                    **({"modelfile": str(given.modelfile), "ollama": given.ollama_command} if given.modelfile else {}),
+                },
+            ),
+        )
         return replace(result, handoff=given, warnings=[*result.warnings, *given.warnings])
 
     def write_model_cards(self) -> None:
@@ -466,7 +625,6 @@ class Project:
             if not (folder / "config.json").is_file():
                 continue
             try:
-                H.write_model_card(folder, H.card_facts(self.state, name=self.folder.resolve().name,
-                                                        this_model=which))
+                H.write_model_card(folder, H.card_facts(self.state, name=self.folder.resolve().name, this_model=which))
             except (TweetyError, OSError) as e:  # a card is a courtesy: it never fails the stage it follows
                 log.warning("no model card written in %s: %s", folder, e)

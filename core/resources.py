@@ -7,6 +7,7 @@ Parallel corpora: two line-aligned text files (Moses), one TSV file of `source<T
 Dictionaries: TSV/CSV `source,target[,weight]`, FreeDict/dictd (`.index` + `.dict` or `.dict.dz`), or TMX.
 Several resources at once: `Resource` values, or a resource list file (`read_resource_list`, TOML or JSON).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,6 +47,7 @@ class DictionaryEntry:
 @dataclass(frozen=True)
 class OverrideLine:
     """One line of a mapping overrides file (format: `core.mapping.OVERRIDES_HELP`)."""
+
     target: str  # a target word, or `[piece]` for exactly one token
     source: str  # source word(s), or `[piece]`
     weight: float = 1.0
@@ -64,11 +66,17 @@ def _open_bytes(path: Path) -> bytes:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as e:  # a bad header, a cut-off file, damaged compressed data
-            raise TweetyError(f"the compressed file is damaged and cannot be unpacked ({e})", path=path,
-                              fix="download or export it again") from None
+            raise TweetyError(
+                f"the compressed file is damaged and cannot be unpacked ({e})",
+                path=path,
+                fix="download or export it again",
+            ) from None
     elif path.suffix.lower() in (".gz", ".dz"):
-        raise TweetyError("the file name says it is compressed (gzip), but it is not", path=path,
-                          fix="rename it without .gz/.dz, or download it again")
+        raise TweetyError(
+            "the file name says it is compressed (gzip), but it is not",
+            path=path,
+            fix="rename it without .gz/.dz, or download it again",
+        )
     return data
 
 
@@ -84,25 +92,40 @@ def read_lines(path: str | Path, *, allow_empty_lines: bool = True) -> list[str]
         data = data[3:]
     if not data.strip():
         raise TweetyError("the file is empty", path=path, fix="choose a file with text in it")
-    if b"\x00" in data[:1 << 16]:
-        raise TweetyError("this looks like a binary file, not text", path=path,
-                          fix="export it as plain UTF-8 text (one sentence or entry per line)")
+    if b"\x00" in data[: 1 << 16]:
+        raise TweetyError(
+            "this looks like a binary file, not text",
+            path=path,
+            fix="export it as plain UTF-8 text (one sentence or entry per line)",
+        )
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
     out = []
     for number, raw in enumerate(lines, start=1):
         if len(raw) > MAX_LINE_BYTES:
-            raise TweetyError(f"line is {len(raw) // 1024} KiB long (the limit is 1 MiB)", path=path, line=number,
-                              fix="put one sentence or paragraph per line")
+            raise TweetyError(
+                f"line is {len(raw) // 1024} KiB long (the limit is 1 MiB)",
+                path=path,
+                line=number,
+                fix="put one sentence or paragraph per line",
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise TweetyError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})", path=path,
-                              line=number, fix="re-save the file with UTF-8 encoding") from None
+            raise TweetyError(
+                f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                path=path,
+                line=number,
+                fix="re-save the file with UTF-8 encoding",
+            ) from None
         if "\x00" in text:
-            raise TweetyError("contains a NUL character; this looks like a binary file", path=path, line=number,
-                              fix="export it as plain UTF-8 text")
+            raise TweetyError(
+                "contains a NUL character; this looks like a binary file",
+                path=path,
+                line=number,
+                fix="export it as plain UTF-8 text",
+            )
         text = _clean(text.rstrip("\r"))
         if not allow_empty_lines and not text.strip():
             raise TweetyError("empty line", path=path, line=number, fix="remove it or fill it in")
@@ -141,6 +164,7 @@ PARALLEL, DICTIONARY = "parallel", "dictionary"
 @dataclass(frozen=True)
 class Resource:
     """A translation resource as the user gave it, with the weight its evidence gets when resources are mixed."""
+
     kind: str  # PARALLEL | DICTIONARY
     files: tuple[str, ...]  # parallel: (source, target) or one .tsv/.tmx file; dictionary: one file
     weight: float = 1.0
@@ -155,9 +179,12 @@ class Resource:
         if counts is None:
             raise TweetyError(f"unknown resource kind {self.kind!r}", path=where, fix="use parallel or dictionary")
         if not counts[0] <= len(self.files) <= counts[1]:
-            raise TweetyError(f"a {self.kind} resource takes {' or '.join(map(str, sorted(set(counts))))} file(s), "
-                              f"got {len(self.files)}", path=where,
-                              fix="parallel: SOURCE TARGET (or one .tsv/.tmx); dictionary: one file")
+            raise TweetyError(
+                f"a {self.kind} resource takes {' or '.join(map(str, sorted(set(counts))))} file(s), "
+                f"got {len(self.files)}",
+                path=where,
+                fix="parallel: SOURCE TARGET (or one .tsv/.tmx); dictionary: one file",
+            )
         if not self.weight >= 0:
             raise TweetyError(f"the weight of {self.label} is {self.weight}", path=where, fix="use a weight ≥ 0")
 
@@ -190,11 +217,17 @@ def read_resource_list(path: str | Path) -> list[Resource]:
 
             data = tomllib.loads(text)
     except (ValueError, json.JSONDecodeError) as e:  # tomllib.TOMLDecodeError is a ValueError
-        raise TweetyError(f"is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({e})", path=path,
-                          fix="see README, \"Several resources\"") from None
+        raise TweetyError(
+            f"is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({e})",
+            path=path,
+            fix='see README, "Several resources"',
+        ) from None
     if not isinstance(data, dict) or set(data) - {PARALLEL, DICTIONARY}:
-        raise TweetyError(f"expected only [[{PARALLEL}]] and [[{DICTIONARY}]] entries", path=path,
-                          fix="see README, \"Several resources\"")
+        raise TweetyError(
+            f"expected only [[{PARALLEL}]] and [[{DICTIONARY}]] entries",
+            path=path,
+            fix='see README, "Several resources"',
+        )
     out = []
     for kind in (PARALLEL, DICTIONARY):
         for i, entry in enumerate(data.get(kind, []), start=1):
@@ -217,6 +250,7 @@ def read_resource_list(path: str | Path) -> list[Resource]:
 
 # --- parallel corpora -------------------------------------------------------------------------------------------
 
+
 def read_parallel(source_path: str | Path, target_path: str | Path | None = None) -> ParallelCorpus:
     """Two Moses files (`source_path`, `target_path`), or one TSV or TMX file when `target_path` is None.
 
@@ -226,8 +260,11 @@ def read_parallel(source_path: str | Path, target_path: str | Path | None = None
         if _is_tmx(source_path):
             pairs = list(_read_tmx(source_path))
             if not pairs:
-                raise TweetyError("the TMX file holds no translation units with text in two languages",
-                                  path=source_path, fix="export the translation memory again, with both languages")
+                raise TweetyError(
+                    "the TMX file holds no translation units with text in two languages",
+                    path=source_path,
+                    fix="export the translation memory again, with both languages",
+                )
         else:
             pairs = [(s, t) for _, s, t, _ in _read_table(source_path, min_columns=2, max_columns=2, what="corpus")]
         src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -235,13 +272,19 @@ def read_parallel(source_path: str | Path, target_path: str | Path | None = None
         target_path = Path(target_path)
         src, tgt = read_lines(source_path), read_lines(target_path)
         if len(src) != len(tgt):
-            raise TweetyError(f"has {len(src)} lines but {target_path.name} has {len(tgt)}; the two sides of a "
-                              "parallel corpus must have one sentence per line, in the same order",
-                              path=source_path, fix="check that both files come from the same export")
+            raise TweetyError(
+                f"has {len(src)} lines but {target_path.name} has {len(tgt)}; the two sides of a "
+                "parallel corpus must have one sentence per line, in the same order",
+                path=source_path,
+                fix="check that both files come from the same export",
+            )
     keep = [i for i, (s, t) in enumerate(zip(src, tgt)) if s.strip() and t.strip()]
     if not keep:
-        raise TweetyError("no sentence pairs with text on both sides: every pair has an empty side",
-                          path=source_path, fix="check the file format, and that both sides are filled in")
+        raise TweetyError(
+            "no sentence pairs with text on both sides: every pair has an empty side",
+            path=source_path,
+            fix="check the file format, and that both sides are filled in",
+        )
     return ParallelCorpus([src[i].strip() for i in keep], [tgt[i].strip() for i in keep])
 
 
@@ -252,7 +295,7 @@ def _is_tmx(path: Path) -> bool:
 def _read_tmx(path: Path) -> Iterator[tuple[str, str]]:
     """TMX: each <tu> with two <tuv> variants; the first language seen is the source side."""
     data = _open_bytes(path)
-    if b"\x00" in data[:1 << 16]:
+    if b"\x00" in data[: 1 << 16]:
         raise TweetyError("this looks like a binary file, not TMX", path=path, fix="export the memory as TMX")
     languages: list[str] = []
     try:
@@ -269,18 +312,29 @@ def _read_tmx(path: Path) -> Iterator[tuple[str, str]]:
                 if lang not in languages:
                     languages.append(lang)
             if len(languages) > 2:
-                raise TweetyError(f"has more than two languages ({', '.join(languages)})", path=path,
-                                  fix="export a TMX with exactly one source and one target language")
+                raise TweetyError(
+                    f"has more than two languages ({', '.join(languages)})",
+                    path=path,
+                    fix="export a TMX with exactly one source and one target language",
+                )
             if len(languages) == 2 and all(lang in variants for lang in languages):
                 yield variants[languages[0]], variants[languages[1]]
             element.clear()
     except ET.ParseError as e:
-        raise TweetyError(f"is not valid TMX/XML ({e})", path=path, line=e.position[0],
-                          fix="check the file was exported completely") from None
+        raise TweetyError(
+            f"is not valid TMX/XML ({e})", path=path, line=e.position[0], fix="check the file was exported completely"
+        ) from None
 
 
-def _read_table(path: Path, *, min_columns: int, max_columns: int, what: str, lines: list[str] | None = None,
-                fix: str = "write `source<TAB>target` on every line") -> Iterator[tuple[int, str, str, str]]:
+def _read_table(
+    path: Path,
+    *,
+    min_columns: int,
+    max_columns: int,
+    what: str,
+    lines: list[str] | None = None,
+    fix: str = "write `source<TAB>target` on every line",
+) -> Iterator[tuple[int, str, str, str]]:
     """Rows of a TSV (or CSV, by extension or when no tab is present); `#` lines and blank lines are skipped."""
     lines = read_lines(path) if lines is None else lines
     sample = "\n".join(lines[:50])
@@ -291,11 +345,20 @@ def _read_table(path: Path, *, min_columns: int, max_columns: int, what: str, li
         if not row or not "".join(row).strip() or row[0].startswith("#"):
             continue
         if len(row) < min_columns:
-            raise TweetyError(f"has {len(row)} column; a {what} needs {min_columns} columns separated by "
-                              f"{'tabs' if delimiter == chr(9) else 'commas'}", path=path, line=number, fix=fix)
+            raise TweetyError(
+                f"has {len(row)} column; a {what} needs {min_columns} columns separated by "
+                f"{'tabs' if delimiter == chr(9) else 'commas'}",
+                path=path,
+                line=number,
+                fix=fix,
+            )
         if len(row) > max_columns:
-            raise TweetyError(f"has {len(row)} columns; at most {max_columns} expected", path=path, line=number,
-                              fix="remove the extra columns (or quote fields that contain the separator)")
+            raise TweetyError(
+                f"has {len(row)} columns; at most {max_columns} expected",
+                path=path,
+                line=number,
+                fix="remove the extra columns (or quote fields that contain the separator)",
+            )
         found += 1
         yield number, row[0].strip(), row[1].strip(), row[2].strip() if len(row) > 2 else ""
     if not found:
@@ -308,12 +371,17 @@ def _weight(text: str, path: Path, line: int) -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise TweetyError(f"the weight {text!r} is not a positive number", path=path, line=line,
-                          fix="use a positive number in the last column, or leave it out")
+        raise TweetyError(
+            f"the weight {text!r} is not a positive number",
+            path=path,
+            line=line,
+            fix="use a positive number in the last column, or leave it out",
+        )
     return value
 
 
 # --- the linguist's mapping overrides -------------------------------------------------------------------------------
+
 
 def read_overrides(path: str | Path) -> list[OverrideLine]:
     """A mapping overrides file: `TARGET<TAB>SOURCE[<TAB>WEIGHT]` and `-<TAB>TARGET<TAB>SOURCE` lines, `#` comments.
@@ -325,12 +393,17 @@ def read_overrides(path: str | Path) -> list[OverrideLine]:
             raise TweetyError("file not found", path=path, fix="check the path")
         return []
     out = []
-    for number, first, second, third in _read_table(path, min_columns=2, max_columns=3, what="override",
-                                                    lines=lines, fix="write `TARGET<TAB>SOURCE` on every line"):
+    for number, first, second, third in _read_table(
+        path, min_columns=2, max_columns=3, what="override", lines=lines, fix="write `TARGET<TAB>SOURCE` on every line"
+    ):
         if first == "-":
             if not second or not third:
-                raise TweetyError("a `-` line needs a target and a source", path=path, line=number,
-                                  fix="write `-<TAB>TARGET<TAB>SOURCE`")
+                raise TweetyError(
+                    "a `-` line needs a target and a source",
+                    path=path,
+                    line=number,
+                    fix="write `-<TAB>TARGET<TAB>SOURCE`",
+                )
             out.append(OverrideLine(second, third, remove=True, path=str(path), line=number))
         elif first and second:
             out.append(OverrideLine(first, second, _weight(third, path, number), path=str(path), line=number))
@@ -348,6 +421,7 @@ def format_override(o: OverrideLine) -> str:
 
 # --- dictionaries -------------------------------------------------------------------------------------------------
 
+
 def read_dictionary(path: str | Path) -> list[DictionaryEntry]:
     """A bilingual dictionary, format chosen by file name: `.index`/`.dict`/`.dict.dz` (dictd), `.tmx`, else TSV/CSV."""
     path = Path(path)
@@ -357,8 +431,11 @@ def read_dictionary(path: str | Path) -> list[DictionaryEntry]:
     if _is_tmx(path):
         entries = [DictionaryEntry(s, t) for s, t in _read_tmx(path) if s and t]
         if not entries:
-            raise TweetyError("the TMX file holds no translation units with text in two languages", path=path,
-                              fix="export the dictionary or memory again, with both languages")
+            raise TweetyError(
+                "the TMX file holds no translation units with text in two languages",
+                path=path,
+                fix="export the dictionary or memory again, with both languages",
+            )
         return entries
     entries = []
     for number, source, target, weight in _read_table(path, min_columns=2, max_columns=3, what="dictionary"):
@@ -366,8 +443,11 @@ def read_dictionary(path: str | Path) -> list[DictionaryEntry]:
         if source and target:
             entries.append(DictionaryEntry(source, target, value))
     if not entries:
-        raise TweetyError("no entry has both a source word and a translation", path=path,
-                          fix="fill in both columns: `source<TAB>translation`")
+        raise TweetyError(
+            "no entry has both a source word and a translation",
+            path=path,
+            fix="fill in both columns: `source<TAB>translation`",
+        )
     return entries
 
 
@@ -389,8 +469,11 @@ def _read_dictd(path: Path) -> list[DictionaryEntry]:
     index_path = Path(stem + ".index")
     dict_path = next((p for p in (Path(stem + ".dict.dz"), Path(stem + ".dict")) if p.exists()), None)
     if dict_path is None or not index_path.exists():
-        raise TweetyError("a dictd dictionary needs both the .index and the .dict (or .dict.dz) file", path=path,
-                          fix="put both files in the same folder")
+        raise TweetyError(
+            "a dictd dictionary needs both the .index and the .dict (or .dict.dz) file",
+            path=path,
+            fix="put both files in the same folder",
+        )
     body = _open_bytes(dict_path)
     entries = []
     for number, line in enumerate(read_lines(index_path), start=1):
@@ -398,23 +481,33 @@ def _read_dictd(path: Path) -> list[DictionaryEntry]:
             continue
         fields = line.split("\t")
         if len(fields) != 3:
-            raise TweetyError(f"expected `headword<TAB>offset<TAB>length`, found {len(fields)} field(s)",
-                              path=index_path, line=number, fix="the .index file is damaged or not a dictd index")
+            raise TweetyError(
+                f"expected `headword<TAB>offset<TAB>length`, found {len(fields)} field(s)",
+                path=index_path,
+                line=number,
+                fix="the .index file is damaged or not a dictd index",
+            )
         headword = _clean(fields[0].strip())
         start, length = (_dictd_number(f, index_path, number) for f in fields[1:])
         if start + length > len(body):
-            raise TweetyError("points past the end of the .dict file", path=index_path, line=number,
-                              fix="the .index and .dict files do not belong together")
+            raise TweetyError(
+                "points past the end of the .dict file",
+                path=index_path,
+                line=number,
+                fix="the .index and .dict files do not belong together",
+            )
         try:
-            definition = _clean(body[start:start + length].decode("utf-8"))
+            definition = _clean(body[start : start + length].decode("utf-8"))
         except UnicodeDecodeError:
-            raise TweetyError("the definition is not valid UTF-8", path=dict_path, line=number,
-                              fix="the dictionary file is damaged") from None
+            raise TweetyError(
+                "the definition is not valid UTF-8", path=dict_path, line=number, fix="the dictionary file is damaged"
+            ) from None
         for target in _dictd_translations(definition):
             entries.append(DictionaryEntry(headword, target))
     if not entries:
-        raise TweetyError("no dictionary entries found", path=index_path,
-                          fix="check that this is a FreeDict dictionary")
+        raise TweetyError(
+            "no dictionary entries found", path=index_path, fix="check that this is a FreeDict dictionary"
+        )
     return entries
 
 
@@ -439,5 +532,6 @@ def read_json(path: Path, missing: str, fix: str = "choose the folder of an adap
     except FileNotFoundError:
         raise TweetyError(missing, path=path.parent, fix=fix) from None
     except json.JSONDecodeError as e:
-        raise TweetyError(f"damaged {path.name} ({e})", path=path,
-                          fix="restore the file or re-run the step that wrote it") from None
+        raise TweetyError(
+            f"damaged {path.name} ({e})", path=path, fix="restore the file or re-run the step that wrote it"
+        ) from None

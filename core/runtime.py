@@ -11,6 +11,7 @@ about twice the source's tokens. llama.cpp runs on physical cores minus one: its
 with as many threads as cores anything else running stalls them all (30 tokens: 17 s with 2 threads, 0.5 s with 1 on
 a busy 2-core machine; benchmarks/generation.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,16 +26,31 @@ from core.jobs import CancelToken, ProgressFn
 from core import models
 from core.models import ModelCard
 from core.resources import read_lines
+
 # Shared with Hydra models (core.hydra), which translate without llama.cpp; re-exported here for older callers.
-from core.translation import (LANGUAGES, few_shot_prompt, language_name, translate_lines_to_file,  # noqa: F401
-                              translation_prompt)
+from core.translation import (  # noqa: F401
+    LANGUAGES,
+    few_shot_prompt,
+    language_name,
+    translate_lines_to_file,
+    translation_prompt,
+)
 
 TextFn = Callable[[str], None]
 
 # Where a chat reply has ended even when the model never writes its end-of-turn token: the template's own markers, and
 # a line that opens the next turn.
-CHAT_STOPS = ["<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", "</s>", "\nYou:",
-              "\nUser:", "\nuser\n"]
+CHAT_STOPS = [
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<end_of_turn>",
+    "</s>",
+    "\nYou:",
+    "\nUser:",
+    "\nuser\n",
+]
 REPEAT_NGRAM = 4  # a reply whose word 4-gram comes back a third time has started looping: it stops there
 
 
@@ -48,8 +64,9 @@ def physical_cores() -> int:
     for cpu in allowed:
         try:
             topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-            cores.add(((topology / "physical_package_id").read_text().strip(),
-                       (topology / "core_id").read_text().strip()))
+            cores.add(
+                ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
+            )
         except OSError:
             cores.add(("cpu", str(cpu)))
     if not cores:
@@ -85,6 +102,7 @@ class GenerationStats:
     """How a generation went, filled in while it streams: tokens so far, seconds since the first token, and why it
     ended ("stop": end of turn or a stop string, "length": the token limit, "repeat": it began to loop,
     "cancelled")."""
+
     tokens: int = 0
     seconds: float = 0.0
     finish: str = ""
@@ -107,8 +125,10 @@ def load(path: str | Path, settings: RuntimeSettings = RuntimeSettings()):
     try:
         import llama_cpp
     except ImportError:
-        raise TweetyError("the local runtime (llama-cpp-python) is not installed",
-                          fix="install llama-cpp-python (README › Installing the runtime)") from None
+        raise TweetyError(
+            "the local runtime (llama-cpp-python) is not installed",
+            fix="install llama-cpp-python (README › Installing the runtime)",
+        ) from None
     path = Path(path)
     if not path.is_file():
         raise TweetyError("GGUF file not found", path=path, fix="export the model to a GGUF file first")
@@ -118,11 +138,17 @@ def load(path: str | Path, settings: RuntimeSettings = RuntimeSettings()):
     kw = {"type_k": 0, "type_v": 0, "logits_all": True} if settings.exact else {}
     try:
         threads = settings.threads or default_threads()
-        return llama_cpp.Llama(str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
-                               seed=settings.seed, verbose=False, **kw)
+        return llama_cpp.Llama(
+            str(path),
+            n_ctx=settings.n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=settings.seed,
+            verbose=False,
+            **kw,
+        )
     except (ValueError, RuntimeError) as e:
-        raise TweetyError(f"llama.cpp cannot load this file ({e})", path=path,
-                          fix="export the model again") from None
+        raise TweetyError(f"llama.cpp cannot load this file ({e})", path=path, fix="export the model again") from None
 
 
 # One card per loaded model: reading general.languages parses the GGUF header, token list included (~1 s for a
@@ -141,8 +167,14 @@ def model_card(llm) -> ModelCard:
     name = md.get("general.name", "model")
     template = md.get("tokenizer.chat_template")
     prompt = "tower" if "tower" in name.lower() else "chat" if template else "base"
-    card = ModelCard(name=name, languages=_languages(llm.model_path), prompt=prompt, vocab_size=llm.n_vocab(),
-                     context=llm.n_ctx(), source_model=md.get("tweety.source_model"))
+    card = ModelCard(
+        name=name,
+        languages=_languages(llm.model_path),
+        prompt=prompt,
+        vocab_size=llm.n_vocab(),
+        context=llm.n_ctx(),
+        source_model=md.get("tweety.source_model"),
+    )
     try:
         _cards[llm] = card
     except TypeError:
@@ -160,12 +192,18 @@ def repeats(text: str, n: int = REPEAT_NGRAM, times: int = 3) -> bool:
     if len(words) < n * times:
         return False
     last = words[-n:]
-    return sum(words[i:i + n] == last for i in range(len(words) - n + 1)) >= times
+    return sum(words[i : i + n] == last for i in range(len(words) - n + 1)) >= times
 
 
-def _stream(chunks: Iterable[dict], key: Callable[[dict], str | None], on_text: TextFn | None,
-            cancel: CancelToken | None, stats: GenerationStats | None = None, guard: bool = True,
-            one_line: bool = False) -> str:
+def _stream(
+    chunks: Iterable[dict],
+    key: Callable[[dict], str | None],
+    on_text: TextFn | None,
+    cancel: CancelToken | None,
+    stats: GenerationStats | None = None,
+    guard: bool = True,
+    one_line: bool = False,
+) -> str:
     """Collect streamed text, forwarding each piece; on cancel, or once the text repeats itself (`guard`), stop
     reading (closing the generator stops llama.cpp). `one_line`: the text ends at its first line break after some
     text (a chat model's translation: a stop string "\n" would end a reply that opens with a line break). `stats`
@@ -186,7 +224,7 @@ def _stream(chunks: Iterable[dict], key: Callable[[dict], str | None], on_text: 
         lead = len(combined) - len(combined.lstrip())  # the reply's leading whitespace, line breaks included
         end = combined.find("\n", lead) if one_line and lead < len(combined) else -1
         if end >= 0:
-            text = combined[len(so_far):end]
+            text = combined[len(so_far) : end]
             if text:
                 out.append(text)
                 if on_text is not None:
@@ -211,36 +249,68 @@ def _stream(chunks: Iterable[dict], key: Callable[[dict], str | None], on_text: 
     return "".join(out)
 
 
-def complete(llm, prompt: str | list[int], *, max_tokens: int = 32, temperature: float = 0.0,
-             stop: list[str] | None = None, repeat_penalty: float = 1.0, on_text: TextFn | None = None,
-             cancel: CancelToken | None = None, stats: GenerationStats | None = None) -> str:
+def complete(
+    llm,
+    prompt: str | list[int],
+    *,
+    max_tokens: int = 32,
+    temperature: float = 0.0,
+    stop: list[str] | None = None,
+    repeat_penalty: float = 1.0,
+    on_text: TextFn | None = None,
+    cancel: CancelToken | None = None,
+    stats: GenerationStats | None = None,
+) -> str:
     """Continue `prompt` (text, or token ids exactly as given); temperature 0 is greedy. Plain completion keeps the
     model's own distribution (repeat penalty off, no loop guard) unless asked."""
-    chunks = llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, top_k=1 if
-                                   temperature == 0 else 40, stop=stop or [], stream=True,
-                                   repeat_penalty=repeat_penalty)
+    chunks = llm.create_completion(
+        prompt,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_k=1 if temperature == 0 else 40,
+        stop=stop or [],
+        stream=True,
+        repeat_penalty=repeat_penalty,
+    )
     return _stream(chunks, lambda c: c["choices"][0]["text"], on_text, cancel, stats, guard=repeat_penalty != 1.0)
 
 
 @dataclass
 class Chat:
     """A conversation with the model; the GGUF's chat template is applied by llama-cpp-python."""
+
     llm: object
     settings: RuntimeSettings = RuntimeSettings()
     system: str | None = None
     history: list[dict] = field(default_factory=list)
 
-    def send(self, text: str, *, on_text: TextFn | None = None, cancel: CancelToken | None = None,
-             stats: GenerationStats | None = None) -> str:
+    def send(
+        self,
+        text: str,
+        *,
+        on_text: TextFn | None = None,
+        cancel: CancelToken | None = None,
+        stats: GenerationStats | None = None,
+    ) -> str:
         """The model's reply to `text`, streamed through `on_text`; it ends at the end of the model's turn, at
         `settings.max_tokens`, or when it starts repeating itself (`stats.finish` says which)."""
         system = self.system or default_system(self.llm)
-        messages = ([{"role": "system", "content": system}] if system is not None else []) + self.history + [
-            {"role": "user", "content": text}]
-        chunks = self.llm.create_chat_completion(messages, stream=True, temperature=self.settings.temperature,
-                                                 top_p=self.settings.top_p, max_tokens=self.settings.max_tokens,
-                                                 repeat_penalty=self.settings.repeat_penalty, stop=CHAT_STOPS,
-                                                 seed=self.settings.seed, logit_bias=never_in_a_reply(self.llm))
+        messages = (
+            ([{"role": "system", "content": system}] if system is not None else [])
+            + self.history
+            + [{"role": "user", "content": text}]
+        )
+        chunks = self.llm.create_chat_completion(
+            messages,
+            stream=True,
+            temperature=self.settings.temperature,
+            top_p=self.settings.top_p,
+            max_tokens=self.settings.max_tokens,
+            repeat_penalty=self.settings.repeat_penalty,
+            stop=CHAT_STOPS,
+            seed=self.settings.seed,
+            logit_bias=never_in_a_reply(self.llm),
+        )
         reply = _stream(chunks, lambda c: c["choices"][0]["delta"].get("content"), on_text, cancel, stats)
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
         return reply
@@ -299,33 +369,77 @@ def translation_directions(card: ModelCard, source_language: str = "en") -> list
     return [pair for code in others for pair in ((source_language, code), (code, source_language))]
 
 
-def translate(llm, text: str, source: str, target: str, *, max_tokens: int = 256, on_text: TextFn | None = None,
-              cancel: CancelToken | None = None, repeat_penalty: float = RuntimeSettings.repeat_penalty,
-              examples: list[tuple[str, str]] | None = None, stats: GenerationStats | None = None) -> str:
+def translate(
+    llm,
+    text: str,
+    source: str,
+    target: str,
+    *,
+    max_tokens: int = 256,
+    on_text: TextFn | None = None,
+    cancel: CancelToken | None = None,
+    repeat_penalty: float = RuntimeSettings.repeat_penalty,
+    examples: list[tuple[str, str]] | None = None,
+    stats: GenerationStats | None = None,
+) -> str:
     """Greedy translation of one text (one line or paragraph): one line, at most `translation_limit` tokens, with
     the repeat penalty and loop guard on. With `examples` (a translation memory's closest pairs) the prompt is those
     pairs, then the text (core.translation.few_shot_prompt), whatever the model's family."""
-    prompt = (few_shot_prompt(source, target, examples, text) if examples
-              else translation_prompt(model_card(llm).prompt, source, target, text))
+    prompt = (
+        few_shot_prompt(source, target, examples, text)
+        if examples
+        else translation_prompt(model_card(llm).prompt, source, target, text)
+    )
     limit = translation_limit(llm, text, max_tokens)
     if isinstance(prompt, str):
-        return complete(llm, prompt, max_tokens=limit, stop=["\n"], repeat_penalty=repeat_penalty, on_text=on_text,
-                        cancel=cancel, stats=stats).strip()
-    chunks = llm.create_chat_completion(prompt, stream=True, temperature=0.0, top_k=1, max_tokens=limit,
-                                        stop=CHAT_STOPS, repeat_penalty=repeat_penalty,
-                                        logit_bias=never_in_a_reply(llm))
-    return _stream(chunks, lambda c: c["choices"][0]["delta"].get("content"), on_text, cancel, stats,
-                   one_line=True).strip()
+        return complete(
+            llm,
+            prompt,
+            max_tokens=limit,
+            stop=["\n"],
+            repeat_penalty=repeat_penalty,
+            on_text=on_text,
+            cancel=cancel,
+            stats=stats,
+        ).strip()
+    chunks = llm.create_chat_completion(
+        prompt,
+        stream=True,
+        temperature=0.0,
+        top_k=1,
+        max_tokens=limit,
+        stop=CHAT_STOPS,
+        repeat_penalty=repeat_penalty,
+        logit_bias=never_in_a_reply(llm),
+    )
+    return _stream(
+        chunks, lambda c: c["choices"][0]["delta"].get("content"), on_text, cancel, stats, one_line=True
+    ).strip()
 
 
-def translate_file(llm, in_path: str | Path, out_path: str | Path, source: str, target: str, *,
-                   overwrite: bool = False, progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None) -> int:
+def translate_file(
+    llm,
+    in_path: str | Path,
+    out_path: str | Path,
+    source: str,
+    target: str,
+    *,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> int:
     """Translate a text file line by line (empty lines kept) into `out_path`, written atomically; an interrupted run
     resumes where it stopped (see core.translation.translate_lines_to_file). Returns lines done."""
+
     def translate_lines(lines: list[str]) -> list[str]:
         return [translate(llm, line, source, target, cancel=cancel) if line.strip() else "" for line in lines]
 
-    return translate_lines_to_file(read_lines(in_path), translate_lines, out_path,
-                                   key=f"gguf {Path(llm.model_path).resolve()} {source}->{target}",
-                                   overwrite=overwrite, progress=progress, cancel=cancel)
+    return translate_lines_to_file(
+        read_lines(in_path),
+        translate_lines,
+        out_path,
+        key=f"gguf {Path(llm.model_path).resolve()} {source}->{target}",
+        overwrite=overwrite,
+        progress=progress,
+        cancel=cancel,
+    )

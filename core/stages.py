@@ -7,6 +7,7 @@ component: the tokenizer (new BPE vs BPE continued on the source tokenizer), the
 source token's own row) and the initialisation (extension adds the source-language penalty to the new rows, so it
 works on the loaded model instead of streaming).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,9 +39,11 @@ def check_vocabulary(inputs: Inputs, vocabulary: str) -> None:
     if vocabulary not in VOCABULARIES:
         raise TweetyError(f"unknown vocabulary choice {vocabulary!r}", fix="choose replace or extend")
     if vocabulary == EXTEND and not inputs.parallel:
-        raise TweetyError("vocabulary extension needs a parallel corpus: its source side is the text whose "
-                          "tokenization must not change, and its alignment initialises the new tokens",
-                          fix="add a parallel corpus (source and target files)")
+        raise TweetyError(
+            "vocabulary extension needs a parallel corpus: its source side is the text whose "
+            "tokenization must not change, and its alignment initialises the new tokens",
+            fix="add a parallel corpus (source and target files)",
+        )
 
 
 def check_inputs(inputs: Inputs, vocabulary: str = REPLACE, require_resource: bool = True) -> dict[str, int]:
@@ -52,8 +55,9 @@ def check_inputs(inputs: Inputs, vocabulary: str = REPLACE, require_resource: bo
     for r in inputs.resources:
         r.check()
     if not inputs.resources and require_resource:
-        raise TweetyError("trans-tokenization needs a translation resource",
-                          fix="add a parallel corpus and/or a bilingual dictionary")
+        raise TweetyError(
+            "trans-tokenization needs a translation resource", fix="add a parallel corpus and/or a bilingual dictionary"
+        )
     counts = {"target lines": len(resources.read_lines(inputs.target_text))}
     for r in inputs.resources:
         key = "parallel pairs" if r.kind == resources.PARALLEL else "dictionary entries"
@@ -65,19 +69,38 @@ def check_inputs(inputs: Inputs, vocabulary: str = REPLACE, require_resource: bo
     return counts
 
 
-def train_tokenizer(layout: Layout, inputs: Inputs, source_tok, vocabulary: str,
-                    settings: tokenizer.TokenizerSettings, extension: extend.ExtensionSettings, *,
-                    progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> StageRecord:
+def train_tokenizer(
+    layout: Layout,
+    inputs: Inputs,
+    source_tok,
+    vocabulary: str,
+    settings: tokenizer.TokenizerSettings,
+    extension: extend.ExtensionSettings,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> StageRecord:
     clock = _Clock()
     lines = resources.read_lines(inputs.target_text)
     if vocabulary == EXTEND:
         extend.check_extensible(source_tok)
         protected = [line for r in inputs.parallel for line in r.read().source]
-        summary = asdict(extend.extend_tokenizer(lines, protected, source_tok, layout.tokenizer_dir, extension,
-                                                 path=inputs.target_text, progress=progress, cancel=cancel))
+        summary = asdict(
+            extend.extend_tokenizer(
+                lines,
+                protected,
+                source_tok,
+                layout.tokenizer_dir,
+                extension,
+                path=inputs.target_text,
+                progress=progress,
+                cancel=cancel,
+            )
+        )
     else:
-        tokenizer.train_tokenizer(lines, source_tok, layout.tokenizer_dir, settings, path=inputs.target_text,
-                                  progress=progress, cancel=cancel)
+        tokenizer.train_tokenizer(
+            lines, source_tok, layout.tokenizer_dir, settings, path=inputs.target_text, progress=progress, cancel=cancel
+        )
         summary = {}
     summary["vocab_size"] = len(tokenizer.load_tokenizer(layout.tokenizer_dir))
     if vocabulary != EXTEND:  # kept in the record: the command line and the wizard show it from there
@@ -86,9 +109,17 @@ def train_tokenizer(layout: Layout, inputs: Inputs, source_tok, vocabulary: str,
     return clock.record("work/tokenizer", summary)
 
 
-def align_corpora(layout: Layout, inputs: Inputs, source_tok, target_tok, settings: align.AlignSettings, *,
-                  init_method: str = "transtok", progress: ProgressFn | None = None,
-                  cancel: CancelToken | None = None) -> StageRecord:
+def align_corpora(
+    layout: Layout,
+    inputs: Inputs,
+    source_tok,
+    target_tok,
+    settings: align.AlignSettings,
+    *,
+    init_method: str = "transtok",
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> StageRecord:
     """Each parallel corpus on its own (work/alignment/, or work/alignment/<label>/ when there are several). Skipped
     when the initialisation is a baseline (`init_method` fvt, mean or random), which reads no alignment: aligning
     137k pairs took 44 s for nothing."""
@@ -98,11 +129,23 @@ def align_corpora(layout: Layout, inputs: Inputs, source_tok, target_tok, settin
         return clock.record("", {"skipped": "no parallel corpus"})
     shutil.rmtree(layout.alignment_dir, ignore_errors=True)  # another run's corpora must not linger
     if init_method != "transtok":
-        return clock.record("", {"skipped": f"the {init_method} initialisation uses no alignment",
-                                 UNUSED_BY: init_method})
-    stats = {r.label: asdict(align.align_corpus(r.read(), source_tok, target_tok,
-                                                layout.alignment_of(r, len(corpora)), settings,
-                                                progress=progress, cancel=cancel)) for r in corpora}
+        return clock.record(
+            "", {"skipped": f"the {init_method} initialisation uses no alignment", UNUSED_BY: init_method}
+        )
+    stats = {
+        r.label: asdict(
+            align.align_corpus(
+                r.read(),
+                source_tok,
+                target_tok,
+                layout.alignment_of(r, len(corpora)),
+                settings,
+                progress=progress,
+                cancel=cancel,
+            )
+        )
+        for r in corpora
+    }
     return clock.record("work/alignment", next(iter(stats.values())) if len(stats) == 1 else stats)
 
 
@@ -120,25 +163,46 @@ def evidence(layout: Layout, inputs: Inputs, source_tok, target_tok, *, aligned:
     parallel corpora give none."""
     n = len(inputs.parallel)
     found = inputs.resources if aligned else [r for r in inputs.resources if r.kind != resources.PARALLEL]
-    return evidence_of(found, lambda r: layout.alignment_of(r, n), source_tok, target_tok,
-                       rules=word_rules(inputs.language_code, inputs.plural_endings, inputs.cognates))
+    return evidence_of(
+        found,
+        lambda r: layout.alignment_of(r, n),
+        source_tok,
+        target_tok,
+        rules=word_rules(inputs.language_code, inputs.plural_endings, inputs.cognates),
+    )
 
 
-def word_rules(language: str, plural_endings: Sequence[str] | None = None,
-               cognates: bool | None = None) -> DictionarySettings:
+def word_rules(
+    language: str, plural_endings: Sequence[str] | None = None, cognates: bool | None = None
+) -> DictionarySettings:
     """How a dictionary is read: the target `language`'s rules (its plural endings, stemmer, accent folding and
     cognates: DictionarySettings.for_language), with what the user chose instead (None: the language's own)."""
     return DictionarySettings.for_language(language).chosen(plural_endings, cognates)
 
 
-def evidence_of(found: Sequence[resources.Resource], alignment_of: Callable[[resources.Resource], str | Path],
-                source_tok, target_tok, *, rules: DictionarySettings = DictionarySettings()) -> list[mapping.Evidence]:
+def evidence_of(
+    found: Sequence[resources.Resource],
+    alignment_of: Callable[[resources.Resource], str | Path],
+    source_tok,
+    target_tok,
+    *,
+    rules: DictionarySettings = DictionarySettings(),
+) -> list[mapping.Evidence]:
     """Each resource's evidence with its weight: a parallel corpus's cached alignment counts (in the folder
     `alignment_of` gives: a project's work/alignment/…, or the folder a loose `tweety align` wrote), a dictionary
     read afresh and refused when none of its entries gives tokens, read with the word `rules` (`word_rules`)."""
-    return [mapping.Evidence(r.label, mapping.ALIGNMENT_KIND, align.load_counts(alignment_of(r)), r.weight,
-                             align.tokens_per_pair(alignment_of(r)))
-            if r.kind == resources.PARALLEL else _dictionary(r, source_tok, target_tok, rules) for r in found]
+    return [
+        mapping.Evidence(
+            r.label,
+            mapping.ALIGNMENT_KIND,
+            align.load_counts(alignment_of(r)),
+            r.weight,
+            align.tokens_per_pair(alignment_of(r)),
+        )
+        if r.kind == resources.PARALLEL
+        else _dictionary(r, source_tok, target_tok, rules)
+        for r in found
+    ]
 
 
 def _dictionary(r: resources.Resource, source_tok, target_tok, rules: DictionarySettings) -> mapping.Evidence:
@@ -149,62 +213,128 @@ def _dictionary(r: resources.Resource, source_tok, target_tok, rules: Dictionary
 
 def check_tokenizes(entries: list[resources.DictionaryEntry], source_tok, target_tok, path: str) -> None:
     """A dictionary none of whose entries (of the first 2,000) gives known tokens on both sides adds nothing."""
+
     def known(tok, text: str) -> bool:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         return any(i != tok.unk_token_id for i in ids)
 
     if not any(known(source_tok, e.source) and known(target_tok, e.target) for e in entries[:2000]):
-        raise TweetyError("none of the dictionary's entries can be read into tokens (another script or language?)",
-                          path=path, fix="check the dictionary: source-language word first, then its translation")
+        raise TweetyError(
+            "none of the dictionary's entries can be read into tokens (another script or language?)",
+            path=path,
+            fix="check the dictionary: source-language word first, then its translation",
+        )
 
 
-def build_mapping(layout: Layout, inputs: Inputs, vocabulary: str, source_tok, target_tok,
-                  settings: mapping.MappingSettings, *, aligned: bool = True, progress: ProgressFn | None = None,
-                  cancel: CancelToken | None = None) -> tuple[mapping.Mapping, StageRecord]:
+def build_mapping(
+    layout: Layout,
+    inputs: Inputs,
+    vocabulary: str,
+    source_tok,
+    target_tok,
+    settings: mapping.MappingSettings,
+    *,
+    aligned: bool = True,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> tuple[mapping.Mapping, StageRecord]:
     clock = _Clock()
-    overrides = [o for f in (inputs.overrides, layout.overrides_file) if f and Path(f).exists()
-                 for o in resources.read_overrides(f)]
+    overrides = [
+        o
+        for f in (inputs.overrides, layout.overrides_file)
+        if f and Path(f).exists()
+        for o in resources.read_overrides(f)
+    ]
     found = evidence(layout, inputs, source_tok, target_tok, aligned=aligned)
-    m = write_mapping(layout.mapping_dir, found, overrides, vocabulary, source_tok, target_tok, settings,
-                      progress=progress, cancel=cancel)
+    m = write_mapping(
+        layout.mapping_dir,
+        found,
+        overrides,
+        vocabulary,
+        source_tok,
+        target_tok,
+        settings,
+        progress=progress,
+        cancel=cancel,
+    )
     return m, clock.record("work/mapping", {**m.coverage(), "resources": m.shares()})
 
 
-def write_mapping(out: str | Path, found: list[mapping.Evidence], overrides: Sequence[resources.OverrideLine],
-                  vocabulary: str, source_tok, target_tok, settings: mapping.MappingSettings, *,
-                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> mapping.Mapping:
+def write_mapping(
+    out: str | Path,
+    found: list[mapping.Evidence],
+    overrides: Sequence[resources.OverrideLine],
+    vocabulary: str,
+    source_tok,
+    target_tok,
+    settings: mapping.MappingSettings,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> mapping.Mapping:
     """The mapping from the evidence found, the overrides on top, written to `out` with each token's provenance (its
     resources' shares); extension keeps every source token's own row. A project's map stage and a loose `tweety map`
     both write it here."""
-    m = mapping.build_mapping(source_tok, target_tok, evidence=found, overrides=overrides, settings=settings,
-                              progress=progress, cancel=cancel)
+    m = mapping.build_mapping(
+        source_tok, target_tok, evidence=found, overrides=overrides, settings=settings, progress=progress, cancel=cancel
+    )
     if vocabulary == EXTEND:
         m = extend.keep_source_rows(m, len(source_tok))
     m.save(out, target_tok, source_tok)
     return m
 
 
-def initialise(layout: Layout, state: ProjectState, source_tok, target_tok, settings: init.InitSettings,
-               extension: extend.ExtensionSettings, *, model=None, progress: ProgressFn | None = None,
-               cancel: CancelToken | None = None) -> StageRecord:
+def initialise(
+    layout: Layout,
+    state: ProjectState,
+    source_tok,
+    target_tok,
+    settings: init.InitSettings,
+    extension: extend.ExtensionSettings,
+    *,
+    model=None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> StageRecord:
     """Write the adapted model into `model/`. Replacement streams the source weights (seconds, little memory);
     extension loads the model (or changes `model`, a loaded copy of the source model), which the source-language
     probe needs."""
     clock = _Clock()
     if settings.method == "transtok" and alignment_unused(state):
-        raise TweetyError(f"the parallel corpus was not aligned (the {state.stages['align'].summary[UNUSED_BY]} "
-                          "initialisation needs no alignment), so trans-tokenization has no evidence from it",
-                          fix="align first: `tweety align --project DIR`, then `tweety map` and `tweety init` "
-                          "with --project DIR")
+        raise TweetyError(
+            f"the parallel corpus was not aligned (the {state.stages['align'].summary[UNUSED_BY]} "
+            "initialisation needs no alignment), so trans-tokenization has no evidence from it",
+            fix="align first: `tweety align --project DIR`, then `tweety map` and `tweety init` with --project DIR",
+        )
     out = layout.folder / "model"  # never an older folder's root, which holds the whole project
-    summary = initialise_folder(out, layout.mapping_dir, state, source_tok, target_tok, settings, extension,
-                                model=model, progress=progress, cancel=cancel)
+    summary = initialise_folder(
+        out,
+        layout.mapping_dir,
+        state,
+        source_tok,
+        target_tok,
+        settings,
+        extension,
+        model=model,
+        progress=progress,
+        cancel=cancel,
+    )
     return clock.record("model", summary)
 
 
-def initialise_folder(out: str | Path, mapping_dir: str | Path, state: ProjectState, source_tok, target_tok,
-                      settings: init.InitSettings, extension: extend.ExtensionSettings = extend.ExtensionSettings(),
-                      *, model=None, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> dict:
+def initialise_folder(
+    out: str | Path,
+    mapping_dir: str | Path,
+    state: ProjectState,
+    source_tok,
+    target_tok,
+    settings: init.InitSettings,
+    extension: extend.ExtensionSettings = extend.ExtensionSettings(),
+    *,
+    model=None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> dict:
     """The adapted model written to `out` from the mapping in `mapping_dir`, with the provenance the GGUF export and
     the model card read (`state`: source model, language, settings, inputs) beside it as project.json. A project's
     init stage and a loose `tweety init` both write it here. Returns the stage's summary."""
@@ -214,8 +344,9 @@ def initialise_folder(out: str | Path, mapping_dir: str | Path, state: ProjectSt
     m = mapping.Mapping.load(mapping_dir)
     if state.vocabulary == EXTEND:
         model = model if model is not None else models.load_model(source_folder)[0]
-        summary = extend_rows(m, model, source_tok, target_tok, state.inputs, extension, out, progress=progress,
-                              cancel=cancel)
+        summary = extend_rows(
+            m, model, source_tok, target_tok, state.inputs, extension, out, progress=progress, cancel=cancel
+        )
     else:
         m = init.mapping_for_method(settings.method, m, source_tok, target_tok)
         init.initialise_folder(source_folder, m, target_tok, out, settings, progress=progress, cancel=cancel)
@@ -224,9 +355,18 @@ def initialise_folder(out: str | Path, mapping_dir: str | Path, state: ProjectSt
     return summary
 
 
-def extend_rows(m: mapping.Mapping, model, source_tok, target_tok, inputs: Inputs,
-                extension: extend.ExtensionSettings, out: Path, *, progress: ProgressFn | None = None,
-                cancel: CancelToken | None = None) -> dict:
+def extend_rows(
+    m: mapping.Mapping,
+    model,
+    source_tok,
+    target_tok,
+    inputs: Inputs,
+    extension: extend.ExtensionSettings,
+    out: Path,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> dict:
     """The extended model (`model`, the source model, is changed): source rows kept, new rows trans-tokenized and
     lowered by the source-language probe."""
     summary = {"method": "transtok", "kept": len(source_tok), "source_penalty": extension.source_penalty}
@@ -241,9 +381,16 @@ def extend_rows(m: mapping.Mapping, model, source_tok, target_tok, inputs: Input
     return summary
 
 
-def hydra_pairs(model, language: str, *, parallel: resources.Resource | None = None, back_translate: str | None = None,
-                lines: int = 400, progress: ProgressFn | None = None,
-                cancel: CancelToken | None = None) -> list[tuple[str, str]]:
+def hydra_pairs(
+    model,
+    language: str,
+    *,
+    parallel: resources.Resource | None = None,
+    back_translate: str | None = None,
+    lines: int = 400,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[tuple[str, str]]:
     """Training pairs for a Hydra's tuning: `lines` random pairs of a parallel corpus, or `lines` random lines of
     target-language text back-translated into the source language by the Hydra itself."""
     from core import hydra

@@ -8,6 +8,7 @@ Choices that matter (see DEVELOPERS.md):
 - The HF tokenizer is built directly from the SentencePiece pieces and scores (Unigram or BPE model, spaces as
   `▁`), so it does not depend on transformers' converters; a check after training proves both agree.
 """
+
 from __future__ import annotations
 
 import io
@@ -49,19 +50,24 @@ def enough_lines(lines: list[str], path: str | Path | None = None) -> list[str]:
     """The non-empty lines of a target text (`path`, named in the message), refused when too few to learn from."""
     lines = [line for line in lines if line.strip()]
     if len(lines) < MIN_LINES:
-        raise TweetyError(f"only {len(lines)} non-empty line{'' if len(lines) == 1 else 's'} of target text (a "
-                          f"vocabulary is learnt from {MIN_LINES} lines at the very least)", path=path,
-                          fix="provide more target-language text: thousands of lines make a good vocabulary")
+        raise TweetyError(
+            f"only {len(lines)} non-empty line{'' if len(lines) == 1 else 's'} of target text (a "
+            f"vocabulary is learnt from {MIN_LINES} lines at the very least)",
+            path=path,
+            fix="provide more target-language text: thousands of lines make a good vocabulary",
+        )
     return lines
 
 
 def smaller_than_asked(asked: int, size: int) -> str:
-    """"" when the vocabulary has the size asked; else the warning a user gets. SentencePiece (hard_vocab_limit
+    """ "" when the vocabulary has the size asked; else the warning a user gets. SentencePiece (hard_vocab_limit
     off) stops when the text has no more pieces worth a token — rightly, but the user asked for more and must know."""
     if size >= asked:
         return ""
-    return (f"the new vocabulary has {size:,} tokens, not the {asked:,} asked: the target text has no more pieces "
-            "worth a token (more target text allows a bigger vocabulary)")
+    return (
+        f"the new vocabulary has {size:,} tokens, not the {asked:,} asked: the target text has no more pieces "
+        "worth a token (more target text allows a bigger vocabulary)"
+    )
 
 
 _PLACEHOLDER = re.compile(r"^<unused\d+>$|^\[multimodal\]$")  # Gemma's reserved slots: 6,242 tokens never seen
@@ -91,21 +97,32 @@ def adds_bos(tokenizer) -> bool:
 source_adds_bos = adds_bos  # the older name, for callers outside core
 
 
-def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Path,
-                    settings: TokenizerSettings = TokenizerSettings(), *, path: str | Path | None = None,
-                    progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Path:
+def train_tokenizer(
+    target_lines: list[str],
+    source_tokenizer,
+    out_dir: str | Path,
+    settings: TokenizerSettings = TokenizerSettings(),
+    *,
+    path: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Path:
     """Train the target tokenizer on `target_lines` (read from `path`, named in messages) and save it (HF files +
     `tokenizer.model`) in `out_dir`. It may have fewer tokens than asked (`smaller_than_asked` says so)."""
     report = Reporter(progress, cancel, "Training tokenizer")
     specials = source_special_tokens(source_tokenizer)
     minimum = 256 + len(specials) + 100
     if settings.vocab_size < minimum:
-        raise TweetyError(f"a vocabulary of {settings.vocab_size} is too small: 256 byte pieces and "
-                          f"{len(specials)} special tokens alone need {256 + len(specials)}",
-                          fix=f"choose at least {minimum} (typical: 8000–32000)")
+        raise TweetyError(
+            f"a vocabulary of {settings.vocab_size} is too small: 256 byte pieces and "
+            f"{len(specials)} special tokens alone need {256 + len(specials)}",
+            fix=f"choose at least {minimum} (typical: 8000–32000)",
+        )
     if settings.vocab_size > MAX_VOCAB_SIZE:
-        raise TweetyError(f"a vocabulary of {settings.vocab_size:,} is bigger than any model's (the biggest have "
-                          f"{MAX_VOCAB_SIZE:,})", fix="choose a size between 8,000 and 64,000 (typical)")
+        raise TweetyError(
+            f"a vocabulary of {settings.vocab_size:,} is bigger than any model's (the biggest have {MAX_VOCAB_SIZE:,})",
+            fix="choose a size between 8,000 and 64,000 (typical)",
+        )
     if settings.model_type not in {"unigram", "bpe"}:
         raise TweetyError(f"unknown tokenizer model {settings.model_type!r}", fix="use unigram or bpe")
     lines = enough_lines(target_lines, path)
@@ -117,13 +134,16 @@ def train_tokenizer(target_lines: list[str], source_tokenizer, out_dir: str | Pa
     with tempfile.TemporaryDirectory(prefix="tweety-tokenizer-") as work:
         # The lines go to the child as a file: pickling two million lines through a pipe would copy them twice.
         Path(work, _LINES).write_bytes("\n".join(lines).encode("utf-8"))
-        code = run_in_child(report, _train_sentencepiece, (work, options),
-                            f"{len(lines):,} lines, vocabulary {settings.vocab_size:,}")
+        code = run_in_child(
+            report, _train_sentencepiece, (work, options), f"{len(lines):,} lines, vocabulary {settings.vocab_size:,}"
+        )
         failed, model = Path(work, _ERROR), Path(work, _MODEL)
         if failed.exists() or code != 0 or not model.exists():
             reason = failed.read_text(encoding="utf-8") if failed.exists() else f"it stopped, exit code {code}"
-            raise TweetyError(f"SentencePiece could not train on this text ({reason})",
-                              fix="provide more (or more varied) target text, or a smaller vocabulary")
+            raise TweetyError(
+                f"SentencePiece could not train on this text ({reason})",
+                fix="provide more (or more varied) target text, or a smaller vocabulary",
+            )
         proto = model.read_bytes()
     hf = build_hf_tokenizer(proto, source_tokenizer)
     _check_round_trip(hf, lines[:200])
@@ -148,10 +168,24 @@ def _train_sentencepiece(work: str, options: dict) -> None:
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_writer=model, byte_fallback=True, normalization_rule_name="identity",
-            remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,
-            allow_whitespace_only_pieces=True, hard_vocab_limit=False, unk_id=0, unk_piece=UNK, bos_id=-1, eos_id=-1,
-            pad_id=-1, num_threads=os.cpu_count() or 1, minloglevel=2, **options)
+            sentence_iterator=iter(lines),
+            model_writer=model,
+            byte_fallback=True,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=False,
+            split_digits=True,
+            allow_whitespace_only_pieces=True,
+            hard_vocab_limit=False,
+            unk_id=0,
+            unk_piece=UNK,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+            **options,
+        )
     except Exception as e:  # noqa: BLE001 - SentencePiece's own errors (RuntimeError and others): the parent says them
         Path(work, _ERROR).write_text(str(e) or type(e).__name__, encoding="utf-8")
         return
@@ -186,8 +220,9 @@ def build_hf_tokenizer(proto: bytes, source_tokenizer):
     names = {k: v for k, v in names.items() if v in vocab}
     if names.get("bos_token") and adds_bos(source_tokenizer):
         bos = names["bos_token"]
-        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                                           special_tokens=[(bos, vocab[bos])])
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])]
+        )
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=UNK, **names)
     hf.chat_template = getattr(source_tokenizer, "chat_template", None)
     return hf
@@ -218,8 +253,11 @@ def load_tokenizer(folder: str | Path):
 
     folder = Path(folder)
     if not (folder / "tokenizer.json").exists():
-        raise TweetyError("no tokenizer here (tokenizer.json missing)", path=folder,
-                          fix="choose the folder written by `tweety tokenizer`")
+        raise TweetyError(
+            "no tokenizer here (tokenizer.json missing)",
+            path=folder,
+            fix="choose the folder written by `tweety tokenizer`",
+        )
     return AutoTokenizer.from_pretrained(folder)
 
 
@@ -251,8 +289,9 @@ def piece_bytes(piece: str, byte_level: bool = False) -> bytes | None:
     return piece.replace(SPACE, " ").encode("utf-8")
 
 
-def encode_many(tokenizer, texts: list[str], report=None, message: str = "tokenizing",
-                batch: int = 256) -> list[list[int]]:
+def encode_many(
+    tokenizer, texts: list[str], report=None, message: str = "tokenizing", batch: int = 256
+) -> list[list[int]]:
     """Token ids of many texts (no special tokens), `batch` texts per tokenizer call: a call keeps every core busy,
     and between calls the GIL is free (a GUI thread stays responsive) and `report` (a `Reporter`) can show progress
     and honour cancel. A call holds the GIL while transformers turns its result into Python lists: measured on
@@ -261,5 +300,5 @@ def encode_many(tokenizer, texts: list[str], report=None, message: str = "tokeni
     for i in range(0, len(texts), batch):
         if report is not None:
             report(i, len(texts), message)
-        ids.extend(tokenizer(texts[i:i + batch], add_special_tokens=False)["input_ids"])
+        ids.extend(tokenizer(texts[i : i + batch], add_special_tokens=False)["input_ids"])
     return ids

@@ -5,6 +5,7 @@ Both translators use it — the llama.cpp runtime (core.runtime, a GGUF model) a
 swapped around one body) — so it sits below both: it imports only errors and jobs, never a model runtime, and a Hydra
 translates without llama.cpp installed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,14 +20,51 @@ from core.memory import terms
 
 # Enough names for prompts to read naturally; any other value of --from/--to is used as written.
 LANGUAGES = {
-    "af": "Afrikaans", "ar": "Arabic", "bg": "Bulgarian", "ca": "Catalan", "cs": "Czech", "cy": "Welsh",
-    "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "et": "Estonian",
-    "eu": "Basque", "fi": "Finnish", "fr": "French", "ga": "Irish", "gl": "Galician", "he": "Hebrew", "hi": "Hindi",
-    "hr": "Croatian", "hu": "Hungarian", "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese",
-    "ko": "Korean", "lt": "Lithuanian", "lv": "Latvian", "mt": "Maltese", "nl": "Dutch", "no": "Norwegian",
-    "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sk": "Slovak", "sl": "Slovenian",
-    "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "tr": "Turkish", "tt": "Tatar", "uk": "Ukrainian",
-    "vi": "Vietnamese", "zh": "Chinese",
+    "af": "Afrikaans",
+    "ar": "Arabic",
+    "bg": "Bulgarian",
+    "ca": "Catalan",
+    "cs": "Czech",
+    "cy": "Welsh",
+    "da": "Danish",
+    "de": "German",
+    "el": "Greek",
+    "en": "English",
+    "es": "Spanish",
+    "et": "Estonian",
+    "eu": "Basque",
+    "fi": "Finnish",
+    "fr": "French",
+    "ga": "Irish",
+    "gl": "Galician",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "hr": "Croatian",
+    "hu": "Hungarian",
+    "id": "Indonesian",
+    "is": "Icelandic",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "lt": "Lithuanian",
+    "lv": "Latvian",
+    "mt": "Maltese",
+    "nl": "Dutch",
+    "no": "Norwegian",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "sk": "Slovak",
+    "sl": "Slovenian",
+    "sv": "Swedish",
+    "sw": "Swahili",
+    "ta": "Tamil",
+    "tr": "Turkish",
+    "tt": "Tatar",
+    "uk": "Ukrainian",
+    "vi": "Vietnamese",
+    "zh": "Chinese",
 }
 
 
@@ -70,11 +108,16 @@ def translation_prompt(family: str, source: str, target: str, text: str) -> list
     "tower" (TowerInstruct's own prompt), "chat" or "base"."""
     src, tgt = language_name(source), language_name(target)
     if family == "tower":  # the prompt TowerInstruct was trained with
-        return [{"role": "user", "content": f"Translate the following text from {src} into {tgt}.\n"
-                                            f"{src}: {text}\n{tgt}:"}]
+        return [
+            {"role": "user", "content": f"Translate the following text from {src} into {tgt}.\n{src}: {text}\n{tgt}:"}
+        ]
     if family == "chat":
-        return [{"role": "user", "content": f"Translate this {src} text into {tgt}. Reply with the translation "
-                                            f"only.\n\n{text}"}]
+        return [
+            {
+                "role": "user",
+                "content": f"Translate this {src} text into {tgt}. Reply with the translation only.\n\n{text}",
+            }
+        ]
     return f"{src}: {text}\n{tgt}:"
 
 
@@ -92,17 +135,26 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def translate_lines_to_file(lines: list[str], translate_lines: Callable[[list[str]], list[str]],
-                            out_path: str | Path, *, key: str, batch_size: int = 1, overwrite: bool = False,
-                            progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> int:
+def translate_lines_to_file(
+    lines: list[str],
+    translate_lines: Callable[[list[str]], list[str]],
+    out_path: str | Path,
+    *,
+    key: str,
+    batch_size: int = 1,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> int:
     """One line in, one line out (empty lines kept), into `out_path`, which appears atomically when every line is
     done; a run stopped by cancel, Ctrl-C or a crash resumes when started again with the same input, model and
     languages (see translate_lines_resumable). The partial file goes once the output is written. Returns lines
     done."""
     out_path = Path(out_path)
     partial = partial_for(out_path, overwrite=overwrite)
-    done = translate_lines_resumable(lines, translate_lines, partial, key=key, batch_size=batch_size,
-                                     progress=progress, cancel=cancel)
+    done = translate_lines_resumable(
+        lines, translate_lines, partial, key=key, batch_size=batch_size, progress=progress, cancel=cancel
+    )
     with atomic_file(out_path) as tmp:
         tmp.write_text("\n".join(done) + "\n", encoding="utf-8")
     partial.unlink(missing_ok=True)
@@ -113,14 +165,24 @@ def partial_for(out_path: Path, *, overwrite: bool = False) -> Path:
     """The hidden sibling `.NAME.partial` that logs a translation into `out_path` as it goes — after refusing an
     existing `out_path` unless `overwrite`, before any work is done."""
     if out_path.exists() and not overwrite:
-        raise TweetyError("the output file exists; Tweety Studio never overwrites your files", path=out_path,
-                          fix="choose another file name")
+        raise TweetyError(
+            "the output file exists; Tweety Studio never overwrites your files",
+            path=out_path,
+            fix="choose another file name",
+        )
     return out_path.with_name(f".{out_path.name}.partial")
 
 
-def translate_lines_resumable(lines: list[str], translate_lines: Callable[[list[str]], list[str]],
-                              partial_path: Path, *, key: str, batch_size: int = 1,
-                              progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[str]:
+def translate_lines_resumable(
+    lines: list[str],
+    translate_lines: Callable[[list[str]], list[str]],
+    partial_path: Path,
+    *,
+    key: str,
+    batch_size: int = 1,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[str]:
     """The translations of `lines`, one line in, one line out (an empty line gives an empty line). Each finished
     line is also appended to `partial_path`, headed by `key` (the model and languages) and the input's hash: a run
     stopped by cancel, Ctrl-C or a crash resumes from there when started again with the same lines and key
@@ -138,7 +200,7 @@ def translate_lines_resumable(lines: list[str], translate_lines: Callable[[list[
             if not done:
                 log_file.write(header + "\n")
             for i in range(len(done), len(lines), batch_size):
-                batch = lines[i:i + batch_size]
+                batch = lines[i : i + batch_size]
                 report(i, len(lines), f"line {i + 1:,} of {len(lines):,}")
                 texts = translate_lines(batch)
                 if cancel is not None and cancel.cancelled:  # lines cut short by cancel are not translations
@@ -176,6 +238,5 @@ def _resumed(partial: Path, header: str, n_lines: int) -> list[str]:
             break
         done.append(text)
     # Rewrite without a torn tail, so appending continues from a clean line.
-    partial.write_text("\n".join([header] + [json.dumps(t, ensure_ascii=False) for t in done]) + "\n",
-                       encoding="utf-8")
+    partial.write_text("\n".join([header] + [json.dumps(t, ensure_ascii=False) for t in done]) + "\n", encoding="utf-8")
     return done

@@ -8,6 +8,7 @@ the memory holds gets its translation as is, and any other line the memory's clo
 prompt (core.memory, core.translation.few_shot_prompt). A project translates with whichever measured best on its
 held-out pairs (core.project), so a user is never handed a translator worse than looking things up.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,20 +49,26 @@ def word_by_word(entries: Sequence[DictionaryEntry], target_text: Sequence[str] 
         source, target = e.source.strip().casefold(), e.target.strip()
         if source and target and " " not in source:
             options[source].append(target)
-    best = {w: max(ts, key=lambda t: (frequency[t.casefold()] if " " not in t else 0, -ts.index(t)))
-            for w, ts in options.items()}
+    best = {
+        w: max(ts, key=lambda t: (frequency[t.casefold()] if " " not in t else 0, -ts.index(t)))
+        for w, ts in options.items()
+    }
 
     def translate(lines: list[str]) -> list[str]:
-        return [_WORD.sub(lambda m: recase(best.get(m.group(0).casefold(), m.group(0)), m.group(0)), line)
-                for line in lines]
+        return [
+            _WORD.sub(lambda m: recase(best.get(m.group(0).casefold(), m.group(0)), m.group(0)), line) for line in lines
+        ]
+
     return translate
 
 
 def memory_top(memory: TranslationMemory) -> Lines:
     """The translation of the memory's most similar pair, as is (the empty line when no pair shares a word)."""
+
     def translate(lines: list[str]) -> list[str]:
         matches = [memory.search(line, 1) if line.strip() else [] for line in lines]
         return [found[0].target if found else "" for found in matches]
+
     return translate
 
 
@@ -71,11 +78,18 @@ def memory_then(memory: TranslationMemory, lines_fn: Lines, near: float = NEAR) 
     return with_memory(memory, lambda lines, _examples: lines_fn(lines), k=0, near=near, fallback=copy)
 
 
-def with_memory(memory: TranslationMemory, model: WithExamples, *, k: int = EXAMPLES, near: float | None = NEAR,
-                fallback: Lines | None = None) -> Lines:
+def with_memory(
+    memory: TranslationMemory,
+    model: WithExamples,
+    *,
+    k: int = EXAMPLES,
+    near: float | None = NEAR,
+    fallback: Lines | None = None,
+) -> Lines:
     """`model` behind the memory: exact matches — and near-repeats, at least `near` similar (None: exact only) —
     from the memory, every other line translated with its `k` closest pairs as examples. A line the model leaves
     empty gets `fallback`'s answer, so every line gets one."""
+
     def translate(lines: list[str]) -> list[str]:
         out = [""] * len(lines)
         todo = []
@@ -95,6 +109,7 @@ def with_memory(memory: TranslationMemory, model: WithExamples, *, k: int = EXAM
             for i, reply in zip(empty, fallback([lines[i] for i in empty])):
                 out[i] = reply
         return out
+
     return translate
 
 
@@ -104,6 +119,7 @@ def with_hints(model: WithExamples, lexicon: Lexicon, common: frozenset[str], mo
     sides has and that are not among the corpus's commonest (`common`), each with its corpus-words translation, as
     one-word example pairs before the retrieved ones (held-out English → German strings: SmolLM2 46.9 → 47.5, Gemma
     3 270M 52.0 → 53.3; docs/results/translation.md)."""
+
     def hinted(line: str, examples: list[tuple[str, str]]) -> list[tuple[str, str]]:
         covered = {w for s, _ in examples for w in terms(s)}
         hints: dict[str, str] = {}
@@ -114,17 +130,21 @@ def with_hints(model: WithExamples, lexicon: Lexicon, common: frozenset[str], mo
 
     def translate(lines: list[str], examples: list[list[tuple[str, str]]]) -> list[str]:
         return model(lines, [hinted(line, ex) for line, ex in zip(lines, examples)])
+
     return translate
 
 
-def hydra_model(hydra, source: str, target: str, *, batch_size: int = 8,
-                cancel: CancelToken | None = None) -> WithExamples:
+def hydra_model(
+    hydra, source: str, target: str, *, batch_size: int = 8, cancel: CancelToken | None = None
+) -> WithExamples:
     """A Hydra (core.hydra) translating with each line's own examples, `batch_size` lines at a time."""
     from core.hydra import translate_batch
 
     def translate(lines: list[str], examples: list[list[tuple[str, str]]]) -> list[str]:
-        return translate_batch(hydra, lines, source, target, examples_each=examples, batch_size=batch_size,
-                               cancel=cancel)
+        return translate_batch(
+            hydra, lines, source, target, examples_each=examples, batch_size=batch_size, cancel=cancel
+        )
+
     return translate
 
 
@@ -133,8 +153,11 @@ def gguf_model(llm, source: str, target: str, *, cancel: CancelToken | None = No
     from core import runtime
 
     def translate(lines: list[str], examples: list[list[tuple[str, str]]]) -> list[str]:
-        return [runtime.translate(llm, line, source, target, examples=ex, cancel=cancel) if line.strip() else ""
-                for line, ex in zip(lines, examples)]
+        return [
+            runtime.translate(llm, line, source, target, examples=ex, cancel=cancel) if line.strip() else ""
+            for line, ex in zip(lines, examples)
+        ]
+
     return translate
 
 
@@ -151,9 +174,16 @@ def chrf(hypotheses: list[str], references: list[str]) -> float:
     return round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2)
 
 
-def measure(systems: dict[str, Lines], sources: list[str], references: list[str], *, samples: int = 3,
-            batch: int = 8, progress: ProgressFn | None = None,
-            cancel: CancelToken | None = None) -> dict[str, Score]:
+def measure(
+    systems: dict[str, Lines],
+    sources: list[str],
+    references: list[str],
+    *,
+    samples: int = 3,
+    batch: int = 8,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Score]:
     """chrF of each system on held-out pairs, and its seconds per line, `batch` lines at a time (so the progress
     moves and cancel stops within a batch)."""
     scores = {}
@@ -164,7 +194,7 @@ def measure(systems: dict[str, Lines], sources: list[str], references: list[str]
         start, out = time.monotonic(), []
         for i in range(0, len(sources), batch):
             report(i, len(sources), f"line {i + 1:,} of {len(sources):,}")
-            out += translate(sources[i:i + batch])
+            out += translate(sources[i : i + batch])
         report(len(sources), len(sources), "done")
         seconds = time.monotonic() - start
         scores[name] = Score(chrf(out, references), round(seconds / max(1, len(sources)), 3), out[:samples])
@@ -179,11 +209,14 @@ def best(scores: dict[str, Score]) -> str:
 def verdict(scores: dict[str, Score]) -> str:
     """One plain sentence on the measurement: which translator is best and by how much against the baselines."""
     winner = best(scores)
-    others = [f"{name} {s.chrf:.1f}" for name, s in sorted(scores.items(), key=lambda kv: -kv[1].chrf)
-              if name != winner]
+    others = [
+        f"{name} {s.chrf:.1f}" for name, s in sorted(scores.items(), key=lambda kv: -kv[1].chrf) if name != winner
+    ]
     models = [name for name in scores if name not in BASELINES]
     line = f"Best on the held-out pairs: {winner} (chrF {scores[winner].chrf:.1f}; " + ", ".join(others) + ")."
     if models and winner in BASELINES:
-        line += (f" The model{'s' if len(models) > 1 else ''} translate{'' if len(models) > 1 else 's'} worse than "
-                 f"{winner}, so translations use {winner}.")
+        line += (
+            f" The model{'s' if len(models) > 1 else ''} translate{'' if len(models) > 1 else 's'} worse than "
+            f"{winner}, so translations use {winner}."
+        )
     return line

@@ -1,4 +1,5 @@
 """PyInstaller entry point of the command line (`tweety`)."""
+
 import multiprocessing
 import sys
 

@@ -1,4 +1,5 @@
 """PyInstaller entry point of the desktop app (`tweety-studio`, also `tweety-studio --self-test`)."""
+
 import sys
 
 from app.main import main

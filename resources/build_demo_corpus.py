@@ -8,6 +8,7 @@ both use the KJV versification, so verse i of one is verse i of the other. Held-
 tokenizer, aligner or fine-tuning): Ruth, Esther, Jonah, Galatians, James, 1 John — narrative, poetry-free prose and
 epistles from both testaments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,10 @@ def main() -> None:
             split = "heldout" if book.name in HELDOUT_BOOKS else "train"
             for chapter, n_verses in enumerate(book.chapter_lengths, start=1):
                 for verse in range(1, n_verses + 1):
-                    pair = {lang: clean(b.get(books=[book.name], chapters=[chapter], verses=[verse]))
-                            for lang, b in bibles.items()}
+                    pair = {
+                        lang: clean(b.get(books=[book.name], chapters=[chapter], verses=[verse]))
+                        for lang, b in bibles.items()
+                    }
                     if all(pair.values()):  # a few verses are empty in one module (merged into a neighbour)
                         for lang, text in pair.items():
                             splits[split][lang].append(text)

@@ -1,4 +1,5 @@
 """Shared fixtures: the real SmolLM2-135M source model (loaded once) and small real slices of the demo corpus."""
+
 from __future__ import annotations
 
 import gzip
@@ -132,39 +133,64 @@ def verse_project(folder: Path, n: int = 2000) -> Path:
     en = write_lines(folder / "en.txt", demo_lines("bible.train.en.gz", n))
     es = write_lines(folder / "es.txt", demo_lines("bible.train.es.gz", n))
     words = write_lines(folder / "dict.tsv", ["God\tDios", "earth\ttierra", "said\tdijo", "and\ty", "the\tel"])
-    adapt(AdaptSettings(target_text=str(es), parallel=(str(en), str(es)), dictionary=str(words), language="es",
-                        out=str(folder / "project"), tokenizer=TokenizerSettings(vocab_size=1000)))
+    adapt(
+        AdaptSettings(
+            target_text=str(es),
+            parallel=(str(en), str(es)),
+            dictionary=str(words),
+            language="es",
+            out=str(folder / "project"),
+            tokenizer=TokenizerSettings(vocab_size=1000),
+        )
+    )
     return folder / "project"
 
 
 # `make test-fast` leaves these out (`-m "not slow"`): each took over ~5 s on 2 cores (pytest --durations, module
 # fixtures counted with their first test). Whole modules where most tests adapt, train or export real models.
-SLOW_MODULES = {"test_app", "test_app_translation", "test_cyrillic", "test_distributed", "test_extend",
-                "test_full_disk", "test_gpu_script", "test_kill", "test_wizard_pipeline"}
+SLOW_MODULES = {
+    "test_app",
+    "test_app_translation",
+    "test_cyrillic",
+    "test_distributed",
+    "test_extend",
+    "test_full_disk",
+    "test_gpu_script",
+    "test_kill",
+    "test_wizard_pipeline",
+}
 SLOW_TESTS = {
     "test_app_pages": {"test_finetune_page_never_imports_torch_on_the_gui_thread"},
     "test_child_jobs": {"test_cancelled_tokenizer_training_stops_its_process_and_writes_nothing"},
-    "test_cli": {"test_eval_json_and_trans_tokenization_beats_mean",
-                 "test_a_baseline_initialisation_skips_the_alignment",
-                 "test_loose_map_refuses_a_dictionary_that_gives_no_tokens",
-                 "test_an_adapt_folder_is_a_project_whose_stages_rerun_from_the_cli",
-                 "test_stepwise_commands_reproduce_adapt", "test_export_translate_and_chat_commands",
-                 "test_overrides_edit_then_reinitialise_from_the_cached_alignment"},
+    "test_cli": {
+        "test_eval_json_and_trans_tokenization_beats_mean",
+        "test_a_baseline_initialisation_skips_the_alignment",
+        "test_loose_map_refuses_a_dictionary_that_gives_no_tokens",
+        "test_an_adapt_folder_is_a_project_whose_stages_rerun_from_the_cli",
+        "test_stepwise_commands_reproduce_adapt",
+        "test_export_translate_and_chat_commands",
+        "test_overrides_edit_then_reinitialise_from_the_cached_alignment",
+    },
     "test_export": {"test_f32_round_trip_through_transformers"},
     "test_finetune": {"test_cli_finetune_writes_model_and_curve"},
     "test_gemma": {"test_sentencepiece_pieces_map_exactly_through_bytes"},
-    "test_hydra": {"test_gguf_with_merged_vocabulary_greedy_parity", "test_cli_translate_with_a_hydra",
-                   "test_batched_generation_equals_one_at_a_time",
-                   "test_untied_tuning_gives_a_language_its_own_head_saved_and_loaded",
-                   "test_greedy_generation_equals_stepwise_argmax_and_stops"},
+    "test_hydra": {
+        "test_gguf_with_merged_vocabulary_greedy_parity",
+        "test_cli_translate_with_a_hydra",
+        "test_batched_generation_equals_one_at_a_time",
+        "test_untied_tuning_gives_a_language_its_own_head_saved_and_loaded",
+        "test_greedy_generation_equals_stepwise_argmax_and_stops",
+    },
     "test_pipeline": {"test_hydra_tuning_changes_the_tables_and_can_be_cancelled"},
     "test_project": {"test_stages_are_recorded_resumable_and_invalidated"},
-    "test_translating": {"test_translate_with_a_project_resumes_after_a_kill",
-                         "test_teaching_the_project_to_translate_lowers_heldout_loss_and_keeps_the_body_and_tables",
-                         "test_project_measures_its_translators_and_translates_a_file_with_the_best",
-                         "test_project_translates_a_po_catalogue",
-                         "test_teaching_to_translate_continues_after_a_cancel_to_the_same_tables",
-                         "test_teaching_to_translate_from_the_cli_continues_after_a_kill"},
+    "test_translating": {
+        "test_translate_with_a_project_resumes_after_a_kill",
+        "test_teaching_the_project_to_translate_lowers_heldout_loss_and_keeps_the_body_and_tables",
+        "test_project_measures_its_translators_and_translates_a_file_with_the_best",
+        "test_project_translates_a_po_catalogue",
+        "test_teaching_to_translate_continues_after_a_cancel_to_the_same_tables",
+        "test_teaching_to_translate_from_the_cli_continues_after_a_kill",
+    },
 }
 
 

@@ -1,4 +1,5 @@
 """`tweety advise`: the source model measured on the user's text before adapting, and the advice from it."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,12 @@ from core.advise import EXTEND, KEEP, REPLACE, decide
 from core.resources import read_text
 
 # Ukrainian written for this test (a short everyday text): a Cyrillic language SmolLM2-135M never learnt.
-UKRAINIAN = ("Сьогодні вранці ми пішли на ринок по овочі та фрукти. Продавчиня розповіла нам, що цього року врожай "
-             "яблук дуже добрий, бо літо було тепле й дощове. Вдома бабуся спекла пиріг, і вся родина зібралася за "
-             "великим столом. Діти сміялися, дідусь розповідав історії про своє дитинство в селі над річкою. "
-             "Увечері ми гуляли парком, дивилися на зорі й говорили про плани на зиму.\n")
+UKRAINIAN = (
+    "Сьогодні вранці ми пішли на ринок по овочі та фрукти. Продавчиня розповіла нам, що цього року врожай "
+    "яблук дуже добрий, бо літо було тепле й дощове. Вдома бабуся спекла пиріг, і вся родина зібралася за "
+    "великим столом. Діти сміялися, дідусь розповідав історії про своє дитинство в селі над річкою. "
+    "Увечері ми гуляли парком, дивилися на зорі й говорили про плани на зиму.\n"
+)
 
 
 def test_decide_keeps_extends_or_replaces():

@@ -1,13 +1,13 @@
 """The torch IBM-2 aligner: as accurate as fast_align on a corpus with known links, exact symmetrization, the
 diagonal prior's closed form, determinism and cancel."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from core.align import (AlignSettings, _expected_feature, _log_z, align_corpus, align_ids,
-                        symmetrize)
+from core.align import AlignSettings, _expected_feature, _log_z, align_corpus, align_ids, symmetrize
 from core.jobs import CancelToken, Cancelled, Reporter
 from core.resources import ParallelCorpus
 
@@ -113,8 +113,11 @@ def _sequential_gdfa(forward: set, reverse: set) -> set:
         for j, i in sorted(links):
             for dj, di in neighbours:
                 p = (j + dj, i + di)
-                if p in union and p not in links and (all(q[0] != p[0] for q in links) or
-                                                      all(q[1] != p[1] for q in links)):
+                if (
+                    p in union
+                    and p not in links
+                    and (all(q[0] != p[0] for q in links) or all(q[1] != p[1] for q in links))
+                ):
                     links.add(p)
                     added = True
     for side in (forward, reverse):
@@ -137,8 +140,8 @@ def test_batched_symmetrization_agrees_with_the_sequential_algorithm():
     batched = symmetrize(forward, reverse)
     same = total = 0
     for b in range(shape[0]):
-        ours = _points(batched[b:b + 1])
-        reference = _sequential_gdfa(_points(forward[b:b + 1]), _points(reverse[b:b + 1]))
+        ours = _points(batched[b : b + 1])
+        reference = _sequential_gdfa(_points(forward[b : b + 1]), _points(reverse[b : b + 1]))
         same += len(ours & reference)
         total += len(ours | reference)
     assert same / total > 0.93
@@ -170,8 +173,14 @@ def test_cancel_stops_and_writes_nothing(source_tokenizer, target_tokenizer, pai
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        align_corpus(ParallelCorpus(*pairs), source_tokenizer, target_tokenizer, tmp_path / "align",
-                     progress=progress, cancel=cancel)
+        align_corpus(
+            ParallelCorpus(*pairs),
+            source_tokenizer,
+            target_tokenizer,
+            tmp_path / "align",
+            progress=progress,
+            cancel=cancel,
+        )
     assert not (tmp_path / "align").exists()
     assert not any(m.startswith("EM iteration 3") for m in seen)
 

@@ -1,4 +1,5 @@
 """The desktop wizard, driven like a user would, on tiny real data (offscreen Qt)."""
+
 from __future__ import annotations
 
 import os
@@ -38,9 +39,11 @@ def window(qtbot, tmp_path, monkeypatch):
 
 @pytest.fixture
 def files(tmp_path) -> dict[str, Path]:
-    return {"en": write_lines(tmp_path / "en.txt", demo_lines("bible.train.en.gz", 300)),
-            "es": write_lines(tmp_path / "es.txt", demo_lines("bible.train.es.gz", 300)),
-            "held": write_lines(tmp_path / "held.txt", demo_lines("bible.heldout.es.gz", 30))}
+    return {
+        "en": write_lines(tmp_path / "en.txt", demo_lines("bible.train.en.gz", 300)),
+        "es": write_lines(tmp_path / "es.txt", demo_lines("bible.train.es.gz", 300)),
+        "held": write_lines(tmp_path / "held.txt", demo_lines("bible.heldout.es.gz", 30)),
+    }
 
 
 def wait_job(qtbot, w, timeout: int = TIMEOUT) -> None:
@@ -267,8 +270,9 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     spanish = "Y dijo Dios: Sea la luz, y fue la luz."
     written_in = []
     generate = hydra.generate
-    hydra.generate = lambda segments, language, *a, **kw: written_in.append(language) or generate(segments, language,
-                                                                                                 *a, **kw)
+    hydra.generate = lambda segments, language, *a, **kw: (
+        written_in.append(language) or generate(segments, language, *a, **kw)
+    )
     chat.text_in.setPlainText(spanish)
     chat.set_direction("es", "en")
     chat.translate()
@@ -393,8 +397,13 @@ def test_self_test_runs_the_whole_product_headless():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "app.main", "--self-test"], capture_output=True, text=True,
-                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "app.main", "--self-test"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("\nok    ") + r.stdout.startswith("ok    ") == 8 and "self-test passed" in r.stdout
     assert "ok    open the user's guide" in r.stdout  # Help works in the bundle: the guide is there and renders
@@ -719,16 +728,22 @@ def test_gui_messages_never_name_cli_commands():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         skip = set()
         for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body and isinstance(
-                    node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
+            if (
+                isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                and node.body
+                and isinstance(node.body[0], ast.Expr)
+                and isinstance(node.body[0].value, ast.Constant)
+            ):
                 skip.add(id(node.body[0].value))  # docstrings are for developers
             if isinstance(node, ast.FunctionDef) and node.name == "plain_message":
                 skip.update(id(n) for n in ast.walk(node))
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
                 assert not command.search(node.value), (path.name, node.lineno, node.value)
-    assert plain_message("no mapping here (fix: run `tweety map` first)") == \
-        "no mapping here (fix: run the Align & map step first)"
+    assert (
+        plain_message("no mapping here (fix: run `tweety map` first)")
+        == "no mapping here (fix: run the Align & map step first)"
+    )
     assert "make demo" not in plain_message("not installed (fix: run `make demo` once)")
 
 
@@ -755,7 +770,12 @@ def test_corrections_typed_as_the_table_shows_them():
         target_tokenizer = staticmethod(lambda: Tok("▁Dios", "▁luz"))
 
     assert [readable(p) for p in ("ĠGod", "▁Dios", "Ċ", "ĠÃ©l")] == ["▁God", "▁Dios", "<0x0A>", "▁él"]
-    lines = as_written(Project, [OverrideLine("[▁Dios]", "[▁God]"), OverrideLine("[▁luz]", "light"),
-                                 OverrideLine("[▁Dios]", "[▁Nothing]")])
-    assert [(o.target, o.source) for o in lines] == [("[▁Dios]", "[ĠGod]"), ("[▁luz]", "light"),
-                                                     ("[▁Dios]", "[▁Nothing]")]
+    lines = as_written(
+        Project,
+        [OverrideLine("[▁Dios]", "[▁God]"), OverrideLine("[▁luz]", "light"), OverrideLine("[▁Dios]", "[▁Nothing]")],
+    )
+    assert [(o.target, o.source) for o in lines] == [
+        ("[▁Dios]", "[ĠGod]"),
+        ("[▁luz]", "light"),
+        ("[▁Dios]", "[▁Nothing]"),
+    ]

@@ -1,5 +1,6 @@
 """Issue 30 in the wizard: “Is adapting worth it?” on the Language & data page measures the chosen source model on
 the user's text before anything is adapted, and says keep, extend or replace with its numbers."""
+
 from __future__ import annotations
 
 from conftest import write_lines

@@ -1,5 +1,6 @@
 """The wizard's pages and the project's stages (offscreen Qt): the one stage ↔ page table, the Align page's mapping
 read off the GUI thread and its baselines folded away, the Fine-tune page built and shown without torch."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,13 @@ def mapped_project(folder: Path, rows: int, align_settings: dict | None = None):
 
     project = Project.create(folder)
     project.mapping_dir.mkdir(parents=True)
-    lines = (json.dumps({"id": i, "token": f"▁w{i}", "origin": "alignment", "sources": [["Ġw", 1, 1.0]],
-                         "from": [{"bible": 1.0}]}) + "\n" for i in range(rows))
+    lines = (
+        json.dumps(
+            {"id": i, "token": f"▁w{i}", "origin": "alignment", "sources": [["Ġw", 1, 1.0]], "from": [{"bible": 1.0}]}
+        )
+        + "\n"
+        for i in range(rows)
+    )
     (project.mapping_dir / TABLE_FILE).write_text("".join(lines), encoding="utf-8")
     project.state.stages["map"] = StageRecord(0.0, "work/mapping", {"alignment": rows})
     project.state.settings["align"] = align_settings or {}
@@ -70,8 +76,9 @@ def test_align_page_reads_the_mapping_off_the_gui_thread(window, qtbot, tmp_path
 
     readers: list[threading.Thread] = []
     real = align.read_mapping
-    monkeypatch.setattr(align, "read_mapping", lambda project: (readers.append(threading.current_thread()),
-                                                                 real(project))[1])
+    monkeypatch.setattr(
+        align, "read_mapping", lambda project: (readers.append(threading.current_thread()), real(project))[1]
+    )
     project = mapped_project(tmp_path / "p", 3000)
     page = window.pages["align"]
     with qtbot.waitSignal(page.mapping_shown, timeout=30_000):
@@ -133,8 +140,14 @@ def test_finetune_page_never_imports_torch_on_the_gui_thread(tmp_path):
 
     Project.create(tmp_path / "p")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    run = subprocess.run([sys.executable, "-c", FINETUNE_PAGE, str(tmp_path / "p"), str(tmp_path / "settings")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", FINETUNE_PAGE, str(tmp_path / "p"), str(tmp_path / "settings")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert seen["gui_imports"] == [] and seen["torch"], seen  # imported, by the pool only
@@ -183,4 +196,9 @@ def test_measurements_are_shown_rounded_as_a_person_reads_them():
     from app.pages.widgets import rounded
 
     assert [rounded(v) for v in (588.9071, 2.15693, 0.38521, 36.125, 12345.6)] == [
-        "589", "2.157", "0.385", "36.1", "12,346"]
+        "589",
+        "2.157",
+        "0.385",
+        "36.1",
+        "12,346",
+    ]

@@ -1,6 +1,7 @@
 """The wizard's translation parts (app.pages.translation), driven like a user would, on a small real project: 2,000
 demo verse pairs, a five-word dictionary, a 1,000-token Spanish vocabulary (offscreen Qt). The tests run in file order
 on one project: measure, look up and translate files, then teach (which drops the measurement) and cancel."""
+
 from __future__ import annotations
 
 import tempfile
@@ -158,8 +159,11 @@ def test_chat_shows_the_memory_match_and_translates_files(qtbot, window, project
 
     # a gettext catalogue: its empty entries, counted as entries
     pot = tmp_path / "app.pot"
-    pot.write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
-                   f'msgid "{en[0]}"\nmsgstr ""\n\nmsgid "{en[1]}"\nmsgstr ""\n', encoding="utf-8")
+    pot.write_text(
+        'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+        f'msgid "{en[0]}"\nmsgstr ""\n\nmsgid "{en[1]}"\nmsgstr ""\n',
+        encoding="utf-8",
+    )
     chat.file_translation.translate(str(pot), str(tmp_path / "es.po"))
     wait_button(qtbot, w, chat.file_translation.button)
     assert f"2 entries translated by {best}" in chat.file_translation.text()
@@ -203,11 +207,15 @@ def test_cancel_stops_teaching(qtbot, window, project):
     wait_button(qtbot, w, teach.button, timeout=TIMEOUT)
     kept = w.project.hydra_tuning_checkpoint()  # the steps done, to continue from (core's tests check that)
     assert kept is not None and kept.steps == 300 and kept.step >= 1
-    assert teach.status.text() == (f"Cancelled after step {kept.step} of 300: it translates as before. Start again "
-                                   "with 300 steps to continue from there.")
+    assert teach.status.text() == (
+        f"Cancelled after step {kept.step} of 300: it translates as before. Start again "
+        "with 300 steps to continue from there."
+    )
     assert "Teaching it to translate: cancelled" in w.log_view.toPlainText() and teach.button.text() == "Start"
     after = w.project.state.stages.get("hydra")
     assert (after.summary if after else None) == before  # the Hydra as it was
     teach.show_project(w.project)  # the project shown again (reopened): where Start goes on from
-    assert teach.status.text() == (f"Stopped at step {kept.step} of 300 last time: Start with 300 steps continues "
-                                   "from there (other steps start over).")
+    assert teach.status.text() == (
+        f"Stopped at step {kept.step} of 300 last time: Start with 300 steps continues "
+        "from there (other steps start over)."
+    )

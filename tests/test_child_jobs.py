@@ -1,5 +1,6 @@
 """Native work that never looks at the cancel token runs in a child process (core.jobs.run_in_child): cancelling it
 ends the child — and its CPU use — at once, and leaves nothing written."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -28,8 +29,14 @@ def test_cancelled_tokenizer_training_stops_its_process_and_writes_nothing(tmp_p
 
     lines = demo_lines("bible.train.es.gz", 3000)
     with pytest.raises(Cancelled):
-        train_tokenizer(lines, load_tokenizer("default"), tmp_path / "tokenizer", TokenizerSettings(vocab_size=4000),
-                        progress=progress, cancel=cancel)
+        train_tokenizer(
+            lines,
+            load_tokenizer("default"),
+            tmp_path / "tokenizer",
+            TokenizerSettings(vocab_size=4000),
+            progress=progress,
+            cancel=cancel,
+        )
     assert time.monotonic() - cancelled_at[0] < 5  # the kill, not the training's end (seconds more on 2 cores)
     assert len(training) == 1 and not any(psutil.pid_exists(p.pid) for p in training)  # it trained in a child: gone
     assert not multiprocessing.active_children()

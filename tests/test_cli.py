@@ -1,4 +1,5 @@
 """End to end through the `tweety` command line, on a few hundred real verse pairs and the real SmolLM2 weights."""
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,26 @@ def files(module_tmp, pairs):
 @pytest.fixture(scope="module")
 def adapted(files):
     out = files / "adapted"
-    tweety("adapt", "--source-model", "default", "--target-text", files / "train.es", "--parallel",
-           files / "train.en", files / "train.es", "--dictionary", files / "dict.tsv", "--vocab-size", 1000,
-           "--init", "transtok", "--symmetrize", "grow-diag-final-and", "--out", out)
+    tweety(
+        "adapt",
+        "--source-model",
+        "default",
+        "--target-text",
+        files / "train.es",
+        "--parallel",
+        files / "train.en",
+        files / "train.es",
+        "--dictionary",
+        files / "dict.tsv",
+        "--vocab-size",
+        1000,
+        "--init",
+        "transtok",
+        "--symmetrize",
+        "grow-diag-final-and",
+        "--out",
+        out,
+    )
     return out
 
 
@@ -57,8 +75,20 @@ def test_word_rules_on_the_command_line_reach_the_projects_inputs():
     from core.cli.options import word_rules
     from core.pipeline import AdaptSettings, inputs_of
 
-    a = build_parser().parse_args(["adapt", "--target-text", "t.txt", "--vocab-size", "1000", "--out", "p",
-                                   "--plural-endings", "s, -es", "--no-cognates"])
+    a = build_parser().parse_args(
+        [
+            "adapt",
+            "--target-text",
+            "t.txt",
+            "--vocab-size",
+            "1000",
+            "--out",
+            "p",
+            "--plural-endings",
+            "s, -es",
+            "--no-cognates",
+        ]
+    )
     inputs = inputs_of(AdaptSettings(target_text="t.txt", **word_rules(a)))
     assert (inputs.plural_endings, inputs.cognates) == (("s", "es"), False)
     a = build_parser().parse_args(["adapt", "--target-text", "t.txt", "--vocab-size", "1000", "--out", "p"])
@@ -70,8 +100,17 @@ def test_eval_json_and_trans_tokenization_beats_mean(files, adapted):
     assert set(result) >= {"bits_per_byte", "token_ppl", "tokens_per_byte"}
     text = (files / "heldout.es").read_text().rstrip("\n")
     assert result["bytes"] == len(text.encode())
-    tweety("init", "--tokenizer", adapted / "work" / "tokenizer", "--mapping", adapted / "work" / "mapping",
-           "--init", "mean", "--out", files / "mean")
+    tweety(
+        "init",
+        "--tokenizer",
+        adapted / "work" / "tokenizer",
+        "--mapping",
+        adapted / "work" / "mapping",
+        "--init",
+        "mean",
+        "--out",
+        files / "mean",
+    )
     # A loose folder's model carries its provenance, as a project's does (the export and the model card read it).
     assert json.loads((files / "mean" / "project.json").read_text())["settings"]["init"]["method"] == "mean"
     mean = json.loads(tweety("eval", "--model", files / "mean", "--text", files / "heldout.es", "--json").stdout)
@@ -81,10 +120,29 @@ def test_eval_json_and_trans_tokenization_beats_mean(files, adapted):
 
 def test_stepwise_commands_reproduce_adapt(files, adapted):
     d = files / "steps"
-    tweety("align", "--tokenizer", adapted / "work" / "tokenizer", "--parallel", files / "train.en",
-           files / "train.es", "--symmetrize", "grow-diag-final-and", "--out", d / "align")
-    tweety("map", "--tokenizer", adapted / "work" / "tokenizer", "--alignment", d / "align", "--dictionary",
-           files / "dict.tsv", "--out", d / "map")
+    tweety(
+        "align",
+        "--tokenizer",
+        adapted / "work" / "tokenizer",
+        "--parallel",
+        files / "train.en",
+        files / "train.es",
+        "--symmetrize",
+        "grow-diag-final-and",
+        "--out",
+        d / "align",
+    )
+    tweety(
+        "map",
+        "--tokenizer",
+        adapted / "work" / "tokenizer",
+        "--alignment",
+        d / "align",
+        "--dictionary",
+        files / "dict.tsv",
+        "--out",
+        d / "map",
+    )
     ours, theirs = Mapping.load(d / "map"), Mapping.load(adapted / "work" / "mapping")
     assert (ours.origin == theirs.origin).all()
     np.testing.assert_allclose((ours.matrix - theirs.matrix).toarray(), 0, atol=1e-6)
@@ -101,8 +159,19 @@ def test_overrides_edit_then_reinitialise_from_the_cached_alignment(files, adapt
     d.mkdir()
     (d / "fix.tsv").write_text("[▁Dios]\tGod\t3\n[▁Dios]\tLord\n-\ttierra\t[Ġearth]\n", encoding="utf-8")
     work = adapted / "work"
-    r = tweety("map", "--tokenizer", work / "tokenizer", "--alignment", work / "alignment", "--dictionary",
-               files / "dict.tsv", "--overrides", d / "fix.tsv", "--out", d / "map")
+    r = tweety(
+        "map",
+        "--tokenizer",
+        work / "tokenizer",
+        "--alignment",
+        work / "alignment",
+        "--dictionary",
+        files / "dict.tsv",
+        "--overrides",
+        d / "fix.tsv",
+        "--out",
+        d / "map",
+    )
     report = json.loads(r.stdout)
     # God→Dios is overridden; the dictionary's other words are aligned by the corpus, so it fills no gap with them
     # (only with cognates of whole words the corpus left unaligned: `core.dictionary.by_spelling`).
@@ -114,8 +183,9 @@ def test_overrides_edit_then_reinitialise_from_the_cached_alignment(files, adapt
 
     old, new = Mapping.load(work / "mapping"), Mapping.load(d / "map")
     remapped = set(np.unique((old.matrix != new.matrix).nonzero()[0]).tolist())
-    before, after = (load_file(f / "model.safetensors")["model.embed_tokens.weight"]
-                     for f in (adapted / "model", d / "model"))
+    before, after = (
+        load_file(f / "model.safetensors")["model.embed_tokens.weight"] for f in (adapted / "model", d / "model")
+    )
     assert set((before != after).any(dim=1).nonzero().ravel().tolist()) == remapped
     source_model, source_tok = load_model("default")
     vocab = json.loads((work / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
@@ -159,17 +229,32 @@ def test_loose_map_refuses_a_dictionary_that_gives_no_tokens(files, tmp_path):
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, "<unk>")),
-                            unk_token="<unk>").save_pretrained(tmp_path / "unknown")
-    r = tweety("map", "--tokenizer", tmp_path / "unknown", "--dictionary", files / "dict.tsv", "--out",
-               tmp_path / "map", check=False)
+    PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, "<unk>")), unk_token="<unk>"
+    ).save_pretrained(tmp_path / "unknown")
+    r = tweety(
+        "map",
+        "--tokenizer",
+        tmp_path / "unknown",
+        "--dictionary",
+        files / "dict.tsv",
+        "--out",
+        tmp_path / "map",
+        check=False,
+    )
     assert r.returncode == 2 and "none of the dictionary's entries can be read into tokens" in r.stderr
     assert not (tmp_path / "map").exists()
 
 
-@pytest.mark.parametrize("command, flags", [("adapt", ("--init", "--aligner", "--symmetrize", "--tokenizer-model")),
-                                            ("init", ("--init", "--seed")), ("tokenizer", ("--tokenizer-model",)),
-                                            ("align", ("--aligner", "--symmetrize"))])
+@pytest.mark.parametrize(
+    "command, flags",
+    [
+        ("adapt", ("--init", "--aligner", "--symmetrize", "--tokenizer-model")),
+        ("init", ("--init", "--seed")),
+        ("tokenizer", ("--tokenizer-model",)),
+        ("align", ("--aligner", "--symmetrize")),
+    ],
+)
 def test_baselines_are_an_advanced_group_of_the_help(command, flags, capsys):
     from core.cli import build_parser
 
@@ -183,8 +268,20 @@ def test_a_baseline_initialisation_skips_the_alignment(files, tmp_path):
     """`--init fvt` reads no alignment, so `tweety adapt` does not align (44 s on 137k pairs): no alignment is
     written, the map stage uses none, and trans-tokenization on that project is refused until it is aligned."""
     out = tmp_path / "fvt"
-    tweety("adapt", "--target-text", files / "train.es", "--parallel", files / "train.en", files / "train.es",
-           "--vocab-size", 1000, "--init", "fvt", "--out", out)
+    tweety(
+        "adapt",
+        "--target-text",
+        files / "train.es",
+        "--parallel",
+        files / "train.en",
+        files / "train.es",
+        "--vocab-size",
+        1000,
+        "--init",
+        "fvt",
+        "--out",
+        out,
+    )
     state = json.loads((out / "project.json").read_text())
     assert state["stages"]["align"]["summary"]["unused_by"] == "fvt" and not (out / "work" / "alignment").exists()
     assert state["stages"]["map"]["summary"]["alignment"] == 0 and (out / "model" / "model.safetensors").exists()
@@ -204,13 +301,35 @@ def test_never_overwrites_a_users_folder_and_reports_bad_input(files, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.txt").write_text("precious")
-    r = tweety("adapt", "--target-text", files / "train.es", "--parallel", files / "train.en", files / "train.es",
-               "--vocab-size", 1000, "--out", mine, check=False)
+    r = tweety(
+        "adapt",
+        "--target-text",
+        files / "train.es",
+        "--parallel",
+        files / "train.en",
+        files / "train.es",
+        "--vocab-size",
+        1000,
+        "--out",
+        mine,
+        check=False,
+    )
     assert r.returncode == 2 and "never overwrites your files" in r.stderr
     assert (mine / "thesis.txt").read_text() == "precious"
     write_lines(tmp_path / "short.en", ["one", "two"])
-    r = tweety("adapt", "--target-text", files / "train.es", "--parallel", tmp_path / "short.en", files / "train.es",
-               "--vocab-size", 1000, "--out", tmp_path / "new", check=False)
+    r = tweety(
+        "adapt",
+        "--target-text",
+        files / "train.es",
+        "--parallel",
+        tmp_path / "short.en",
+        files / "train.es",
+        "--vocab-size",
+        1000,
+        "--out",
+        tmp_path / "new",
+        check=False,
+    )
     assert r.returncode == 2 and "has 2 lines but train.es has 300" in r.stderr
     assert not (tmp_path / "new").exists()
 
@@ -227,6 +346,11 @@ def test_export_translate_and_chat_commands(files, adapted):
     write_lines(files / "verses.en", ["And God said.", "", "And it was so."])
     tweety("translate", "--gguf", gguf, "--from", "en", "--to", "es", "--input", files / "verses.en")
     assert (files / "verses.en.es.txt").read_text(encoding="utf-8").count("\n") == 3
-    chat = subprocess.run([sys.executable, "-m", "core.cli", "chat", "--gguf", str(gguf), "--temperature", "0"],
-                          input="Hola\n/reset\n/quit\n", capture_output=True, text=True, timeout=300)
+    chat = subprocess.run(
+        [sys.executable, "-m", "core.cli", "chat", "--gguf", str(gguf), "--temperature", "0"],
+        input="Hola\n/reset\n/quit\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert chat.returncode == 0 and chat.stdout.count("model> ") == 1 and "Chat started" in chat.stderr

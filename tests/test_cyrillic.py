@@ -4,6 +4,7 @@ Cyrillic exactly as transformers does; the wizard shows the pieces as Cyrillic l
 The data is tests/data: 80 English–Russian sentence pairs and 8 held-out Russian sentences, written for these tests
 (everyday sentences and software messages, with ё, «», — and a capital Ё that the small vocabulary may only spell in
 bytes)."""
+
 from __future__ import annotations
 
 import re
@@ -47,9 +48,16 @@ def project(module_tmp) -> Path:
     tmp = module_tmp("cyrillic")
     ru = write_lines(tmp / "train.ru", [r for _, r in pairs()])
     held = write_lines(tmp / "heldout.ru", heldout())
-    return adapt(AdaptSettings(target_text=str(ru), parallel=(str(DATA / "cyrillic.en-ru.tsv"), ""),
-                               heldout_text=str(held), language="ru", out=str(tmp / "project"),
-                               tokenizer=TokenizerSettings(vocab_size=500))).out
+    return adapt(
+        AdaptSettings(
+            target_text=str(ru),
+            parallel=(str(DATA / "cyrillic.en-ru.tsv"), ""),
+            heldout_text=str(held),
+            language="ru",
+            out=str(tmp / "project"),
+            tokenizer=TokenizerSettings(vocab_size=500),
+        )
+    ).out
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +65,10 @@ def hf(project):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = project / "model"
-    return (AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(),
-            AutoTokenizer.from_pretrained(folder))
+    return (
+        AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(),
+        AutoTokenizer.from_pretrained(folder),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +96,19 @@ def test_llama_cpp_tokenizes_cyrillic_like_transformers(hf, gguf):
     tok = hf[1]
     llm = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
     lines = [*heldout(), *(r for _, r in pairs())]
-    mismatched = [line for line in lines if llm.tokenize(line.encode(), add_bos=False, special=False)
-                  != tok(line, add_special_tokens=False)["input_ids"]]
+    mismatched = [
+        line
+        for line in lines
+        if llm.tokenize(line.encode(), add_bos=False, special=False) != tok(line, add_special_tokens=False)["input_ids"]
+    ]
     assert mismatched == []
     # At least one held-out line needs byte pieces (a letter the vocabulary lacks): llama.cpp must agree there too.
-    byte_pieces = {i for line in heldout() for i in tok(line, add_special_tokens=False)["input_ids"]
-                   if tok.convert_ids_to_tokens(i).startswith("<0x")}
+    byte_pieces = {
+        i
+        for line in heldout()
+        for i in tok(line, add_special_tokens=False)["input_ids"]
+        if tok.convert_ids_to_tokens(i).startswith("<0x")
+    }
     assert byte_pieces
     prompt = "<|im_start|>user\nПривет, как дела?<|im_end|>\n"
     assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == tok(prompt)["input_ids"]
@@ -134,8 +151,9 @@ def test_generation_writes_valid_cyrillic(hf, gguf):
     model, tok = hf
     prompt = held_ids(tok, 24)
     with torch.no_grad():
-        expected = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False,
-                                  eos_token_id=None)[0, len(prompt):].tolist()
+        expected = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, eos_token_id=None)[
+            0, len(prompt) :
+        ].tolist()
     llm = runtime.load(gguf, runtime.RuntimeSettings(n_ctx=128, exact=True, threads=THREADS))
     pieces: list[str] = []
     text = runtime.complete(llm, prompt, max_tokens=len(expected), temperature=0.0, on_text=pieces.append)

@@ -4,6 +4,7 @@ layers, the final norm and a frozen layer are all in play): the same weights as 
 batch, a killed rank
 fails the launch with a message naming it while the last checkpoint stays loadable and resumable, a cancel stops
 every rank at one checkpointed step, and `--print-launch` writes a job folder whose `launch.sh` runs."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,19 @@ from core.errors import TweetyError
 from core.finetune import FinetuneSettings, checkpoint_state, finetune
 from core.jobs import Cancelled, CancelToken
 
-SETTINGS = FinetuneSettings(stage="outer-layers", outer_layers=1, steps=16, block_size=32, batch_size=4, grad_accum=2,
-                            warmup_steps=2, eval_every=8, eval_max_bytes=1500, checkpoint_every=2, lr=2e-3)
+SETTINGS = FinetuneSettings(
+    stage="outer-layers",
+    outer_layers=1,
+    steps=16,
+    block_size=32,
+    batch_size=4,
+    grad_accum=2,
+    warmup_steps=2,
+    eval_every=8,
+    eval_max_bytes=1500,
+    checkpoint_every=2,
+    lr=2e-3,
+)
 TWO = LaunchSettings(nproc=2)
 # Adam divides by the running gradient size, so rounding differences of the all-reduced gradients move a weight by
 # up to ~lr × a few ulps-relative per step; 1e-4 is 5% of one step at lr 2e-3.
@@ -40,9 +52,16 @@ def tiny(module_tmp, target_tokenizer, pairs):
     from core.init import save_adapted
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(target_tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(target_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
     d = module_tmp("distributed")
     save_adapted(LlamaForCausalLM(config), target_tokenizer, d / "model")
     write_lines(d / "train.es", pairs[1])
@@ -80,8 +99,9 @@ def rank_pid(mark: str, rank: int) -> int | None:
 
 def test_two_processes_reach_the_weights_of_one(tiny, tmp_path):
     events = []
-    result = launch(tiny / "model", tiny / "train.es", tiny / "heldout.es", tmp_path / "two", SETTINGS, TWO,
-                    progress=events.append)
+    result = launch(
+        tiny / "model", tiny / "train.es", tiny / "heldout.es", tmp_path / "two", SETTINGS, TWO, progress=events.append
+    )
     difference = max_difference(tiny / "one", tmp_path / "two")
     print(f"2 processes vs 1: max weight difference {difference:.2e}")
     assert difference < TOLERANCE
@@ -96,7 +116,8 @@ def test_two_processes_reach_the_weights_of_one(tiny, tmp_path):
     one = curve(tiny / "one")
     assert [m["loss"] for m in steps] == pytest.approx([r["loss"] for r in one], abs=1e-4)
     assert [r.heldout_bpb for r in result.curve if r.heldout_bpb] == pytest.approx(
-        [r["heldout_bpb"] for r in one if r["heldout_bpb"]], abs=1e-4)
+        [r["heldout_bpb"] for r in one if r["heldout_bpb"]], abs=1e-4
+    )
     assert result.steps == 16 and result.resumed_from == 0 and result.final_bpb < result.initial_bpb
     assert (tmp_path / "two" / "training" / "launch.log").read_text().startswith("$ ")
 
@@ -134,19 +155,65 @@ def test_killed_rank_fails_clearly_and_the_run_resumes(tiny, tmp_path, monkeypat
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        launch(tiny / "model", tiny / "train.es", tiny / "heldout.es", out, SETTINGS, TWO, resume=True,
-               progress=cancel_later, cancel=cancel)
+        launch(
+            tiny / "model",
+            tiny / "train.es",
+            tiny / "heldout.es",
+            out,
+            SETTINGS,
+            TWO,
+            resume=True,
+            progress=cancel_later,
+            cancel=cancel,
+        )
     stopped = checkpoint_state(out)
     assert stop_at <= stopped.step < SETTINGS.steps and not stopped.finished
 
     # Finished by the job folder's launch.sh (the torchrun command `--print-launch` writes), resuming again.
     from core.cli import main
 
-    assert main(["finetune", "--model", str(tiny / "model"), "--text", str(tiny / "train.es"), "--heldout",
-                 str(tiny / "heldout.es"), "--out", str(out), "--stage", "outer-layers", "--outer-layers", "1",
-                 "--steps", "16", "--block-size", "32", "--batch-size", "4", "--grad-accum", "2", "--warmup", "2",
-                 "--eval-every", "8", "--eval-max-bytes", "1500", "--checkpoint-every", "2", "--lr", "2e-3",
-                 "--nproc", "2", "--print-launch", str(tmp_path / "job")]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tiny / "model"),
+                "--text",
+                str(tiny / "train.es"),
+                "--heldout",
+                str(tiny / "heldout.es"),
+                "--out",
+                str(out),
+                "--stage",
+                "outer-layers",
+                "--outer-layers",
+                "1",
+                "--steps",
+                "16",
+                "--block-size",
+                "32",
+                "--batch-size",
+                "4",
+                "--grad-accum",
+                "2",
+                "--warmup",
+                "2",
+                "--eval-every",
+                "8",
+                "--eval-max-bytes",
+                "1500",
+                "--checkpoint-every",
+                "2",
+                "--lr",
+                "2e-3",
+                "--nproc",
+                "2",
+                "--print-launch",
+                str(tmp_path / "job"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "job" / "job.json").read_text())["settings"] == asdict(SETTINGS)
     done = subprocess.run(["sh", str(tmp_path / "job" / "launch.sh"), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -158,9 +225,25 @@ def test_killed_rank_fails_clearly_and_the_run_resumes(tiny, tmp_path, monkeypat
 def test_print_launch_writes_the_job_folder_and_runs_nothing(tiny, tmp_path, capsys):
     from core.cli import main
 
-    args = ["finetune", "--model", str(tiny / "model"), "--text", str(tiny / "train.es"), "--out",
-            str(tmp_path / "out"), "--batch-size", "8", "--steps", "50", "--nproc", "4", "--nnodes", "2",
-            "--rdzv", "node1:29400"]
+    args = [
+        "finetune",
+        "--model",
+        str(tiny / "model"),
+        "--text",
+        str(tiny / "train.es"),
+        "--out",
+        str(tmp_path / "out"),
+        "--batch-size",
+        "8",
+        "--steps",
+        "50",
+        "--nproc",
+        "4",
+        "--nnodes",
+        "2",
+        "--rdzv",
+        "node1:29400",
+    ]
     assert main([*args, "--print-launch", str(tmp_path / "job")]) == 0
     printed = capsys.readouterr().out
     job = tmp_path / "job"
@@ -169,8 +252,15 @@ def test_print_launch_writes_the_job_folder_and_runs_nothing(tiny, tmp_path, cap
     assert config["model"] == str(tiny / "model") and config["out"] == str(tmp_path / "out")
     assert config["launch"] == {"nproc": 4, "nnodes": 2, "rdzv": "node1:29400"}
     command = (job / "launch.sh").read_text().splitlines()[-1]
-    for flags in ("-m torch.distributed.run", "--nproc-per-node 4", "--nnodes 2", "--rdzv-backend c10d",
-                  "--rdzv-endpoint node1:29400", "--rdzv-id tweety-", f"-m core.distributed {job / 'job.json'}"):
+    for flags in (
+        "-m torch.distributed.run",
+        "--nproc-per-node 4",
+        "--nnodes 2",
+        "--rdzv-backend c10d",
+        "--rdzv-endpoint node1:29400",
+        "--rdzv-id tweety-",
+        f"-m core.distributed {job / 'job.json'}",
+    ):
         assert flags in command and flags in printed
     sbatch = (job / "slurm.sbatch").read_text()
     assert "#SBATCH --nodes=2" in sbatch and "srun " in sbatch

@@ -1,4 +1,5 @@
 """GGUF export: llama.cpp reads the file back with the same logits and the same tokenization as transformers."""
+
 from __future__ import annotations
 
 import json
@@ -24,21 +25,34 @@ def adapted(module_tmp, pairs):
 
     tmp = module_tmp("export")
     en, es = write_lines(tmp / "train.en", pairs[0]), write_lines(tmp / "train.es", pairs[1])
-    return adapt(AdaptSettings(target_text=str(es), parallel=(str(en), str(es)), out=str(tmp / "adapted"),
-                               language="es", tokenizer=TokenizerSettings(vocab_size=800))).model
+    return adapt(
+        AdaptSettings(
+            target_text=str(es),
+            parallel=(str(en), str(es)),
+            out=str(tmp / "adapted"),
+            language="es",
+            tokenizer=TokenizerSettings(vocab_size=800),
+        )
+    ).model
+
 
 @pytest.fixture(scope="module")
 def hf(adapted):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return (AutoModelForCausalLM.from_pretrained(adapted, dtype=torch.float32).eval(),
-            AutoTokenizer.from_pretrained(adapted))
+    return (
+        AutoModelForCausalLM.from_pretrained(adapted, dtype=torch.float32).eval(),
+        AutoTokenizer.from_pretrained(adapted),
+    )
+
 
 @pytest.fixture(scope="module")
 def ggufs(adapted, module_tmp):
     out = module_tmp("gguf")
-    return {t: export_gguf(adapted, out / f"model-{t}.gguf", ExportSettings(type=t)).path
-            for t in ("f32", "f16", "q8_0")}
+    return {
+        t: export_gguf(adapted, out / f"model-{t}.gguf", ExportSettings(type=t)).path for t in ("f32", "f16", "q8_0")
+    }
+
 
 @pytest.fixture(scope="module")
 def text_ids(hf):
@@ -49,6 +63,7 @@ def text_ids(hf):
     assert len(ids) == 63
     return [tok.bos_token_id] + ids
 
+
 def _logits(hf, ggufs, text_ids, kind: str) -> tuple[np.ndarray, np.ndarray]:
     model, _ = hf
     with torch.no_grad():
@@ -57,15 +72,18 @@ def _logits(hf, ggufs, text_ids, kind: str) -> tuple[np.ndarray, np.ndarray]:
     llm.eval(text_ids)
     return expected, np.asarray(llm.scores[: len(text_ids)])
 
+
 def test_f32_logits_match_transformers(hf, ggufs, text_ids):
     expected, got = _logits(hf, ggufs, text_ids, "f32")
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-4
 
+
 def test_f16_logits_close_and_same_greedy_tokens(hf, ggufs, text_ids):
     expected, got = _logits(hf, ggufs, text_ids, "f16")
     assert np.abs(got - expected).max() <= 5e-2
     assert (got.argmax(-1) == expected.argmax(-1)).all()
+
 
 def test_q8_0_top1_agreement(hf, ggufs, text_ids):
     expected, got = _logits(hf, ggufs, text_ids, "q8_0")
@@ -75,28 +93,32 @@ def test_q8_0_top1_agreement(hf, ggufs, text_ids):
     assert (picked >= expected.max(-1) - 0.05).mean() >= 0.95
     assert ggufs["q8_0"].stat().st_size < 0.3 * ggufs["f32"].stat().st_size
 
+
 def test_llama_cpp_tokenizes_like_transformers(hf, ggufs):
     tok = hf[1]
     llm = llama_cpp.Llama(str(ggufs["f16"]), vocab_only=True, verbose=False)
     lines = read_lines(DEMO / "bible.heldout.es.gz")[:200]
-    mismatched = [line for line in lines
-                  if llm.tokenize(line.encode(), add_bos=False, special=False)
-                  != tok(line, add_special_tokens=False)["input_ids"]]
+    mismatched = [
+        line
+        for line in lines
+        if llm.tokenize(line.encode(), add_bos=False, special=False) != tok(line, add_special_tokens=False)["input_ids"]
+    ]
     assert mismatched == []
     # Special tokens in a chat prompt are single tokens in both.
     prompt = "<|im_start|>user\nHola\n<|im_end|>\n"
     assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == tok(prompt)["input_ids"]
 
+
 def test_f32_round_trip_through_transformers(adapted, hf, ggufs):
     from transformers import AutoModelForCausalLM
 
-    back = AutoModelForCausalLM.from_pretrained(ggufs["f32"].parent, gguf_file=ggufs["f32"].name,
-                                                dtype=torch.float32)
+    back = AutoModelForCausalLM.from_pretrained(ggufs["f32"].parent, gguf_file=ggufs["f32"].name, dtype=torch.float32)
     original = hf[0].state_dict()
     loaded = back.state_dict()
     assert set(original) == set(loaded)
     for name, tensor in original.items():
         assert torch.equal(tensor, loaded[name]), name
+
 
 def test_metadata_vocabulary_and_provenance(adapted, ggufs, hf):
     import gguf
@@ -128,19 +150,32 @@ def test_metadata_vocabulary_and_provenance(adapted, ggufs, hf):
     assert sorted(d.split()[0] for d in digests) == sorted(set(project["inputs_sha256"].values()))
     assert value("tweety.init_method") == "transtok"
 
+
 def _broken_copy(adapted, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(adapted, folder)
     return folder
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda f: (f / "config.json").write_text(
-        (f / "config.json").read_text().replace('"model_type": "llama"', '"model_type": "gpt2"')), "gpt2"),
-    (lambda f: [(f / name).unlink() for name in ("tokenizer.model", "tokenizer.json")], "tokenizer"),
-    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:-1000]), "damaged"),
-    (lambda f: (f / "config.json").write_text(
-        (f / "config.json").read_text().replace('"vocab_size": 800', '"vocab_size": 801')), "801"),
-])
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda f: (f / "config.json").write_text(
+                (f / "config.json").read_text().replace('"model_type": "llama"', '"model_type": "gpt2"')
+            ),
+            "gpt2",
+        ),
+        (lambda f: [(f / name).unlink() for name in ("tokenizer.model", "tokenizer.json")], "tokenizer"),
+        (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:-1000]), "damaged"),
+        (
+            lambda f: (f / "config.json").write_text(
+                (f / "config.json").read_text().replace('"vocab_size": 800', '"vocab_size": 801')
+            ),
+            "801",
+        ),
+    ],
+)
 def test_bad_model_folder_is_refused_before_writing(adapted, tmp_path, damage, message):
     folder = _broken_copy(adapted, tmp_path)
     damage(folder)
@@ -149,12 +184,14 @@ def test_bad_model_folder_is_refused_before_writing(adapted, tmp_path, damage, m
         export_gguf(folder, out)
     assert list(tmp_path.glob("*.gguf*")) == [] and not list(tmp_path.glob(".out*"))
 
+
 def test_existing_destination_is_not_overwritten(adapted, tmp_path):
     out = tmp_path / "mine.gguf"
     out.write_text("my file")
     with pytest.raises(TweetyError, match="never overwrites"):
         export_gguf(adapted, out)
     assert out.read_text() == "my file"
+
 
 def test_greedy_completion_matches_transformers(hf, ggufs, text_ids):
     model, _ = hf
@@ -167,6 +204,7 @@ def test_greedy_completion_matches_transformers(hf, ggufs, text_ids):
             break
         got.append(token)
     assert got == expected
+
 
 def test_chat_streams_and_cancels(ggufs):
     from core.jobs import CancelToken
@@ -191,6 +229,7 @@ def test_chat_streams_and_cancels(ggufs):
 
     cut = chat.send("Cuéntame una historia larga.", on_text=stop_after_two, cancel=cancel)
     assert len(streamed) == 2 and cut == "".join(streamed)
+
 
 def test_translate_file_keeps_lines_and_is_atomic(ggufs, tmp_path):
     from core.jobs import Cancelled, CancelToken

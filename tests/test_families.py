@@ -1,6 +1,7 @@
 """Source model families: each supported architecture, built by transformers as a tiny random-weight model, exports to
 a GGUF that llama.cpp runs with transformers' logits, tokenization and greedy completions; the streamed and in-memory
 initialisations keep each family's embedding and head right; anything unsupported is refused at once."""
+
 from __future__ import annotations
 
 import json
@@ -19,23 +20,43 @@ from core.export import ARCHITECTURES, ExportSettings, export_gguf
 from core.init import InitSettings, initialise, initialise_folder, write_tokenizer
 from core.mapping import Mapping, Origin
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            max_position_embeddings=128)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
 GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=4)  # a window shorter than the prompt
 # Each family's own features, set so that getting them wrong moves the logits: Llama 3's RoPE scaling over a short
 # original context (all three frequency bands), untied heads, Qwen3's head_dim ≠ hidden/heads, Gemma's soft-capping
 # values small enough to bite, its sliding window shorter than the prompt and a local RoPE base of its own.
 FAMILIES = {
-    "llama": dict(tie_word_embeddings=False, rope_parameters=dict(
-        rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=64)),
+    "llama": dict(
+        tie_word_embeddings=False,
+        rope_parameters=dict(
+            rope_type="llama3",
+            rope_theta=10000.0,
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=64,
+        ),
+    ),
     "mistral": dict(tie_word_embeddings=False),
     "qwen2": dict(tie_word_embeddings=True),
     "qwen3": dict(tie_word_embeddings=False, head_dim=32),
     "gemma2": dict(**GEMMA, attn_logit_softcapping=5.0, final_logit_softcapping=2.0),
-    "gemma3_text": dict(**GEMMA, final_logit_softcapping=3.0, layer_types=["sliding_attention", "full_attention"],
-                        rope_parameters={"full_attention": dict(rope_type="default", rope_theta=100000.0),
-                                         "sliding_attention": dict(rope_type="default", rope_theta=1000.0)}),
+    "gemma3_text": dict(
+        **GEMMA,
+        final_logit_softcapping=3.0,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={
+            "full_attention": dict(rope_type="default", rope_theta=100000.0),
+            "sliding_attention": dict(rope_type="default", rope_theta=1000.0),
+        },
+    ),
 }
 
 
@@ -55,9 +76,15 @@ def tiny_model(model_type: str, tokenizer, seed: int = 0):
     nothing sits at an initial value that would hide a wrong conversion (a Gemma norm at 0, a bias at 0)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                  **TINY, **FAMILIES[model_type])
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY,
+        **FAMILIES[model_type],
+    )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     with torch.no_grad():
@@ -158,8 +185,10 @@ def test_llama_cpp_tokenizes_like_transformers(exported, tokenizer, sentences):
     _, _, path = exported
     llm = llama_cpp_model(path)
     for line in sentences:
-        assert llm.tokenize(line.encode(), add_bos=False, special=False) == tokenizer(
-            line, add_special_tokens=False)["input_ids"]
+        assert (
+            llm.tokenize(line.encode(), add_bos=False, special=False)
+            == tokenizer(line, add_special_tokens=False)["input_ids"]
+        )
 
 
 def test_greedy_completion_matches_transformers(exported, tokenizer, sentences):
@@ -167,7 +196,7 @@ def test_greedy_completion_matches_transformers(exported, tokenizer, sentences):
     ids = prompt_ids(tokenizer, sentences)
     with torch.no_grad():
         expected = model.generate(torch.tensor([ids]), max_new_tokens=8, min_new_tokens=8, do_sample=False)
-    expected = expected[0, len(ids):].tolist()
+    expected = expected[0, len(ids) :].tolist()
     assert len(expected) == 8
     got = []
     for token in llama_cpp_model(path).generate(ids, top_k=1, temp=0.0):
@@ -205,6 +234,7 @@ def test_gguf_keys_of_each_family(exported):
 
 
 # --- initialisation: the vocabulary tensors of each family, tied and untied ------------------------------------------
+
 
 def _random_mapping(n_target: int, n_source: int, seed: int = 0) -> Mapping:
     """Each target token a weighted mix of three source tokens."""
@@ -299,14 +329,21 @@ def test_llama3_rope_scaling_is_recovered_from_rope_freqs(dim, theta, context, t
 
     factors = llama3_rope_factors(dim, theta, 8.0, 1.0, 4.0, context)
     rope = llama3_rope_parameters(factors, dim, theta, tmp_path)
-    assert llama3_rope_factors(dim, theta, rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"],
-                               rope["original_max_position_embeddings"]) == pytest.approx(factors, rel=1e-6)
+    assert llama3_rope_factors(
+        dim,
+        theta,
+        rope["factor"],
+        rope["low_freq_factor"],
+        rope["high_freq_factor"],
+        rope["original_max_position_embeddings"],
+    ) == pytest.approx(factors, rel=1e-6)
     assert rope["factor"] == 8.0
     with pytest.raises(TweetyError, match="not Llama 3's scaling"):
         llama3_rope_parameters([1.0, 3.0, 1.5, 8.0] * (dim // 8), dim, theta, tmp_path)
 
 
 # --- refusal: unsupported architectures, before any work ------------------------------------------------------------
+
 
 def test_unsupported_config_is_refused_at_once(tmp_path):
     folder = tmp_path / "gpt2-model"

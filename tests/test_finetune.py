@@ -1,6 +1,7 @@
 """Fine-tuning on real weights (SmolLM2-135M truncated to 4 layers, adapted to a 800-token Spanish vocabulary):
 the right tensors train, frozen ones stay bit-identical, a cancelled run resumes to the same curve, bad input is
 refused with a clear message."""
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,14 @@ def tensors(folder):
 
 def test_embeddings_stage_trains_only_embeddings_and_lowers_heldout_bpb(small, tmp_path):
     events = []
-    result = finetune(small / "model", small / "train.es", small / "heldout.es", tmp_path / "ft",
-                      FinetuneSettings(steps=8, **QUICK | {"eval_every": 4}), progress=events.append)
+    result = finetune(
+        small / "model",
+        small / "train.es",
+        small / "heldout.es",
+        tmp_path / "ft",
+        FinetuneSettings(steps=8, **QUICK | {"eval_every": 4}),
+        progress=events.append,
+    )
     before, after = tensors(small / "model"), tensors(tmp_path / "ft")
     assert set(before) == set(after)
     changed = {n for n in before if not torch.equal(before[n], after[n])}
@@ -56,13 +63,16 @@ def test_embeddings_stage_trains_only_embeddings_and_lowers_heldout_bpb(small, t
     assert [r.step for r in result.curve] == list(range(1, 9))
     assert [r.step for r in result.curve if r.heldout_bpb is not None] == [4, 8]
     assert [e.metrics for e in events if e.metrics and "loss" not in e.metrics] == [
-        {"step": 0, "heldout_bpb": result.initial_bpb}]
+        {"step": 0, "heldout_bpb": result.initial_bpb}
+    ]
     steps = [e.metrics for e in events if e.metrics and "loss" in e.metrics]
     assert [m["step"] for m in steps] == list(range(1, 9)) and all(m["tokens_per_s"] > 0 for m in steps)
     # The optimizer holds moments for the trainable matrix only (what keeps a 7B body free of optimizer memory).
     moments = load_file(tmp_path / "ft" / "training" / "checkpoint" / "optimizer.safetensors")
-    assert sum(v.numel() for k, v in moments.items() if not k.endswith(".step")) == 2 * before[
-        "model.embed_tokens.weight"].numel()
+    assert (
+        sum(v.numel() for k, v in moments.items() if not k.endswith(".step"))
+        == 2 * before["model.embed_tokens.weight"].numel()
+    )
     # Logs: CSV and JSON rows per step, a PNG curve; the output loads as a normal model.
     csv_rows = (tmp_path / "ft" / "training" / "log.csv").read_text().splitlines()
     assert len(csv_rows) == 9 and csv_rows[0].startswith("step,loss")
@@ -72,13 +82,18 @@ def test_embeddings_stage_trains_only_embeddings_and_lowers_heldout_bpb(small, t
     from core.resources import read_text
 
     model, tok = load_model(tmp_path / "ft")
-    held = read_text(small / "heldout.es")[:FinetuneSettings().eval_max_bytes]
+    held = read_text(small / "heldout.es")[: FinetuneSettings().eval_max_bytes]
     assert bits_per_byte(model, tok, held).bits_per_byte == pytest.approx(result.final_bpb, abs=1e-4)
 
 
 def test_outer_layers_stage_trains_first_and_last_layers(small, tmp_path):
-    finetune(small / "model", small / "train.es", None, tmp_path / "ft",
-             FinetuneSettings(stage="outer-layers", outer_layers=1, steps=2, **QUICK))
+    finetune(
+        small / "model",
+        small / "train.es",
+        None,
+        tmp_path / "ft",
+        FinetuneSettings(stage="outer-layers", outer_layers=1, steps=2, **QUICK),
+    )
     before, after = tensors(small / "model"), tensors(tmp_path / "ft")
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     layers = {int(n.split(".")[2]) for n in changed if ".layers." in n}
@@ -98,16 +113,29 @@ def test_cancelled_run_resumes_to_the_uninterrupted_curve(small, tmp_path):
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        finetune(small / "model", small / "train.es", None, tmp_path / "split", settings, progress=stop_after_3,
-                 cancel=cancel)
+        finetune(
+            small / "model",
+            small / "train.es",
+            None,
+            tmp_path / "split",
+            settings,
+            progress=stop_after_3,
+            cancel=cancel,
+        )
     state = RunState.load(tmp_path / "split" / "training" / "checkpoint" / "state.json")
     assert state.step == 3 and not state.finished
     assert not (tmp_path / "split" / "config.json").exists()  # not a model until finished
     with pytest.raises(TweetyError, match="unfinished fine-tuning run"):
         finetune(small / "model", small / "train.es", None, tmp_path / "split", settings)
     with pytest.raises(TweetyError, match="different lr"):
-        finetune(small / "model", small / "train.es", None, tmp_path / "split",
-                 FinetuneSettings(steps=6, **QUICK | {"lr": 1e-4}), resume=True)
+        finetune(
+            small / "model",
+            small / "train.es",
+            None,
+            tmp_path / "split",
+            FinetuneSettings(steps=6, **QUICK | {"lr": 1e-4}),
+            resume=True,
+        )
 
     resumed = finetune(small / "model", small / "train.es", None, tmp_path / "split", settings, resume=True)
     assert resumed.resumed_from == 3
@@ -136,8 +164,9 @@ def test_checkpoint_from_another_version_resumes_or_is_refused_plainly(small, tm
     path.write_text(json.dumps(state))
     loaded = checkpoint_state(tmp_path / "ft")
     assert loaded.step == 2 and loaded.finished and loaded.seconds == 0.0 and len(loaded.curve) == 2
-    resumed = finetune(small / "model", small / "train.es", None, tmp_path / "ft", FinetuneSettings(steps=3, **QUICK),
-                       resume=True)
+    resumed = finetune(
+        small / "model", small / "train.es", None, tmp_path / "ft", FinetuneSettings(steps=3, **QUICK), resume=True
+    )
     assert resumed.resumed_from == 2 and [r.step for r in resumed.curve] == [1, 2, 3]
 
     state = json.loads(path.read_text())
@@ -146,8 +175,9 @@ def test_checkpoint_from_another_version_resumes_or_is_refused_plainly(small, tm
     with pytest.raises(TweetyError, match="another version of Tweety Studio.*text_sha256"):
         checkpoint_state(tmp_path / "ft")
     with pytest.raises(TweetyError, match="another version"):
-        finetune(small / "model", small / "train.es", None, tmp_path / "ft", FinetuneSettings(steps=4, **QUICK),
-                 resume=True)
+        finetune(
+            small / "model", small / "train.es", None, tmp_path / "ft", FinetuneSettings(steps=4, **QUICK), resume=True
+        )
 
 
 def test_settings_from_another_version():
@@ -235,6 +265,7 @@ def test_a_share_of_passages_trains_as_chat_turns_that_end(small, target_tokeniz
 
     class Base:  # a tokenizer without a chat template (a base model): raw text only
         chat_template = None
+
     assert training_pieces(Base(), lines, 0.5, 0) == raw
 
 
@@ -253,15 +284,49 @@ def test_pause_blocks_at_the_next_check_until_resumed():
 def test_cli_finetune_writes_model_and_curve(small, tmp_path):
     from test_cli import tweety
 
-    result = tweety("finetune", "--model", small / "model", "--text", small / "train.es", "--heldout",
-                    small / "heldout.es", "--steps", 2, "--block-size", 32, "--batch-size", 2, "--warmup", 1,
-                    "--out", tmp_path / "ft")
+    result = tweety(
+        "finetune",
+        "--model",
+        small / "model",
+        "--text",
+        small / "train.es",
+        "--heldout",
+        small / "heldout.es",
+        "--steps",
+        2,
+        "--block-size",
+        32,
+        "--batch-size",
+        2,
+        "--warmup",
+        1,
+        "--out",
+        tmp_path / "ft",
+    )
     assert "held-out bits per byte" in result.stdout
     log = json.loads((tmp_path / "ft" / "training" / "log.json").read_text())
     assert [r["step"] for r in log["curve"]] == [1, 2] and log["curve"][-1]["heldout_bpb"] < log["initial_bpb"]
-    bad = tweety("finetune", "--model", small / "model", "--text", small / "train.es", "--heldout",
-                 small / "heldout.es", "--out", tmp_path / "ft", "--resume", "--steps", 2, "--block-size", 32,
-                 "--batch-size", 2, "--warmup", 1, check=False)
+    bad = tweety(
+        "finetune",
+        "--model",
+        small / "model",
+        "--text",
+        small / "train.es",
+        "--heldout",
+        small / "heldout.es",
+        "--out",
+        tmp_path / "ft",
+        "--resume",
+        "--steps",
+        2,
+        "--block-size",
+        32,
+        "--batch-size",
+        2,
+        "--warmup",
+        1,
+        check=False,
+    )
     assert bad.returncode == 2 and "already has 2 steps" in bad.stderr
 
 
@@ -274,8 +339,9 @@ def test_held_out_before_training_is_measured_after_the_first_step_on_the_weight
 
     events = []
     settings = FinetuneSettings(steps=2, **QUICK)
-    result = finetune(small / "model", small / "train.es", small / "heldout.es", tmp_path / "ft", settings,
-                      progress=events.append)
+    result = finetune(
+        small / "model", small / "train.es", small / "heldout.es", tmp_path / "ft", settings, progress=events.append
+    )
     model, tok = load_model(small / "model")
     held = head_bytes(read_text(small / "heldout.es"), settings.eval_max_bytes)
     assert result.initial_bpb == pytest.approx(bits_per_byte(model, tok, held).bits_per_byte, abs=1e-4)

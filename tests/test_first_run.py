@@ -1,6 +1,7 @@
 """A new user's first hour in the wizard (issue 32): each trap one met, driven as they drove it (offscreen Qt).
 
 The window fixture and `wait_job` are test_app's: a warning dialog is recorded in `w.warnings` instead of blocking."""
+
 from __future__ import annotations
 
 import os
@@ -111,8 +112,9 @@ def unjoined_gemma(tmp_path, monkeypatch):
     return target, joins
 
 
-def test_trap3_gemma_declined_shows_the_model_in_use_and_nothing_was_unpacked(qtbot, unjoined_gemma, window,
-                                                                             tmp_path, monkeypatch):
+def test_trap3_gemma_declined_shows_the_model_in_use_and_nothing_was_unpacked(
+    qtbot, unjoined_gemma, window, tmp_path, monkeypatch
+):
     """Declining the Gemma terms left Gemma shown as chosen while the project used SmolLM2; the terms were a file path
     in the question; and merely listing or choosing Gemma joined its 253 MB model file."""
     from core import models
@@ -201,8 +203,11 @@ def test_trap8_the_window_keeps_its_width_from_page_to_page(qtbot, window, tmp_p
     width = w.width()
 
     def fail(progress, cancel):
-        raise TweetyError("this folder has no config.json, so it is not an adapted model " * 3,
-                          path=tmp_path / "proj" / "model", fix="choose the folder written by the Align & map step")
+        raise TweetyError(
+            "this folder has no config.json, so it is not an adapted model " * 3,
+            path=tmp_path / "proj" / "model",
+            fix="choose the folder written by the Align & map step",
+        )
 
     w.run_job(fail, lambda _result: None, name="Tuning the Hydra", on_error=lambda message: None)
     qtbot.waitUntil(lambda: not w.busy)
@@ -260,9 +265,17 @@ def test_trap5_the_overview_and_the_model_details_in_plain_words(qtbot, window, 
 
     w = window
     w.new_project(tmp_path / "proj")
-    w.project.state.stages["finetune"] = StageRecord(361.2, "finetuned", {
-        "stage": "embeddings", "steps": 300, "initial_bpb": 2.3673003645728294, "final_bpb": 1.8431234567,
-        "tokens_per_s": 1234.5})
+    w.project.state.stages["finetune"] = StageRecord(
+        361.2,
+        "finetuned",
+        {
+            "stage": "embeddings",
+            "steps": 300,
+            "initial_bpb": 2.3673003645728294,
+            "final_bpb": 1.8431234567,
+            "tokens_per_s": 1234.5,
+        },
+    )
     w.stage_done()
     overview = w.pages["project"].stages
     summary = overview.item(0, 2).text()
@@ -313,8 +326,9 @@ def test_trap6_a_new_project_in_a_locked_folder_is_refused_in_a_plain_sentence(q
     assert f"the folder {locked_folder} " in message and "choose" in message.lower(), message
 
 
-def test_trap6_a_file_written_into_a_locked_folder_is_named_as_chosen_not_as_its_temporary(qtbot, window,
-                                                                                           locked_folder):
+def test_trap6_a_file_written_into_a_locked_folder_is_named_as_chosen_not_as_its_temporary(
+    qtbot, window, locked_folder
+):
     """An export into a read-only folder named the hidden temporary file it writes first (`.spanish.gguf.j3t24s17.tmp`).
     Every output goes through core.jobs' atomic writers: their failures name the destination the user chose."""
     from core.jobs import atomic_dir, atomic_file
@@ -349,6 +363,7 @@ def test_trap6_an_output_under_a_file_is_explained_not_a_crash(qtbot, window, tm
     (tmp_path / "exports").write_text("not a folder")
     errors = []
     for out in (tmp_path / "exports" / "spanish.gguf", tmp_path / "exports" / "es" / "spanish.gguf"):
+
         def write(progress, cancel, out=out):
             with atomic_file(out) as tmp:
                 tmp.write_bytes(b"GGUF")
@@ -380,8 +395,24 @@ def test_trap7_a_vocabulary_the_text_cannot_fill_is_said_not_silently_smaller(tm
     out = tmp_path / "out"
     assert main(["tokenizer", "--target-text", str(text), "--vocab-size", "1000000000", "--out", str(out)]) == 2
     assert "a vocabulary of 1,000,000,000 is bigger than any model's" in capsys.readouterr().err
-    assert main(["adapt", "--target-text", str(text), "--dictionary", str(words), "--language", "es",
-                 "--vocab-size", "100000", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                "--target-text",
+                str(text),
+                "--dictionary",
+                str(words),
+                "--language",
+                "es",
+                "--vocab-size",
+                "100000",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     warning = json.loads((out / "project.json").read_text())["stages"]["tokenizer"]["summary"]["warning"]
     size = json.loads((out / "work" / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
@@ -399,8 +430,9 @@ def test_trap7_a_one_line_text_is_refused_naming_its_file(tmp_path, capsys):
     assert f"{one}: only 1 non-empty line of target text" in err, err
 
 
-def test_trap7_the_wizard_shows_the_smaller_vocabulary_and_its_box_stops_at_a_real_size(qtbot, window, tmp_path,
-                                                                                     spanish):
+def test_trap7_the_wizard_shows_the_smaller_vocabulary_and_its_box_stops_at_a_real_size(
+    qtbot, window, tmp_path, spanish
+):
     """The wizard's Vocabulary size took any number up to 256,000 and said “Trained: 5,319 tokens” as if that were
     what was asked. It stops at the largest vocabulary real models have, and says when the text gave fewer."""
     from core.resources import DICTIONARY
@@ -423,8 +455,9 @@ def test_trap7_the_wizard_shows_the_smaller_vocabulary_and_its_box_stops_at_a_re
     page.vocab.setValue(100_000)
     button(page, "Train tokenizer").click()
     wait_job(qtbot, w)
-    assert "not the 100,000 asked" in page.result.text() and "more target text" in page.result.text(), \
+    assert "not the 100,000 asked" in page.result.text() and "more target text" in page.result.text(), (
         page.result.text()
+    )
 
 
 def test_trap5_the_align_table_says_where_a_token_came_from_in_words(qtbot, window, tmp_path):
@@ -438,18 +471,39 @@ def test_trap5_the_align_table_says_where_a_token_came_from_in_words(qtbot, wind
     w.new_project(tmp_path / "proj")
     w.go("align")
     page = w.pages["align"]
-    rows = [{"id": 5, "token": "▁Dios", "origin": "alignment+dictionary", "sources": [["ĠGod", 1, 0.9]],
-             "from": [{"bible": 0.6666, "words": 0.3334}]},
-            {"id": 6, "token": "▁Jehová", "origin": "fvt", "sources": [["ĠJ", 2, 1.0]], "from": [{"fallback": 1.0}]},
-            {"id": 7, "token": "▁la", "origin": "alignment", "sources": [["Ġthe", 3, 1.0]],
-             "from": [{"bible": 0.996, "words": 0.004}]},
-            {"id": 8, "token": "▁tierra", "origin": "override", "sources": [["Ġearth", 4, 1.0]],
-             "from": [{"override": 1.0}]}]
+    rows = [
+        {
+            "id": 5,
+            "token": "▁Dios",
+            "origin": "alignment+dictionary",
+            "sources": [["ĠGod", 1, 0.9]],
+            "from": [{"bible": 0.6666, "words": 0.3334}],
+        },
+        {"id": 6, "token": "▁Jehová", "origin": "fvt", "sources": [["ĠJ", 2, 1.0]], "from": [{"fallback": 1.0}]},
+        {
+            "id": 7,
+            "token": "▁la",
+            "origin": "alignment",
+            "sources": [["Ġthe", 3, 1.0]],
+            "from": [{"bible": 0.996, "words": 0.004}],
+        },
+        {
+            "id": 8,
+            "token": "▁tierra",
+            "origin": "override",
+            "sources": [["Ġearth", 4, 1.0]],
+            "from": [{"override": 1.0}],
+        },
+    ]
     page.show_mapping({"alignment": 1, "fvt": 1}, MappingRows(rows))
     table = page.view.model()
     shown_from = [table.index(r, 3).data() for r in range(4)]
-    assert shown_from == ["bible 67%, words 33%", "no translation resource", "bible >99%, words <1%",
-                          "your correction"], shown_from
+    assert shown_from == [
+        "bible 67%, words 33%",
+        "no translation resource",
+        "bible >99%, words <1%",
+        "your correction",
+    ], shown_from
     assert "fallback" in table.index(1, 3).data(Qt.ItemDataRole.ToolTipRole).lower()
 
 
@@ -516,8 +570,11 @@ def alignment_reports():
     now += 20
     yield -1, Progress("Aligning", 0, None, "preparing batches"), now
     for step in range(101):
-        yield step, Progress("Aligning", step, 100, "EM iteration 1 of 5"), now + (0 if step == 0 else
-                                                                                   5 + 1.1 * (step - 1))
+        yield (
+            step,
+            Progress("Aligning", step, 100, "EM iteration 1 of 5"),
+            now + (0 if step == 0 else 5 + 1.1 * (step - 1)),
+        )
 
 
 def assert_left(text: str, truth: float) -> None:
@@ -554,8 +611,10 @@ def test_trap9_the_preset_and_the_estimate_beside_it_say_the_same_time(qtbot, wi
     page = w.pages["finetune"]
     page.preset.setCurrentIndex(page.preset.findData("quick"))
     estimate = page.estimate.text().split(" on this computer")[0]
-    assert estimate.startswith("about ") and estimate in page.preset.currentText(), (estimate,
-                                                                                    page.preset.currentText())
+    assert estimate.startswith("about ") and estimate in page.preset.currentText(), (
+        estimate,
+        page.preset.currentText(),
+    )
 
 
 def parallel_project(qtbot, w, tmp_path) -> None:
@@ -567,8 +626,9 @@ def parallel_project(qtbot, w, tmp_path) -> None:
     page = w.pages["data"]
     page.code.setText("es")
     page.rows["target"].set_path(write_lines(tmp_path / "es.txt", demo_lines("bible.train.es.gz", 300)))
-    page.add_resource(PARALLEL, (write_lines(tmp_path / "en.txt", demo_lines("bible.train.en.gz", 300)),
-                                 tmp_path / "es.txt"))
+    page.add_resource(
+        PARALLEL, (write_lines(tmp_path / "en.txt", demo_lines("bible.train.en.gz", 300)), tmp_path / "es.txt")
+    )
     w.next_button.click()
     wait_job(qtbot, w)
     assert w.project.inputs().parallel
@@ -581,11 +641,21 @@ def load_model(qtbot, w, monkeypatch, tmp_path):
     from core.models import DEFAULT_MODEL
 
     monkeypatch.setattr(runtime, "load", lambda path, settings: object())
-    monkeypatch.setattr(runtime, "model_card", lambda llm: runtime.ModelCard(
-        name="spanish-q8_0.gguf", languages=("es",), prompt="base", vocab_size=1000, context=2048,
-        source_model=DEFAULT_MODEL))
-    monkeypatch.setattr(runtime, "translate", lambda llm, text, source, target, on_text, **kw: on_text(
-        f"({source}→{target}) {text}"))
+    monkeypatch.setattr(
+        runtime,
+        "model_card",
+        lambda llm: runtime.ModelCard(
+            name="spanish-q8_0.gguf",
+            languages=("es",),
+            prompt="base",
+            vocab_size=1000,
+            context=2048,
+            source_model=DEFAULT_MODEL,
+        ),
+    )
+    monkeypatch.setattr(
+        runtime, "translate", lambda llm, text, source, target, on_text, **kw: on_text(f"({source}→{target}) {text}")
+    )
     w.go("chat")
     chat = w.pages["chat"]
     chat.file.set_path(tmp_path / "spanish-q8_0.gguf")
@@ -602,8 +672,7 @@ def translate(qtbot, w, chat, text: str) -> None:
     wait_job(qtbot, w)
 
 
-def test_trap8_the_translate_hints_show_their_whole_text_at_the_default_size(qtbot, window, tmp_path,
-                                                                             monkeypatch):
+def test_trap8_the_translate_hints_show_their_whole_text_at_the_default_size(qtbot, window, tmp_path, monkeypatch):
     """The hint under Translate was cut off: the Translate column stacked its sentences (the hint, the memory's match,
     a file's result) in two fifths of the page, and at 1280×800 they ran out of height and were clipped. Every
     sentence of the column shows its whole text, and the window keeps its size."""
@@ -616,8 +685,10 @@ def test_trap8_the_translate_hints_show_their_whole_text_at_the_default_size(qtb
     qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT)
     chat = load_model(qtbot, w, monkeypatch, tmp_path)
     translate(qtbot, w, chat, demo_lines("bible.train.en.gz", 300)[204])  # a long verse: its own pair
-    chat.file_translation.say("Cancelled: the translation so far is kept aside; translating the same file into the "
-                              "same place again resumes where it stopped.")
+    chat.file_translation.say(
+        "Cancelled: the translation so far is kept aside; translating the same file into the "
+        "same place again resumes where it stopped."
+    )
     QApplication.processEvents()
     assert w.size().width() == 1280 and w.size().height() == 800
     box = chat.direction.parentWidget()
@@ -684,8 +755,10 @@ def test_trap8_every_overview_cell_has_its_whole_text_as_tooltip(qtbot, window, 
 
     w = window
     w.new_project(tmp_path / "proj")
-    warning = ("The new vocabulary has 5,319 tokens, not the 100,000 asked: the target text has too few distinct "
-               "words and word parts for more. Add more target text for a bigger vocabulary.")
+    warning = (
+        "The new vocabulary has 5,319 tokens, not the 100,000 asked: the target text has too few distinct "
+        "words and word parts for more. Add more target text for a bigger vocabulary."
+    )
     w.project.state.stages["tokenizer"] = StageRecord(3.2, "tokenizer", {"vocab_size": 5319, "warning": warning})
     w.stage_done()
     w.go("project")

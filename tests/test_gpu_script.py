@@ -1,5 +1,6 @@
 """The prepared GPU script (benchmarks/gpu.sh) with its tiny settings on the CPU, so that it cannot rot before a GPU
 machine is lent: it must run to the end and print every figure it exists for."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,14 @@ NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     out = tmp_path / "gpu-tiny"
     env = {**os.environ, "PY": sys.executable, "CUDA_VISIBLE_DEVICES": ""}  # the CPU, even on a GPU machine
-    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--tiny", "--out", str(out)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=1200)
+    r = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--tiny", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     printed = r.stdout + r.stderr
     assert r.returncode == 0, printed[-3000:]
     # 1. our loop against transformers.Trainer, as a ratio

@@ -2,6 +2,7 @@
 card loads back with its metadata and the project's measurements, LM Studio's layout is made without replacing
 anyone's files, and the Export page offers both (offscreen Qt). Tiny random-weight models (tests/test_families.py)
 keep every export under a second."""
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,17 @@ from core.resources import PARALLEL, Resource
 # Three conversations (system + two user turns, two user turns without a system prompt, one turn): the Modelfile's
 # TEMPLATE must give what the Jinja template gives for each.
 CONVERSATIONS = [
-    [{"role": "system", "content": "Eres un traductor cuidadoso."}, {"role": "user", "content": "Buenos días."},
-     {"role": "assistant", "content": "Good morning."}, {"role": "user", "content": "¿Y buenas noches?"}],
-    [{"role": "user", "content": "Hola, ¿quién eres?"}, {"role": "assistant", "content": "Un modelo.\nPequeño."},
-     {"role": "user", "content": "Cuéntame una historia."}],
+    [
+        {"role": "system", "content": "Eres un traductor cuidadoso."},
+        {"role": "user", "content": "Buenos días."},
+        {"role": "assistant", "content": "Good morning."},
+        {"role": "user", "content": "¿Y buenas noches?"},
+    ],
+    [
+        {"role": "user", "content": "Hola, ¿quién eres?"},
+        {"role": "assistant", "content": "Un modelo.\nPequeño."},
+        {"role": "user", "content": "Cuéntame una historia."},
+    ],
     [{"role": "user", "content": "Dime algo."}],
 ]
 
@@ -82,46 +90,66 @@ def test_modelfile_template_renders_what_the_gguf_chat_template_renders(exported
     for conversation in CONVERSATIONS:
         expected = tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         if adds_bos and tok.bos_token and expected.startswith(tok.bos_token) and "bos_token" in jinja:
-            expected = expected[len(tok.bos_token):]  # llama.cpp (and so Ollama) adds the BOS itself
+            expected = expected[len(tok.bos_token) :]  # llama.cpp (and so Ollama) adds the BOS itself
         assert H.go_render(template, H.ollama_values(conversation)) == expected
     if shape == "chatml":  # no system prompt given: the template's own default opens the conversation
         assert H.go_render(template, H.ollama_values(CONVERSATIONS[2])).startswith(
-            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM"
+        )
     # A SYSTEM line reaches the model as a system message would (Ollama puts it first).
     system = H.modelfile(path, system="Traduce al inglés.")
     assert ("SYSTEM", "Traduce al inglés.") in modelfile_commands(system.text)
     with_system = [{"role": "system", "content": "Traduce al inglés."}, *CONVERSATIONS[2]]
-    assert H.go_render(template, H.ollama_values(CONVERSATIONS[2], system="Traduce al inglés.")) == \
-        tok.apply_chat_template(with_system, tokenize=False, add_generation_prompt=True).removeprefix(
-            tok.bos_token if adds_bos and "bos_token" in jinja else "")
+    assert H.go_render(
+        template, H.ollama_values(CONVERSATIONS[2], system="Traduce al inglés.")
+    ) == tok.apply_chat_template(with_system, tokenize=False, add_generation_prompt=True).removeprefix(
+        tok.bos_token if adds_bos and "bos_token" in jinja else ""
+    )
 
 
 def test_other_chat_templates_get_no_template_and_say_why():
-    llama3 = ("{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] "
-              "+ '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant"
-              "<|end_header_id|>\n\n' }}{% endif %}")
+    llama3 = (
+        "{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] "
+        "+ '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant"
+        "<|end_header_id|>\n\n' }}{% endif %}"
+    )
     made = H.ollama_template(llama3)
     assert made.template is None and "ChatML" in made.reason and "Gemma" in made.reason
     # ChatML-looking, but rendered differently (no newline after the role): refused after the check, not guessed.
-    odd = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + ' ' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
-           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    odd = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + ' ' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
     made = H.ollama_template(odd)
     assert made.template is None and made.stops == ("<|im_end|>",) and "differently" in made.reason
     assert H.ollama_template(None).template is None
 
 
-@pytest.mark.parametrize("template, values, expected", [
-    ("a  {{- 1 -}}  b\n{{- 2 }}", {}, "a1b2"),  # trim markers eat every space and line break next to them
-    ("{{ range $i, $m := .M }}{{ $i }}={{ $m.X }};{{ else }}none{{ end }}", {"M": [{"X": "p"}, {"X": "q"}]},
-     "0=p;1=q;"),
-    ("{{ range .M }}x{{ else }}none{{ end }}", {"M": []}, "none"),
-    ('{{ if eq .R "a" }}A{{ else if eq .R "b" "c" }}BC{{ else }}?{{ end }}', {"R": "c"}, "BC"),
-    ("{{ if and .A (index .L 5) }}y{{ else }}n{{ end }}", {"A": "", "L": []}, "n"),  # and stops at the first empty
-    ("{{ $x := 1 }}{{ range .L }}{{ $x = . }}{{ end }}{{ $x }}", {"L": [2, 3]}, "3"),  # = assigns the outer variable
-    ("{{ len (slice .L 1) }} {{ (index .M 1).R }} {{ not .E }}", {"L": [1, 2, 3], "M": [{}, {"R": "r"}], "E": ""},
-     "2 r true"),
-    ('{{ "a\\nb" }}|{{ $.T }}', {"T": "t"}, "a\nb|t"),
-])
+@pytest.mark.parametrize(
+    "template, values, expected",
+    [
+        ("a  {{- 1 -}}  b\n{{- 2 }}", {}, "a1b2"),  # trim markers eat every space and line break next to them
+        (
+            "{{ range $i, $m := .M }}{{ $i }}={{ $m.X }};{{ else }}none{{ end }}",
+            {"M": [{"X": "p"}, {"X": "q"}]},
+            "0=p;1=q;",
+        ),
+        ("{{ range .M }}x{{ else }}none{{ end }}", {"M": []}, "none"),
+        ('{{ if eq .R "a" }}A{{ else if eq .R "b" "c" }}BC{{ else }}?{{ end }}', {"R": "c"}, "BC"),
+        ("{{ if and .A (index .L 5) }}y{{ else }}n{{ end }}", {"A": "", "L": []}, "n"),  # and stops at the first empty
+        (
+            "{{ $x := 1 }}{{ range .L }}{{ $x = . }}{{ end }}{{ $x }}",
+            {"L": [2, 3]},
+            "3",
+        ),  # = assigns the outer variable
+        (
+            "{{ len (slice .L 1) }} {{ (index .M 1).R }} {{ not .E }}",
+            {"L": [1, 2, 3], "M": [{}, {"R": "r"}], "E": ""},
+            "2 r true",
+        ),
+        ('{{ "a\\nb" }}|{{ $.T }}', {"T": "t"}, "a\nb|t"),
+    ],
+)
 def test_go_template_subset_follows_go_semantics(template, values, expected):
     assert H.go_render(template, values) == expected
 
@@ -142,20 +170,44 @@ def _recorded_project(folder: Path) -> ProjectState:
     (folder / "es.txt").write_text("En el principio.\n")
     (folder / "held.txt").write_text("Y dijo Dios.\n")
     state = ProjectState(
-        source_model=DEFAULT_MODEL, vocabulary="replace",
-        inputs=Inputs(target_text=str(folder / "es.txt"), heldout_text=str(folder / "held.txt"), language_code="es",
-                      language_name="Spanish",
-                      resources=(Resource(PARALLEL, (str(folder / "en.txt"), str(folder / "es.txt"))),)),
+        source_model=DEFAULT_MODEL,
+        vocabulary="replace",
+        inputs=Inputs(
+            target_text=str(folder / "es.txt"),
+            heldout_text=str(folder / "held.txt"),
+            language_code="es",
+            language_name="Spanish",
+            resources=(Resource(PARALLEL, (str(folder / "en.txt"), str(folder / "es.txt"))),),
+        ),
         inputs_sha256={"es.txt": "a" * 64, "en.txt": "b" * 64, "held.txt": "c" * 64},
         settings={"init": {"method": "transtok"}, "finetune": {"stage": "embeddings", "steps": 300}},
-        stages={"evaluate": StageRecord(9.5, ".", {
-            "source model": {"bits_per_byte": 2.0241, "tokens_per_byte": 0.3781, "token_ppl": 9.0},
-            "adapted model": {"bits_per_byte": 2.1294, "tokens_per_byte": 0.2412, "token_ppl": 9.0},
-            "fine-tuned model": {"bits_per_byte": 1.8433, "tokens_per_byte": 0.2412, "token_ppl": 9.0}}),
+        stages={
+            "evaluate": StageRecord(
+                9.5,
+                ".",
+                {
+                    "source model": {"bits_per_byte": 2.0241, "tokens_per_byte": 0.3781, "token_ppl": 9.0},
+                    "adapted model": {"bits_per_byte": 2.1294, "tokens_per_byte": 0.2412, "token_ppl": 9.0},
+                    "fine-tuned model": {"bits_per_byte": 1.8433, "tokens_per_byte": 0.2412, "token_ppl": 9.0},
+                },
+            ),
             "finetune": StageRecord(300.0, "finetuned", {"stage": "embeddings", "steps": 300}),
-            "translation": StageRecord(60.0, ".", {"direction": "en->es", "pairs": 100, "best": "memory + lexicon",
-                                                   "scores": {"copy": {"chrf": 18.1}, "exported model": {"chrf": 6.4},
-                                                              "memory + lexicon": {"chrf": 43.1}}})})
+            "translation": StageRecord(
+                60.0,
+                ".",
+                {
+                    "direction": "en->es",
+                    "pairs": 100,
+                    "best": "memory + lexicon",
+                    "scores": {
+                        "copy": {"chrf": 18.1},
+                        "exported model": {"chrf": 6.4},
+                        "memory + lexicon": {"chrf": 43.1},
+                    },
+                },
+            ),
+        },
+    )
     state.save(folder)
     return state
 
@@ -164,8 +216,10 @@ def test_model_card_loads_back_with_the_recorded_measurements(tmp_path):
     from huggingface_hub import ModelCard
 
     state = _recorded_project(tmp_path / "spanish")
-    path = H.write_model_card(tmp_path / "out", H.card_facts(state, name="spanish", gguf="spanish.gguf",
-                                                              ollama="ollama create spanish -f Modelfile"))
+    path = H.write_model_card(
+        tmp_path / "out",
+        H.card_facts(state, name="spanish", gguf="spanish.gguf", ollama="ollama create spanish -f Modelfile"),
+    )
     card = ModelCard.load(path)
     data = card.data.to_dict()
     assert data["language"] == ["es"] and data["license"] == "apache-2.0"
@@ -176,10 +230,15 @@ def test_model_card_loads_back_with_the_recorded_measurements(tmp_path):
     # model-index: what the metadata says is what project.json recorded, value for value.
     front = yaml.safe_load(path.read_text(encoding="utf-8").split("---")[1])
     assert front["model-index"][0]["name"] == "spanish"
-    got = {(r.metric_name.split(", ", 1)[1].removesuffix(" (this model)"), r.metric_type): r.metric_value
-           for r in card.data.eval_results}
-    recorded = {(model, kind): round(values[kind], 4) for model, values in state.stages["evaluate"].summary.items()
-                for kind in ("bits_per_byte", "tokens_per_byte")}
+    got = {
+        (r.metric_name.split(", ", 1)[1].removesuffix(" (this model)"), r.metric_type): r.metric_value
+        for r in card.data.eval_results
+    }
+    recorded = {
+        (model, kind): round(values[kind], 4)
+        for model, values in state.stages["evaluate"].summary.items()
+        for kind in ("bits_per_byte", "tokens_per_byte")
+    }
     recorded |= {(name, "chrf"): score["chrf"] for name, score in state.stages["translation"].summary["scores"].items()}
     assert got == recorded
     assert [r.task_type for r in card.data.eval_results].count("translation") == 3
@@ -191,9 +250,19 @@ def test_model_card_loads_back_with_the_recorded_measurements(tmp_path):
 def test_gemma_card_carries_its_terms(tmp_path, monkeypatch):
     from core import models
 
-    monkeypatch.setattr(models, "model_card", lambda spec: models.ModelCard(
-        spec=str(spec), name="gemma-3-270m", family="Gemma 3", parameters=1, vocab_size=1, file_bytes=1,
-        licence=models.licence_of("gemma")))
+    monkeypatch.setattr(
+        models,
+        "model_card",
+        lambda spec: models.ModelCard(
+            spec=str(spec),
+            name="gemma-3-270m",
+            family="Gemma 3",
+            parameters=1,
+            vocab_size=1,
+            file_bytes=1,
+            licence=models.licence_of("gemma"),
+        ),
+    )
     facts = H.card_facts(ProjectState(source_model="/models/gemma-3-270m.gguf"), name="g")
     card = H.model_card(facts)
     assert card.data.license == "gemma" and card.data.base_model == "google/gemma-3-270m"
@@ -236,15 +305,18 @@ def test_lmstudio_layout_and_ollama_beside_it_never_replace_a_users_files(target
     (folder / "Modelfile").write_text("FROM ./mine.gguf\n")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     with pytest.raises(TweetyError, match="never overwrites"):
-        project.export(ExportSettings(type="f32", overwrite=False), "other.gguf",
-                       handoff=H.HandOff(ollama=True, lmstudio=lms))
+        project.export(
+            ExportSettings(type="f32", overwrite=False), "other.gguf", handoff=H.HandOff(ollama=True, lmstudio=lms)
+        )
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert not (folder / "other.gguf").exists()
     with pytest.raises(TweetyError, match="never overwrites"):
         H.check_destination(folder / "proj-f32.gguf", H.HandOff(ollama=True), overwrite=False)
     H.check_destination(folder / "proj-f32.gguf", H.HandOff(ollama=True), overwrite=True)  # --force
-    assert H.lmstudio_path("~/m", "My model/v2", "x.gguf") == Path.home() / "m" / "tweety-studio" / "My-model-v2" / \
-        "x.gguf"
+    assert (
+        H.lmstudio_path("~/m", "My model/v2", "x.gguf")
+        == Path.home() / "m" / "tweety-studio" / "My-model-v2" / "x.gguf"
+    )
 
 
 def test_cli_export_for_lmstudio_with_ollama(target_tokenizer, tmp_path, capsys):
@@ -252,8 +324,12 @@ def test_cli_export_for_lmstudio_with_ollama(target_tokenizer, tmp_path, capsys)
 
     model = _model_folder("gemma", target_tokenizer, tmp_path / "tiny")
     lms = tmp_path / "lms"
-    assert main(["export", "--model", str(model), "--lmstudio", str(lms), "--ollama", "--type", "f32",
-                 "--out", "tiny.gguf"]) == 0
+    assert (
+        main(
+            ["export", "--model", str(model), "--lmstudio", str(lms), "--ollama", "--type", "f32", "--out", "tiny.gguf"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     folder = lms / "tweety-studio" / "tiny"
     assert (folder / "tiny.gguf").is_file() and (folder / "README.md").is_file()

@@ -1,4 +1,5 @@
 """Hydra models on the real SmolLM2-135M: one body, English and Spanish tables swapped around it."""
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,10 @@ from core.errors import TweetyError
 from core.jobs import Cancelled, CancelToken
 
 TEXT = "In the beginning God created the heaven and the earth."
-EXAMPLES = [("And God saw the light, that it was good.", "Y vió Dios que la luz era buena."),
-            ("And God called the light Day.", "Y llamó Dios á la luz Día.")]
+EXAMPLES = [
+    ("And God saw the light, that it was good.", "Y vió Dios que la luz era buena."),
+    ("And God called the light Day.", "Y llamó Dios á la luz Día."),
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +31,16 @@ def adapted_es(module_tmp, source, target_tokenizer):
     from core.resources import DictionaryEntry
 
     model, tok = source
-    entries = [DictionaryEntry(en, es) for en, es in (("God", "Dios"), ("earth", "tierra"), ("waters", "aguas"),
-                                                      ("light", "luz"), ("beginning", "principio"))]
+    entries = [
+        DictionaryEntry(en, es)
+        for en, es in (
+            ("God", "Dios"),
+            ("earth", "tierra"),
+            ("waters", "aguas"),
+            ("light", "luz"),
+            ("beginning", "principio"),
+        )
+    ]
     m = build_mapping(tok, target_tokenizer, dictionary=entries)
     out = module_tmp("hydra") / "es"
     save_adapted(initialise(copy.deepcopy(model), m), target_tokenizer, out)
@@ -55,7 +66,7 @@ def test_source_on_both_sides_reproduces_the_source_model(source, hydra):
     ids = tok(TEXT)["input_ids"]
     with torch.no_grad():
         expected = model(torch.tensor([ids])).logits[0]
-        reference = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, len(ids):].tolist()
+        reference = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, len(ids) :].tolist()
     got = hydra.logits([H.Segment("en", tuple(ids))], "en")
     assert got.shape == (len(ids), 49152)
     assert torch.equal(got, expected)  # bit for bit
@@ -122,9 +133,14 @@ def test_mismatched_body_is_refused_naming_the_tensor(hydra, adapted_es, tmp_pat
 def test_save_load_round_trip_and_languages_added_and_removed_later(hydra, saved, adapted_es):
     config = json.loads((saved / H.HYDRA_FILE).read_text())
     assert config["source"] == "en" and list(config["languages"]) == ["en", "es"]
-    assert config["languages"]["es"] == {"tokenizer": "tokenizers/es", "weights": "languages/es.safetensors",
-                                         "vocab_size": 800, "tied": True, "origin": str(adapted_es.resolve()),
-                                         "examples": []}
+    assert config["languages"]["es"] == {
+        "tokenizer": "tokenizers/es",
+        "weights": "languages/es.safetensors",
+        "vocab_size": 800,
+        "tied": True,
+        "origin": str(adapted_es.resolve()),
+        "examples": [],
+    }
     segments = _prompt(hydra) + [hydra.segment("es", "En el principio")]
     loaded = H.load_hydra(saved)
     assert tuple(loaded.languages["es"].tokenizer("la tierra")["input_ids"]) == hydra.segment("es", "la tierra").ids
@@ -150,8 +166,7 @@ def test_greedy_generation_equals_stepwise_argmax_and_stops(hydra):
         logits = hydra.logits(prompt + [H.Segment("es", tuple(reference))], "es")
         reference.append(int(logits[-1].argmax()))
     pieces: list[str] = []
-    out = hydra.generate(prompt, "es", H.GenerationSettings(max_new_tokens=10), stop_ids=set(),
-                         on_text=pieces.append)
+    out = hydra.generate(prompt, "es", H.GenerationSettings(max_new_tokens=10), stop_ids=set(), on_text=pieces.append)
     assert out.ids == reference and out.finish == "length"
     assert "".join(pieces) == out.text == hydra.languages["es"].tokenizer.decode(reference)
     # A stop token ends generation before it (and is not part of the output).
@@ -159,11 +174,16 @@ def test_greedy_generation_equals_stepwise_argmax_and_stops(hydra):
     stopped = hydra.generate(prompt, "es", H.GenerationSettings(max_new_tokens=10), stop_ids={reference[k]})
     assert stopped.ids == reference[:k] and stopped.finish == "stop"
     # top_p that keeps only the best token is greedy, whatever the temperature; a real temperature samples.
-    nucleus = hydra.generate(prompt, "es", H.GenerationSettings(max_new_tokens=10, temperature=1.5, top_p=1e-6),
-                             stop_ids=set())
+    nucleus = hydra.generate(
+        prompt, "es", H.GenerationSettings(max_new_tokens=10, temperature=1.5, top_p=1e-6), stop_ids=set()
+    )
     assert nucleus.ids == reference
-    hot = [hydra.generate(prompt, "es", H.GenerationSettings(max_new_tokens=10, temperature=1.5, seed=s),
-                          stop_ids=set()).ids for s in (1, 1, 2)]
+    hot = [
+        hydra.generate(
+            prompt, "es", H.GenerationSettings(max_new_tokens=10, temperature=1.5, seed=s), stop_ids=set()
+        ).ids
+        for s in (1, 1, 2)
+    ]
     assert hot[0] == hot[1] and hot[0] != hot[2]
     assert max(max(h) for h in hot) < 800
 
@@ -177,8 +197,14 @@ def test_cancel_stops_and_keeps_what_was_streamed(hydra):
         if len(pieces) == 2:
             cancel.cancel()
 
-    out = hydra.generate(_prompt(hydra), "es", H.GenerationSettings(max_new_tokens=30), stop_ids=set(),
-                         on_text=stop_after_two, cancel=cancel)
+    out = hydra.generate(
+        _prompt(hydra),
+        "es",
+        H.GenerationSettings(max_new_tokens=30),
+        stop_ids=set(),
+        on_text=stop_after_two,
+        cancel=cancel,
+    )
     assert out.finish == "cancelled" and len(pieces) == 2 and out.text == "".join(pieces)
     assert 2 <= len(out.ids) < 30
 
@@ -186,9 +212,16 @@ def test_cancel_stops_and_keeps_what_was_streamed(hydra):
 def test_translation_prompt_is_the_chat_template(hydra, source):
     _, tok = source
     prompt = H.translation_segments(hydra, TEXT, "en", "es")
-    rendered = tok.apply_chat_template([{"role": "user", "content": "Translate this English text into Spanish. "
-                                         f"Reply with the translation only.\n\n{TEXT}"}],
-                                       tokenize=False, add_generation_prompt=True)
+    rendered = tok.apply_chat_template(
+        [
+            {
+                "role": "user",
+                "content": f"Translate this English text into Spanish. Reply with the translation only.\n\n{TEXT}",
+            }
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert prompt.segments == [H.Segment("en", tuple(tok(rendered, add_special_tokens=False)["input_ids"]))]
     assert prompt.stop_strings == ("\n",)
     # Text in another language is read with its own table, between the English instruction and reply header.
@@ -214,14 +247,16 @@ def test_translate_file_resumes_after_cancel(hydra, tmp_path):
             cancel.cancel()
 
     with pytest.raises(Cancelled):  # one line at a time here (the fresh run above was one batch of 3): same lines
-        H.translate_file(hydra, src, out, "en", "es", max_new_tokens=6, batch_size=1, progress=stop_at_third_line,
-                         cancel=cancel)
+        H.translate_file(
+            hydra, src, out, "en", "es", max_new_tokens=6, batch_size=1, progress=stop_at_third_line, cancel=cancel
+        )
     assert not out.exists()
     partial = tmp_path / ".out.txt.partial"
     assert len(partial.read_text(encoding="utf-8").splitlines()) == 1 + 2  # header + two lines done
     seen.clear()
-    assert H.translate_file(hydra, src, out, "en", "es", max_new_tokens=6, batch_size=1,
-                            progress=lambda p: seen.append(p.message))
+    assert H.translate_file(
+        hydra, src, out, "en", "es", max_new_tokens=6, batch_size=1, progress=lambda p: seen.append(p.message)
+    )
     assert seen[0] == "resuming after line 2" and "line 1 of 3" not in seen
     assert out.read_text(encoding="utf-8") == expected and not partial.exists()
 
@@ -236,13 +271,34 @@ def test_cli_translate_with_a_hydra(saved, tmp_path):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["translate", *args, "--from", "en", "--to", "es", "x"])
     src = write_lines(tmp_path / "verses.en", ["And God said.", "And it was so."])
-    r = subprocess.run([sys.executable, "-m", "core.cli", "translate", "--hydra", str(saved), "--from", "en", "--to",
-                        "es", "--max-tokens", "6", "--input", str(src)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "translate",
+            "--hydra",
+            str(saved),
+            "--from",
+            "en",
+            "--to",
+            "es",
+            "--max-tokens",
+            "6",
+            "--input",
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Translated 2 lines" in r.stdout
     assert (tmp_path / "verses.en.es.txt").read_text(encoding="utf-8").count("\n") == 2
-    bad = subprocess.run([sys.executable, "-m", "core.cli", "translate", "--hydra", str(saved), "--from", "en",
-                          "--to", "fr", "x"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "core.cli", "translate", "--hydra", str(saved), "--from", "en", "--to", "fr", "x"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "no language 'fr'" in bad.stderr
 
 
@@ -294,9 +350,12 @@ def test_few_shot_prompt_reads_each_text_with_its_own_table(hydra, source):
     assert tok.decode(prompt.segments[-1].ids) == f"\n\nEnglish: {TEXT}\nSpanish:"
     back = H.translation_segments(hydra, "la tierra", "es", "en", [(t, s) for s, t in EXAMPLES])
     assert [s.language for s in back.segments] == ["en", "es", "en", "es", "en", "es", "en"]
-    assert H.choose_examples(["short", "In the beginning was the Word."] * 3,
-                             ["corto", "En el principio era el Verbo."] * 3,
-                             k=2) == [("In the beginning was the Word.", "En el principio era el Verbo.")] * 2
+    assert (
+        H.choose_examples(
+            ["short", "In the beginning was the Word."] * 3, ["corto", "En el principio era el Verbo."] * 3, k=2
+        )
+        == [("In the beginning was the Word.", "En el principio era el Verbo.")] * 2
+    )
 
 
 def test_batched_generation_equals_one_at_a_time(hydra):
@@ -309,14 +368,17 @@ def test_batched_generation_equals_one_at_a_time(hydra):
     assert together[1].ids == alone[1].ids[:5] and together[1].finish == "length"
     # no_repeat_ngram: the greedy reply of a barely trained table loops; with the ban no bigram comes twice.
     looping = hydra.generate(prompts[1], "es", H.GenerationSettings(max_new_tokens=40), stop_ids=set()).ids
-    banned = hydra.generate(prompts[1], "es", H.GenerationSettings(max_new_tokens=40, no_repeat_ngram=2),
-                            stop_ids=set()).ids
+    banned = hydra.generate(
+        prompts[1], "es", H.GenerationSettings(max_new_tokens=40, no_repeat_ngram=2), stop_ids=set()
+    ).ids
     bigrams = lambda ids: list(zip(ids, ids[1:]))  # noqa: E731
     assert len(set(bigrams(looping))) < len(bigrams(looping))
     assert len(set(bigrams(banned))) == len(bigrams(banned)) == 39
     assert H.translate_batch(hydra, [texts[0], "", texts[1]], "en", "es", max_new_tokens=6, examples=EXAMPLES) == [
-        H.translate(hydra, texts[0], "en", "es", max_new_tokens=6, examples=EXAMPLES), "",
-        H.translate(hydra, texts[1], "en", "es", max_new_tokens=6, examples=EXAMPLES)]
+        H.translate(hydra, texts[0], "en", "es", max_new_tokens=6, examples=EXAMPLES),
+        "",
+        H.translate(hydra, texts[1], "en", "es", max_new_tokens=6, examples=EXAMPLES),
+    ]
 
 
 def test_finetune_language_trains_only_that_language_and_learns(source, adapted_es):
@@ -325,8 +387,9 @@ def test_finetune_language_trains_only_that_language_and_learns(source, adapted_
     english = hydra.languages["en"].embeddings.clone()
     before = hydra.languages["es"].embeddings.clone()
     pair = ("And there was light.", "Y fué la luz.")
-    losses = H.finetune_language(hydra, "es", [pair], H.HydraTuning(steps=8, batch_size=1, lr=3e-3, warmup_steps=1,
-                                                                   untie=False))
+    losses = H.finetune_language(
+        hydra, "es", [pair], H.HydraTuning(steps=8, batch_size=1, lr=3e-3, warmup_steps=1, untie=False)
+    )
     assert losses[-1] < 0.5 * losses[0]
     after = hydra.languages["es"]
     assert after.tied and after.head is after.embeddings and not after.embeddings.requires_grad
@@ -336,8 +399,9 @@ def test_finetune_language_trains_only_that_language_and_learns(source, adapted_
     # A cancelled tuning leaves the tables as they were.
     cancel = CancelToken()
     with pytest.raises(Cancelled):
-        H.finetune_language(hydra, "es", [pair], H.HydraTuning(steps=5, batch_size=1),
-                            progress=lambda p: cancel.cancel(), cancel=cancel)
+        H.finetune_language(
+            hydra, "es", [pair], H.HydraTuning(steps=5, batch_size=1), progress=lambda p: cancel.cancel(), cancel=cancel
+        )
     assert hydra.languages["es"] is after
     with pytest.raises(TweetyError, match="source language"):
         H.finetune_language(hydra, "en", [pair])
@@ -358,13 +422,25 @@ def test_a_stopped_tuning_continues_from_its_checkpoint_to_the_same_tables(sourc
     ckpt, stopped, cancel = tmp_path / "tuning", fresh(), CancelToken()
     before = stopped.languages["es"]
     with pytest.raises(Cancelled):
-        H.finetune_language(stopped, "es", pairs, settings, checkpoint=ckpt, cancel=cancel,
-                            progress=lambda p: p.done >= 3 and cancel.cancel())
+        H.finetune_language(
+            stopped,
+            "es",
+            pairs,
+            settings,
+            checkpoint=ckpt,
+            cancel=cancel,
+            progress=lambda p: p.done >= 3 and cancel.cancel(),
+        )
     assert stopped.languages["es"] is before  # the Hydra as it was; the steps are in the checkpoint
     kept = H.tuning_checkpoint(ckpt)
     assert (kept.step, kept.steps) == (3, 8) and kept.losses == pytest.approx(expected[:3], rel=1e-5)
-    assert {f.name for f in ckpt.iterdir()} == {".tweety", "state.json", "optimizer.json", "tables.safetensors",
-                                                "optimizer.safetensors"}  # no pickle anywhere
+    assert {f.name for f in ckpt.iterdir()} == {
+        ".tweety",
+        "state.json",
+        "optimizer.json",
+        "tables.safetensors",
+        "optimizer.safetensors",
+    }  # no pickle anywhere
 
     resumed, said = fresh(), []
     losses = H.finetune_language(resumed, "es", pairs, settings, checkpoint=ckpt, progress=said.append)
@@ -374,21 +450,33 @@ def test_a_stopped_tuning_continues_from_its_checkpoint_to_the_same_tables(sourc
         torch.testing.assert_close(getattr(resumed.languages["es"], table), getattr(whole.languages["es"], table))
 
     said.clear()  # the checkpoint now holds step 6 of the resumed run
-    other = H.finetune_language(fresh(), "es", pairs, dataclasses.replace(settings, lr=1e-3), checkpoint=ckpt,
-                                progress=said.append)
-    assert said[0].message == ("the tuning stopped at step 6 of 8 had other settings — the learning rate (0.003, "
-                               "now 0.001): starting over") and len(other) == 8
+    other = H.finetune_language(
+        fresh(), "es", pairs, dataclasses.replace(settings, lr=1e-3), checkpoint=ckpt, progress=said.append
+    )
+    assert (
+        said[0].message
+        == (
+            "the tuning stopped at step 6 of 8 had other settings — the learning rate (0.003, now 0.001): starting over"
+        )
+        and len(other) == 8
+    )
     (ckpt / "tables.safetensors").write_bytes(b"torn")
     said.clear()
-    H.finetune_language(fresh(), "es", pairs, dataclasses.replace(settings, steps=1), checkpoint=ckpt,
-                        progress=said.append)
+    H.finetune_language(
+        fresh(), "es", pairs, dataclasses.replace(settings, steps=1), checkpoint=ckpt, progress=said.append
+    )
     assert "cannot be read" in said[0].message and said[0].message.endswith("starting over")
 
 
-@pytest.mark.parametrize("bad, words", [({"steps": 0}, "steps must be at least 1"),
-                                         ({"batch_size": 0}, "batch size must be at least 1"),
-                                         ({"lr": 0.0}, "learning rate must be positive"),
-                                         ({"lr": -1e-3}, "learning rate must be positive")])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"steps": 0}, "steps must be at least 1"),
+        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"lr": 0.0}, "learning rate must be positive"),
+        ({"lr": -1e-3}, "learning rate must be positive"),
+    ],
+)
 def test_tuning_settings_are_checked_in_plain_words(bad, words):
     """`tweety hydra finetune --steps 0` ended in a ZeroDivisionError: the settings are refused before any work
     (no Hydra is needed to see it: the check comes first)."""
@@ -434,8 +522,11 @@ def test_runtime_reads_the_gguf_header_once_per_model_not_per_line(tmp_path, mon
 
 
 def test_tuning_batch_loss_is_the_mean_of_each_pairs_loss(hydra):
-    pairs = [("And there was light.", "Y fué la luz."), (TEXT, "En el principio crió Dios los cielos y la tierra."),
-             ("God.", "Dios.")]
+    pairs = [
+        ("And there was light.", "Y fué la luz."),
+        (TEXT, "En el principio crió Dios los cielos y la tierra."),
+        ("God.", "Dios."),
+    ]
     with torch.no_grad():
         batched = H.reply_loss(hydra, "es", pairs)
         alone = [H.reply_loss(hydra, "es", [p]) for p in pairs]
@@ -478,13 +569,47 @@ def test_cli_tunes_a_saved_hydra_by_back_translation(adapted_es, tmp_path):
     out = tmp_path / "hydra"
     src = write_lines(tmp_path / "ex.en", [s for s, _ in EXAMPLES] * 3)
     tgt = write_lines(tmp_path / "ex.es", [t for _, t in EXAMPLES] * 3)
-    assert main(["hydra", "build", "--language", f"es={adapted_es}", "--examples", "es", str(src), str(tgt),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "hydra",
+                "build",
+                "--language",
+                f"es={adapted_es}",
+                "--examples",
+                "es",
+                str(src),
+                str(tgt),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / H.HYDRA_FILE).read_text())
     assert [tuple(p) for p in config["languages"]["es"]["examples"]] == [EXAMPLES[0]] * 3  # lines 1, 3, 5 of 6
     before = load_file(out / "languages" / "es.safetensors")["embed_tokens"]
-    assert main(["hydra", "finetune", "--hydra", str(out), "--language", "es", "--back-translate", str(tgt),
-                 "--lines", "2", "--steps", "2", "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "hydra",
+                "finetune",
+                "--hydra",
+                str(out),
+                "--language",
+                "es",
+                "--back-translate",
+                str(tgt),
+                "--lines",
+                "2",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     tuned = json.loads((out / H.HYDRA_FILE).read_text())["languages"]["es"]["tuned"]
     assert tuned["pairs"] == 2 and tuned["from"] == "back-translation" and tuned["steps"] == 2 and tuned["untied"]
     stored = load_file(out / "languages" / "es.safetensors")

@@ -1,4 +1,5 @@
 """Initialisation rows are exact weighted averages; bits per byte equals a hand computation."""
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,12 @@ from core.resources import DictionaryEntry
 
 @pytest.fixture(scope="module")
 def dictionary_mapping(source_tokenizer, target_tokenizer):
-    entries = [DictionaryEntry("God", "Dios"), DictionaryEntry("earth", "tierra"), DictionaryEntry("land", "tierra"),
-               DictionaryEntry("waters", "aguas")]
+    entries = [
+        DictionaryEntry("God", "Dios"),
+        DictionaryEntry("earth", "tierra"),
+        DictionaryEntry("land", "tierra"),
+        DictionaryEntry("waters", "aguas"),
+    ]
     return build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
 
 
@@ -44,9 +49,15 @@ def test_untied_head_is_mapped_too(source_tokenizer, target_tokenizer, dictionar
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(source_tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                         tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=len(source_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(config)
     H = model.get_output_embeddings().weight.detach().numpy().astype(np.float64)
     adapted = initialise(model, dictionary_mapping)
@@ -82,7 +93,7 @@ def _hand_bpb(model, ids: list[int], start: int, window: int, n_bytes: int) -> f
     total = 0.0
     with torch.no_grad():
         for i in range(0, len(ids), window - 1):
-            chunk = [start] + ids[i:i + window - 1]
+            chunk = [start] + ids[i : i + window - 1]
             for k in range(1, len(chunk)):
                 logits = model(input_ids=torch.tensor([chunk[:k]])).logits[0, -1].double()
                 total -= float(torch.log_softmax(logits, -1)[chunk[k]])
@@ -93,8 +104,16 @@ def test_bits_per_byte_matches_hand_computation(target_tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(target_tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(target_tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    ).eval()
     text = "En el principio creó Dios los cielos y la tierra.\nY la tierra estaba desordenada y vacía ☃."
     ids = target_tokenizer(text, add_special_tokens=False)["input_ids"]
     result = bits_per_byte(model, target_tokenizer, text, window=8, batch_size=3)

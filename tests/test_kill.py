@@ -1,6 +1,7 @@
 """A process killed at a random moment (SIGKILL: no cleanup runs) never leaves an output that loads half-right, and
 running the same command again finishes the job: a real `tweety adapt` and a real `tweety finetune` (resumed from
 its checkpoint when it had written one)."""
+
 from __future__ import annotations
 
 import random
@@ -14,8 +15,9 @@ from core.layout import PROJECT_FILE
 
 
 def start(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "core.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core.cli", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def kill_after(process: subprocess.Popen, seconds: float) -> bool:
@@ -30,8 +32,9 @@ def kill_after(process: subprocess.Popen, seconds: float) -> bool:
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True, text=True, timeout=900
+    )
 
 
 def test_killed_adapt_and_finetune_rerun_to_a_complete_result(tmp_path, pairs):
@@ -52,8 +55,23 @@ def test_killed_adapt_and_finetune_rerun_to_a_complete_result(tmp_path, pairs):
     assert project.next_stage == "finetune"
 
     tuned = tmp_path / "tuned"
-    finetune = ("finetune", "--model", out, "--text", es, "--steps", 6, "--block-size", 32, "--batch-size", 2,
-                "--checkpoint-every", 2, "--out", tuned)
+    finetune = (
+        "finetune",
+        "--model",
+        out,
+        "--text",
+        es,
+        "--steps",
+        6,
+        "--block-size",
+        32,
+        "--batch-size",
+        2,
+        "--checkpoint-every",
+        2,
+        "--out",
+        tuned,
+    )
     killed = kill_after(start(*finetune), moment.uniform(5.0, 25.0))
     # A model appears only when training ended (a kill can still land after that, while the process exits): then it
     # is the complete model, else the command is run again, resuming from its checkpoint if it wrote one.

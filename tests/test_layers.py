@@ -10,6 +10,7 @@ Floors, bottom to top (imports within a floor are allowed; a package's submodule
 readers and records → stages → orchestration → command line and wizard. A new module must be placed on a floor
 here, or the test says so.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,12 +23,43 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FLOORS: list[tuple[str, list[str]]] = [
     # Readers, records and the shared plumbing every stage uses.
-    ("readers", ["core", "core.errors", "core.jobs", "core.resources", "core.layout", "core.models", "core.convert",
-                 "core.translation", "core.memory", "core.pofile"]),
+    (
+        "readers",
+        [
+            "core",
+            "core.errors",
+            "core.jobs",
+            "core.resources",
+            "core.layout",
+            "core.models",
+            "core.convert",
+            "core.translation",
+            "core.memory",
+            "core.pofile",
+        ],
+    ),
     # The stages: each reads and writes files and knows nothing of the project folder's bookkeeping.
-    ("stages", ["core.tokenizer", "core.align", "core.dictionary", "core.mapping", "core.init", "core.extend",
-                "core.finetune", "core.distributed", "core.evaluate", "core.hydra", "core.export", "core.runtime",
-                "core.translators", "core.lexicon", "core.advise", "core.handoff"]),
+    (
+        "stages",
+        [
+            "core.tokenizer",
+            "core.align",
+            "core.dictionary",
+            "core.mapping",
+            "core.init",
+            "core.extend",
+            "core.finetune",
+            "core.distributed",
+            "core.evaluate",
+            "core.hydra",
+            "core.export",
+            "core.runtime",
+            "core.translators",
+            "core.lexicon",
+            "core.advise",
+            "core.handoff",
+        ],
+    ),
     # The project folder and the runs of stages over it.
     ("orchestration", ["core.pipeline", "core.project", "core.stages", "core.translating"]),
     # What people run.
@@ -101,7 +133,7 @@ class ImportScan(ast.NodeVisitor):
         if not node.level:
             return node.module or ""
         base = self.package.split(".")
-        base = base[:len(base) - (node.level - 1)]
+        base = base[: len(base) - (node.level - 1)]
         return ".".join(base + ([node.module] if node.module else []))
 
     def _ours(self, name: str) -> bool:
@@ -154,7 +186,7 @@ class ImportScan(ast.NodeVisitor):
             if target is not None:
                 dotted = ".".join([target] + chain[::-1])
                 owner = self._existing(dotted)
-                rest = dotted[len(owner) + 1:].split(".") if dotted != owner else []
+                rest = dotted[len(owner) + 1 :].split(".") if dotted != owner else []
                 if rest and _private(rest[0]):
                     self.private_uses.append((owner, node.lineno, rest[0]))
                     return
@@ -180,8 +212,15 @@ def violations() -> list[Violation]:
             elif theirs is None:
                 found.append(Violation(module, imported, "no floor", line, f"imports {imported}, on no floor"))
             elif theirs > mine:
-                found.append(Violation(module, imported, "upward", line,
-                                       f"a {FLOORS[mine][0]} module imports {imported} ({FLOORS[theirs][0]})"))
+                found.append(
+                    Violation(
+                        module,
+                        imported,
+                        "upward",
+                        line,
+                        f"a {FLOORS[mine][0]} module imports {imported} ({FLOORS[theirs][0]})",
+                    )
+                )
             if name is not None and _private(name):
                 found.append(Violation(module, imported, "private name", line, f"imports {imported}.{name}"))
         for imported, line, name in scan.private_uses:
@@ -216,19 +255,22 @@ def _scan(module: str, source: str) -> list[Violation]:
     return out
 
 
-@pytest.mark.parametrize("module, source, rule", [
-    ("core.export", "def f():\n    from core.project import Project\n", "upward"),  # inside a function too
-    ("core.runtime", "import core.pipeline as p\n", "upward"),
-    ("core.jobs", "from core import hydra\n", "upward"),  # a package, named through `from core import`
-    ("core.hydra.store", "from core.finetune.loop import finetune\n", None),  # same floor
-    ("core.tokenizer", "from app.window import MainWindow\n", "core imports app"),
-    ("core.hydra.gguf", "from core.export import _special_tokens\n", "private name"),
-    ("core.cli", "from core import export\n\ndef f():\n    return export._special_tokens\n", "private name"),
-    ("core.cli", "import core.export\nx = core.export._special_tokens\n", "private name"),
-    ("core.cli", "from core import export\nx = export.Plan\n", None),
-    ("core.hydra.prompt", "from .model import Hydra\nfrom ..finetune import finetune\n", None),  # relative imports
-    ("core.translation", "from . import runtime\n", "upward"),
-])
+@pytest.mark.parametrize(
+    "module, source, rule",
+    [
+        ("core.export", "def f():\n    from core.project import Project\n", "upward"),  # inside a function too
+        ("core.runtime", "import core.pipeline as p\n", "upward"),
+        ("core.jobs", "from core import hydra\n", "upward"),  # a package, named through `from core import`
+        ("core.hydra.store", "from core.finetune.loop import finetune\n", None),  # same floor
+        ("core.tokenizer", "from app.window import MainWindow\n", "core imports app"),
+        ("core.hydra.gguf", "from core.export import _special_tokens\n", "private name"),
+        ("core.cli", "from core import export\n\ndef f():\n    return export._special_tokens\n", "private name"),
+        ("core.cli", "import core.export\nx = core.export._special_tokens\n", "private name"),
+        ("core.cli", "from core import export\nx = export.Plan\n", None),
+        ("core.hydra.prompt", "from .model import Hydra\nfrom ..finetune import finetune\n", None),  # relative imports
+        ("core.translation", "from . import runtime\n", "upward"),
+    ],
+)
 def test_the_checker_catches_each_kind(module, source, rule):
     rules = {v.rule for v in _scan(module, source)}
     assert rules == ({rule} if rule else set())
@@ -243,8 +285,11 @@ def test_the_repository_check_sees_an_upward_import_inside_a_function(tmp_path, 
     for folder in ("core", "app"):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     export = tmp_path / "core" / "export.py"
-    export.write_text(export.read_text(encoding="utf-8") + "\n\ndef _late():\n    from core.project import Project\n"
-                      "    return Project\n", encoding="utf-8")
+    export.write_text(
+        export.read_text(encoding="utf-8") + "\n\ndef _late():\n    from core.project import Project\n"
+        "    return Project\n",
+        encoding="utf-8",
+    )
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     found = [v for v in violations() if v.key == ("core.export", "core.project", "upward")]
     assert len(found) == 1 and "a stages module imports core.project (orchestration)" in str(found[0])
@@ -259,8 +304,11 @@ def test_the_adds_bos_probe_has_one_owner():
     """Whether a tokenizer adds BOS is asked in one place (core.tokenizer.adds_bos): a second copy of the probe
     could answer differently (another probe text, another special-token check) and the export would disagree with
     training about the first token of every window."""
-    probes = {path.relative_to(ROOT).as_posix() for path in all_modules().values()
-              if '("a")["input_ids"][:1]' in path.read_text(encoding="utf-8")}
+    probes = {
+        path.relative_to(ROOT).as_posix()
+        for path in all_modules().values()
+        if '("a")["input_ids"][:1]' in path.read_text(encoding="utf-8")
+    }
     assert probes - KNOWN_BOS_PROBES == {"core/tokenizer.py"}
     assert not KNOWN_BOS_PROBES - probes, "KNOWN_BOS_PROBES entries that no longer probe (remove them)"
 
@@ -285,8 +333,11 @@ def import_graph() -> dict[str, set[str]]:
         scan = ImportScan(module, path.name == "__init__.py", set(modules))
         scan.visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
         is_package = path.name == "__init__.py"
-        graph[module] = {m for m, _, _ in scan.imports if m != module and m in modules
-                         and not (is_package and m.startswith(module + "."))}
+        graph[module] = {
+            m
+            for m, _, _ in scan.imports
+            if m != module and m in modules and not (is_package and m.startswith(module + "."))
+        }
     return graph
 
 

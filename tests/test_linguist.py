@@ -1,5 +1,6 @@
 """The linguist in the loop: overrides, several weighted resources, provenance, and the fast streamed re-initialise,
 on 400 real verse pairs, an 800-token Spanish tokenizer and the real SmolLM2 weights."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,27 @@ import torch
 from conftest import write_lines
 from core.align import align_corpus, load_counts
 from core.errors import TweetyError
-from core.mapping import (ALIGNMENT_KIND, DICTIONARY_KIND, FALLBACK, OVERRIDE, Evidence, Mapping,
-                          MappingSettings, Origin, build_mapping, dictionary_evidence)
-from core.resources import (DictionaryEntry, OverrideLine, ParallelCorpus, Resource, format_override,
-                            read_overrides, read_resource_list)
+from core.mapping import (
+    ALIGNMENT_KIND,
+    DICTIONARY_KIND,
+    FALLBACK,
+    OVERRIDE,
+    Evidence,
+    Mapping,
+    MappingSettings,
+    Origin,
+    build_mapping,
+    dictionary_evidence,
+)
+from core.resources import (
+    DictionaryEntry,
+    OverrideLine,
+    ParallelCorpus,
+    Resource,
+    format_override,
+    read_overrides,
+    read_resource_list,
+)
 
 ENTRIES = [DictionaryEntry("God", "Dios"), DictionaryEntry("earth", "tierra"), DictionaryEntry("light", "luz")]
 
@@ -44,8 +62,11 @@ def changed_rows(a: Mapping, b: Mapping) -> set[int]:
 
 
 def test_an_override_changes_exactly_the_rows_it_names(counts, base, source_tokenizer, target_tokenizer):
-    overrides = [OverrideLine("[▁Dios]", "God", 2.0), OverrideLine("[▁Dios]", "[ĠLord]"),
-                 OverrideLine("tierra", "earth")]
+    overrides = [
+        OverrideLine("[▁Dios]", "God", 2.0),
+        OverrideLine("[▁Dios]", "[ĠLord]"),
+        OverrideLine("tierra", "earth"),
+    ]
     m = build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts, overrides=overrides)
     dios = one(target_tokenizer, "▁Dios")
     named = {dios, *ids(target_tokenizer, "tierra")}
@@ -63,8 +84,11 @@ def test_a_minus_line_removes_a_link(counts, base, source_tokenizer, target_toke
     t = int(next(i for i in np.flatnonzero(base.origin == Origin.ALIGNMENT) if lengths[i] >= 2))
     row = base.matrix[t].toarray().ravel()
     top = int(row.argmax())
-    line = OverrideLine(f"[{target_tokenizer.convert_ids_to_tokens(t)}]",
-                        f"[{source_tokenizer.convert_ids_to_tokens(top)}]", remove=True)
+    line = OverrideLine(
+        f"[{target_tokenizer.convert_ids_to_tokens(t)}]",
+        f"[{source_tokenizer.convert_ids_to_tokens(top)}]",
+        remove=True,
+    )
     m = build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts, overrides=[line])
     assert changed_rows(base, m) == {t}
     new = m.matrix[t].toarray().ravel()
@@ -76,23 +100,51 @@ def test_a_minus_line_removes_a_link(counts, base, source_tokenizer, target_toke
 
 
 def test_two_resources_with_weights_1_and_0_reproduce_the_single_resource_mapping(
-        counts, base, source_tokenizer, target_tokenizer):
-    both = build_mapping(source_tokenizer, target_tokenizer, evidence=[
-        Evidence("bible", ALIGNMENT_KIND, counts, 1.0),
-        dictionary_evidence(ENTRIES, source_tokenizer, target_tokenizer, name="freedict", weight=0.0)])
+    counts, base, source_tokenizer, target_tokenizer
+):
+    both = build_mapping(
+        source_tokenizer,
+        target_tokenizer,
+        evidence=[
+            Evidence("bible", ALIGNMENT_KIND, counts, 1.0),
+            dictionary_evidence(ENTRIES, source_tokenizer, target_tokenizer, name="freedict", weight=0.0),
+        ],
+    )
     assert (both.matrix != base.matrix).nnz == 0 and (both.origin == base.origin).all()
     assert both.shares()["freedict"] == {"tokens": 0, "share": 0.0}
 
 
-def test_by_default_a_dictionary_fills_in_where_the_corpus_has_no_evidence(counts, base, source_tokenizer,
-                                                                             target_tokenizer):
-    entries = ENTRIES + [DictionaryEntry(en, es) for en, es in (
-        ("waters", "aguas"), ("night", "noche"), ("day", "día"), ("seed", "simiente"), ("grass", "hierba"),
-        ("evening", "tarde"), ("morning", "mañana"), ("man", "hombre"), ("sea", "mar"), ("fruit", "fruto"),
-        ("tree", "árbol"), ("river", "río"), ("gold", "oro"), ("garden", "huerto"), ("beast", "bestia"))]
-    both = build_mapping(source_tokenizer, target_tokenizer, evidence=[
-        Evidence("bible", ALIGNMENT_KIND, counts), dictionary_evidence(entries, source_tokenizer, target_tokenizer,
-                                                                       name="freedict")])
+def test_by_default_a_dictionary_fills_in_where_the_corpus_has_no_evidence(
+    counts, base, source_tokenizer, target_tokenizer
+):
+    entries = ENTRIES + [
+        DictionaryEntry(en, es)
+        for en, es in (
+            ("waters", "aguas"),
+            ("night", "noche"),
+            ("day", "día"),
+            ("seed", "simiente"),
+            ("grass", "hierba"),
+            ("evening", "tarde"),
+            ("morning", "mañana"),
+            ("man", "hombre"),
+            ("sea", "mar"),
+            ("fruit", "fruto"),
+            ("tree", "árbol"),
+            ("river", "río"),
+            ("gold", "oro"),
+            ("garden", "huerto"),
+            ("beast", "bestia"),
+        )
+    ]
+    both = build_mapping(
+        source_tokenizer,
+        target_tokenizer,
+        evidence=[
+            Evidence("bible", ALIGNMENT_KIND, counts),
+            dictionary_evidence(entries, source_tokenizer, target_tokenizer, name="freedict"),
+        ],
+    )
     only_dictionary = build_mapping(source_tokenizer, target_tokenizer, dictionary=entries)
     aligned = np.diff(base.parts[ALIGNMENT_KIND].indptr) > 0
     from_dictionary = np.diff(only_dictionary.parts[DICTIONARY_KIND].indptr) > 0
@@ -104,12 +156,18 @@ def test_by_default_a_dictionary_fills_in_where_the_corpus_has_no_evidence(count
 
 
 def test_resources_mix_by_weight_and_every_weight_says_where_it_came_from(
-        counts, base, source_tokenizer, target_tokenizer, tmp_path):
+    counts, base, source_tokenizer, target_tokenizer, tmp_path
+):
     only_dictionary = build_mapping(source_tokenizer, target_tokenizer, dictionary=ENTRIES)
-    mixed = build_mapping(source_tokenizer, target_tokenizer, evidence=[
-        Evidence("bible", ALIGNMENT_KIND, counts, 2.0),
-        dictionary_evidence(ENTRIES, source_tokenizer, target_tokenizer, name="freedict", weight=1.0)],
-        settings=MappingSettings(dictionary_fills_gaps=False))
+    mixed = build_mapping(
+        source_tokenizer,
+        target_tokenizer,
+        evidence=[
+            Evidence("bible", ALIGNMENT_KIND, counts, 2.0),
+            dictionary_evidence(ENTRIES, source_tokenizer, target_tokenizer, name="freedict", weight=1.0),
+        ],
+        settings=MappingSettings(dictionary_fills_gaps=False),
+    )
     dios = one(target_tokenizer, "▁Dios")
     assert base.origin[dios] == Origin.ALIGNMENT and mixed.origin[dios] == Origin.ALIGNMENT_AND_DICTIONARY
     expected = (2 * base.matrix[dios] + only_dictionary.matrix[dios]) / 3
@@ -133,17 +191,26 @@ def test_resources_mix_by_weight_and_every_weight_says_where_it_came_from(
 
 
 def test_overrides_file_round_trip_and_clear_errors(tmp_path, source_tokenizer, target_tokenizer):
-    lines = [OverrideLine("[▁Dios]", "God", 2.5), OverrideLine("tierra", "earth"),
-             OverrideLine("[▁luz]", "[Ġlight]", remove=True)]
+    lines = [
+        OverrideLine("[▁Dios]", "God", 2.5),
+        OverrideLine("tierra", "earth"),
+        OverrideLine("[▁luz]", "[Ġlight]", remove=True),
+    ]
     path = tmp_path / "overrides.tsv"
     path.write_text("# a comment\n\n" + "".join(format_override(o) + "\n" for o in lines), encoding="utf-8")
     back = read_overrides(path)
     assert [(o.target, o.source, o.weight, o.remove, o.line) for o in back] == [
-        ("[▁Dios]", "God", 2.5, False, 3), ("tierra", "earth", 1.0, False, 4), ("[▁luz]", "[Ġlight]", 1.0, True, 5)]
+        ("[▁Dios]", "God", 2.5, False, 3),
+        ("tierra", "earth", 1.0, False, 4),
+        ("[▁luz]", "[Ġlight]", 1.0, True, 5),
+    ]
     (tmp_path / "comments.tsv").write_text("# nothing yet\n")
     assert read_overrides(tmp_path / "comments.tsv") == []
-    for text, message in (("casa\thouse\tmany\n", "not a positive number"), ("-\tcasa\n", "needs a target"),
-                          ("casa\n", "has 1 column")):
+    for text, message in (
+        ("casa\thouse\tmany\n", "not a positive number"),
+        ("-\tcasa\n", "needs a target"),
+        ("casa\n", "has 1 column"),
+    ):
         (tmp_path / "bad.tsv").write_text(text)
         with pytest.raises(TweetyError, match=message) as e:
             read_overrides(tmp_path / "bad.tsv")
@@ -155,13 +222,17 @@ def test_overrides_file_round_trip_and_clear_errors(tmp_path, source_tokenizer, 
 
 
 def test_resource_list_toml_and_json(tmp_path):
-    (tmp_path / "list.toml").write_text('[[parallel]]\nfiles = ["kjv.en", "kjv.es"]\nweight = 2\nname = "kjv"\n\n'
-                                        '[[parallel]]\nfiles = ["web.en", "web.es"]\n\n'
-                                        '[[dictionary]]\nfile = "freedict.index"\nweight = 0.5\n')
+    (tmp_path / "list.toml").write_text(
+        '[[parallel]]\nfiles = ["kjv.en", "kjv.es"]\nweight = 2\nname = "kjv"\n\n'
+        '[[parallel]]\nfiles = ["web.en", "web.es"]\n\n'
+        '[[dictionary]]\nfile = "freedict.index"\nweight = 0.5\n'
+    )
     got = read_resource_list(tmp_path / "list.toml")
-    assert got == [Resource("parallel", (str(tmp_path / "kjv.en"), str(tmp_path / "kjv.es")), 2.0, "kjv"),
-                   Resource("parallel", (str(tmp_path / "web.en"), str(tmp_path / "web.es")), 1.0, ""),
-                   Resource("dictionary", (str(tmp_path / "freedict.index"),), 0.5, "")]
+    assert got == [
+        Resource("parallel", (str(tmp_path / "kjv.en"), str(tmp_path / "kjv.es")), 2.0, "kjv"),
+        Resource("parallel", (str(tmp_path / "web.en"), str(tmp_path / "web.es")), 1.0, ""),
+        Resource("dictionary", (str(tmp_path / "freedict.index"),), 0.5, ""),
+    ]
     (tmp_path / "list.json").write_text(json.dumps({"dictionary": [{"file": "d.tsv", "weight": 3}]}))
     assert read_resource_list(tmp_path / "list.json") == [Resource("dictionary", (str(tmp_path / "d.tsv"),), 3.0)]
     (tmp_path / "bad.toml").write_text('[[parallel]]\nfiles = ["a", "b", "c"]\n')
@@ -178,14 +249,29 @@ def test_adapt_with_two_weighted_corpora_of_one_target_text(tmp_path, pairs):
     from core.tokenizer import TokenizerSettings
 
     en, es = pairs
-    files = {name: write_lines(tmp_path / name, lines) for name, lines in (
-        ("a.en", en[:200]), ("a.es", es[:200]), ("b.en", en[200:]), ("b.es", es[200:]), ("all.es", es))}
+    files = {
+        name: write_lines(tmp_path / name, lines)
+        for name, lines in (
+            ("a.en", en[:200]),
+            ("a.es", es[:200]),
+            ("b.en", en[200:]),
+            ("b.es", es[200:]),
+            ("all.es", es),
+        )
+    }
     (tmp_path / "fix.tsv").write_text("[▁Dios]\tGod\n")
-    result = adapt(AdaptSettings(
-        target_text=str(files["all.es"]), out=str(tmp_path / "out"), overrides=str(tmp_path / "fix.tsv"),
-        resources=(Resource("parallel", (str(files["a.en"]), str(files["a.es"])), 2.0, "first"),
-                   Resource("parallel", (str(files["b.en"]), str(files["b.es"])), 1.0, "second")),
-        tokenizer=TokenizerSettings(vocab_size=500)))
+    result = adapt(
+        AdaptSettings(
+            target_text=str(files["all.es"]),
+            out=str(tmp_path / "out"),
+            overrides=str(tmp_path / "fix.tsv"),
+            resources=(
+                Resource("parallel", (str(files["a.en"]), str(files["a.es"])), 2.0, "first"),
+                Resource("parallel", (str(files["b.en"]), str(files["b.es"])), 1.0, "second"),
+            ),
+            tokenizer=TokenizerSettings(vocab_size=500),
+        )
+    )
     state = json.loads((result.out / "project.json").read_text())
     assert set(state["stages"]["align"]["summary"]) == {"first", "second"}
     assert state["stages"]["align"]["summary"]["second"]["pairs"] == 200
@@ -199,7 +285,8 @@ def test_adapt_with_two_weighted_corpora_of_one_target_text(tmp_path, pairs):
 
 
 def test_streamed_initialisation_keeps_dtype_and_shards_and_equals_the_in_memory_one(
-        tmp_path, source, base, target_tokenizer):
+    tmp_path, source, base, target_tokenizer
+):
     """A bf16 model in shards (truncated SmolLM2 config, random weights): the streamed adapted folder has the same
     shards, bf16 tensors, untouched body bytes, and the rows the in-memory initialisation computes."""
     from safetensors import safe_open

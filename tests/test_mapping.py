@@ -1,4 +1,5 @@
 """Alignment and mapping on small real data: known translations are recovered, bytes map exactly."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,16 @@ import pytest
 from core.align import align_corpus, load_counts, tokens_per_pair
 from core.errors import TweetyError
 from core.dictionary import DictionarySettings
-from core.mapping import (ALIGNMENT_KIND, Evidence, Mapping, MappingSettings, Origin, alignment_thresholds,
-                          build_mapping, dictionary_evidence)
+from core.mapping import (
+    ALIGNMENT_KIND,
+    Evidence,
+    Mapping,
+    MappingSettings,
+    Origin,
+    alignment_thresholds,
+    build_mapping,
+    dictionary_evidence,
+)
 from core.resources import DictionaryEntry, ParallelCorpus
 from core.tokenizer import TokenizerSettings, load_tokenizer, train_tokenizer
 
@@ -74,8 +83,9 @@ def test_short_pairs_need_less_alignment_evidence_than_long_ones(synthetic, sour
     weak.data = np.minimum(weak.data, 3)
 
     def aligned(length: float, settings: MappingSettings = MappingSettings()) -> int:
-        m = build_mapping(source_tokenizer, target_tok, evidence=[Evidence("c", ALIGNMENT_KIND, weak, 1.0, length)],
-                          settings=settings)
+        m = build_mapping(
+            source_tokenizer, target_tok, evidence=[Evidence("c", ALIGNMENT_KIND, weak, 1.0, length)], settings=settings
+        )
         return int((m.origin == Origin.ALIGNMENT).sum())
 
     assert aligned(stats.source_tokens / stats.pairs) >= len(TARGET_WORDS) and aligned(32.0) == 0
@@ -124,8 +134,11 @@ def test_dictionary_only_spreads_over_source_word_tokens(target_tokenizer, sourc
     entries = [DictionaryEntry("God", "Dios", 1.0), DictionaryEntry("Supreme Being", "Dios", 1.0)]
 
     def sources(settings: DictionarySettings) -> dict[str, float]:
-        m = build_mapping(source_tokenizer, target_tokenizer, evidence=[
-            dictionary_evidence(entries, source_tokenizer, target_tokenizer, settings=settings)])
+        m = build_mapping(
+            source_tokenizer,
+            target_tokenizer,
+            evidence=[dictionary_evidence(entries, source_tokenizer, target_tokenizer, settings=settings)],
+        )
         t = target_tokenizer.convert_tokens_to_ids(target)
         assert m.origin[t] == Origin.DICTIONARY
         row = m.matrix[t]
@@ -134,7 +147,10 @@ def test_dictionary_only_spreads_over_source_word_tokens(target_tokenizer, sourc
     # Two entries of weight 1; " God" is one token, " Supreme Being" two, which share its half evenly (by default a
     # word with a one-token translation keeps only those: `one_token_sources`).
     assert sources(DictionarySettings(one_token_sources=False)) == {
-        "ĠGod": pytest.approx(0.5), "ĠSupreme": pytest.approx(0.25), "ĠBeing": pytest.approx(0.25)}
+        "ĠGod": pytest.approx(0.5),
+        "ĠSupreme": pytest.approx(0.25),
+        "ĠBeing": pytest.approx(0.25),
+    }
     assert sources(DictionarySettings()) == {"ĠGod": pytest.approx(1.0)}
 
 
@@ -163,7 +179,8 @@ def test_verbatim_token_with_weak_alignment_keeps_its_source_row(target_tokenize
 
     before = build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts)
     assert (top(before, weak), top(before, strong)) == ("Ġof", "Ġthe")
-    m = build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts,
-                      settings=MappingSettings(verbatim_min_links=100))
+    m = build_mapping(
+        source_tokenizer, target_tokenizer, alignment_counts=counts, settings=MappingSettings(verbatim_min_links=100)
+    )
     assert top(m, weak) == "Ġde" and m.matrix[weak].nnz == 1 and m.origin[weak] == Origin.FVT
     assert top(m, strong) == "Ġthe" and m.origin[strong] == Origin.ALIGNMENT

@@ -1,5 +1,6 @@
 """One pipeline, one project folder: `tweety adapt`'s output, the wizard's project and older folders are the same
 thing, run by the same stages (real SmolLM2 weights, a few hundred real verse pairs)."""
+
 from __future__ import annotations
 
 import json
@@ -22,24 +23,32 @@ from core.tokenizer import TokenizerSettings
 def files(module_tmp, pairs):
     d = module_tmp("pipeline")
     en, es = pairs
-    for name, lines in (("a.en", en[:200]), ("a.es", es[:200]), ("b.en", en[200:]), ("b.es", es[200:]),
-                        ("all.es", es)):
+    for name, lines in (("a.en", en[:200]), ("a.es", es[:200]), ("b.en", en[200:]), ("b.es", es[200:]), ("all.es", es)):
         write_lines(d / name, lines)
     (d / "dict.tsv").write_text("God\tDios\nearth\ttierra\nwaters\taguas\n")
     return d
 
 
 def _resources(d):
-    return (Resource(PARALLEL, (str(d / "a.en"), str(d / "a.es")), 2.0, "first"),
-            Resource(PARALLEL, (str(d / "b.en"), str(d / "b.es")), 1.0, "second"),
-            Resource(DICTIONARY, (str(d / "dict.tsv"),), 0.5))
+    return (
+        Resource(PARALLEL, (str(d / "a.en"), str(d / "a.es")), 2.0, "first"),
+        Resource(PARALLEL, (str(d / "b.en"), str(d / "b.es")), 1.0, "second"),
+        Resource(DICTIONARY, (str(d / "dict.tsv"),), 0.5),
+    )
 
 
 @pytest.fixture(scope="module")
 def adapted(files):
     """`tweety adapt` (core.pipeline.adapt) with two weighted corpora and a weighted dictionary."""
-    return adapt(AdaptSettings(target_text=str(files / "all.es"), resources=_resources(files), language="es",
-                               out=str(files / "adapted"), tokenizer=TokenizerSettings(vocab_size=600))).project
+    return adapt(
+        AdaptSettings(
+            target_text=str(files / "all.es"),
+            resources=_resources(files),
+            language="es",
+            out=str(files / "adapted"),
+            tokenizer=TokenizerSettings(vocab_size=600),
+        )
+    ).project
 
 
 def test_a_project_built_stage_by_stage_equals_adapt(files, adapted, source, tmp_path):
@@ -82,10 +91,16 @@ def test_an_older_adapt_folder_opens_with_its_model_at_the_root(adapted, tmp_pat
         if f.name != "project.json":
             shutil.copy(f, old / f.name)
     first = state["inputs"]["resources"][0]["files"]
-    legacy = {"source_model": "default", "target_text": state["inputs"]["target_text"], "parallel": first,
-              "dictionary": None, "language": "es", "inputs_sha256": {}, "settings": {"resources": [
-                  {"kind": "parallel", "files": first, "weight": 1.0, "name": ""}]},
-              "stages": {k: v for k, v in state["stages"].items() if k != "data"}}
+    legacy = {
+        "source_model": "default",
+        "target_text": state["inputs"]["target_text"],
+        "parallel": first,
+        "dictionary": None,
+        "language": "es",
+        "inputs_sha256": {},
+        "settings": {"resources": [{"kind": "parallel", "files": first, "weight": 1.0, "name": ""}]},
+        "stages": {k: v for k, v in state["stages"].items() if k != "data"},
+    }
     legacy["stages"]["init"]["output"] = "."
     (old / "project.json").write_text(json.dumps(legacy))
     project = Project.open(old)
@@ -124,8 +139,12 @@ def test_hydra_tuning_changes_the_tables_and_can_be_cancelled(adapted, source):
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        project.tune_hydra(settings=HydraTuning(steps=5, batch_size=2, warmup_steps=1), lines=8,
-                           progress=stop_after_first_step, cancel=cancel)
+        project.tune_hydra(
+            settings=HydraTuning(steps=5, batch_size=2, warmup_steps=1),
+            lines=8,
+            progress=stop_after_first_step,
+            cancel=cancel,
+        )
     assert "hydra" not in Project.open(adapted.folder).state.stages and not project.hydra_dir.exists()
     losses = project.tune_hydra(settings=HydraTuning(steps=2, batch_size=2, warmup_steps=1), lines=8)
     assert len(losses) == 2 and all(np.isfinite(losses))
@@ -143,8 +162,9 @@ def test_a_dictionary_no_entry_of_which_reads_into_tokens_is_refused(tmp_path, s
 
     from core import stages
 
-    unknown = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, "<unk>")),
-                                      unk_token="<unk>")
+    unknown = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, "<unk>")), unk_token="<unk>"
+    )
     d = write_lines(tmp_path / "d.tsv", ["God\tΘεός", "earth\tγη"])
     with pytest.raises(TweetyError, match="d.tsv: none of the dictionary's entries can be read into tokens"):
         stages.check_tokenizes(Resource(DICTIONARY, (str(d),)).read(), source_tokenizer, unknown, str(d))

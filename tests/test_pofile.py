@@ -3,6 +3,7 @@
 The translators here are plain functions (upper-casing, or failing on purpose): what is tested is what happens
 around them — placeholders, accelerators, whitespace, plurals, the header, atomic output, resuming — and every
 output must pass `msgfmt --check` (GNU gettext; CI installs it, and a missing msgfmt fails these tests)."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ from core.errors import TweetyError
 from core.pofile import PoResult, is_po, translate_po
 from core.translation import translate_lines_to_file
 
-HEADER = r'''# Demo catalogue.
+HEADER = r"""# Demo catalogue.
 msgid ""
 msgstr ""
 "Project-Id-Version: demo 1.0\n"
@@ -26,8 +27,8 @@ msgstr ""
 "Content-Type: text/plain; charset=UTF-8\n"
 "Content-Transfer-Encoding: 8bit\n"
 "Plural-Forms: nplurals=3; plural=(n==1 ? 0 : n%10>=2 && n%10<=4 && (n%100<10 || n%100>=20) ? 1 : 2);\n"
-'''
-ENTRIES = r'''
+"""
+ENTRIES = r"""
 #, c-format
 msgid "Copying %s to %s…"
 msgstr ""
@@ -84,7 +85,7 @@ msgstr "Beenden"
 
 #~ msgid "Old"
 #~ msgstr ""
-'''
+"""
 EXPECTED = {
     "Copying %s to %s…": "COPYING %s TO %s…",
     "%1$s has %2$d%% left\n": "%1$s HAS %2$d%% LEFT\n",
@@ -132,8 +133,11 @@ def test_a_po_file_is_translated_with_placeholders_accelerators_and_plurals_kept
     catalogue = polib.pofile(str(out))
     assert {e.msgid: e.msgstr for e in catalogue if not e.msgid_plural and not e.obsolete} == EXPECTED
     plural = catalogue.find("%d file was deleted")
-    assert plural.msgstr_plural == {0: "%d FILE WAS DELETED", 1: "%d FILES WERE DELETED",
-                                    2: "%d FILES WERE DELETED"}  # nplurals=3 from the header
+    assert plural.msgstr_plural == {
+        0: "%d FILE WAS DELETED",
+        1: "%d FILES WERE DELETED",
+        2: "%d FILES WERE DELETED",
+    }  # nplurals=3 from the header
     assert [e.msgid for e in catalogue.obsolete_entries()] == ["Old"]
     assert catalogue.metadata["Plural-Forms"].startswith("nplurals=3;") and catalogue.metadata["Language"] == "pl"
     msgfmt_check(out)
@@ -147,7 +151,9 @@ def test_a_po_file_is_translated_with_placeholders_accelerators_and_plurals_kept
 
 
 def test_a_pot_template_gets_a_valid_header(tmp_path):
-    pot = write(tmp_path / "demo.pot", r'''# SOME DESCRIPTIVE TITLE.
+    pot = write(
+        tmp_path / "demo.pot",
+        r"""# SOME DESCRIPTIVE TITLE.
 #, fuzzy
 msgid ""
 msgstr ""
@@ -166,11 +172,11 @@ msgstr[1] ""
 
 msgid "_Open"
 msgstr ""
-''')
+""",
+    )
     words = {"One window": "Ein Fenster", "{0} windows": "{0} Fenster", "Open": "Öffnen"}
     out = tmp_path / "de.po"
-    result = translate_po(pot, out, lambda lines: [words[line] for line in lines], key="dict en->de",
-                          language="de")
+    result = translate_po(pot, out, lambda lines: [words[line] for line in lines], key="dict en->de", language="de")
 
     assert result == PoResult(translated=2, fuzzy=0, kept=0)
     catalogue = polib.pofile(str(out))
@@ -197,7 +203,8 @@ def test_a_lost_placeholder_is_retried_between_the_placeholders(tmp_path):
     assert result == PoResult(translated=13, fuzzy=0, kept=2)
     assert catalogue.find("Copying %s to %s…").msgstr == "COPYING %s TO %s…"
     assert catalogue.find("Hello %(name)s, you have %(count)d new messages").msgstr == (
-        "HELLO %(name)s, YOU HAVE %(count)d NEW MESSAGES")
+        "HELLO %(name)s, YOU HAVE %(count)d NEW MESSAGES"
+    )
     assert catalogue.find("%1$s has %2$d%% left\n").msgstr == "%1$s HAS %2$d%% LEFT\n"
     # The retry sent the text between placeholders, piece by piece: nothing there to lose.
     assert {"Copying", "to", "Hello", ", you have", "new messages", "has", "left"} <= set(seen)
@@ -215,15 +222,20 @@ def test_only_placeholders_that_say_which_value_they_take_may_move(tmp_path):
     # %s … %d take the program's values in turn: swapped, each would show the other's; the retry keeps the order.
     assert catalogue.find("%s has %d new files").msgstr == "%s HAS %d NEW FILES"
     assert catalogue.find("Hello %(name)s, you have %(count)d new messages").msgstr == (
-        "HELLO %(count)d, YOU HAVE %(name)s NEW MESSAGES")
+        "HELLO %(count)d, YOU HAVE %(name)s NEW MESSAGES"
+    )
     assert catalogue.find("Saved {0} of {total} files").msgstr == "SAVED {total} OF {0} FILES"
     msgfmt_check(out)
 
 
-@pytest.mark.parametrize("broken", [
-    lambda lines: ["" for _ in lines],  # nothing comes back
-    lambda lines: [line.upper() + " %d" for line in lines],  # a placeholder the msgid does not have
-], ids=["empty", "invented placeholder"])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda lines: ["" for _ in lines],  # nothing comes back
+        lambda lines: [line.upper() + " %d" for line in lines],  # a placeholder the msgid does not have
+    ],
+    ids=["empty", "invented placeholder"],
+)
 def test_what_the_retry_cannot_mend_is_left_empty_and_fuzzy(tmp_path, broken):
     src, out = write(tmp_path / "demo.po", HEADER + ENTRIES), tmp_path / "pl.po"
     result = translate_po(src, out, broken, key="broken en->pl")
@@ -237,17 +249,24 @@ def test_what_the_retry_cannot_mend_is_left_empty_and_fuzzy(tmp_path, broken):
     msgfmt_check(out)
 
 
-@pytest.mark.parametrize("damage, line", [
-    ('msgid "Open"\nmsgstr "Open\n', 7),  # an unterminated string (polib alone would read it as closed)
-    ('msgid "Open"\nmsgstr ""\n\nOpen it\n', 9),  # a line that is no part of a .po
-])
+@pytest.mark.parametrize(
+    "damage, line",
+    [
+        ('msgid "Open"\nmsgstr "Open\n', 7),  # an unterminated string (polib alone would read it as closed)
+        ('msgid "Open"\nmsgstr ""\n\nOpen it\n', 9),  # a line that is no part of a .po
+    ],
+)
 def test_a_damaged_po_file_is_refused_with_its_line_number(tmp_path, damage, line):
-    src = write(tmp_path / "bad.po", '''msgid ""
+    src = write(
+        tmp_path / "bad.po",
+        """msgid ""
 msgstr ""
 "Content-Type: text/plain; charset=UTF-8\\n"
 
 #: main.c:12
-''' + damage)
+"""
+        + damage,
+    )
     out = tmp_path / "out" / "pl.po"
     with pytest.raises(TweetyError) as refused:
         translate_po(src, out, Uppercase(), key="upper en->pl")
@@ -258,8 +277,9 @@ msgstr ""
 
 
 def test_a_killed_run_resumes_with_the_lines_it_had_not_done(tmp_path):
-    entries = "".join(f'\nmsgid "Message number {word}"\nmsgstr ""\n' for word in
-                      ["one", "two", "three", "four", "five", "six"])
+    entries = "".join(
+        f'\nmsgid "Message number {word}"\nmsgstr ""\n' for word in ["one", "two", "three", "four", "five", "six"]
+    )
     src, out = write(tmp_path / "demo.po", HEADER + entries), tmp_path / "pl.po"
     fresh = Uppercase()
     translate_po(src, tmp_path / "fresh.po", fresh, key="upper en->pl")

@@ -1,4 +1,5 @@
 """A project folder driven stage by stage (as the wizard does): state recorded, resumable, stale stages forgotten."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ def test_stages_are_recorded_resumable_and_invalidated(tmp_path, source, pairs):
     project = Project.create(tmp_path / "proj")
     project._source = source  # the session's already-loaded SmolLM2 (same weights as load_model("default"))
     assert project.next_stage == "data"
-    counts = project.set_inputs(Inputs(str(es), (Resource(PARALLEL, (str(en), str(es))),), "es", "Spanish",
-                                               heldout_text=str(held)))
+    counts = project.set_inputs(
+        Inputs(str(es), (Resource(PARALLEL, (str(en), str(es))),), "es", "Spanish", heldout_text=str(held))
+    )
     assert counts == {"target lines": 200, "parallel pairs": 200, "held-out lines": 20}
     project.train_tokenizer(TokenizerSettings(vocab_size=700))
     assert project.align().summary["pairs"] == 200

@@ -1,4 +1,5 @@
 """Readers: every supported format round-trips, every malformed input gets one clear error naming file and line."""
+
 from __future__ import annotations
 
 import gzip
@@ -57,8 +58,11 @@ def _b64(n: int) -> str:
 
 
 def test_freedict_dictd(tmp_path):
-    entries = ["00-database-info\nA test dictionary\n", "house /haus/\n1. casa, hogar\n2. vivienda (edificio)\n",
-               "king /kɪŋ/\nrey\n"]
+    entries = [
+        "00-database-info\nA test dictionary\n",
+        "house /haus/\n1. casa, hogar\n2. vivienda (edificio)\n",
+        "king /kɪŋ/\nrey\n",
+    ]
     body, index, offset = b"", [], 0
     for text in entries:
         data = text.encode()
@@ -74,17 +78,20 @@ def test_freedict_dictd(tmp_path):
         read_dictionary(tmp_path / "eng-spa.index")
 
 
-@pytest.mark.parametrize("name, content, reader, message, line", [
-    ("bad.txt", b"ok line\nol\xc3\xa9 \xe9 bad\n", "lines", "not valid UTF-8", 2),
-    ("empty.txt", b"\n  \n", "lines", "the file is empty", None),
-    ("bin.txt", b"PK\x03\x04\x00\x00binary", "lines", "binary file", None),
-    ("long.txt", b"short\n" + b"a" * (1024 * 1024 + 1) + b"\n", "lines", "limit is 1 MiB", 2),
-    ("one.tsv", b"house\tcasa\nking\n", "dictionary", "has 1 column", 2),
-    ("three.tsv", b"a\tb\tc\td\n", "dictionary", "has 4 columns", 1),
-    ("weight.tsv", b"house\tcasa\tmany\n", "dictionary", "not a positive number", 1),
-    ("broken.tmx", b"<tmx><body><tu><tuv xml:lang='en'><seg>a</seg></tuv>", "corpus", "not valid TMX", None),
-    ("gz.txt.gz", b"\x1f\x8b\x08\x00garbage", "lines", "compressed file is damaged", None),
-])
+@pytest.mark.parametrize(
+    "name, content, reader, message, line",
+    [
+        ("bad.txt", b"ok line\nol\xc3\xa9 \xe9 bad\n", "lines", "not valid UTF-8", 2),
+        ("empty.txt", b"\n  \n", "lines", "the file is empty", None),
+        ("bin.txt", b"PK\x03\x04\x00\x00binary", "lines", "binary file", None),
+        ("long.txt", b"short\n" + b"a" * (1024 * 1024 + 1) + b"\n", "lines", "limit is 1 MiB", 2),
+        ("one.tsv", b"house\tcasa\nking\n", "dictionary", "has 1 column", 2),
+        ("three.tsv", b"a\tb\tc\td\n", "dictionary", "has 4 columns", 1),
+        ("weight.tsv", b"house\tcasa\tmany\n", "dictionary", "not a positive number", 1),
+        ("broken.tmx", b"<tmx><body><tu><tuv xml:lang='en'><seg>a</seg></tuv>", "corpus", "not valid TMX", None),
+        ("gz.txt.gz", b"\x1f\x8b\x08\x00garbage", "lines", "compressed file is damaged", None),
+    ],
+)
 def test_malformed_inputs_name_file_and_line(tmp_path, name, content, reader, message, line):
     path = tmp_path / name
     path.write_bytes(content)

@@ -1,4 +1,5 @@
 """Target tokenizer: exact round trip, agreement with SentencePiece, special tokens carried over."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,13 @@ import sentencepiece as spm
 from core.errors import TweetyError
 from core.tokenizer import TokenizerSettings, train_tokenizer
 
-TRICKY = ["  leading spaces,  double  spaces and trailing ", "tab\tand\nnewline\n\n", "números 1234 y ¿qué?",
-          "emoji ☃ 🐦 and 中文", "Ruth 1:16 — «tu pueblo será mi pueblo»"]
+TRICKY = [
+    "  leading spaces,  double  spaces and trailing ",
+    "tab\tand\nnewline\n\n",
+    "números 1234 y ¿qué?",
+    "emoji ☃ 🐦 and 中文",
+    "Ruth 1:16 — «tu pueblo será mi pueblo»",
+]
 
 
 def test_round_trip_is_exact(target_tokenizer):
@@ -28,8 +34,9 @@ def test_special_tokens_and_chat_template_carried(target_tokenizer, source_token
     for token in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
         assert token in vocab
     assert target_tokenizer.eos_token == source_tokenizer.eos_token == "<|im_end|>"
-    chat = target_tokenizer.apply_chat_template([{"role": "user", "content": "¿Quién es?"}], tokenize=False,
-                                                add_generation_prompt=True)
+    chat = target_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "¿Quién es?"}], tokenize=False, add_generation_prompt=True
+    )
     ids = target_tokenizer(chat, add_special_tokens=False)["input_ids"]
     assert ids.count(vocab["<|im_start|>"]) == 3 and ids.count(vocab["<|im_end|>"]) == 2
     assert target_tokenizer.decode(ids) == chat

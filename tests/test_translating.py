@@ -1,5 +1,6 @@
 """The translation memory, the held-out split, the translators and a project's translation (CLI included), on real
 demo verses and the real SmolLM2 body."""
+
 from __future__ import annotations
 
 import json
@@ -109,8 +110,17 @@ def test_hints_give_the_corpus_words_of_what_the_examples_leave_out():
     words left out, at most `most` of them, before the retrieved examples."""
     from core.lexicon import Lexicon
 
-    lexicon = Lexicon({"open": ("öffnen", 0.9), "file": ("Datei", 0.9), "the": ("die", 0.9), "folder": ("Ordner", 0.8),
-                       "printer": ("Drucker", 0.7), "scanner": ("Scanner", 0.7)}, frozenset())
+    lexicon = Lexicon(
+        {
+            "open": ("öffnen", 0.9),
+            "file": ("Datei", 0.9),
+            "the": ("die", 0.9),
+            "folder": ("Ordner", 0.8),
+            "printer": ("Drucker", 0.7),
+            "scanner": ("Scanner", 0.7),
+        },
+        frozenset(),
+    )
     seen = []
 
     def model(lines, examples):
@@ -118,8 +128,9 @@ def test_hints_give_the_corpus_words_of_what_the_examples_leave_out():
         return list(lines)
 
     example = [("Open the file", "Datei öffnen")]
-    T.with_hints(model, lexicon, frozenset({"the"}), most=2)(["Open the folder, the printer and the scanner"],
-                                                            [example])
+    T.with_hints(model, lexicon, frozenset({"the"}), most=2)(
+        ["Open the folder, the printer and the scanner"], [example]
+    )
     assert seen == [[("folder", "Ordner"), ("printer", "Drucker"), ("Open the file", "Datei öffnen")]]
 
 
@@ -143,8 +154,15 @@ def test_project_measures_its_translators_and_translates_a_file_with_the_best(pr
 
     assert main(["eval", "--model", str(project), "--translation", "--pairs", "12", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["scores"]) == {"copy", "memory", "dictionary", "memory + dictionary", "corpus words",
-                                     "memory + corpus words", "hydra"}
+    assert set(result["scores"]) == {
+        "copy",
+        "memory",
+        "dictionary",
+        "memory + dictionary",
+        "corpus words",
+        "memory + corpus words",
+        "hydra",
+    }
     assert list((project / "work" / "lexicon").glob("en-es-*.tsv"))  # learnt once, kept
     assert result["pairs"] == 12
     best = max(result["scores"], key=lambda n: result["scores"][n]["chrf"])
@@ -155,14 +173,46 @@ def test_project_measures_its_translators_and_translates_a_file_with_the_best(pr
 
     src = write_lines(tmp_path / "in.en", ["And God said unto them,", "", "the earth"])
     out = tmp_path / "out.es"
-    assert main(["translate", "--model", str(project), "--from", "en", "--to", "es", "--input", str(src),
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                "--model",
+                str(project),
+                "--from",
+                "en",
+                "--to",
+                "es",
+                "--input",
+                str(src),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     lines = out.read_text(encoding="utf-8").split("\n")
     assert len(lines) == 4 and lines[1] == "" and lines[0] and lines[2]
     assert f"translated by: {best}" in capsys.readouterr().err
     # never over a user's file
-    assert main(["translate", "--model", str(project), "--from", "en", "--to", "es", "--input", str(src),
-                 "--output", str(out)]) == 2
+    assert (
+        main(
+            [
+                "translate",
+                "--model",
+                str(project),
+                "--from",
+                "en",
+                "--to",
+                "es",
+                "--input",
+                str(src),
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
 
 
 def test_project_translates_a_po_catalogue(project, tmp_path):
@@ -172,12 +222,31 @@ def test_project_translates_a_po_catalogue(project, tmp_path):
     from core.cli import main
 
     po = tmp_path / "app.pot"
-    po.write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
-                  '#, c-format\nmsgid "God said %s unto the earth"\nmsgstr ""\n\n'
-                  'msgid "_Open the earth"\nmsgstr ""\n', encoding="utf-8")
+    po.write_text(
+        'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+        '#, c-format\nmsgid "God said %s unto the earth"\nmsgstr ""\n\n'
+        'msgid "_Open the earth"\nmsgstr ""\n',
+        encoding="utf-8",
+    )
     out = tmp_path / "es.po"
-    assert main(["translate", "--model", str(project), "--from", "en", "--to", "es", "--input", str(po),
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                "--model",
+                str(project),
+                "--from",
+                "en",
+                "--to",
+                "es",
+                "--input",
+                str(po),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = out.read_text(encoding="utf-8")
     assert "%s" in text.split('msgid "God said %s unto the earth"')[1]
     assert subprocess.run([shutil.which("msgfmt") or "msgfmt", "--check", "-o", "/dev/null", str(out)]).returncode == 0
@@ -247,8 +316,22 @@ def test_translate_with_a_project_resumes_after_a_kill(project, tmp_path):
     lines = [f"And God said unto Noah, the {n} sons of the earth shall go out" for n in range(1, 25)]
     src = write_lines(tmp_path / "in.en", lines)
     out = tmp_path / "out.es"
-    command = [sys.executable, "-m", "core.cli", "translate", "--model", str(project), "--from", "en", "--to", "es",
-               "--input", str(src), "--output", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "core.cli",
+        "translate",
+        "--model",
+        str(project),
+        "--from",
+        "en",
+        "--to",
+        "es",
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+    ]
     partial = tmp_path / ".out.es.partial"
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
@@ -320,7 +403,8 @@ def test_teaching_to_translate_continues_after_a_cancel_to_the_same_tables(proje
     assert len(translating.tune(_untaught(project), steps=2, batch_size=1, progress=said.append)) == 2
     assert [r.message for r in said if "starting over" in r.message] == [
         "the tuning stopped at step 1 of 4 had other settings — the number of steps (4, now 2), the training pairs: "
-        "starting over"]
+        "starting over"
+    ]
     assert not p.hydra_checkpoint_dir.exists()
 
 
@@ -336,8 +420,18 @@ def test_teaching_to_translate_from_the_cli_continues_after_a_kill(project):
 
     p = _untaught(project)
     state = p.hydra_checkpoint_dir / "state.json"
-    command = [sys.executable, "-m", "core.cli", "finetune", "--model", str(project), "--stage", "translation",
-               "--steps", "4"]  # a checkpoint every step (a quarter of the run)
+    command = [
+        sys.executable,
+        "-m",
+        "core.cli",
+        "finetune",
+        "--model",
+        str(project),
+        "--stage",
+        "translation",
+        "--steps",
+        "4",
+    ]  # a checkpoint every step (a quarter of the run)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None and not state.exists():

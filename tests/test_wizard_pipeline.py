@@ -1,6 +1,7 @@
 """The wizard runs the same pipeline as the command line (offscreen, real SmolLM2 weights, real verse pairs): a
 `tweety adapt` folder opens in the wizard at fine-tuning; weighted corpora and a dictionary chosen on the pages give
 the CLI's mapping; the Tokenizer page's Extend choice gives an extended model."""
+
 from __future__ import annotations
 
 import subprocess
@@ -34,8 +35,7 @@ def window(qtbot, tmp_path, monkeypatch):
 def files(module_tmp, pairs):
     d = module_tmp("wizard-inputs")
     en, es = pairs
-    for name, lines in (("a.en", en[:200]), ("a.es", es[:200]), ("b.en", en[200:]), ("b.es", es[200:]),
-                        ("all.es", es)):
+    for name, lines in (("a.en", en[:200]), ("a.es", es[:200]), ("b.en", en[200:]), ("b.es", es[200:]), ("all.es", es)):
         write_lines(d / name, lines)
     (d / "dict.tsv").write_text("God\tDios\nearth\ttierra\nwaters\taguas\nlight\tluz\n")
     return d
@@ -58,9 +58,29 @@ def fill_data_page(w, files, resources) -> None:
 
 def test_a_tweety_adapt_folder_opens_in_the_wizard_at_finetuning(window, files, tmp_path):
     out = tmp_path / "adapted"
-    r = subprocess.run([sys.executable, "-m", "core.cli", "adapt", "--target-text", str(files / "all.es"),
-                        "--parallel", str(files / "a.en"), str(files / "a.es"), "--dictionary", str(files / "dict.tsv"),
-                        "--vocab-size", "600", "--language", "es", "--out", str(out)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "adapt",
+            "--target-text",
+            str(files / "all.es"),
+            "--parallel",
+            str(files / "a.en"),
+            str(files / "a.es"),
+            "--dictionary",
+            str(files / "dict.tsv"),
+            "--vocab-size",
+            "600",
+            "--language",
+            "es",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     window.open_project(out)
     assert window.stack.currentWidget() is window.pages["finetune"]
@@ -70,19 +90,47 @@ def test_a_tweety_adapt_folder_opens_in_the_wizard_at_finetuning(window, files, 
 def test_weighted_corpora_and_a_dictionary_in_the_wizard_give_the_cli_mapping(qtbot, window, files, tmp_path):
     w = window
     w.new_project(tmp_path / "wizard")
-    fill_data_page(w, files, [(PARALLEL, ("a.en", "a.es"), 2.0), (PARALLEL, ("b.en", "b.es"), 1.0),
-                              (DICTIONARY, ("dict.tsv",), 0.5)])
+    fill_data_page(
+        w,
+        files,
+        [(PARALLEL, ("a.en", "a.es"), 2.0), (PARALLEL, ("b.en", "b.es"), 1.0), (DICTIONARY, ("dict.tsv",), 0.5)],
+    )
     run_stage(qtbot, w, w.pages["data"].use, "data")
     w.pages["tokenizer"].vocab.setValue(600)
     run_stage(qtbot, w, w.pages["tokenizer"].train, "tokenizer")
     run_stage(qtbot, w, w.pages["align"].go, "init")
 
     cli = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "core.cli", "adapt", "--target-text", str(files / "all.es"),
-                        "--parallel", str(files / "a.en"), str(files / "a.es"), "--parallel-weight", "2",
-                        "--parallel", str(files / "b.en"), str(files / "b.es"), "--parallel-weight", "1",
-                        "--dictionary", str(files / "dict.tsv"), "--dictionary-weight", "0.5",
-                        "--vocab-size", "600", "--out", str(cli)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "adapt",
+            "--target-text",
+            str(files / "all.es"),
+            "--parallel",
+            str(files / "a.en"),
+            str(files / "a.es"),
+            "--parallel-weight",
+            "2",
+            "--parallel",
+            str(files / "b.en"),
+            str(files / "b.es"),
+            "--parallel-weight",
+            "1",
+            "--dictionary",
+            str(files / "dict.tsv"),
+            "--dictionary-weight",
+            "0.5",
+            "--vocab-size",
+            "600",
+            "--out",
+            str(cli),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     ours, theirs = Mapping.load(w.project.mapping_dir), Mapping.load(cli / "work" / "mapping")
     assert set(ours.parts) == set(theirs.parts) >= {"a.en", "b.en", "dict.tsv"}

@@ -1,5 +1,6 @@
 """The wizard's pages, in the order the step list shows them. Each one gathers settings, calls one `Project` method
 through its `Context` (`app.context`), and shows the result; the work itself lives in `core`."""
+
 from dataclasses import dataclass
 
 from app.pages.align import AlignPage
@@ -13,14 +14,13 @@ from app.pages.source import SourcePage
 from app.pages.tokenizer import TokenizerPage
 from app.pages.widgets import Page
 
-PAGES = (ProjectPage, SourcePage, DataPage, TokenizerPage, AlignPage, FineTunePage, EvaluatePage, ExportPage,
-         ChatPage)
-
+PAGES = (ProjectPage, SourcePage, DataPage, TokenizerPage, AlignPage, FineTunePage, EvaluatePage, ExportPage, ChatPage)
 
 
 @dataclass(frozen=True)
 class Step:
     """A wizard step's place among the project's stages (core.layout.STAGES)."""
+
     page: str  # the page's key
     runs: tuple[str, ...]  # the stages it runs, and the `tweety` commands that run them (core's fixes name these)
     done: str = ""  # the stage whose record marks the step done ("": none does)

@@ -1,4 +1,5 @@
 """The Align & map page: alignment, the weighted mapping, initialisation, and the linguist's corrections."""
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,14 @@ ORIGIN_WORDS = {
     "alignment": ("from the parallel corpus", "Words aligned with this token in the translated sentence pairs"),
     "dictionary": ("from the dictionary", "The dictionary's translations of words containing this token"),
     "alignment+dictionary": ("from the parallel corpus and the dictionary", "Both kinds of evidence, weighted"),
-    "identical": ("spelled the same", "Numbers, punctuation and names written the same way in both languages: "
-                                      "the source model's own token"),
-    "fvt": ("guessed from spelling", "No translation evidence: the average of the source pieces that spell the "
-                                     "token (fast vocabulary transfer)"),
+    "identical": (
+        "spelled the same",
+        "Numbers, punctuation and names written the same way in both languages: the source model's own token",
+    ),
+    "fvt": (
+        "guessed from spelling",
+        "No translation evidence: the average of the source pieces that spell the token (fast vocabulary transfer)",
+    ),
     "mean": ("no evidence", "Nothing to go on: the average of all source embeddings"),
     "special": ("special token", "Start, end and padding markers: the source model's own"),
     "override": ("your correction", "Set by your corrections (overrides.tsv)"),
@@ -51,8 +56,12 @@ def as_written(project, lines: list) -> list:
         match = next((p for p in vocab if readable(p, byte_level) == piece), None)
         return f"[{match}]" if match is not None else text
 
-    return [dataclasses.replace(o, target=raw(o.target, project.target_tokenizer),
-                                source=raw(o.source, project.source_tokenizer)) for o in lines]
+    return [
+        dataclasses.replace(
+            o, target=raw(o.target, project.target_tokenizer), source=raw(o.source, project.source_tokenizer)
+        )
+        for o in lines
+    ]
 
 
 def origin_words(label: str) -> str:
@@ -61,6 +70,7 @@ def origin_words(label: str) -> str:
 
 class MappingModel(QAbstractTableModel):
     """Rows of `mapping.jsonl`: one per target token, with its strongest source tokens."""
+
     HEADERS = ("ID", "Token", "Made", "From", "Source tokens it starts from (weight)")
 
     def __init__(self) -> None:
@@ -72,10 +82,20 @@ class MappingModel(QAbstractTableModel):
         self.beginResetModel()
         self.raw = rows = mapping.rows
         target, source = mapping.byte_level
-        self.rows = [(str(r["id"]), readable(r["token"], target), origin_words(r["origin"]), provenance(r),
-                      ", ".join(f"{readable(piece, source)} ({weight:.2f})" for piece, _id, weight in r["sources"][:5]
-                                if weight >= MIN_WEIGHT))
-                     for r in rows]
+        self.rows = [
+            (
+                str(r["id"]),
+                readable(r["token"], target),
+                origin_words(r["origin"]),
+                provenance(r),
+                ", ".join(
+                    f"{readable(piece, source)} ({weight:.2f})"
+                    for piece, _id, weight in r["sources"][:5]
+                    if weight >= MIN_WEIGHT
+                ),
+            )
+            for r in rows
+        ]
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:
@@ -100,10 +120,15 @@ class MappingModel(QAbstractTableModel):
 
 
 # The mapping's parts that are no translation resource (core.mapping's names) in the user's words, and what they are.
-PART_WORDS = {"fallback": ("no translation resource", "fallback: made without translations — from the token's "
-                           "spelling, its bytes, or the source model's own special token (the Made column says "
-                           "which)"),
-              "override": ("your correction", "override: set by your corrections (overrides.tsv)")}
+PART_WORDS = {
+    "fallback": (
+        "no translation resource",
+        "fallback: made without translations — from the token's "
+        "spelling, its bytes, or the source model's own special token (the Made column says "
+        "which)",
+    ),
+    "override": ("your correction", "override: set by your corrections (overrides.tsv)"),
+}
 
 
 def shares(row: dict) -> list[tuple[str, float]]:
@@ -133,8 +158,10 @@ def provenance(row: dict) -> str:
 
 def provenance_tip(row: dict) -> str:
     """The From column's tooltip: every part's exact share, core's names explained."""
-    return "\n".join(f"{name}: {share:.1%}" + (f" — {PART_WORDS[name][1]}" if name in PART_WORDS else "")
-                     for name, share in shares(row))
+    return "\n".join(
+        f"{name}: {share:.1%}" + (f" — {PART_WORDS[name][1]}" if name in PART_WORDS else "")
+        for name, share in shares(row)
+    )
 
 
 @dataclass(frozen=True)
@@ -142,6 +169,7 @@ class MappingRows:
     """The rows of a project's mapping.jsonl, and whether its target and source pieces are written in the byte-level
     alphabet (None: not known), which `readable` needs to show a lone byte of a letter as a byte (SmolLM2 cuts `ё`
     into `Ñ` + `ĳ`, bytes 0xD1 0x91), not as the Latin-1 letter it looks like."""
+
     rows: list[dict] = field(default_factory=list)
     byte_level: tuple[bool | None, bool | None] = (None, None)
 
@@ -165,8 +193,10 @@ def read_mapping(project) -> MappingRows:
 class AlignPage(Page):
     key, title = "align", "Align & map"
     fills = True
-    intro = ("Find which source pieces correspond to each new piece (alignment), turn that into a weighted "
-             "mapping, and initialise the adapted model's embeddings from it.")
+    intro = (
+        "Find which source pieces correspond to each new piece (alignment), turn that into a weighted "
+        "mapping, and initialise the adapted model's embeddings from it."
+    )
     mapping_shown = Signal()  # the project's mapping, read in the pool, is in the table
 
     def build(self) -> None:
@@ -185,9 +215,11 @@ class AlignPage(Page):
         self.links = QComboBox()
         self.links.addItem("Most precise (recommended)", "auto")
         self.links.addItem("More links (baseline)", "grow-diag-final-and")
-        self.links.setToolTip("Alignment runs in both directions. Most precise keeps the links both directions agree "
-                              "on (intersection), which initialises best; More links also keeps neighbouring ones "
-                              "(grow-diag-final-and, the only choice fast_align offers).")
+        self.links.setToolTip(
+            "Alignment runs in both directions. Most precise keeps the links both directions agree "
+            "on (intersection), which initialises best; More links also keeps neighbouring ones "
+            "(grow-diag-final-and, the only choice fast_align offers)."
+        )
         # The main path is one button: the defaults are what measured best, so other aligners and links — baselines
         # kept for comparisons — are folded under Advanced, as the Fine-tune page folds its numbers.
         self.advanced = Fold("Advanced", "Other aligners and links: baselines, measured worse than the defaults")
@@ -220,9 +252,13 @@ class AlignPage(Page):
         self.layout_.addWidget(self.view, 1)
         edits = QHBoxLayout()
         for text, slot, tip in (
-                ("Set sources…", self.set_sources, "Choose the source words the selected token's embedding comes "
-                 "from (replaces what was computed)."),
-                ("Remove a link…", self.remove_link, "Take a wrong source token out of the selected token's mix.")):
+            (
+                "Set sources…",
+                self.set_sources,
+                "Choose the source words the selected token's embedding comes from (replaces what was computed).",
+            ),
+            ("Remove a link…", self.remove_link, "Take a wrong source token out of the selected token's mix."),
+        ):
             edits.addWidget(self.button(text, slot, tip + "\n\n" + TIPS["edit"]))
         edits.addStretch(1)
         self.layout_.addLayout(edits)
@@ -236,8 +272,11 @@ class AlignPage(Page):
         if row is None:
             return self.ctx.show_warning("Select a token in the table first.")
         text, ok = QInputDialog.getText(
-            self, "Set sources", f"Source words for {row['token']}, separated by commas\n"
-            "(a word as in running text, or [piece] for exactly one source token):")
+            self,
+            "Set sources",
+            f"Source words for {row['token']}, separated by commas\n"
+            "(a word as in running text, or [piece] for exactly one source token):",
+        )
         words = [w.strip() for w in text.split(",") if w.strip()] if ok else []
         if words:
             self.apply_overrides([OverrideLine(f"[{row['token']}]", w) for w in words])
@@ -247,8 +286,7 @@ class AlignPage(Page):
         if row is None or not row["sources"]:
             return self.ctx.show_warning("Select a token that has source tokens first.")
         items = [f"[{piece}]" for piece, _id, _weight in row["sources"]]
-        item, ok = QInputDialog.getItem(self, "Remove a link", f"{row['token']} should not come from:", items, 0,
-                                        False)
+        item, ok = QInputDialog.getItem(self, "Remove a link", f"{row['token']} should not come from:", items, 0, False)
         if ok:
             self.apply_overrides([OverrideLine(f"[{row['token']}]", item, remove=True)])
 

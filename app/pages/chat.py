@@ -1,13 +1,23 @@
 """The Chat & Translate page: the exported model (llama.cpp) or the Hydra, on this computer; with a parallel corpus,
 the translation memory's closest match and whole files translated by the project's best translator
 (app.pages.translation)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
 
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
-                               QSizePolicy, QVBoxLayout)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QSizePolicy,
+    QVBoxLayout,
+)
 
 from app.pages.hydra import HydraTuningBox
 from app.pages.translation import SOURCE_LANGUAGE, FileTranslation, MemoryMatch, direction_words
@@ -20,17 +30,24 @@ WEIGHTS = {".safetensors", ".bin", ".pt", ".pth"}  # files whose change means an
 # What translates a text: the project's best translator (its memory and corpus words, or whichever measured best), the
 # loaded GGUF file, or the Hydra.
 PROJECT, MODEL, HYDRA = "project", "model", "hydra"
-TRANSLATORS = {PROJECT: "the project's best translator", MODEL: "the loaded model",
-               HYDRA: "the Hydra (no exported file needed)"}
-EXPECTATIONS = ("<b>What to expect:</b> the built-in model is small (135 million parameters): it writes words and "
-                "phrases of the new language, but its sentences wander and its translations are rough. For real use, "
-                "adapt a bigger source model (1–8 billion parameters) and fine-tune longer on a GPU.")
+TRANSLATORS = {
+    PROJECT: "the project's best translator",
+    MODEL: "the loaded model",
+    HYDRA: "the Hydra (no exported file needed)",
+}
+EXPECTATIONS = (
+    "<b>What to expect:</b> the built-in model is small (135 million parameters): it writes words and "
+    "phrases of the new language, but its sentences wander and its translations are rough. For real use, "
+    "adapt a bigger source model (1–8 billion parameters) and fine-tune longer on a GPU."
+)
 
 
 class ChatPage(Page):
     key, title = "chat", "Chat & Translate"
-    intro = ("Try the exported model: chat with it, or translate a text — with it, or with the Hydra (the source "
-             "model reading, the new vocabulary writing). Everything runs on this computer.")
+    intro = (
+        "Try the exported model: chat with it, or translate a text — with it, or with the Hydra (the source "
+        "model reading, the new vocabulary writing). Everything runs on this computer."
+    )
     max_tokens = 256  # longest reply; tests use fewer
     fills = True
 
@@ -56,15 +73,22 @@ class ChatPage(Page):
         self.layout_.addWidget(self.expectations)
 
         knobs = QHBoxLayout()
-        self.threads = spin(1, max(64, default_threads()), default_threads(),
-                            "CPU threads for generation. Default: physical cores minus one — with every core busy, "
-                            "anything else running (the window, another job) slows generation down many times.")
-        self.reply_tokens = spin(8, 4096, self.max_tokens, "Longest reply, in tokens; a reply usually ends by itself "
-                                                           "at the end of its turn")
+        self.threads = spin(
+            1,
+            max(64, default_threads()),
+            default_threads(),
+            "CPU threads for generation. Default: physical cores minus one — with every core busy, "
+            "anything else running (the window, another job) slows generation down many times.",
+        )
+        self.reply_tokens = spin(
+            8, 4096, self.max_tokens, "Longest reply, in tokens; a reply usually ends by itself at the end of its turn"
+        )
         self.repetition = QCheckBox("Repetition control")
         self.repetition.setChecked(True)
-        self.repetition.setToolTip(f"Penalise words already written (×{RuntimeSettings.repeat_penalty}) and stop a "
-                                   "reply that starts going round in circles. Small models loop without it.")
+        self.repetition.setToolTip(
+            f"Penalise words already written (×{RuntimeSettings.repeat_penalty}) and stop a "
+            "reply that starts going round in circles. Small models loop without it."
+        )
         for label, widget in (("Threads", self.threads), ("Longest reply", self.reply_tokens)):
             knobs.addWidget(QLabel(label))
             knobs.addWidget(widget)
@@ -91,9 +115,11 @@ class ChatPage(Page):
         langs = QHBoxLayout()
         self.direction = QComboBox()
         self.direction.setMinimumWidth(200)
-        self.direction.setToolTip("The translation directions this model has: a Hydra translates between the source "
-                                  "model's language and the new one, both ways; an exported file, between its source "
-                                  "model's language and the languages stored in it.")
+        self.direction.setToolTip(
+            "The translation directions this model has: a Hydra translates between the source "
+            "model's language and the new one, both ways; an exported file, between its source "
+            "model's language and the languages stored in it."
+        )
         # The user's pick: `activated` comes from the user alone (a click on an entry, a key), never from a rebuild.
         self._picked: str | None = None  # "es>en", kept through every rebuild of the list and shown when offered
         self.direction.activated.connect(lambda _i: setattr(self, "_picked", self.direction.currentData()))
@@ -104,13 +130,15 @@ class ChatPage(Page):
         langs.addWidget(self.file_translation.button)
         langs.addStretch(1)
         self.translator = QComboBox()
-        self.translator.setToolTip("The project's best translator: the one that scored best on the project's held-out "
-                                   "pairs (Evaluate › Translation), else its translation memory with the words its "
-                                   "corpus aligns — no model needed.\nThe loaded model: the exported file, asked to "
-                                   "translate.\nThe Hydra: the source model's body reads the text with its own "
-                                   "vocabulary and writes with the adapted model's (zero-shot translation), either way "
-                                   "round; it needs a model whose body fine-tuning left untouched (what trains: "
-                                   "embeddings).")
+        self.translator.setToolTip(
+            "The project's best translator: the one that scored best on the project's held-out "
+            "pairs (Evaluate › Translation), else its translation memory with the words its "
+            "corpus aligns — no model needed.\nThe loaded model: the exported file, asked to "
+            "translate.\nThe Hydra: the source model's body reads the text with its own "
+            "vocabulary and writes with the adapted model's (zero-shot translation), either way "
+            "round; it needs a model whose body fine-tuning left untouched (what trains: "
+            "embeddings)."
+        )
         self.translator.currentIndexChanged.connect(lambda _i: self.update_directions())
         self._project_translator: tuple | None = None  # (key, name, translate lines) made on first use
         self.direction_note = Note()
@@ -185,15 +213,19 @@ class ChatPage(Page):
         self.direction_note.setVisible(not (self.direction.count() and using == HYDRA))
         if self.direction.count():
             self.direction_note.setText(
-                "" if using == HYDRA else
-                "It translates with the project's translation memory and the words its corpus aligns, or with "
+                ""
+                if using == HYDRA
+                else "It translates with the project's translation memory and the words its corpus aligns, or with "
                 "whichever translator scored best on the project's held-out pairs (Evaluate › Translation)."
-                if using == PROJECT else
-                "The prompt asks the model itself to translate; a model adapted from a small source model often "
-                "answers badly — the project's best translator measured better.")
+                if using == PROJECT
+                else "The prompt asks the model itself to translate; a model adapted from a small source model often "
+                "answers badly — the project's best translator measured better."
+            )
         elif using in (HYDRA, PROJECT):
-            self.direction_note.setText(f"{TRANSLATORS[using][0].upper()}{TRANSLATORS[using][1:]} needs the "
-                                        "project's language code (Language & data page).")
+            self.direction_note.setText(
+                f"{TRANSLATORS[using][0].upper()}{TRANSLATORS[using][1:]} needs the "
+                "project's language code (Language & data page)."
+            )
         else:
             self.direction_note.setText("Load a model to see the directions it translates.")
 
@@ -207,8 +239,11 @@ class ChatPage(Page):
     def _offer_translators(self) -> None:
         """The project's best translator is offered (and chosen) when the project has a parallel corpus: it measured
         better than every model a CPU runs (docs/results/translation.md)."""
-        corpus = self.project is not None and self.project.state.inputs is not None and bool(
-            self.project.state.inputs.parallel)
+        corpus = (
+            self.project is not None
+            and self.project.state.inputs is not None
+            and bool(self.project.state.inputs.parallel)
+        )
         keys = [key for key in TRANSLATORS if key != PROJECT or corpus]
         if keys == [self.translator.itemData(i) for i in range(self.translator.count())]:
             return  # as offered: the user's choice stays
@@ -269,7 +304,8 @@ class ChatPage(Page):
 
     def _show_expectations(self) -> None:
         tiny = (self.project is not None and self.project.state.source_model == DEFAULT_MODEL) or (
-            self.card_info is not None and self.card_info.source_model == DEFAULT_MODEL)
+            self.card_info is not None and self.card_info.source_model == DEFAULT_MODEL
+        )
         self.expectations.setVisible(tiny)
 
     def _threads_changed(self) -> None:
@@ -291,8 +327,11 @@ class ChatPage(Page):
     def runtime_settings(self):
         from core.runtime import RuntimeSettings
 
-        return RuntimeSettings(threads=self.threads.value(), max_tokens=self.reply_tokens.value(),
-                               repeat_penalty=RuntimeSettings.repeat_penalty if self.repetition.isChecked() else 1.0)
+        return RuntimeSettings(
+            threads=self.threads.value(),
+            max_tokens=self.reply_tokens.value(),
+            repeat_penalty=RuntimeSettings.repeat_penalty if self.repetition.isChecked() else 1.0,
+        )
 
     def _loaded(self, result) -> None:
         from core.runtime import Chat
@@ -300,9 +339,11 @@ class ChatPage(Page):
         self.llm, card = result
         self.card_info = card
         self.chat = Chat(self.llm, self.runtime_settings())
-        self.card.setText(f"Loaded <b>{Path(self.file.path).name}</b> · vocabulary {card.vocab_size:,} · context "
-                          f"{card.context:,} tokens · languages: {', '.join(card.languages) or 'not stored'} · "
-                          f"{self.threads.value()} thread{'s' if self.threads.value() > 1 else ''}")
+        self.card.setText(
+            f"Loaded <b>{Path(self.file.path).name}</b> · vocabulary {card.vocab_size:,} · context "
+            f"{card.context:,} tokens · languages: {', '.join(card.languages) or 'not stored'} · "
+            f"{self.threads.value()} thread{'s' if self.threads.value() > 1 else ''}"
+        )
         self._show_expectations()
         self.update_directions()
 
@@ -326,8 +367,16 @@ class ChatPage(Page):
             if count:
                 stats.count()
             emit(text)
-            progress(Progress(stage, stats.tokens, None, f"{stats.tokens} tokens · {stats.tokens_per_s:.1f} tokens/s",
-                              {"tokens": stats.tokens, "tokens_per_s": stats.tokens_per_s, "limit": limit}))
+            progress(
+                Progress(
+                    stage,
+                    stats.tokens,
+                    None,
+                    f"{stats.tokens} tokens · {stats.tokens_per_s:.1f} tokens/s",
+                    {"tokens": stats.tokens, "tokens_per_s": stats.tokens_per_s, "limit": limit},
+                )
+            )
+
         return on_text
 
     def _show_speed(self, p) -> None:
@@ -335,10 +384,16 @@ class ChatPage(Page):
             self.speed.setText(f"{p.metrics['tokens']:.0f} tokens · {p.metrics['tokens_per_s']:.1f} tokens/s")
 
     def _finished(self, stats) -> None:
-        why = {"stop": "end of turn", "length": "length limit", "repeat": "it began to repeat itself",
-               "cancelled": "stopped"}.get(stats.finish, stats.finish)
-        self.speed.setText(f"{stats.tokens} tokens in {stats.seconds:.1f} s · {stats.tokens_per_s:.1f} tokens/s"
-                           + (f" · ended: {why}" if why else ""))
+        why = {
+            "stop": "end of turn",
+            "length": "length limit",
+            "repeat": "it began to repeat itself",
+            "cancelled": "stopped",
+        }.get(stats.finish, stats.finish)
+        self.speed.setText(
+            f"{stats.tokens} tokens in {stats.seconds:.1f} s · {stats.tokens_per_s:.1f} tokens/s"
+            + (f" · ended: {why}" if why else "")
+        )
 
     def send(self) -> None:
         from core.runtime import GenerationStats
@@ -398,9 +453,20 @@ class ChatPage(Page):
 
         def fn(progress, cancel):
             on_text = self._streaming("Translating", limit, stats, progress, count=False)
-            return unless_cancelled(lambda cancel: translate(llm, text, src, tgt, max_tokens=limit, on_text=on_text,
-                                                             cancel=cancel, repeat_penalty=penalty,
-                                                             stats=stats))(progress, cancel)
+            return unless_cancelled(
+                lambda cancel: translate(
+                    llm,
+                    text,
+                    src,
+                    tgt,
+                    max_tokens=limit,
+                    on_text=on_text,
+                    cancel=cancel,
+                    repeat_penalty=penalty,
+                    stats=stats,
+                )
+            )(progress, cancel)
+
         self._start(fn, "Translating", stats)
 
     def _check_language(self, text: str, words: dict) -> None:
@@ -414,9 +480,11 @@ class ChatPage(Page):
             return
         src, tgt = chosen
         if src != tgt and written_in(text, words) == tgt:
-            self.language_warning.setText(f"This text looks like {language_name(tgt)} already — the language it is "
-                                          f"to be translated into. To translate it the other way, choose "
-                                          f"{direction_words(tgt, src)}.")
+            self.language_warning.setText(
+                f"This text looks like {language_name(tgt)} already — the language it is "
+                f"to be translated into. To translate it the other way, choose "
+                f"{direction_words(tgt, src)}."
+            )
             self.language_warning.show()
 
     def _translate_with_project(self, text: str, src: str, tgt: str) -> None:
@@ -432,8 +500,9 @@ class ChatPage(Page):
         made = self._project_translator if self._project_translator and self._project_translator[0] == key else None
 
         def fn(progress, cancel):
-            name, translate = made[1:] if made else translating.ready_translator(project, src, tgt,
-                                                                                progress=progress, cancel=cancel)
+            name, translate = (
+                made[1:] if made else translating.ready_translator(project, src, tgt, progress=progress, cancel=cancel)
+            )
             lines = text.splitlines()
             out = translate([line for line in lines if line.strip()])
             return name, translate, "\n".join(out.pop(0) if line.strip() else "" for line in lines)
@@ -466,15 +535,18 @@ class ChatPage(Page):
             before = torch.get_num_threads()
             torch.set_num_threads(threads)  # token by token: spinning threads on a busy machine stall (see runtime)
             try:
-                return unless_cancelled(lambda cancel: hydra.translate(
-                    model, text, src, tgt, max_new_tokens=max_tokens, on_text=on_text, cancel=cancel))(progress,
-                                                                                                       cancel)
+                return unless_cancelled(
+                    lambda cancel: hydra.translate(
+                        model, text, src, tgt, max_new_tokens=max_tokens, on_text=on_text, cancel=cancel
+                    )
+                )(progress, cancel)
             finally:
                 torch.set_num_threads(before)
 
         def on_end() -> None:
             if "model" in built:
                 self._hydra = (key, built["model"])
+
         return fn, on_end
 
 
@@ -488,6 +560,7 @@ def unless_cancelled(translate):
         if cancel.cancelled:
             raise Cancelled()
         return text
+
     return fn
 
 
@@ -500,11 +573,18 @@ def hydra_key(project, src: str, tgt: str) -> tuple:
     def files(folder: Path) -> tuple:
         if not folder.is_dir():
             return ()
-        return tuple(sorted((str(p.relative_to(folder)), st.st_size, st.st_mtime_ns)
-                            for p in folder.rglob("*") if p.suffix in WEIGHTS for st in (p.stat(),)))
+        return tuple(
+            sorted(
+                (str(p.relative_to(folder)), st.st_size, st.st_mtime_ns)
+                for p in folder.rglob("*")
+                if p.suffix in WEIGHTS
+                for st in (p.stat(),)
+            )
+        )
 
     stages = project.state.stages
-    records = json.dumps({k: asdict(stages[k]) for k in ("init", "finetune", "hydra") if k in stages},
-                         sort_keys=True, default=str)
+    records = json.dumps(
+        {k: asdict(stages[k]) for k in ("init", "finetune", "hydra") if k in stages}, sort_keys=True, default=str
+    )
     folder = Path(project.final_model_dir)
     return str(folder), files(folder), files(Path(project.hydra_dir)), records, src, tgt

@@ -1,5 +1,6 @@
 """The Language & data page: the new language's name, its text, and the translation resources (parallel corpora and
 bilingual dictionaries, each with a weight) that tell which words correspond."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 @dataclass
 class ResourceRow:
     """One resource in the list (its weight follows the spin box in the table)."""
+
     kind: str
     files: tuple[str, ...]
     weight: float = 1.0
@@ -47,9 +49,11 @@ class ResourceRow:
 
 class DataPage(Page):
     key, title = "data", "Language & data"
-    intro = ("Name the new language and choose its text. Parallel corpora (the same sentences in the source model's "
-             "language and the new one) and bilingual dictionaries tell Tweety Studio which words correspond; add "
-             "as many as you have, each with a weight.")
+    intro = (
+        "Name the new language and choose its text. Parallel corpora (the same sentences in the source model's "
+        "language and the new one) and bilingual dictionaries tell Tweety Studio which words correspond; add "
+        "as many as you have, each with a weight."
+    )
     FILES = {"target": "Target-language text", "heldout": "Held-out text for evaluation (optional)"}
 
     def build(self) -> None:
@@ -72,13 +76,23 @@ class DataPage(Page):
         row = QHBoxLayout()
         row.addWidget(self.button("Use these files", self.use, "Check every file and record them in the project"))
         if (DEMO / "bible.train.es.gz").is_file():
-            row.addWidget(self.button("Try with the demo data", self.use_demo,
-                                      "Fill in Spanish Bible verses (Reina-Valera 1909) with the English King James "
-                                      "Version as parallel corpus"))
-        row.addWidget(self.button("Is adapting worth it?", self.advise,
-                                  "Measure the chosen source model on a sample of your text (about half a minute): "
-                                  "does it already read your language? Keep it, extend its vocabulary, or replace "
-                                  "it"))
+            row.addWidget(
+                self.button(
+                    "Try with the demo data",
+                    self.use_demo,
+                    "Fill in Spanish Bible verses (Reina-Valera 1909) with the English King James "
+                    "Version as parallel corpus",
+                )
+            )
+        row.addWidget(
+            self.button(
+                "Is adapting worth it?",
+                self.advise,
+                "Measure the chosen source model on a sample of your text (about half a minute): "
+                "does it already read your language? Keep it, extend its vocabulary, or replace "
+                "it",
+            )
+        )
         self.counts = QLabel()
         row.addWidget(self.counts, 1)
         self.layout_.addLayout(row)
@@ -107,8 +121,9 @@ class DataPage(Page):
         form = QFormLayout(box)
         self.kind = QComboBox()
         for kind, text in (
-                (PARALLEL, "Parallel corpus: source and target files, or one .tsv/.tmx file"),
-                (DICTIONARY, "Bilingual dictionary: one file of source → target entries")):
+            (PARALLEL, "Parallel corpus: source and target files, or one .tsv/.tmx file"),
+            (DICTIONARY, "Bilingual dictionary: one file of source → target entries"),
+        ):
             self.kind.addItem(text, kind)
         self.kind.currentIndexChanged.connect(self._kind_changed)
         form.addRow("Add a", self.kind)
@@ -147,13 +162,17 @@ class DataPage(Page):
         row = QHBoxLayout()
         row.addWidget(QLabel("Plural endings"))
         self.endings = QLineEdit()
-        self.endings.setToolTip("A word of your text that is a dictionary word plus one of these endings (e.g. "
-                                "“s, es”) is read as its plural. Empty: the language's own; “none”: no plural rule.")
+        self.endings.setToolTip(
+            "A word of your text that is a dictionary word plus one of these endings (e.g. "
+            "“s, es”) is read as its plural. Empty: the language's own; “none”: no plural rule."
+        )
         row.addWidget(self.endings, 1)
         row.addWidget(QLabel("Cognates"))
         self.cognates = QComboBox()
-        self.cognates.setToolTip("A word the dictionary lacks (a name, a loanword) takes the source-language word "
-                                 "spelled most like it, across scripts too (“компьютер” → computer).")
+        self.cognates.setToolTip(
+            "A word the dictionary lacks (a name, a loanword) takes the source-language word "
+            "spelled most like it, across scripts too (“компьютер” → computer)."
+        )
         for text, value in (("the language's own", None), ("on", True), ("off", False)):
             self.cognates.addItem(text, value)
         row.addWidget(self.cognates)
@@ -184,8 +203,9 @@ class DataPage(Page):
     def _kind_changed(self, *_args) -> None:
         parallel = self.kind.currentData() == PARALLEL
         self.rows["second"].setEnabled(parallel)
-        self.rows["first"].edit.setPlaceholderText("source side, or one .tsv/.tmx file" if parallel
-                                                   else "dictionary file (.tsv, .dict, .index)")
+        self.rows["first"].edit.setPlaceholderText(
+            "source side, or one .tsv/.tmx file" if parallel else "dictionary file (.tsv, .dict, .index)"
+        )
         self.preview("resource")
 
     # -- the resource list --
@@ -290,18 +310,26 @@ class DataPage(Page):
         project = self.project
         self.error.clear()
         self.advice.setText("Measuring the source model on your text…")
-        self.run(lambda progress, cancel: project.advise(text, progress=progress, cancel=cancel),
-                 lambda advice: self.advice.setText(advice_text(advice)), "Measuring the source model",
-                 on_error=lambda message: (self.advice.clear(), self.error.setText(message)))
+        self.run(
+            lambda progress, cancel: project.advise(text, progress=progress, cancel=cancel),
+            lambda advice: self.advice.setText(advice_text(advice)),
+            "Measuring the source model",
+            on_error=lambda message: (self.advice.clear(), self.error.setText(message)),
+        )
 
     # -- the project --
     def inputs(self):
         from core.layout import Inputs
 
         code = self.code.text().strip()
-        return Inputs(target_text=self.rows["target"].path, resources=self.resources(), language_code=code,
-                      language_name=self.name.text().strip() or code, heldout_text=self.rows["heldout"].path or None,
-                      **self.word_rules())
+        return Inputs(
+            target_text=self.rows["target"].path,
+            resources=self.resources(),
+            language_code=code,
+            language_name=self.name.text().strip() or code,
+            heldout_text=self.rows["heldout"].path or None,
+            **self.word_rules(),
+        )
 
     def recorded(self) -> bool:
         """The page shows the inputs the project has recorded (nothing changed since “Use these files”)."""
@@ -309,8 +337,15 @@ class DataPage(Page):
             return False
 
         def choice(i) -> tuple:  # what the user chose; the project may name resources apart (distinct_labels)
-            return (i.target_text, i.heldout_text or None, i.language_code, i.language_name,
-                    [(r.kind, tuple(r.files), r.weight) for r in i.resources], i.plural_endings, i.cognates)
+            return (
+                i.target_text,
+                i.heldout_text or None,
+                i.language_code,
+                i.language_name,
+                [(r.kind, tuple(r.files), r.weight) for r in i.resources],
+                i.plural_endings,
+                i.cognates,
+            )
 
         try:
             return choice(self.project.state.inputs) == choice(self.inputs())
@@ -333,15 +368,19 @@ class DataPage(Page):
             self.error.setText(str(e))
             return
         if not inputs.language_code or not inputs.target_text:
-            self.error.setText("Fill in at least the language code and the target-language text (or press "
-                               "“Try with the demo data”).")
+            self.error.setText(
+                "Fill in at least the language code and the target-language text (or press “Try with the demo data”)."
+            )
             return
         project = self.project
         if not self.confirm_rerun("data", "Recording the input files"):
             return
-        self.run(lambda progress, cancel: project.set_inputs(inputs),
-                 lambda counts: (self._done(counts), then and then()), "Checking input files",
-                 on_error=self.error.setText)
+        self.run(
+            lambda progress, cancel: project.set_inputs(inputs),
+            lambda counts: (self._done(counts), then and then()),
+            "Checking input files",
+            on_error=self.error.setText,
+        )
 
     def _done(self, counts: dict) -> None:
         self.counts.setText(" · ".join(f"{v:,} {k}" for k, v in counts.items()))
@@ -356,8 +395,9 @@ class DataPage(Page):
         self.code.setText(inputs.language_code)
         self.rows["target"].set_path(inputs.target_text)
         self.rows["heldout"].set_path(inputs.heldout_text)
-        self.endings.setText(", ".join(inputs.plural_endings) if inputs.plural_endings else
-                             "none" if inputs.plural_endings == () else "")
+        self.endings.setText(
+            ", ".join(inputs.plural_endings) if inputs.plural_endings else "none" if inputs.plural_endings == () else ""
+        )
         self.cognates.setCurrentIndex(self.cognates.findData(inputs.cognates))
         self.resource_rows.clear()
         for r in inputs.resources:
@@ -365,16 +405,21 @@ class DataPage(Page):
         self._refresh_table()
 
 
-ADVICE = {"keep": "Keep the model as it is", "extend": "Extend its vocabulary (Tokenizer page)",
-          "replace": "Replace its vocabulary (Tokenizer page)"}
+ADVICE = {
+    "keep": "Keep the model as it is",
+    "extend": "Extend its vocabulary (Tokenizer page)",
+    "replace": "Replace its vocabulary (Tokenizer page)",
+}
 
 
 def advice_text(advice) -> str:
     """core.advise.Advice in plain words: the choice, its reason, and the two measurements behind it."""
-    return (f"<b>{ADVICE.get(advice.choice, advice.choice)}</b>: {advice.reason}.<br>Measured on "
-            f"{advice.chars:,} characters of your text in {advice.seconds:.0f} s: {advice.bits_per_char:.2f} bits a "
-            f"character (how surprised the model is; lower is better) and {advice.tokens_per_char:.2f} tokens a "
-            "character (how finely it cuts the text; about 0.25 for a vocabulary made for the language).")
+    return (
+        f"<b>{ADVICE.get(advice.choice, advice.choice)}</b>: {advice.reason}.<br>Measured on "
+        f"{advice.chars:,} characters of your text in {advice.seconds:.0f} s: {advice.bits_per_char:.2f} bits a "
+        f"character (how surprised the model is; lower is better) and {advice.tokens_per_char:.2f} tokens a "
+        "character (how finely it cuts the text; about 0.25 for a vocabulary made for the language)."
+    )
 
 
 def preview_rows(kind: str, files: tuple[str, ...]) -> str:

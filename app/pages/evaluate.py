@@ -1,6 +1,7 @@
 """The Evaluate page: bits per byte of the source, initialised and fine-tuned models on held-out text, a plain verdict
 and a few sample continuations side by side; and, on its Translation tab, the project's translators measured on
 held-out pairs (app.pages.translation)."""
+
 from __future__ import annotations
 
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
@@ -12,8 +13,10 @@ from core.evaluate import BPB_VS_PERPLEXITY, SAMPLE_BYTES
 
 class EvaluatePage(Page):
     key, title = "evaluate", "Evaluate"
-    intro = ("Compare the source model (with its own tokenizer), the adapted model as initialised and, once "
-             "fine-tuned, the fine-tuned model on held-out text in the new language — text none of them trained on.")
+    intro = (
+        "Compare the source model (with its own tokenizer), the adapted model as initialised and, once "
+        "fine-tuned, the fine-tuned model on held-out text in the new language — text none of them trained on."
+    )
     max_bytes = SAMPLE_BYTES  # the default sample; tests use a smaller one
     samples = 3  # sample continuations shown side by side
     fills = True
@@ -29,8 +32,10 @@ class EvaluatePage(Page):
         row = QHBoxLayout()
         row.addWidget(self.button("Run evaluation", self.go, TIPS["bpb"]))
         self.full = QCheckBox("All held-out text (slower)")
-        self.full.setToolTip("By default the first 16 kB of the held-out text are measured — the same sample every "
-                             "time, about 2 minutes for three small models on 2 CPU cores. Tick for all of it.")
+        self.full.setToolTip(
+            "By default the first 16 kB of the held-out text are measured — the same sample every "
+            "time, about 2 minutes for three small models on 2 CPU cores. Tick for all of it."
+        )
         row.addWidget(self.full)
         row.addStretch(1)
         col.addLayout(row)
@@ -60,12 +65,10 @@ class EvaluatePage(Page):
         from core.models import load_model
 
         project, max_bytes, k = self.project, 0 if self.full.isChecked() else self.max_bytes, self.samples
-        names = ["source model", "adapted model"] + (["fine-tuned model"] if "finetune" in project.state.stages
-                                                     else [])
+        names = ["source model", "adapted model"] + (["fine-tuned model"] if "finetune" in project.state.stages else [])
 
         def fn(progress, cancel):
-            results = project.evaluate(max_bytes=max_bytes, progress=OverallProgress(progress, names),
-                                       cancel=cancel)
+            results = project.evaluate(max_bytes=max_bytes, progress=OverallProgress(progress, names), cancel=cancel)
             progress_text = resources.head_bytes(resources.read_text(project.texts()[1]), max_bytes)
             prompts = prompts_from(progress_text, k)
             from core.jobs import Progress
@@ -86,11 +89,15 @@ class EvaluatePage(Page):
     def show_results(self, results: dict) -> None:
         from core.evaluate import verdict
 
-        metrics = (("Bits per byte (lower is better)", "bits_per_byte"), ("Tokens per byte (fewer: shorter text)",
-                                                                          "tokens_per_byte"),
-                   ("Token perplexity", "token_ppl"), ("Bytes evaluated", "bytes"))
-        fill_table(self.results, ["Metric", *results], [[label, *(r[key] for r in results.values())]
-                                                         for label, key in metrics])
+        metrics = (
+            ("Bits per byte (lower is better)", "bits_per_byte"),
+            ("Tokens per byte (fewer: shorter text)", "tokens_per_byte"),
+            ("Token perplexity", "token_ppl"),
+            ("Bytes evaluated", "bytes"),
+        )
+        fill_table(
+            self.results, ["Metric", *results], [[label, *(r[key] for r in results.values())] for label, key in metrics]
+        )
         self.results.item(0, 0).setToolTip(TIPS["bpb"])
         self.results.item(1, 0).setToolTip(TIPS["tpb"])
         self.results.item(2, 0).setToolTip(BPB_VS_PERPLEXITY)
@@ -101,8 +108,11 @@ class EvaluatePage(Page):
         self.verdict.setText(verdict(results, sample, inputs.language_name if inputs else ""))
 
     def show_continuations(self, samples: list[tuple[str, str, str]]) -> None:
-        fill_table(self.continuations, ["Opening", "Source model", "Your model"],
-                   [[prompt, f"… {a}", f"… {b}"] for prompt, a, b in samples])
+        fill_table(
+            self.continuations,
+            ["Opening", "Source model", "Your model"],
+            [[prompt, f"… {a}", f"… {b}"] for prompt, a, b in samples],
+        )
         self.continuations.resizeRowsToContents()
 
     def project_changed(self) -> None:

@@ -1,10 +1,19 @@
 """The Fine-tune page: train the new embeddings here (pause, resume) or prepare a cluster job; and teach the Hydra to
 translate (app.pages.translation)."""
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                               QVBoxLayout)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QVBoxLayout,
+)
 
 from dataclasses import asdict
 
@@ -37,8 +46,11 @@ def training_device() -> str:
     """What training runs on, in words. Imports torch (seconds, the first time): call it in the pool."""
     import torch
 
-    return (f"GPU ({torch.cuda.get_device_name(0)}, bf16)" if torch.cuda.is_available() else
-            "CPU — works, but a GPU is many times faster for more than a few hundred steps")
+    return (
+        f"GPU ({torch.cuda.get_device_name(0)}, bf16)"
+        if torch.cuda.is_available()
+        else "CPU — works, but a GPU is many times faster for more than a few hundred steps"
+    )
 
 
 def model_scale(project) -> float:
@@ -54,9 +66,11 @@ def model_scale(project) -> float:
 
 class FineTunePage(Page):
     key, title = "finetune", "Fine-tune"
-    intro = ("Optional, and where most of the gain is: train the new embeddings on your target text so the model "
-             "really reads the language. Held-out bits per byte should fall as it trains. Pause or stop at any "
-             "time: a stopped run resumes where it left off.")
+    intro = (
+        "Optional, and where most of the gain is: train the new embeddings on your target text so the model "
+        "really reads the language. Held-out bits per byte should fall as it trains. Pause or stop at any "
+        "time: a stopped run resumes where it left off."
+    )
     fills = True
     device_shown = Signal()  # the training device, found in the pool, is on the page
 
@@ -71,21 +85,29 @@ class FineTunePage(Page):
         self.preset = QComboBox()
         for label, key in PRESET_LABELS:
             self.preset.addItem(label, key)
-        self.preset.setToolTip("Quick look: a short run on this computer's processor, enough to see the held-out "
-                               "curve fall. Good — GPU: a run worth keeping, practical on a graphics card. Custom: "
-                               "your own numbers.")
+        self.preset.setToolTip(
+            "Quick look: a short run on this computer's processor, enough to see the held-out "
+            "curve fall. Good — GPU: a run worth keeping, practical on a graphics card. Custom: "
+            "your own numbers."
+        )
         self.stage = QComboBox()
         self.stage.addItem("Embeddings and output layer", "embeddings")
         self.stage.addItem("Embeddings, output layer and outer transformer layers", "outer-layers")
         self.stage.setToolTip(TIPS["stage"])
-        self.outer = spin(1, 64, d.outer_layers, "How many of the first and of the last transformer layers train "
-                                                 "in the outer-layers stage")
+        self.outer = spin(
+            1,
+            64,
+            d.outer_layers,
+            "How many of the first and of the last transformer layers train in the outer-layers stage",
+        )
         self.stage.currentIndexChanged.connect(lambda _i: self.outer.setEnabled(self.stage.currentIndex() == 1))
         self.outer.setEnabled(False)
         self.steps = spin(1, 1_000_000, d.steps, TIPS["steps"])
         self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-4, value=d.lr)
-        self.lr.setToolTip("Learning rate: how big each training step is. The default suits the embeddings stage; "
-                           "use a smaller one (e.g. 0.0002) when transformer layers train too.")
+        self.lr.setToolTip(
+            "Learning rate: how big each training step is. The default suits the embeddings stage; "
+            "use a smaller one (e.g. 0.0002) when transformer layers train too."
+        )
         self.batch = spin(1, 1024, d.batch_size, "Sequences per step. Larger batches use more memory.")
         self.block = spin(16, 8192, d.block_size, "Tokens per training sequence")
         # The main path: a preset, what trains, how long, and what that costs. The numbers behind a preset and the
@@ -97,19 +119,27 @@ class FineTunePage(Page):
         self._device_job: Job | None = None  # finding the device: torch is imported in the pool, never here
         form.addRow("Trains on", self.device)
         self.estimate = QLabel()
-        self.estimate.setToolTip("From the tokens the run reads and the speed measured on this computer (a finished "
-                                 "run of this project) or, before any run, a typical speed for the model's size")
+        self.estimate.setToolTip(
+            "From the tokens the run reads and the speed measured on this computer (a finished "
+            "run of this project) or, before any run, a typical speed for the model's size"
+        )
         form.addRow("Estimate", self.estimate)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         from core.runtime import default_threads
 
-        self.threads = spin(1, 256, default_threads(), "CPU threads for training. Default: physical cores minus one "
-                                                       "— with every core busy, anything else running (the window, "
-                                                       "another program) can slow training down several times "
-                                                       "(one step: 3 s with 1 thread, 21 s with 2 on a busy 2-core "
-                                                       "machine).")
-        self.advanced = Fold("Advanced", "Learning rate, batch and sequence sizes, CPU threads, and training on a "
-                                         "cluster")
+        self.threads = spin(
+            1,
+            256,
+            default_threads(),
+            "CPU threads for training. Default: physical cores minus one "
+            "— with every core busy, anything else running (the window, "
+            "another program) can slow training down several times "
+            "(one step: 3 s with 1 thread, 21 s with 2 on a busy 2-core "
+            "machine).",
+        )
+        self.advanced = Fold(
+            "Advanced", "Learning rate, batch and sequence sizes, CPU threads, and training on a cluster"
+        )
         numbers = QFormLayout()
         numbers.addRow("Outer layers", self.outer)
         numbers.addRow("Learning rate", self.lr)
@@ -128,8 +158,13 @@ class FineTunePage(Page):
         self.layout_.addLayout(top)
         cluster = QGroupBox("Or train on a cluster (torchrun: several GPUs or machines)")
         cluster_form = QFormLayout(cluster)
-        self.nproc = spin(1, 64, 1, "Training processes per machine: one per GPU. The batch size is split between all "
-                                    "processes, so it must be a multiple of their number.")
+        self.nproc = spin(
+            1,
+            64,
+            1,
+            "Training processes per machine: one per GPU. The batch size is split between all "
+            "processes, so it must be a multiple of their number.",
+        )
         self.nnodes = spin(1, 1024, 1, "Machines in the job; each runs the job's launch.sh (or use its SLURM script)")
         self.rdzv = QLineEdit(placeholderText="HOST:PORT where the machines meet, e.g. node1:29500")
         self.nnodes.valueChanged.connect(lambda n: self.rdzv.setEnabled(n > 1))
@@ -138,12 +173,19 @@ class FineTunePage(Page):
         cluster_form.addRow("Processes per machine", self.nproc)
         cluster_form.addRow("Machines", self.nnodes)
         cluster_form.addRow("Rendezvous", self.rdzv)
-        prepare = self.button("Prepare a cluster job", self.prepare_cluster_job, "Write job.json, launch.sh and "
-                              "slurm.sbatch into the project's cluster-job folder; nothing runs here (docs/cluster.md)")
+        prepare = self.button(
+            "Prepare a cluster job",
+            self.prepare_cluster_job,
+            "Write job.json, launch.sh and "
+            "slurm.sbatch into the project's cluster-job folder; nothing runs here (docs/cluster.md)",
+        )
         prepare.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # not the form's full width
-        elsewhere = self.button("Use a model trained elsewhere…", self.choose_trained_elsewhere,
-                                "Choose the output folder of this project's cluster job (or of a run on another "
-                                "machine): Evaluate, Export and Chat then use that model")
+        elsewhere = self.button(
+            "Use a model trained elsewhere…",
+            self.choose_trained_elsewhere,
+            "Choose the output folder of this project's cluster job (or of a run on another "
+            "machine): Evaluate, Export and Chat then use that model",
+        )
         elsewhere.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         buttons = QHBoxLayout()
         buttons.addWidget(prepare)
@@ -154,8 +196,9 @@ class FineTunePage(Page):
         cluster_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         self.rdzv.setMinimumWidth(220)
         row = QHBoxLayout()
-        self.start_button = self.button("Start", self.start, "Start a new run on this machine (from the initialised "
-                                                             "model)")
+        self.start_button = self.button(
+            "Start", self.start, "Start a new run on this machine (from the initialised model)"
+        )
         self.resume_button = self.button("Resume", self.resume, "Continue the stopped run from its last step")
         self.pause_button = self.button("Pause", self.toggle_pause, "Pause training (the Cancel button stops it)")
         self.pause_button.setEnabled(False)
@@ -175,14 +218,16 @@ class FineTunePage(Page):
         pg.setConfigOptions(antialias=True, background="w", foreground="#333")
         plots = pg.GraphicsLayoutWidget()
         self.loss_plot = plots.addPlot(title="Training loss")
-        self.bpb_plot = plots.addPlot(title=f"Held-out bits per byte, first {d.eval_max_bytes // 1000} kB "
-                                            "(lower is better)")
+        self.bpb_plot = plots.addPlot(
+            title=f"Held-out bits per byte, first {d.eval_max_bytes // 1000} kB (lower is better)"
+        )
         for plot in (self.loss_plot, self.bpb_plot):
             plot.setLabel("bottom", "step")
             plot.showGrid(x=True, y=True, alpha=0.3)
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#4c72b0", width=1.5))
-        self.bpb_curve = self.bpb_plot.plot(pen=pg.mkPen("#dd8452", width=2), symbol="o", symbolSize=6,
-                                            symbolBrush="#dd8452")
+        self.bpb_curve = self.bpb_plot.plot(
+            pen=pg.mkPen("#dd8452", width=2), symbol="o", symbolSize=6, symbolBrush="#dd8452"
+        )
         plots.setToolTip(TIPS["bpb"])
         plots.setMinimumHeight(180)  # room for the Advanced settings opened, in an 800-pixel-high window
         self.layout_.addWidget(plots, 1)
@@ -242,12 +287,16 @@ class FineTunePage(Page):
         settings = self.settings()
         seconds, rate, measured = self.estimate_of(settings)
         tokens = settings.steps * settings.batch_size * settings.grad_accum * settings.block_size
-        self.estimate.setText(f"about {format_duration(seconds)} on this computer ({tokens:,} tokens at "
-                              f"{rate:,.0f} tokens/s, {'measured in this project' if measured else 'typical'})")
+        self.estimate.setText(
+            f"about {format_duration(seconds)} on this computer ({tokens:,} tokens at "
+            f"{rate:,.0f} tokens/s, {'measured in this project' if measured else 'typical'})"
+        )
         for label, key in PRESET_LABELS:
             if key in PRESETS:
-                self.preset.setItemText(self.preset.findData(key), f"{label} — about "
-                                        f"{format_duration(self.estimate_of(PRESETS[key])[0])} on this computer")
+                self.preset.setItemText(
+                    self.preset.findData(key),
+                    f"{label} — about {format_duration(self.estimate_of(PRESETS[key])[0])} on this computer",
+                )
 
     def estimate_of(self, settings) -> tuple[float, float, bool]:
         """(seconds, training tokens per second, that speed measured here?) of a run with these settings."""
@@ -283,21 +332,45 @@ class FineTunePage(Page):
 
         if steps_only_from_run:  # resuming: the run's own settings, only the number of steps may change
             return FinetuneSettings.from_dict({**steps_only_from_run, "steps": self.steps.value()})
-        return FinetuneSettings(**{**getattr(self, "_extra", {}), **dict(
-            stage=self.stage.currentData(), outer_layers=self.outer.value(), steps=self.steps.value(),
-            lr=self.lr.value(), batch_size=self.batch.value(), block_size=self.block.value())})
+        return FinetuneSettings(
+            **{
+                **getattr(self, "_extra", {}),
+                **dict(
+                    stage=self.stage.currentData(),
+                    outer_layers=self.outer.value(),
+                    steps=self.steps.value(),
+                    lr=self.lr.value(),
+                    batch_size=self.batch.value(),
+                    block_size=self.block.value(),
+                ),
+            }
+        )
 
     def start(self) -> None:
         if not self.idle():  # before anything is discarded: the running job may be reading the previous run
             return
         run = self.project.finetune_checkpoint()
-        if run and not run.finished and not self.ctx.confirm(
-                f"A stopped run (step {run.step} of {run.settings['steps']}) would be discarded. Start over?"):
+        if (
+            run
+            and not run.finished
+            and not self.ctx.confirm(
+                f"A stopped run (step {run.step} of {run.settings['steps']}) would be discarded. Start over?"
+            )
+        ):
             return
-        if (not run or run.finished) and "finetune" in self.project.state.stages and not self.ctx.confirm(
+        if (
+            (not run or run.finished)
+            and "finetune" in self.project.state.stages
+            and not self.ctx.confirm(
                 "Starting again replaces the fine-tuned model"
-                + (f" and discards {', '.join(STAGE_WORDS[s] for s in self.project.stale_after('finetune'))}"
-                   if self.project.stale_after("finetune") else "") + ". Continue?"):
+                + (
+                    f" and discards {', '.join(STAGE_WORDS[s] for s in self.project.stale_after('finetune'))}"
+                    if self.project.stale_after("finetune")
+                    else ""
+                )
+                + ". Continue?"
+            )
+        ):
             return
         self.project.discard_finetune()
         self._go(self.settings(), resume=False)
@@ -320,14 +393,24 @@ class FineTunePage(Page):
         launch = distributed.LaunchSettings(self.nproc.value(), self.nnodes.value(), self.rdzv.text().strip())
         try:
             train, held = self.project.texts()
-            folder, command = distributed.write_job(self.project.folder / "cluster-job", self.project.model_dir, train,
-                                                    held, self.project.finetune_dir, settings, launch, resume=resume)
+            folder, command = distributed.write_job(
+                self.project.folder / "cluster-job",
+                self.project.model_dir,
+                train,
+                held,
+                self.project.finetune_dir,
+                settings,
+                launch,
+                resume=resume,
+            )
         except (OSError, TweetyError) as e:  # a cluster-job folder where one may not write
             self.ctx.show_warning(message_of(e))
             return
         where = f"on each of the {launch.nnodes} machines" if launch.nnodes > 1 else "on the machine"
-        self.job_info.setText(f"{'Resuming job' if resume else 'Job'} written to {folder}. Run launch.sh {where}, "
-                              "or submit slurm.sbatch with sbatch.")
+        self.job_info.setText(
+            f"{'Resuming job' if resume else 'Job'} written to {folder}. Run launch.sh {where}, "
+            "or submit slurm.sbatch with sbatch."
+        )
         self.ctx.log(f"Cluster job written to {folder}: {command}")
 
     def _go(self, settings, *, resume: bool) -> None:
@@ -374,9 +457,11 @@ class FineTunePage(Page):
         self._redraw()
         if "loss" in m:
             bpb = self.points["bpb"][-1][1] if self.points["bpb"] else None
-            self.status.setText(f"Step {m['step']:,} of {p.total:,.0f} · loss {m['loss']:.3f}"
-                                + (f" · held-out {bpb:.3f} bits/byte" if bpb is not None else "")
-                                + f" · {m['tokens_per_s']:,.0f} tokens/s")
+            self.status.setText(
+                f"Step {m['step']:,} of {p.total:,.0f} · loss {m['loss']:.3f}"
+                + (f" · held-out {bpb:.3f} bits/byte" if bpb is not None else "")
+                + f" · {m['tokens_per_s']:,.0f} tokens/s"
+            )
 
     def _redraw(self) -> None:
         steps = self.steps.value()
@@ -415,8 +500,9 @@ class FineTunePage(Page):
     def choose_trained_elsewhere(self) -> None:
         from PySide6.QtWidgets import QFileDialog
 
-        folder = QFileDialog.getExistingDirectory(self, "The fine-tuned model's folder (the cluster job's output)",
-                                                  str(self.project.finetune_dir))
+        folder = QFileDialog.getExistingDirectory(
+            self, "The fine-tuned model's folder (the cluster job's output)", str(self.project.finetune_dir)
+        )
         if folder:
             self.use_trained_elsewhere(folder)
 
@@ -446,13 +532,17 @@ class FineTunePage(Page):
         if run is None:
             self.status.setText("Not fine-tuned yet: the Evaluate and Export pages use the initialised model.")
         elif not run.finished:
-            self.status.setText(f"Stopped at step {run.step:,} of {run.settings['steps']:,}. "
-                                "Resume continues from there.")
+            self.status.setText(
+                f"Stopped at step {run.step:,} of {run.settings['steps']:,}. Resume continues from there."
+            )
         else:
             bpbs = [r.heldout_bpb for r in run.curve if r.heldout_bpb is not None]
-            self.status.setText(f"Done: {run.step:,} steps; held-out bits per byte {run.initial_bpb:.3f} → "
-                                f"{bpbs[-1]:.3f}. Resume with more steps to train further."
-                                if bpbs and run.initial_bpb is not None else f"Done: {run.step:,} steps.")
+            self.status.setText(
+                f"Done: {run.step:,} steps; held-out bits per byte {run.initial_bpb:.3f} → "
+                f"{bpbs[-1]:.3f}. Resume with more steps to train further."
+                if bpbs and run.initial_bpb is not None
+                else f"Done: {run.step:,} steps."
+            )
 
     def project_changed(self) -> None:
         self.teach.show_project(self.project)

@@ -1,5 +1,6 @@
 """The Chat page's Hydra section: tune the Hydra's tables of the new language on translation pairs — the parallel
 corpus's, or the target text back-translated by the Hydra itself — with progress and Cancel."""
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -17,12 +18,15 @@ from app.context import Context
 from app.pages.widgets import button, red, spin
 
 # (key, what the list shows, what its tooltip adds): short entries keep the page within a 1280-pixel screen
-SOURCES = (("parallel", "Parallel pairs", "The first parallel corpus of the project"),
-           ("back-translation", "Back-translation", "The target text, translated back by the Hydra"))
+SOURCES = (
+    ("parallel", "Parallel pairs", "The first parallel corpus of the project"),
+    ("back-translation", "Back-translation", "The target text, translated back by the Hydra"),
+)
 
 
 class HydraTuningBox(QGroupBox):
     """Settings and a Tune button; `tuned` carries the step losses once the tuned Hydra is saved in the project."""
+
     tuned = Signal(object)  # list[float]: the loss of each step
 
     def __init__(self, ctx: Context):
@@ -31,8 +35,10 @@ class HydraTuningBox(QGroupBox):
         super().__init__("Tune the Hydra")
         self.ctx = ctx
         d = HydraTuning()
-        self.setToolTip("Train the new language's tables of the Hydra on translation pairs, so it translates better; "
-                        "the tuned Hydra is kept in the project's hydra/ folder and used from then on.")
+        self.setToolTip(
+            "Train the new language's tables of the Hydra on translation pairs, so it translates better; "
+            "the tuned Hydra is kept in the project's hydra/ folder and used from then on."
+        )
         self.language = QLineEdit()
         self.language.setFixedWidth(70)
         self.language.setPlaceholderText("project's")
@@ -41,8 +47,10 @@ class HydraTuningBox(QGroupBox):
         for key, text, tip in SOURCES:
             self.source.addItem(text, key)
             self.source.setItemData(self.source.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
-        self.source.setToolTip("Parallel pairs: real translations, best when you have them. Back-translation: pairs "
-                               "made from target-language text alone (for a project with only a dictionary).")
+        self.source.setToolTip(
+            "Parallel pairs: real translations, best when you have them. Back-translation: pairs "
+            "made from target-language text alone (for a project with only a dictionary)."
+        )
         self.steps = spin(1, 100_000, d.steps, "Optimizer steps")
         self.batch = spin(1, 256, d.batch_size, "Pairs per step")
         self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-3, value=d.lr)
@@ -52,8 +60,10 @@ class HydraTuningBox(QGroupBox):
         # tune on, how, then Tune and what came of it.
         col = QVBoxLayout(self)
         what, how, buttons = QHBoxLayout(), QHBoxLayout(), QHBoxLayout()
-        for row, pairs in ((what, (("Language", self.language), ("Pairs from", self.source), ("Pairs", self.lines))),
-                           (how, (("Steps", self.steps), ("Batch", self.batch), ("Learning rate", self.lr)))):
+        for row, pairs in (
+            (what, (("Language", self.language), ("Pairs from", self.source), ("Pairs", self.lines))),
+            (how, (("Steps", self.steps), ("Batch", self.batch), ("Learning rate", self.lr))),
+        ):
             for label, box in pairs:
                 row.addWidget(QLabel(label))
                 row.addWidget(box)
@@ -87,9 +97,14 @@ class HydraTuningBox(QGroupBox):
         settings, source, lines = self.settings(), self.source.currentData(), self.lines.value()
         self.error.clear()
         self.error.hide()
-        job = self.ctx.run_job(lambda progress, cancel: project.tune_hydra(
-            language, settings, source=source, lines=lines, progress=progress, cancel=cancel),
-            self._done, name="Tuning the Hydra", on_error=self._failed)
+        job = self.ctx.run_job(
+            lambda progress, cancel: project.tune_hydra(
+                language, settings, source=source, lines=lines, progress=progress, cancel=cancel
+            ),
+            self._done,
+            name="Tuning the Hydra",
+            on_error=self._failed,
+        )
         if job is not None:
             self.tune_button.setEnabled(False)
             self.status.setText("Tuning…")
@@ -97,8 +112,11 @@ class HydraTuningBox(QGroupBox):
             for s in (job.signals.finished, job.signals.failed, job.signals.crashed, job.signals.cancelled):
                 s.connect(lambda *_: self.tune_button.setEnabled(True))
             job.signals.crashed.connect(lambda *_: self.status.setText("Not tuned: the log says why."))
-            job.signals.cancelled.connect(lambda: self.status.setText(
-                "Cancelled: the Hydra is as it was. Tuning again with the same settings continues where it stopped."))
+            job.signals.cancelled.connect(
+                lambda: self.status.setText(
+                    "Cancelled: the Hydra is as it was. Tuning again with the same settings continues where it stopped."
+                )
+            )
 
     def _progress(self, p) -> None:
         loss = (p.metrics or {}).get("loss")
@@ -108,8 +126,10 @@ class HydraTuningBox(QGroupBox):
     def _done(self, losses: list[float]) -> None:
         if losses:
             last = losses[-10:]
-            self.status.setText(f"Tuned: {len(losses):,} steps, loss {losses[0]:.3f} → {sum(last) / len(last):.3f}. "
-                                "Translations with the Hydra use it now.")
+            self.status.setText(
+                f"Tuned: {len(losses):,} steps, loss {losses[0]:.3f} → {sum(last) / len(last):.3f}. "
+                "Translations with the Hydra use it now."
+            )
         self.tuned.emit(losses)
         self.ctx.stage_done()
 
@@ -118,5 +138,9 @@ class HydraTuningBox(QGroupBox):
         self.error.hide()
         self.language.setText(project.state.language or "")
         record = project.state.stages.get("hydra")
-        self.status.setText(f"Tuned before: {record.summary.get('steps')} steps on {record.summary.get('pairs')} "
-                            f"pairs ({record.summary.get('from')})." if record else "Not tuned yet.")
+        self.status.setText(
+            f"Tuned before: {record.summary.get('steps')} steps on {record.summary.get('pairs')} "
+            f"pairs ({record.summary.get('from')})."
+            if record
+            else "Not tuned yet."
+        )

@@ -1,4 +1,5 @@
 """The Project page: create a project (a name, in a folder of projects) or open one, and see its finished stages."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,10 @@ def default_parent() -> Path:
 
 class ProjectPage(Page):
     key, title = "project", "Project"
-    intro = ("A project is a folder holding everything Tweety Studio makes for one language. Give a new project a "
-             "name (a folder of that name is created), or open an existing one to continue where you left off.")
+    intro = (
+        "A project is a folder holding everything Tweety Studio makes for one language. Give a new project a "
+        "name (a folder of that name is created), or open an existing one to continue where you left off."
+    )
 
     def build(self) -> None:
         form = QFormLayout()
@@ -53,13 +56,15 @@ class ProjectPage(Page):
             self.ctx.show_warning("Type a name for the new project first.")
             return
         if any(c in name for c in '/\\:*?"<>|') or name in (".", ".."):
-            self.ctx.show_warning(f"“{name}” cannot be a folder name: leave out / \\ : * ? \" < > |.")
+            self.ctx.show_warning(f'“{name}” cannot be a folder name: leave out / \\ : * ? " < > |.')
             return
         parent = Path(self.parent_folder.path or default_parent()).expanduser()
         folder = parent / name
         if folder.exists() and any(folder.iterdir()):
-            self.ctx.show_warning(f"A folder named “{name}” already exists in {parent} and has files in it. Choose "
-                                  "another name, or open it with “Open project…” if it is a project.")
+            self.ctx.show_warning(
+                f"A folder named “{name}” already exists in {parent} and has files in it. Choose "
+                "another name, or open it with “Open project…” if it is a project."
+            )
             return
         if self._try(self.ctx.new_project, folder):
             QSettings(*SETTINGS).setValue("projects_folder", str(parent))
@@ -81,10 +86,15 @@ class ProjectPage(Page):
     def project_changed(self) -> None:
         """Also called after every finished stage (the window relays it): the overview follows the project."""
         p = self.project
-        self.status.setText(f"<b>{p.folder}</b><br>Source model: {p.state.source_model}<br>"
-                            f"Next step: {p.next_stage or 'all done — chat with the model'}")
-        fill_table(self.stages, ["Stage", "Seconds", "Summary"],
-                   [[name, rec.seconds, summary_text(rec.summary)] for name, rec in p.state.stages.items()])
+        self.status.setText(
+            f"<b>{p.folder}</b><br>Source model: {p.state.source_model}<br>"
+            f"Next step: {p.next_stage or 'all done — chat with the model'}"
+        )
+        fill_table(
+            self.stages,
+            ["Stage", "Seconds", "Summary"],
+            [[name, rec.seconds, summary_text(rec.summary)] for name, rec in p.state.stages.items()],
+        )
         for row, rec in enumerate(p.state.stages.values()):
             if any("bpb" in key for key in rec.summary):
                 item = self.stages.item(row, 2)
@@ -92,12 +102,19 @@ class ProjectPage(Page):
 
 
 # A stage record's keys (core's names, kept in project.json) in the user's words; others are shown with spaces.
-SUMMARY_WORDS = {"initial_bpb": "bits per byte before", "final_bpb": "after", "tokens_per_s": "tokens per second",
-                 "stage": "what trained", "vocab_size": "vocabulary size", "steps": "steps"}
+SUMMARY_WORDS = {
+    "initial_bpb": "bits per byte before",
+    "final_bpb": "after",
+    "tokens_per_s": "tokens per second",
+    "stage": "what trained",
+    "vocab_size": "vocabulary size",
+    "steps": "steps",
+}
 
 
 def summary_text(summary: dict) -> str:
     """“bits per byte before: 2.367, after: 1.843”, not “initial_bpb: 2.3673003645728294”."""
+
     def value(v) -> str:
         if isinstance(v, bool):
             return "yes" if v else "no"
@@ -105,5 +122,8 @@ def summary_text(summary: dict) -> str:
             return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
         return f"{v:,}" if isinstance(v, int) else str(v)
 
-    return ", ".join(f"{SUMMARY_WORDS.get(k, k.replace('_', ' '))}: {value(v)}" for k, v in summary.items()
-                     if not isinstance(v, dict))
+    return ", ".join(
+        f"{SUMMARY_WORDS.get(k, k.replace('_', ' '))}: {value(v)}"
+        for k, v in summary.items()
+        if not isinstance(v, dict)
+    )

@@ -4,6 +4,7 @@ Every choice shows the model's card first (family, size, vocabulary, licence —
 in well under a second, nothing converted). A model whose licence asks more than a permissive open-source licence
 (Gemma Terms of Use, TowerInstruct's CC BY-NC) is used only once the user has accepted it; the acceptance is kept in
 the project (project.json: settings.licence)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -28,18 +29,26 @@ def card_html(card: ModelCard) -> str:
         if licence.must_accept:
             terms += " — you will be asked to accept it before the model is used"
     size = f"{card.parameters / 1e6:,.0f} M parameters" if card.parameters else "size unknown"
-    share = (f", {card.embedding_parameters / max(card.parameters, 1):.0%} of them the vocabulary table that "
-             "adaptation replaces" if card.parameters and card.hidden_size else "")
-    return (f"<b>{card.name}</b><br>Family: {card.family} &nbsp; {size}{share}<br>"
-            f"Vocabulary: {card.vocab_size:,} tokens &nbsp; File size: {card.file_bytes / 1e6:,.0f} MB<br>"
-            f"Licence: {terms}")
+    share = (
+        f", {card.embedding_parameters / max(card.parameters, 1):.0%} of them the vocabulary table that "
+        "adaptation replaces"
+        if card.parameters and card.hidden_size
+        else ""
+    )
+    return (
+        f"<b>{card.name}</b><br>Family: {card.family} &nbsp; {size}{share}<br>"
+        f"Vocabulary: {card.vocab_size:,} tokens &nbsp; File size: {card.file_bytes / 1e6:,.0f} MB<br>"
+        f"Licence: {terms}"
+    )
 
 
 class SourcePage(Page):
     key, title = "source", "Source model"
-    intro = ("The existing language model whose knowledge is transferred to the new language. The installed models "
-             "are ready to use (SmolLM2-135M is small and fast); Llama, Mistral, Qwen2/3 and Gemma 2/3 (text) models "
-             "work too, as a Hugging Face folder or a GGUF file.")
+    intro = (
+        "The existing language model whose knowledge is transferred to the new language. The installed models "
+        "are ready to use (SmolLM2-135M is small and fast); Llama, Mistral, Qwen2/3 and Gemma 2/3 (text) models "
+        "work too, as a Hugging Face folder or a GGUF file."
+    )
     KINDS = ("Installed model", "Hugging Face model folder", "GGUF file")
 
     def build(self) -> None:
@@ -67,8 +76,14 @@ class SourcePage(Page):
         self.card.setWordWrap(True)
         self.layout_.addWidget(self.card)
         row = QHBoxLayout()
-        row.addWidget(self.button("Inspect", self.inspect, "Read the model's configuration (layers, hidden size; "
-                                  "a GGUF file is converted once, which takes a minute)"))
+        row.addWidget(
+            self.button(
+                "Inspect",
+                self.inspect,
+                "Read the model's configuration (layers, hidden size; "
+                "a GGUF file is converted once, which takes a minute)",
+            )
+        )
         row.addWidget(self.button("Use this model", self.use, "Changing the model clears every finished stage"))
         row.addStretch(1)
         self.layout_.addLayout(row)
@@ -135,11 +150,13 @@ class SourcePage(Page):
 
     def _show_info(self, result) -> None:
         info, device = result
-        self.info.setText(f"Type: <b>{info.model_type}</b> &nbsp; Layers: {info.layers} &nbsp; Hidden size: "
-                          f"{info.hidden_size} &nbsp; Vocabulary: {info.vocab_size:,} &nbsp; Parameters: "
-                          f"{info.parameters / 1e6:,.0f} M &nbsp; "
-                          f"{'One table' if info.tied_embeddings else 'Separate tables'} for reading and writing<br>"
-                          f"Runs on: {device}")
+        self.info.setText(
+            f"Type: <b>{info.model_type}</b> &nbsp; Layers: {info.layers} &nbsp; Hidden size: "
+            f"{info.hidden_size} &nbsp; Vocabulary: {info.vocab_size:,} &nbsp; Parameters: "
+            f"{info.parameters / 1e6:,.0f} M &nbsp; "
+            f"{'One table' if info.tied_embeddings else 'Separate tables'} for reading and writing<br>"
+            f"Runs on: {device}"
+        )
         self.info.setToolTip(TIPS["tied"])
 
     def accepted_licence(self, card: ModelCard | None) -> bool:
@@ -153,18 +170,25 @@ class SourcePage(Page):
             return True
         # The terms themselves, to read before answering (a file path told nothing).
         terms = licence.terms()
-        if not self.ctx.confirm(f"{card.name} is licensed under the {licence.name}.<br>{licence.url}<br><br>"
-                                "Adapting it and sharing or exporting the result are bound by these terms. Do you "
-                                "accept them?", details=terms):
+        if not self.ctx.confirm(
+            f"{card.name} is licensed under the {licence.name}.<br>{licence.url}<br><br>"
+            "Adapting it and sharing or exporting the result are bound by these terms. Do you "
+            "accept them?",
+            details=terms,
+        ):
             # Back to the model the project uses: a declined Gemma left shown as chosen read as if it were in use.
             current = self.project.state.source_model
             self.project_changed()
             self.info.setText(f"Terms not accepted: the project keeps using {self.card_name(current)}.")
             self.ctx.log(f"Licence not accepted: {card.name} was not selected")
             return False
-        self._accepted = {"model": card.spec, "name": licence.name, "url": licence.url,
-                          "text": str(licence.text) if licence.text else None,
-                          "accepted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self._accepted = {
+            "model": card.spec,
+            "name": licence.name,
+            "url": licence.url,
+            "text": str(licence.text) if licence.text else None,
+            "accepted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         return True
 
     def card_name(self, spec: str) -> str:
@@ -180,8 +204,11 @@ class SourcePage(Page):
         self._accepted = None
         if not self.accepted_licence(card):
             return
-        if changing and self.project.finished and not self.ctx.confirm(
-                "Changing the source model discards every finished stage. Continue?"):
+        if (
+            changing
+            and self.project.finished
+            and not self.ctx.confirm("Changing the source model discards every finished stage. Continue?")
+        ):
             return
         self.project.set_source_model(spec)
         if self._accepted is not None:

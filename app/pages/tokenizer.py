@@ -1,5 +1,6 @@
 """The Tokenizer page: how the new language's text is cut into pieces — a new vocabulary, or the source model's
 extended with pieces of the new language."""
+
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
@@ -7,18 +8,19 @@ from PySide6.QtWidgets import QButtonGroup, QFormLayout, QLabel, QPlainTextEdit,
 
 from app.pages.widgets import TIPS, Page, readable, red, spin
 from core.layout import EXTEND, REPLACE
+
 TIPS_HERE = {
     REPLACE: "A vocabulary of the new language only: shortest sequences in the new language; the model then reads "
-             "only the new language well.",
+    "only the new language well.",
     EXTEND: "Keep every source token (the source language reads exactly as before) and add new ones learnt from "
-            "the target text. Needs a parallel corpus: its source side must tokenize as before, and its alignment "
-            "initialises the new tokens.",
+    "the target text. Needs a parallel corpus: its source side must tokenize as before, and its alignment "
+    "initialises the new tokens.",
 }
 
 
 class TokenizerPage(Page):
     key, title = "tokenizer", "Tokenizer"
-    intro = ("Learn how to cut the new language's text into pieces. The model gets one embedding per piece.")
+    intro = "Learn how to cut the new language's text into pieces. The model gets one embedding per piece."
 
     def build(self) -> None:
         from core.extend import ExtensionSettings
@@ -27,8 +29,12 @@ class TokenizerPage(Page):
         choice = QVBoxLayout()
         self.vocabulary = QButtonGroup(self)
         self.radios: dict[str, QRadioButton] = {}
-        for i, (key, text) in enumerate(((REPLACE, "Replace the vocabulary"),
-                                         (EXTEND, "Extend the vocabulary (keep the source tokens, add new ones)"))):
+        for i, (key, text) in enumerate(
+            (
+                (REPLACE, "Replace the vocabulary"),
+                (EXTEND, "Extend the vocabulary (keep the source tokens, add new ones)"),
+            )
+        ):
             radio = QRadioButton(text)
             radio.setToolTip(TIPS_HERE[key])
             self.radios[key] = radio
@@ -44,16 +50,19 @@ class TokenizerPage(Page):
         label = QLabel("Vocabulary size")
         label.setToolTip(TIPS["vocab"])
         form.addRow(label, self.vocab)
-        self.new_tokens = spin(1, 256_000, ExtensionSettings().new_tokens,
-                               "How many target-language tokens to add to the source vocabulary")
+        self.new_tokens = spin(
+            1,
+            256_000,
+            ExtensionSettings().new_tokens,
+            "How many target-language tokens to add to the source vocabulary",
+        )
         self.new_tokens.setSingleStep(1000)
         form.addRow("New tokens", self.new_tokens)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         self.layout_.addLayout(form)
         self.vocabulary.idToggled.connect(self._choice_changed)
         self._choice_changed()
-        self.layout_.addWidget(self.button("Train tokenizer", self.train, TIPS["vocab"]), 0,
-                               Qt.AlignmentFlag.AlignLeft)
+        self.layout_.addWidget(self.button("Train tokenizer", self.train, TIPS["vocab"]), 0, Qt.AlignmentFlag.AlignLeft)
         self.error = red(QLabel())
         self.result = QLabel(wordWrap=True)
         self.samples = QPlainTextEdit(readOnly=True, placeholderText="Sample segmentations appear here")
@@ -81,8 +90,9 @@ class TokenizerPage(Page):
         self.error.clear()
 
         def fn(progress, cancel):
-            tok = project.train_tokenizer(settings, vocabulary=vocabulary, extension=extension, progress=progress,
-                                          cancel=cancel)
+            tok = project.train_tokenizer(
+                settings, vocabulary=vocabulary, extension=extension, progress=progress, cancel=cancel
+            )
             return len(tok), segmentations(project, tok), project.state.stages["tokenizer"].summary.get("warning")
 
         self.run(fn, self._done, "Training tokenizer", on_error=self.error.setText)

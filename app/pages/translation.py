@@ -2,6 +2,7 @@
 on its held-out pairs (Evaluate), teaching its Hydra to translate (Fine-tune), and on the Chat & Translate page the
 translation memory's closest match and translating a whole file. The work is `core.translating`'s, always in a
 worker; these widgets only start it and show what came back."""
+
 from __future__ import annotations
 
 import html
@@ -33,11 +34,11 @@ SYSTEM_TIPS = {
     "dictionary": "Each word looked up in the project's dictionary.",
     "memory": "The translation of the translation memory's most similar pair, as it is.",
     "memory + dictionary": "The memory's translation of a line it holds or nearly holds (a near-repeat), the "
-                           "dictionary word by word for every other line.",
+    "dictionary word by word for every other line.",
     "corpus words": "Each word replaced by the word your parallel corpus most often translates it with (learnt "
-                    "from the corpus's own word alignment); names kept.",
+    "from the corpus's own word alignment); names kept.",
     "memory + corpus words": "The memory's translation of a line it holds or nearly holds, the corpus's words for "
-                             "every other line.",
+    "every other line.",
     "hydra": "The source model reading, your new vocabulary writing, with the memory's closest pairs as examples.",
     "exported model": "The exported model file, with the memory's closest pairs as examples.",
 }
@@ -52,11 +53,12 @@ def missing(project, *, hydra: bool = False) -> str:
     if project is None:
         return "Open a project first."
     if project.state.inputs is None or not project.state.inputs.parallel:
-        return ("Needs a parallel corpus (Language & data page): its pairs are the translation memory, and pairs held "
-                "out of it are what translation is measured on.")
+        return (
+            "Needs a parallel corpus (Language & data page): its pairs are the translation memory, and pairs held "
+            "out of it are what translation is measured on."
+        )
     if hydra and project.state.vocabulary != REPLACE:
-        return ("Needs a project that replaced the vocabulary: an extended model translates with the memory as it "
-                "is.")
+        return "Needs a project that replaced the vocabulary: an extended model translates with the memory as it is."
     if hydra and "init" not in project.state.stages:
         return "Needs the initialised model (Align & map page)."
     return ""
@@ -77,8 +79,16 @@ class JobButton(QPushButton):
         self.setToolTip(tip)
         self.clicked.connect(lambda: ctx.cancel_job() if self.running else start())
 
-    def run(self, fn, on_done, name: str, *, on_cancelled: Callable[[], None] | None = None,
-            on_crashed: Callable[[str], None] | None = None, **kw) -> Job | None:
+    def run(
+        self,
+        fn,
+        on_done,
+        name: str,
+        *,
+        on_cancelled: Callable[[], None] | None = None,
+        on_crashed: Callable[[str], None] | None = None,
+        **kw,
+    ) -> Job | None:
         """`ctx.run_job`, with the button showing Cancel until the job has ended — after every other outcome handler
         has run (each is its own queued event, in the order connected), so a button reading its own text again means
         the page has said what came of the job."""
@@ -102,6 +112,7 @@ class JobButton(QPushButton):
 class MeasureBox(QWidget):
     """Evaluate: chrF and speed of every translator the project offers (English → its language) on held-out pairs,
     the verdict, and the first held-out line as each translator wrote it."""
+
     pairs = 100  # held-out pairs measured; tests use fewer
 
     def __init__(self, ctx: Context):
@@ -109,10 +120,13 @@ class MeasureBox(QWidget):
         self.ctx = ctx
         col = QVBoxLayout(self)
         row = QHBoxLayout()
-        self.button = JobButton("Measure translation", self.measure, ctx,
-                                "Translate held-out pairs of the parallel corpus — pairs never used as memory or for "
-                                "training — with each translator, and compare with their reference translations.\n"
-                                + CHRF_TIP)
+        self.button = JobButton(
+            "Measure translation",
+            self.measure,
+            ctx,
+            "Translate held-out pairs of the parallel corpus — pairs never used as memory or for "
+            "training — with each translator, and compare with their reference translations.\n" + CHRF_TIP,
+        )
         row.addWidget(self.button)
         self.about = QLabel()
         self.about.setWordWrap(True)
@@ -139,9 +153,14 @@ class MeasureBox(QWidget):
         project, limit = self.ctx.project, self.pairs
         source, target = SOURCE_LANGUAGE, project.state.language or ""
         self.about.setText(f"Measuring {direction_words(source, target)} on {limit:,} held-out pairs…")
-        self.button.run(lambda progress, cancel: translating.evaluate(project, source, target, limit=limit,
-                                                                      progress=progress, cancel=cancel),
-                        self._done, "Measuring translation", on_error=self.about.setText)
+        self.button.run(
+            lambda progress, cancel: translating.evaluate(
+                project, source, target, limit=limit, progress=progress, cancel=cancel
+            ),
+            self._done,
+            "Measuring translation",
+            on_error=self.about.setText,
+        )
 
     def _done(self, result) -> None:
         self.show_scores(result.source, result.target, result.pairs, result.scores, result.best, result.verdict)
@@ -152,16 +171,26 @@ class MeasureBox(QWidget):
         self.ctx.stage_done()
 
     def show_scores(self, source: str, target: str, pairs: int, scores: dict, best: str, verdict: str) -> None:
-        fill_table(self.scores, ["Translator", "chrF (higher is better)", "Seconds a line"],
-                   [[f"{name} (best)" if name == best else name, f"{s.chrf:.1f}", f"{s.seconds_per_line:.2f}"]
-                    for name, s in scores.items()])
+        fill_table(
+            self.scores,
+            ["Translator", "chrF (higher is better)", "Seconds a line"],
+            [
+                [f"{name} (best)" if name == best else name, f"{s.chrf:.1f}", f"{s.seconds_per_line:.2f}"]
+                for name, s in scores.items()
+            ],
+        )
         self.scores.horizontalHeaderItem(1).setToolTip(CHRF_TIP)
-        self.scores.setMaximumHeight(self.scores.horizontalHeader().sizeHint().height()  # its rows, no blank below
-                                     + self.scores.verticalHeader().length() + 2 * self.scores.frameWidth())
+        self.scores.setMaximumHeight(
+            self.scores.horizontalHeader().sizeHint().height()  # its rows, no blank below
+            + self.scores.verticalHeader().length()
+            + 2 * self.scores.frameWidth()
+        )
         for r, name in enumerate(scores):
             self.scores.item(r, 0).setToolTip(SYSTEM_TIPS.get(name, ""))
-        self.about.setText(f"{direction_words(source, target)}, measured on {pairs:,} held-out pairs: pairs of the "
-                           "parallel corpus never used as memory or for training.")
+        self.about.setText(
+            f"{direction_words(source, target)}, measured on {pairs:,} held-out pairs: pairs of the "
+            "parallel corpus never used as memory or for training."
+        )
         self.verdict.setText(verdict)
 
     def show_project(self, project) -> None:
@@ -198,19 +227,25 @@ class TeachBox(QGroupBox):
     def __init__(self, ctx: Context):
         super().__init__("Teach it to translate")
         self.ctx = ctx
-        self.setToolTip("Train a small adapter (LoRA) on the Hydra's body — the source model reading, your "
-                        "vocabulary writing — on the translation memory's pairs, each shown with its closest other "
-                        "pairs as examples, exactly as it translates. The adapter is used only to translate into "
-                        "your language; the model's own weights stay as they are; held-out pairs are never trained "
-                        "on.")
+        self.setToolTip(
+            "Train a small adapter (LoRA) on the Hydra's body — the source model reading, your "
+            "vocabulary writing — on the translation memory's pairs, each shown with its closest other "
+            "pairs as examples, exactly as it translates. The adapter is used only to translate into "
+            "your language; the model's own weights stay as they are; held-out pairs are never trained "
+            "on."
+        )
         col = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(QLabel("Steps"))
-        self.steps = spin(1, 100_000, 300, "Training steps, 4 pairs each. 300 steps take a few minutes on a "
-                                           "processor.")
+        self.steps = spin(1, 100_000, 300, "Training steps, 4 pairs each. 300 steps take a few minutes on a processor.")
         row.addWidget(self.steps)
-        self.button = JobButton("Start", self.start, ctx, "Start teaching. Cancel keeps the Hydra as it was and the "
-                                "steps done: Start again with the same steps continues from there.")
+        self.button = JobButton(
+            "Start",
+            self.start,
+            ctx,
+            "Start teaching. Cancel keeps the Hydra as it was and the "
+            "steps done: Start again with the same steps continues from there.",
+        )
         row.addWidget(self.button)
         row.addStretch(1)
         col.addLayout(row)
@@ -228,9 +263,12 @@ class TeachBox(QGroupBox):
         project, steps = self.ctx.project, self.steps.value()
         job = self.button.run(
             lambda progress, cancel: translating.tune(project, steps=steps, progress=progress, cancel=cancel),
-            self._done, "Teaching it to translate", on_error=self._finish,
+            self._done,
+            "Teaching it to translate",
+            on_error=self._finish,
             on_cancelled=lambda: self._finish(self._cancelled(project)),
-            on_crashed=lambda _tb: self._finish("Stopped by an unexpected error (details in the log)."))
+            on_crashed=lambda _tb: self._finish("Stopped by an unexpected error (details in the log)."),
+        )
         if job is None:
             return
         self._started, self._doing = time.monotonic(), "Preparing the pairs"
@@ -259,16 +297,20 @@ class TeachBox(QGroupBox):
         kept = project.hydra_tuning_checkpoint()
         if kept is None:
             return "Cancelled before the first step: nothing changed; it translates as before."
-        return (f"Cancelled after step {kept.step:,} of {kept.steps:,}: it translates as before. Start again with "
-                f"{kept.steps:,} steps to continue from there.")
+        return (
+            f"Cancelled after step {kept.step:,} of {kept.steps:,}: it translates as before. Start again with "
+            f"{kept.steps:,} steps to continue from there."
+        )
 
     def _done(self, losses: list[float]) -> None:
         last = losses[-10:]
         pairs = self.ctx.project.state.stages["hydra"].summary.get("pairs", 0)
-        self._finish(f"Done: {len(losses):,} steps on {pairs:,} pairs of the translation memory, loss "
-                     f"{losses[0]:.2f} → {sum(last) / len(last):.2f} in "
-                     f"{format_seconds(time.monotonic() - self._started)}. It now translates with the tuned Hydra "
-                     "whenever that measures best. Measure it on the Evaluate page.")
+        self._finish(
+            f"Done: {len(losses):,} steps on {pairs:,} pairs of the translation memory, loss "
+            f"{losses[0]:.2f} → {sum(last) / len(last):.2f} in "
+            f"{format_seconds(time.monotonic() - self._started)}. It now translates with the tuned Hydra "
+            "whenever that measures best. Measure it on the Evaluate page."
+        )
         self.ctx.stage_done()
 
     def show_project(self, project) -> None:
@@ -280,25 +322,36 @@ class TeachBox(QGroupBox):
         done = record.summary if record is not None and record.summary.get("for") == "translation" else None
         stopped = project.hydra_tuning_checkpoint() if not why else None
         if stopped is not None:  # what Start will do next matters more than what was done before
-            self.status.setText(f"Stopped at step {stopped.step:,} of {stopped.steps:,} last time: Start with "
-                                f"{stopped.steps:,} steps continues from there (other steps start over).")
+            self.status.setText(
+                f"Stopped at step {stopped.step:,} of {stopped.steps:,} last time: Start with "
+                f"{stopped.steps:,} steps continues from there (other steps start over)."
+            )
             return
-        self.status.setText(why or (f"Taught before: {done.get('steps')} steps on {done.get('pairs'):,} pairs (loss "
-                                    f"{done.get('first_loss')} → {done.get('last_loss')})." if done else
-                                    "Not taught yet: the Hydra translates from its examples alone."))
+        self.status.setText(
+            why
+            or (
+                f"Taught before: {done.get('steps')} steps on {done.get('pairs'):,} pairs (loss "
+                f"{done.get('first_loss')} → {done.get('last_loss')})."
+                if done
+                else "Not taught yet: the Hydra translates from its examples alone."
+            )
+        )
 
 
 class MemoryMatch(Note):
     """Chat & Translate: the translation memory's closest pair to a text, looked up in the pool (the memory is built
     once per project, inputs and direction, then kept). `looked_up` then carries the text and each side's commonest
     words (core.translation.common_words, {language: words}), from which the page tells the text's language."""
+
     looked_up = Signal(str, object)
 
     def __init__(self, ctx: Context):
         super().__init__()
         self.ctx = ctx
-        self.setToolTip("The pair of the project's parallel corpus whose source side is most like the text (BM25 "
-                        "word overlap): what a translator would find by looking it up.")
+        self.setToolTip(
+            "The pair of the project's parallel corpus whose source side is most like the text (BM25 "
+            "word overlap): what a translator would find by looking it up."
+        )
         self.hide()
         self._memory: tuple | None = None  # (key, (core.memory.TranslationMemory, its language_words))
         self._wanted: tuple | None = None
@@ -310,8 +363,13 @@ class MemoryMatch(Note):
         if missing(project):
             self.hide()
             return
-        key = (str(project.folder), source, target, repr(project.state.inputs),
-               tuple(sorted(project.state.inputs_sha256.items())))
+        key = (
+            str(project.folder),
+            source,
+            target,
+            repr(project.state.inputs),
+            tuple(sorted(project.state.inputs_sha256.items())),
+        )
         cached = self._memory[1] if self._memory is not None and self._memory[0] == key else None
         self._wanted = wanted = (key, text)
 
@@ -326,8 +384,12 @@ class MemoryMatch(Note):
         job = Job(fn, "translation memory")
         job.signals.finished.connect(lambda result: self._found(wanted, *result))
         job.signals.failed.connect(lambda message: self._wanted == wanted and self.hide())
-        job.signals.crashed.connect(lambda tb: (self.ctx.log(f"Translation memory lookup failed:\n{tb}"),
-                                                self._wanted == wanted and self.hide()))
+        job.signals.crashed.connect(
+            lambda tb: (
+                self.ctx.log(f"Translation memory lookup failed:\n{tb}"),
+                self._wanted == wanted and self.hide(),
+            )
+        )
         for signal in (job.signals.finished, job.signals.failed, job.signals.crashed):
             signal.connect(lambda *_: self._jobs.discard(job))
         self._jobs.add(job.start(self.ctx.pool))
@@ -360,8 +422,10 @@ class FileTranslation(Note):
         super().__init__()
         self.ctx, self.direction = ctx, direction
         self.hide()  # until there is something to say
-        self.tip = ("Translate a text file line by line, or a gettext catalogue (.po/.pot), with the translator that "
-                    "measured best in this project (measured first if it never was)")
+        self.tip = (
+            "Translate a text file line by line, or a gettext catalogue (.po/.pot), with the translator that "
+            "measured best in this project (measured first if it never was)"
+        )
         self.button = JobButton("Translate a file…", self.choose, ctx, self.tip)
 
     def choose(self) -> None:
@@ -373,11 +437,15 @@ class FileTranslation(Note):
             return
         source, target = self.direction()
         path = Path(in_path)
-        suggested = path.with_name(f"{target}.po") if path.suffix.lower() in (".po", ".pot") else \
-            path.with_name(f"{path.stem}.{target}{path.suffix}")
+        suggested = (
+            path.with_name(f"{target}.po")
+            if path.suffix.lower() in (".po", ".pot")
+            else path.with_name(f"{path.stem}.{target}{path.suffix}")
+        )
         # The question about an existing file is asked here (below), once, for a chosen or a typed name alike.
-        out, _ = QFileDialog.getSaveFileName(self, "Save the translation as", str(suggested), FILES,
-                                             options=QFileDialog.Option.DontConfirmOverwrite)
+        out, _ = QFileDialog.getSaveFileName(
+            self, "Save the translation as", str(suggested), FILES, options=QFileDialog.Option.DontConfirmOverwrite
+        )
         if out:
             self.translate(in_path, out)
 
@@ -388,8 +456,7 @@ class FileTranslation(Note):
         out, overwrite = Path(out_path), False
         if out.exists():
             if out.resolve() == Path(in_path).resolve():
-                self.ctx.show_warning("The translation cannot replace the file being translated: choose another "
-                                      "name.")
+                self.ctx.show_warning("The translation cannot replace the file being translated: choose another name.")
                 return
             if not self.ctx.confirm(f"{out} exists. Replace it?"):
                 return
@@ -401,17 +468,23 @@ class FileTranslation(Note):
         def done(result: tuple[str, int]) -> None:
             name, n = result
             unit = units[n != 1]
-            self.say(f"{n:,} {unit} translated by {name} ({direction_words(source, target)}) into "
-                                f"{out.name}.")
+            self.say(f"{n:,} {unit} translated by {name} ({direction_words(source, target)}) into {out.name}.")
             self.setToolTip(str(out))
             self.ctx.log(f"Translated {in_path} into {out}: {n:,} {unit}, by {name}")
             self.ctx.stage_done()  # the translators may have been measured first
 
-        self.button.run(lambda progress, cancel: translating.translate_file(
-            project, in_path, out, source, target, overwrite=overwrite, progress=progress, cancel=cancel),
-            done, "Translating a file", on_error=self.say, on_cancelled=lambda: self.say(
+        self.button.run(
+            lambda progress, cancel: translating.translate_file(
+                project, in_path, out, source, target, overwrite=overwrite, progress=progress, cancel=cancel
+            ),
+            done,
+            "Translating a file",
+            on_error=self.say,
+            on_cancelled=lambda: self.say(
                 "Cancelled: the translation so far is kept aside; translating the same file into the same place "
-                "again resumes where it stopped."))
+                "again resumes where it stopped."
+            ),
+        )
 
     def say(self, text: str) -> None:
         self.setText(text)

@@ -1,5 +1,6 @@
 """What every wizard page shares: the `Page` base class, the file picker, small table and spin-box helpers and the
 tooltips that explain the jargon."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,32 +27,40 @@ from app.context import Context
 
 TIPS = {
     "vocab": "Vocabulary size: how many distinct pieces (words and word parts) the new tokenizer may use. Bigger "
-             "vocabularies cut text into fewer, longer pieces but need more text to learn.",
+    "vocabularies cut text into fewer, longer pieces but need more text to learn.",
     "align": "Alignment: finding which source-language pieces correspond to which target-language pieces in "
-             "translated sentence pairs.",
+    "translated sentence pairs.",
     "mapping": "Mapping: for every new target token, the source-model tokens (with weights) whose embeddings "
-               "initialise it.",
+    "initialise it.",
     "edit": "Your corrections go into overrides.tsv in the project folder (you may also edit it by hand); the "
-            "mapping and the model are then rebuilt from the saved alignment in seconds.",
+    "mapping and the model are then rebuilt from the saved alignment in seconds.",
     "bpb": "Bits per byte: how surprised the model is by held-out text, normalised by text length so that models "
-           "with different tokenizers compare fairly. Lower is better.",
+    "with different tokenizers compare fairly. Lower is better.",
     "stage": "Embeddings and output layer: only the new vocabulary's vectors train, the rest of the model stays as "
-             "it was (fast, safe). With outer layers, the first and last transformer layers also adapt to the "
-             "language (slower, more gain, needs more text).",
+    "it was (fast, safe). With outer layers, the first and last transformer layers also adapt to the "
+    "language (slower, more gain, needs more text).",
     "steps": "Training steps. Each step reads batch size × sequence length tokens of your target text; a few "
-             "hundred steps already help, a GPU makes thousands practical.",
+    "hundred steps already help, a GPU makes thousands practical.",
     "tied": "Tied embeddings: the model reads its input and writes its output with one and the same vocabulary "
-            "table; untied, it has a separate output table.",
+    "table; untied, it has a separate output table.",
     "tpb": "Tokens per byte: how many tokens the tokenizer needs per byte of text. Lower means shorter sequences.",
     "weight": "Weight: how much this resource's evidence counts when several resources suggest sources for the same "
-              "token (2 counts twice as much as 1; 0 ignores it).",
+    "token (2 counts twice as much as 1; 0 ignores it).",
 }
 
 
 # What each stage made, in the user's words (for "this would discard …" questions).
-STAGE_WORDS = {"data": "the checked input files", "tokenizer": "the tokenizer", "align": "the alignment",
-               "map": "the mapping", "init": "the initialised model", "finetune": "the fine-tuned model",
-               "evaluate": "the evaluation", "export": "the export record", "hydra": "the tuned Hydra"}
+STAGE_WORDS = {
+    "data": "the checked input files",
+    "tokenizer": "the tokenizer",
+    "align": "the alignment",
+    "map": "the mapping",
+    "init": "the initialised model",
+    "finetune": "the fine-tuned model",
+    "evaluate": "the evaluation",
+    "export": "the export record",
+    "hydra": "the tuned Hydra",
+}
 
 
 def readable(piece: str, byte_level: bool | None = None) -> str:
@@ -63,6 +72,7 @@ def readable(piece: str, byte_level: bool | None = None) -> str:
     if piece.startswith("<0x") and piece.endswith(">"):
         return piece
     from core.tokenizer import BYTE_OF_CHAR as decode  # GPT-2's byte-level alphabet, reversed: stand-in → byte
+
     if not piece or byte_level is False or not all(c in decode for c in piece):
         return piece
     # Guessing: byte-level when some character stands for a space, a control byte or part of a multi-byte character
@@ -76,8 +86,16 @@ def readable(piece: str, byte_level: bool | None = None) -> str:
         # Latin-1 letters that are no UTF-8 (`ção`, `Ñ`): as written, unless surely byte-level — a stand-in beyond
         # Latin-1 (Ġ) or a whole multi-byte character among the bytes (`Ð¾Ð` is `о` and half of the next letter).
         return piece
-    return "".join("▁" if c == " " else f"<0x{ord(c) - 0xDC00:02X}>" if "\udc80" <= c <= "\udcff"
-                   else c if c.isprintable() else "".join(f"<0x{b:02X}>" for b in c.encode()) for c in text)
+    return "".join(
+        "▁"
+        if c == " "
+        else f"<0x{ord(c) - 0xDC00:02X}>"
+        if "\udc80" <= c <= "\udcff"
+        else c
+        if c.isprintable()
+        else "".join(f"<0x{b:02X}>" for b in c.encode())
+        for c in text
+    )
 
 
 def literal(text: str) -> str:
@@ -120,6 +138,7 @@ def red(label: QLabel) -> QLabel:
 
 class FileRow(QWidget):
     """A path field with a Browse… button (file, folder or save-as): the one file picker every page uses."""
+
     changed = Signal(str)
 
     def __init__(self, mode: str = "open", placeholder: str = "", filter: str = "All files (*)"):
@@ -210,6 +229,7 @@ def table() -> QTableWidget:
 
 class Page(QWidget):
     """One step of the wizard: a small widget class plus the `core` job it starts through its `Context`."""
+
     key = ""
     title = ""
     intro = ""
@@ -253,8 +273,9 @@ class Page(QWidget):
         if not stale:
             return True
         names = ", ".join(STAGE_WORDS.get(s, s) for s in stale)
-        return self.ctx.confirm(f"{action} again discards what the later steps made: {names}. They will have to be "
-                                "run again. Continue?")
+        return self.ctx.confirm(
+            f"{action} again discards what the later steps made: {names}. They will have to be run again. Continue?"
+        )
 
     def idle(self) -> bool:
         """False (after telling the user) while a job runs: it may be reading the files an action would change."""

@@ -1,5 +1,6 @@
 """`tweety` command line: a table of commands (core.cli.adaptation, core.cli.running), each a thin layer over the
 same stage functions and project folder the wizard uses."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ chat_loop = running.chat_loop
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tweety", description="Adapt a language model to a new language "
-                                     "by trans-tokenization, and measure it.")
+    parser = argparse.ArgumentParser(
+        prog="tweety", description="Adapt a language model to a new language by trans-tokenization, and measure it."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS.values():

@@ -1,5 +1,6 @@
 """The adaptation commands: `adapt` and `extend` (every stage into a new project folder), the stage commands
 (`tokenizer`, `align`, `map`, `init`: on loose folders, or inside a project with `--project`), `eval`, `finetune`."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,28 @@ import sys
 from dataclasses import asdict
 
 from core import align, extend, finetune, init, models, pipeline, resources, stages, tokenizer
-from core.cli.options import (Command, ProgressBars, add_aligner, add_baselines, add_inputs, add_mapping_options,
-                              add_word_rules,
-                              add_parallel, add_project, add_source, add_tokenizer_model, align_settings,
-                              ctrl_c_cancels, mapping_settings, model_folder, need, parallel_files, resource_list,
-                              weights, word_rules)
+from core.cli.options import (
+    Command,
+    ProgressBars,
+    add_aligner,
+    add_baselines,
+    add_inputs,
+    add_mapping_options,
+    add_word_rules,
+    add_parallel,
+    add_project,
+    add_source,
+    add_tokenizer_model,
+    align_settings,
+    ctrl_c_cancels,
+    mapping_settings,
+    model_folder,
+    need,
+    parallel_files,
+    resource_list,
+    weights,
+    word_rules,
+)
 from core.errors import TweetyError
 from core.evaluate import bits_per_byte
 from core.jobs import Cancelled, CancelToken
@@ -28,19 +46,32 @@ def _adapt_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_init(p, skips_alignment: bool = False) -> None:
-    p.add_argument("--init", choices=init.METHODS, default="transtok", help="transtok: trans-tokenization (the "
-                   "default); fvt (from each token's spelling), mean, random: baselines that use no translation"
-                   + (" (and skip the alignment)" if skips_alignment else ""))
+    p.add_argument(
+        "--init",
+        choices=init.METHODS,
+        default="transtok",
+        help="transtok: trans-tokenization (the "
+        "default); fvt (from each token's spelling), mean, random: baselines that use no translation"
+        + (" (and skip the alignment)" if skips_alignment else ""),
+    )
     p.add_argument("--seed", type=int, default=0, help="random: the seed of its rows")
 
 
 def _extend_arguments(p: argparse.ArgumentParser) -> None:
     add_inputs(p)
     d = extend.ExtensionSettings()
-    p.add_argument("--new-tokens", type=int, default=d.new_tokens,
-                   help="how many tokens to add (continued BPE training on the target text)")
-    p.add_argument("--source-penalty", type=float, default=d.source_penalty,
-                   help="how many nats lower new tokens score in source-language text (0: none)")
+    p.add_argument(
+        "--new-tokens",
+        type=int,
+        default=d.new_tokens,
+        help="how many tokens to add (continued BPE training on the target text)",
+    )
+    p.add_argument(
+        "--source-penalty",
+        type=float,
+        default=d.source_penalty,
+        help="how many nats lower new tokens score in source-language text (0: none)",
+    )
 
 
 def _licence(a: argparse.Namespace) -> dict | None:
@@ -51,24 +82,39 @@ def _licence(a: argparse.Namespace) -> dict | None:
         return None
     where = f" (its text: {licence.text})" if licence.text else ""
     if not a.accept_licence:
-        raise TweetyError(f"this source model is under the {licence.name}, {licence.url}{where}; it must be read and "
-                          "accepted before the model is adapted", fix="add --accept-licence once you have read and "
-                          "accepted it")
+        raise TweetyError(
+            f"this source model is under the {licence.name}, {licence.url}{where}; it must be read and "
+            "accepted before the model is adapted",
+            fix="add --accept-licence once you have read and accepted it",
+        )
     return {"name": licence.name, "url": licence.url, "text": str(licence.text or ""), "accepted": True}
 
 
 def _run_pipeline(a: argparse.Namespace, bars: ProgressBars, vocabulary: str) -> None:
     licence = _licence(a)
-    common = dict(source_model=a.source_model, target_text=a.target_text, heldout_text=a.heldout_text,
-                  resources=tuple(resource_list(a)), overrides=a.overrides, out=a.out, language=a.language,
-                  **word_rules(a), vocabulary=vocabulary, align=align_settings(a), mapping=mapping_settings(a))
+    common = dict(
+        source_model=a.source_model,
+        target_text=a.target_text,
+        heldout_text=a.heldout_text,
+        resources=tuple(resource_list(a)),
+        overrides=a.overrides,
+        out=a.out,
+        language=a.language,
+        **word_rules(a),
+        vocabulary=vocabulary,
+        align=align_settings(a),
+        mapping=mapping_settings(a),
+    )
     if vocabulary == EXTEND:
-        settings = pipeline.AdaptSettings(**common, extension=extend.ExtensionSettings(
-            new_tokens=a.new_tokens, source_penalty=a.source_penalty))
+        settings = pipeline.AdaptSettings(
+            **common, extension=extend.ExtensionSettings(new_tokens=a.new_tokens, source_penalty=a.source_penalty)
+        )
     else:
         settings = pipeline.AdaptSettings(
-            **common, tokenizer=tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
-            init=init.InitSettings(method=a.init, seed=a.seed))
+            **common,
+            tokenizer=tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
+            init=init.InitSettings(method=a.init, seed=a.seed),
+        )
     result = pipeline.adapt(settings, progress=bars)
     bars.close()
     if licence:
@@ -76,8 +122,10 @@ def _run_pipeline(a: argparse.Namespace, bars: ProgressBars, vocabulary: str) ->
         result.project.save()
     if vocabulary == EXTEND:
         stats = result.project.state.stages["tokenizer"].summary
-        print(f"Extended model written to {result.model}: {stats['source_vocab']:,} source tokens kept, "
-              f"{stats['new_tokens']:,} new")
+        print(
+            f"Extended model written to {result.model}: {stats['source_vocab']:,} source tokens kept, "
+            f"{stats['new_tokens']:,} new"
+        )
     else:
         print(f"Adapted model written to {result.model}")
         _warn(result.project.state.stages["tokenizer"].summary)
@@ -99,8 +147,9 @@ def _tokenizer(a: argparse.Namespace, bars: ProgressBars) -> None:
     if a.project:
         project = Project.open(a.project)
         recorded = project.state.settings_of(tokenizer.TokenizerSettings, "tokenizer")
-        settings = tokenizer.TokenizerSettings(vocab_size=a.vocab_size or recorded.vocab_size,
-                                               model_type=a.tokenizer_model)
+        settings = tokenizer.TokenizerSettings(
+            vocab_size=a.vocab_size or recorded.vocab_size, model_type=a.tokenizer_model
+        )
         tok = project.train_tokenizer(settings if project.state.vocabulary == REPLACE else None, progress=bars)
         bars.close()
         print(f"Tokenizer of {len(tok):,} tokens written to {project.tokenizer_dir}")
@@ -108,9 +157,14 @@ def _tokenizer(a: argparse.Namespace, bars: ProgressBars) -> None:
         return
     need(a, "target_text", "vocab_size", "out")
     source_tok = models.load_tokenizer(a.source_model)
-    tokenizer.train_tokenizer(resources.read_lines(a.target_text), source_tok, a.out,
-                              tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
-                              path=a.target_text, progress=bars)
+    tokenizer.train_tokenizer(
+        resources.read_lines(a.target_text),
+        source_tok,
+        a.out,
+        tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
+        path=a.target_text,
+        progress=bars,
+    )
     bars.close()
     size = len(tokenizer.load_tokenizer(a.out))
     print(f"Tokenizer of {size:,} tokens written to {a.out}")
@@ -138,10 +192,16 @@ def _align(a: argparse.Namespace, bars: ProgressBars) -> None:
     else:
         need(a, "tokenizer", "parallel", "out")
         source, target = parallel_files(a.parallel)
-        summary = asdict(align.align_corpus(resources.read_parallel(source, target or None),
-                                            models.load_tokenizer(a.source_model),
-                                            tokenizer.load_tokenizer(a.tokenizer), a.out, align_settings(a),
-                                            progress=bars))
+        summary = asdict(
+            align.align_corpus(
+                resources.read_parallel(source, target or None),
+                models.load_tokenizer(a.source_model),
+                tokenizer.load_tokenizer(a.tokenizer),
+                a.out,
+                align_settings(a),
+                progress=bars,
+            )
+        )
     bars.close()
     print(json.dumps(summary, indent=2))
 
@@ -150,14 +210,27 @@ def _map_arguments(p: argparse.ArgumentParser) -> None:
     add_project(p, "the mapping (its overrides: PROJECT/overrides.tsv)")
     add_source(p)
     p.add_argument("--tokenizer", help="target tokenizer folder")
-    p.add_argument("--alignment", action="append", metavar="DIR",
-                   help="folder written by `tweety align` (its cached link counts); may repeat")
-    p.add_argument("--alignment-weight", type=float, action="append", metavar="W",
-                   help="weight of each --alignment (default 1; give one per --alignment)")
+    p.add_argument(
+        "--alignment",
+        action="append",
+        metavar="DIR",
+        help="folder written by `tweety align` (its cached link counts); may repeat",
+    )
+    p.add_argument(
+        "--alignment-weight",
+        type=float,
+        action="append",
+        metavar="W",
+        help="weight of each --alignment (default 1; give one per --alignment)",
+    )
     p.add_argument("--dictionary", action="append", metavar="FILE", help="bilingual dictionary; may repeat")
     p.add_argument("--dictionary-weight", type=float, action="append", metavar="W")
-    p.add_argument("--language", default="", help="target language code, e.g. ru: a dictionary is read with its "
-                   "rules (plural endings, stemmer); a project uses its own")
+    p.add_argument(
+        "--language",
+        default="",
+        help="target language code, e.g. ru: a dictionary is read with its "
+        "rules (plural endings, stemmer); a project uses its own",
+    )
     add_word_rules(p)
     p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
     add_mapping_options(p)
@@ -166,11 +239,18 @@ def _map_arguments(p: argparse.ArgumentParser) -> None:
 
 def _map(a: argparse.Namespace, bars: ProgressBars) -> None:
     if a.project:
-        if a.alignment or a.dictionary or a.overrides or a.tokenizer or any(
-                v is not None for v in word_rules(a).values()):
-            raise TweetyError("with --project the mapping uses the project's resources, word rules and its "
-                              "overrides.tsv", fix="leave out --alignment/--dictionary/--overrides/--tokenizer/"
-                              "--plural-endings/--cognates, or edit PROJECT/overrides.tsv")
+        if (
+            a.alignment
+            or a.dictionary
+            or a.overrides
+            or a.tokenizer
+            or any(v is not None for v in word_rules(a).values())
+        ):
+            raise TweetyError(
+                "with --project the mapping uses the project's resources, word rules and its overrides.tsv",
+                fix="leave out --alignment/--dictionary/--overrides/--tokenizer/"
+                "--plural-endings/--cognates, or edit PROJECT/overrides.tsv",
+            )
         m = Project.open(a.project).build_mapping(mapping_settings(a), progress=bars)
     else:
         need(a, "tokenizer", "out")
@@ -178,16 +258,23 @@ def _map(a: argparse.Namespace, bars: ProgressBars) -> None:
             raise TweetyError("nothing to map from", fix="give --alignment DIR and/or --dictionary FILE")
         source_tok, target_tok = models.load_tokenizer(a.source_model), tokenizer.load_tokenizer(a.tokenizer)
         named = resources.distinct_labels(
-            [resources.Resource(resources.PARALLEL, (d,), w) for d, w in
-             zip(a.alignment or [], weights(a.alignment or [], a.alignment_weight, "alignment"))] +
-            [resources.Resource(resources.DICTIONARY, (f,), w) for f, w in
-             zip(a.dictionary or [], weights(a.dictionary or [], a.dictionary_weight, "dictionary"))])
+            [
+                resources.Resource(resources.PARALLEL, (d,), w)
+                for d, w in zip(a.alignment or [], weights(a.alignment or [], a.alignment_weight, "alignment"))
+            ]
+            + [
+                resources.Resource(resources.DICTIONARY, (f,), w)
+                for f, w in zip(a.dictionary or [], weights(a.dictionary or [], a.dictionary_weight, "dictionary"))
+            ]
+        )
         # A parallel "resource" here is the folder `tweety align` wrote: its cached link counts.
-        found = stages.evidence_of(named, lambda r: r.files[0], source_tok, target_tok,
-                                   rules=stages.word_rules(a.language, **word_rules(a)))
+        found = stages.evidence_of(
+            named, lambda r: r.files[0], source_tok, target_tok, rules=stages.word_rules(a.language, **word_rules(a))
+        )
         overrides = resources.read_overrides(a.overrides) if a.overrides else []
-        m = stages.write_mapping(a.out, found, overrides, REPLACE, source_tok, target_tok, mapping_settings(a),
-                                 progress=bars)
+        m = stages.write_mapping(
+            a.out, found, overrides, REPLACE, source_tok, target_tok, mapping_settings(a), progress=bars
+        )
     bars.close()
     print(json.dumps({"origins": m.coverage(), "resources": m.shares()}, indent=2))
 
@@ -218,8 +305,12 @@ def _init(a: argparse.Namespace, bars: ProgressBars) -> None:
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model folder, project folder (its final model) or `default`")
     p.add_argument("--text", help="held-out text: bits per byte (required unless --translation)")
-    p.add_argument("--translation", action="store_true", help="a project's translators (copy, dictionary, "
-                   "translation memory, each model) measured in chrF on its held-out pairs")
+    p.add_argument(
+        "--translation",
+        action="store_true",
+        help="a project's translators (copy, dictionary, "
+        "translation memory, each model) measured in chrF on its held-out pairs",
+    )
     p.add_argument("--from", dest="source", default="en", help="with --translation: source language (default en)")
     p.add_argument("--to", dest="target", help="with --translation: target language (default: the project's)")
     p.add_argument("--pairs", type=int, default=200, help="with --translation: held-out pairs measured (0: all)")
@@ -238,8 +329,10 @@ def _eval(a: argparse.Namespace, bars: ProgressBars) -> None:
     if a.json:
         print(json.dumps(asdict(result)))
     else:
-        print(f"bits per byte {result.bits_per_byte:.4f}, token perplexity {result.token_ppl:.2f}, "
-              f"tokens per byte {result.tokens_per_byte:.4f}")
+        print(
+            f"bits per byte {result.bits_per_byte:.4f}, token perplexity {result.token_ppl:.2f}, "
+            f"tokens per byte {result.tokens_per_byte:.4f}"
+        )
 
 
 def _eval_translation(a: argparse.Namespace, bars: ProgressBars) -> None:
@@ -249,15 +342,24 @@ def _eval_translation(a: argparse.Namespace, bars: ProgressBars) -> None:
     project = Project.open(a.model)
     target = a.target or project.state.language
     if not target:
-        raise TweetyError("the project records no language code", fix="say which language it translates into, "
-                          "e.g. --to es")
+        raise TweetyError(
+            "the project records no language code", fix="say which language it translates into, e.g. --to es"
+        )
     cancel = CancelToken()
     with ctrl_c_cancels(cancel):
         result = translating.evaluate(project, a.source, target, limit=a.pairs, progress=bars, cancel=cancel)
     bars.close()
     if a.json:
-        print(json.dumps({"best": result.best, "pairs": result.pairs,
-                          "scores": {n: asdict(s) for n, s in result.scores.items()}}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "best": result.best,
+                    "pairs": result.pairs,
+                    "scores": {n: asdict(s) for n, s in result.scores.items()},
+                },
+                ensure_ascii=False,
+            )
+        )
         return
     print(f"Translation {a.source} → {target} on {result.pairs:,} held-out pairs (chrF, higher is better):")
     for name, s in sorted(result.scores.items(), key=lambda kv: -kv[1].chrf):
@@ -286,22 +388,34 @@ def _advise(a: argparse.Namespace, bars: ProgressBars) -> None:
         print(json.dumps(asdict(advice), ensure_ascii=False))
         return
     print(f"Advice: {advice.choice.upper()} — {advice.reason}.")
-    print(f"Measured on {advice.chars:,} characters in {advice.seconds:.0f} s: {advice.bits_per_char:.2f} bits and "
-          f"{advice.tokens_per_char:.2f} tokens a character ({advice.bits_per_byte:.3f} bits per byte).")
+    print(
+        f"Measured on {advice.chars:,} characters in {advice.seconds:.0f} s: {advice.bits_per_char:.2f} bits and "
+        f"{advice.tokens_per_char:.2f} tokens a character ({advice.bits_per_byte:.3f} bits per byte)."
+    )
 
 
 def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     d = finetune.FinetuneSettings()
     p.add_argument("--model", required=True, help="adapted model folder, or a project folder (its final model)")
-    p.add_argument("--text", help="target-language training text, one sentence/paragraph per line (not for "
-                   "--stage translation)")
+    p.add_argument(
+        "--text", help="target-language training text, one sentence/paragraph per line (not for --stage translation)"
+    )
     p.add_argument("--heldout", help="held-out target text: bits per byte every --eval-every steps")
-    p.add_argument("--stage", choices=(*finetune.STAGES, "translation"), default=d.stage,
-                   help="embeddings: embeddings and LM head only; outer-layers: also the first and last N layers; "
-                   "translation: a project's Hydra taught to translate (a LoRA adapter on its body), on its memory's "
-                   "pairs behind the prompt translation uses")
-    p.add_argument("--pairs", nargs=2, metavar=("SOURCE_FILE", "TARGET_FILE"), help="--stage translation: train "
-                   "on these pairs (default: the project's parallel corpora, held-out pairs left out)")
+    p.add_argument(
+        "--stage",
+        choices=(*finetune.STAGES, "translation"),
+        default=d.stage,
+        help="embeddings: embeddings and LM head only; outer-layers: also the first and last N layers; "
+        "translation: a project's Hydra taught to translate (a LoRA adapter on its body), on its memory's "
+        "pairs behind the prompt translation uses",
+    )
+    p.add_argument(
+        "--pairs",
+        nargs=2,
+        metavar=("SOURCE_FILE", "TARGET_FILE"),
+        help="--stage translation: train "
+        "on these pairs (default: the project's parallel corpora, held-out pairs left out)",
+    )
     p.add_argument("--outer-layers", type=int, default=d.outer_layers, help="N for the outer-layers stage")
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
@@ -310,25 +424,46 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, default=d.block_size, help="tokens per training sequence")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per micro-batch")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
-    p.add_argument("--chat-share", type=float, default=d.chat_share, help="share of the text's passages trained "
-                   "as chat turns in the model's own template, so that chat replies end by themselves (0: raw text "
-                   "only)")
+    p.add_argument(
+        "--chat-share",
+        type=float,
+        default=d.chat_share,
+        help="share of the text's passages trained "
+        "as chat turns in the model's own template, so that chat replies end by themselves (0: raw text "
+        "only)",
+    )
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-max-bytes", type=int, default=d.eval_max_bytes, help="cut held-out text (0: all)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--out", help="output model folder (new, empty, or an earlier Tweety output; not for --stage "
-                   "translation, which writes into the project)")
-    p.add_argument("--nproc", type=int, help="train with N processes on this machine (one per GPU), started by "
-                   "torchrun, trainable tensors sharded with FSDP; --batch-size is split between them "
-                   "(docs/cluster.md)")
+    p.add_argument(
+        "--out",
+        help="output model folder (new, empty, or an earlier Tweety output; not for --stage "
+        "translation, which writes into the project)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        help="train with N processes on this machine (one per GPU), started by "
+        "torchrun, trainable tensors sharded with FSDP; --batch-size is split between them "
+        "(docs/cluster.md)",
+    )
     p.add_argument("--nnodes", type=int, default=1, help="machines in the job: run the same command on each")
-    p.add_argument("--rdzv", metavar="HOST:PORT", help="where the machines of a multi-machine job meet (a free port "
-                   "on one of them)")
-    p.add_argument("--print-launch", nargs="?", const="", metavar="DIR", help="run nothing: write a job folder "
-                   "(job.json, launch.sh, slurm.sbatch; default OUT-job) for a cluster and print the torchrun command")
+    p.add_argument(
+        "--rdzv",
+        metavar="HOST:PORT",
+        help="where the machines of a multi-machine job meet (a free port on one of them)",
+    )
+    p.add_argument(
+        "--print-launch",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="run nothing: write a job folder "
+        "(job.json, launch.sh, slurm.sbatch; default OUT-job) for a cluster and print the torchrun command",
+    )
 
 
 def _finetune(a: argparse.Namespace, bars: ProgressBars) -> int:
@@ -340,15 +475,35 @@ def _finetune(a: argparse.Namespace, bars: ProgressBars) -> int:
         raise TweetyError("fine-tuning needs the training text (--text FILE) and an output folder (--out DIR)")
 
     settings = finetune.FinetuneSettings(
-        stage=a.stage, steps=a.steps, outer_layers=a.outer_layers, block_size=a.block_size,
-        batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr, schedule=a.schedule, warmup_steps=a.warmup,
-        eval_every=a.eval_every, eval_max_bytes=a.eval_max_bytes, checkpoint_every=a.checkpoint_every,
-        chat_share=a.chat_share, seed=a.seed, device=a.device)
+        stage=a.stage,
+        steps=a.steps,
+        outer_layers=a.outer_layers,
+        block_size=a.block_size,
+        batch_size=a.batch_size,
+        grad_accum=a.grad_accum,
+        lr=a.lr,
+        schedule=a.schedule,
+        warmup_steps=a.warmup,
+        eval_every=a.eval_every,
+        eval_max_bytes=a.eval_max_bytes,
+        checkpoint_every=a.checkpoint_every,
+        chat_share=a.chat_share,
+        seed=a.seed,
+        device=a.device,
+    )
     model = model_folder(a.model)
     launch = distributed.LaunchSettings(a.nproc or 1, a.nnodes, a.rdzv or "")
     if a.print_launch is not None:
-        folder, command = distributed.write_job(a.print_launch or a.out.rstrip("/\\") + "-job", model, a.text,
-                                                a.heldout, a.out, settings, launch, resume=a.resume)
+        folder, command = distributed.write_job(
+            a.print_launch or a.out.rstrip("/\\") + "-job",
+            model,
+            a.text,
+            a.heldout,
+            a.out,
+            settings,
+            launch,
+            resume=a.resume,
+        )
         machines = f" on each of the {launch.nnodes} machines" if launch.nnodes > 1 else ""
         print(f"Job folder written (job.json, launch.sh, slurm.sbatch); run {folder / 'launch.sh'}{machines}:")
         print(command)
@@ -359,38 +514,54 @@ def _finetune(a: argparse.Namespace, bars: ProgressBars) -> int:
     try:
         with ctrl_c_cancels(cancel), stages.finetuning_output(a.out, a.resume):
             if a.nproc or a.nnodes > 1:
-                result = distributed.launch(model, a.text, a.heldout, a.out, settings, launch,
-                                            resume=a.resume, cancel=cancel, progress=bars)
+                result = distributed.launch(
+                    model, a.text, a.heldout, a.out, settings, launch, resume=a.resume, cancel=cancel, progress=bars
+                )
             else:
-                result = finetune.finetune(model, a.text, a.heldout, a.out, settings, resume=a.resume,
-                                           cancel=cancel, progress=bars)
+                result = finetune.finetune(
+                    model, a.text, a.heldout, a.out, settings, resume=a.resume, cancel=cancel, progress=bars
+                )
     except Cancelled:
         bars.close()
-        print(f"stopped; the last finished step is checkpointed in {a.out} — add --resume to continue",
-              file=sys.stderr)
+        print(f"stopped; the last finished step is checkpointed in {a.out} — add --resume to continue", file=sys.stderr)
         return 130
     bars.close()
     if result.initial_bpb is not None:
         print(f"held-out bits per byte {result.initial_bpb:.4f} → {result.final_bpb:.4f}")
-    print(f"{result.steps} steps, {result.tokens_per_s:,.0f} tokens/s; model written to {result.out} "
-          f"(curve: {result.out}/{finetune.TRAINING}/curve.png)")
+    print(
+        f"{result.steps} steps, {result.tokens_per_s:,.0f} tokens/s; model written to {result.out} "
+        f"(curve: {result.out}/{finetune.TRAINING}/curve.png)"
+    )
     return 0
 
 
 COMMANDS = [
-    Command("adapt", "all steps into a project folder: tokenizer, align, map, init",
-            _adapt_arguments, lambda a, bars: _run_pipeline(a, bars, REPLACE)),
-    Command("extend", "all steps, keeping the source vocabulary: add new target-language tokens",
-            _extend_arguments, lambda a, bars: _run_pipeline(a, bars, EXTEND)),
+    Command(
+        "adapt",
+        "all steps into a project folder: tokenizer, align, map, init",
+        _adapt_arguments,
+        lambda a, bars: _run_pipeline(a, bars, REPLACE),
+    ),
+    Command(
+        "extend",
+        "all steps, keeping the source vocabulary: add new target-language tokens",
+        _extend_arguments,
+        lambda a, bars: _run_pipeline(a, bars, EXTEND),
+    ),
     Command("tokenizer", "train the target tokenizer", _tokenizer_arguments, _tokenizer),
     Command("align", "align a parallel corpus token by token", _align_arguments, _align),
     Command("map", "build the target→source token mapping", _map_arguments, _map),
     Command("init", "initialise the adapted model from a mapping", _init_arguments, _init),
-    Command("advise", "before adapting: does the source model already read your language? keep, extend or "
-            "replace", _advise_arguments, _advise),
+    Command(
+        "advise",
+        "before adapting: does the source model already read your language? keep, extend or replace",
+        _advise_arguments,
+        _advise,
+    ),
     Command("eval", "bits per byte of a model on held-out text", _eval_arguments, _eval),
-    Command("finetune", "train the new embeddings (and a few outer layers) on target text", _finetune_arguments,
-            _finetune),
+    Command(
+        "finetune", "train the new embeddings (and a few outer layers) on target text", _finetune_arguments, _finetune
+    ),
 ]
 
 
@@ -401,14 +572,17 @@ def _finetune_translation(a: argparse.Namespace, bars: ProgressBars) -> int:
     cancel = CancelToken()
     try:
         with ctrl_c_cancels(cancel):
-            losses = translating.tune(project, steps=a.steps, pairs_files=tuple(a.pairs) if a.pairs else None,
-                                      progress=bars, cancel=cancel)
+            losses = translating.tune(
+                project, steps=a.steps, pairs_files=tuple(a.pairs) if a.pairs else None, progress=bars, cancel=cancel
+            )
     except Cancelled:
         bars.close()
         print("stopped; the project's translator is as it was", file=sys.stderr)
         return 130
     bars.close()
     last = losses[-10:]
-    print(f"Taught to translate: loss {losses[0]:.2f} → {sum(last) / len(last):.2f} (mean of the last 10 steps); "
-          f"kept in {project.hydra_dir}. Measure it with: tweety eval --model {a.model} --translation")
+    print(
+        f"Taught to translate: loss {losses[0]:.2f} → {sum(last) / len(last):.2f} (mean of the last 10 steps); "
+        f"kept in {project.hydra_dir}. Measure it with: tweety eval --model {a.model} --translation"
+    )
     return 0

@@ -1,5 +1,6 @@
 """What every `tweety` command shares: the command table's record, progress bars, Ctrl-C, and the option groups
 (source model, resources, tokenizer, aligner, mapping) that `adapt`, `extend` and the stage commands all take."""
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,14 @@ class ProgressBars:
         if p.stage != self._stage or (self._bar is not None and p.total is not None and self._bar.total != p.total):
             self.close()
             self._stage = p.stage
-            self._bar = tqdm(total=p.total, desc=p.stage, unit="", leave=True, file=sys.stderr,
-                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}" if p.total is not None else
-                             "{desc}{postfix}")  # tqdm opens the postfix with ", "
+            self._bar = tqdm(
+                total=p.total,
+                desc=p.stage,
+                unit="",
+                leave=True,
+                file=sys.stderr,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}" if p.total is not None else "{desc}{postfix}",
+            )  # tqdm opens the postfix with ", "
         now = self._clock()
         self._eta.update(p, now)
         self._bar.n = p.done if p.total is not None else 0
@@ -82,31 +88,49 @@ def model_folder(spec: str) -> str | Path:
 
 # --- option groups ---------------------------------------------------------------------------------------------------
 
+
 def add_source(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source-model", default=models.DEFAULT_MODEL,
-                   help="`default` (embedded SmolLM2-135M-Instruct), a Hugging Face folder or a .gguf file")
+    p.add_argument(
+        "--source-model",
+        default=models.DEFAULT_MODEL,
+        help="`default` (embedded SmolLM2-135M-Instruct), a Hugging Face folder or a .gguf file",
+    )
 
 
 def add_project(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--project", metavar="DIR", help=f"re-run {what} inside a project folder (from `tweety adapt`, "
-                   "`tweety extend` or the wizard), with its recorded inputs; later stages become stale")
+    p.add_argument(
+        "--project",
+        metavar="DIR",
+        help=f"re-run {what} inside a project folder (from `tweety adapt`, "
+        "`tweety extend` or the wizard), with its recorded inputs; later stages become stale",
+    )
 
 
 def add_baselines(p: argparse.ArgumentParser):
     """The group the help shows last, for experts: choices kept to compare against the defaults, each measured worse
     (docs/results: init-quality.md, alignment.md) — the wizard's main path offers none of them."""
-    return p.add_argument_group("advanced (baselines)", "measured worse than the defaults (docs/results); kept for "
-                                "comparisons")
+    return p.add_argument_group(
+        "advanced (baselines)", "measured worse than the defaults (docs/results); kept for comparisons"
+    )
 
 
 def add_tokenizer_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer-model", choices=("bpe", "unigram"), default=tokenizer.TokenizerSettings.model_type,
-                   help="bpe (default) tokenizes identically in llama.cpp after export; unigram does not")
+    p.add_argument(
+        "--tokenizer-model",
+        choices=("bpe", "unigram"),
+        default=tokenizer.TokenizerSettings.model_type,
+        help="bpe (default) tokenizes identically in llama.cpp after export; unigram does not",
+    )
 
 
 def add_parallel(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--parallel", nargs="+", metavar="FILE", required=required,
-                   help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file")
+    p.add_argument(
+        "--parallel",
+        nargs="+",
+        metavar="FILE",
+        required=required,
+        help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file",
+    )
 
 
 def add_inputs(p: argparse.ArgumentParser):
@@ -115,35 +139,74 @@ def add_inputs(p: argparse.ArgumentParser):
     the command's own baselines."""
     add_source(p)
     p.add_argument("--target-text", required=True, help="target-language text, one sentence/paragraph per line")
-    p.add_argument("--heldout-text", help="held-out target text for the project's fine-tuning and evaluation "
-                   "(default: the last 5%% of --target-text)")
-    p.add_argument("--parallel", nargs="+", metavar="FILE", action="append",
-                   help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file; may repeat")
-    p.add_argument("--parallel-weight", type=float, action="append", metavar="W",
-                   help="weight of each --parallel in the mixture (default 1; give one per --parallel)")
-    p.add_argument("--dictionary", action="append", metavar="FILE",
-                   help="bilingual dictionary (.tsv/.csv, dictd .index/.dict.dz, .tmx); may repeat")
-    p.add_argument("--dictionary-weight", type=float, action="append", metavar="W",
-                   help="weight of each --dictionary (default 1; give one per --dictionary)")
+    p.add_argument(
+        "--heldout-text",
+        help="held-out target text for the project's fine-tuning and evaluation "
+        "(default: the last 5%% of --target-text)",
+    )
+    p.add_argument(
+        "--parallel",
+        nargs="+",
+        metavar="FILE",
+        action="append",
+        help="parallel corpus: SRC_FILE TGT_FILE (line-aligned), or one .tsv/.tmx file; may repeat",
+    )
+    p.add_argument(
+        "--parallel-weight",
+        type=float,
+        action="append",
+        metavar="W",
+        help="weight of each --parallel in the mixture (default 1; give one per --parallel)",
+    )
+    p.add_argument(
+        "--dictionary",
+        action="append",
+        metavar="FILE",
+        help="bilingual dictionary (.tsv/.csv, dictd .index/.dict.dz, .tmx); may repeat",
+    )
+    p.add_argument(
+        "--dictionary-weight",
+        type=float,
+        action="append",
+        metavar="W",
+        help="weight of each --dictionary (default 1; give one per --dictionary)",
+    )
     p.add_argument("--resources", metavar="FILE", help="a TOML/JSON list of resources with weights (see README)")
     p.add_argument("--overrides", metavar="FILE", help="mapping overrides, applied on top (see README)")
     p.add_argument("--language", help="target language code, e.g. es (recorded, and written into exported GGUFs)")
     add_word_rules(p)
-    p.add_argument("--accept-licence", action="store_true", help="you have read and accept the source model's "
-                   "licence (asked for models with terms beyond an open-source licence: Gemma, Llama, Tower)")
+    p.add_argument(
+        "--accept-licence",
+        action="store_true",
+        help="you have read and accept the source model's "
+        "licence (asked for models with terms beyond an open-source licence: Gemma, Llama, Tower)",
+    )
     add_mapping_options(p)
-    p.add_argument("--out", required=True, help="the project folder to create (new, empty, or an earlier Tweety "
-                   "output); the model is OUT/model, and the wizard opens OUT")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the project folder to create (new, empty, or an earlier Tweety "
+        "output); the model is OUT/model, and the wizard opens OUT",
+    )
     return add_aligner(p)
 
 
 def add_word_rules(p: argparse.ArgumentParser) -> None:
     """How a dictionary's words are matched to the text's, where the language's own rules (chosen by --language) do
     not suit: its plural endings and cognates."""
-    p.add_argument("--plural-endings", metavar="LIST", help="a dictionary word + one of these endings is its plural "
-                   "(e.g. \"s, es\"; \"none\" for no plural rule; default: the language's own)")
-    p.add_argument("--cognates", action=argparse.BooleanOptionalAction, default=None, help="a word the dictionary "
-                   "lacks takes the source word spelled like it (names, loanwords; default: the language's own choice)")
+    p.add_argument(
+        "--plural-endings",
+        metavar="LIST",
+        help="a dictionary word + one of these endings is its plural "
+        '(e.g. "s, es"; "none" for no plural rule; default: the language\'s own)',
+    )
+    p.add_argument(
+        "--cognates",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a word the dictionary "
+        "lacks takes the source word spelled like it (names, loanwords; default: the language's own choice)",
+    )
 
 
 def word_rules(a: argparse.Namespace) -> dict:
@@ -156,8 +219,10 @@ def weights(items: list, given: list[float] | None, flag: str) -> list[float]:
     if given is None:
         return [1.0] * len(items)
     if len(given) != len(items):
-        raise TweetyError(f"{len(items)} --{flag} but {len(given)} --{flag}-weight",
-                          fix=f"give one --{flag}-weight per --{flag}, or none")
+        raise TweetyError(
+            f"{len(items)} --{flag} but {len(given)} --{flag}-weight",
+            fix=f"give one --{flag}-weight per --{flag}, or none",
+        )
     return given
 
 
@@ -170,11 +235,14 @@ def parallel_files(values: list[str] | None) -> tuple[str, str] | None:
 
 
 def resource_list(a: argparse.Namespace) -> list[resources.Resource]:
-    out = [resources.Resource(resources.PARALLEL, tuple(filter(None, parallel_files(files))))
-           for files in a.parallel or []]
+    out = [
+        resources.Resource(resources.PARALLEL, tuple(filter(None, parallel_files(files)))) for files in a.parallel or []
+    ]
     out = [resources.Resource(r.kind, r.files, w) for r, w in zip(out, weights(out, a.parallel_weight, "parallel"))]
-    out += [resources.Resource(resources.DICTIONARY, (f,), w) for f, w in
-            zip(a.dictionary or [], weights(a.dictionary or [], a.dictionary_weight, "dictionary"))]
+    out += [
+        resources.Resource(resources.DICTIONARY, (f,), w)
+        for f, w in zip(a.dictionary or [], weights(a.dictionary or [], a.dictionary_weight, "dictionary"))
+    ]
     return out + (resources.read_resource_list(a.resources) if a.resources else [])
 
 
@@ -182,16 +250,23 @@ def add_aligner(p: argparse.ArgumentParser):
     """The aligner's options: its device, and under advanced (baselines) the other aligners and symmetrization.
     Returns that group."""
     d = align.AlignSettings()
-    p.add_argument("--align-device", choices=("auto", "cpu", "cuda"), default=d.device,
-                   help="torch aligner's device")
+    p.add_argument("--align-device", choices=("auto", "cpu", "cuda"), default=d.device, help="torch aligner's device")
     p = add_baselines(p)
-    p.add_argument("--aligner", choices=align.METHODS, default=d.method,
-                   help="torch: fast_align's model on tensors (GPU when there is one; the fastest); fast_align: the "
-                   "systran-align wheel, needs `pip install tweety-studio[fast-align]`; eflomal: needs `pip install "
-                   "eflomal`")
-    p.add_argument("--symmetrize", choices=align.SYMMETRIZATIONS, default=d.symmetrize,
-                   help="combine both directions: intersection (precise; auto's choice) or grow-diag-final-and (more "
-                   "links; auto's choice for fast_align)")
+    p.add_argument(
+        "--aligner",
+        choices=align.METHODS,
+        default=d.method,
+        help="torch: fast_align's model on tensors (GPU when there is one; the fastest); fast_align: the "
+        "systran-align wheel, needs `pip install tweety-studio[fast-align]`; eflomal: needs `pip install "
+        "eflomal`",
+    )
+    p.add_argument(
+        "--symmetrize",
+        choices=align.SYMMETRIZATIONS,
+        default=d.symmetrize,
+        help="combine both directions: intersection (precise; auto's choice) or grow-diag-final-and (more "
+        "links; auto's choice for fast_align)",
+    )
     return p
 
 
@@ -203,12 +278,20 @@ def align_settings(a: argparse.Namespace) -> align.AlignSettings:
 
 def add_mapping_options(p: argparse.ArgumentParser) -> None:
     d = mapping.MappingSettings()
-    p.add_argument("--min-pair-count", type=int, default=d.min_pair_count,
-                   help="ignore token pairs aligned fewer times than this (default: from the corpus's pair length, "
-                   "1 for short strings to 5 for long verses)")
-    p.add_argument("--min-token-count", type=int, default=d.min_token_count,
-                   help="tokens with fewer alignment links get no alignment evidence (default: from the corpus's "
-                   "pair length, 2 to 20)")
+    p.add_argument(
+        "--min-pair-count",
+        type=int,
+        default=d.min_pair_count,
+        help="ignore token pairs aligned fewer times than this (default: from the corpus's pair length, "
+        "1 for short strings to 5 for long verses)",
+    )
+    p.add_argument(
+        "--min-token-count",
+        type=int,
+        default=d.min_token_count,
+        help="tokens with fewer alignment links get no alignment evidence (default: from the corpus's "
+        "pair length, 2 to 20)",
+    )
     p.add_argument("--top-k", type=int, default=d.top_k, help="source tokens kept per target token")
 
 

@@ -1,5 +1,6 @@
 """The commands that use an adapted model: `export` (GGUF), `chat`, `translate`, and `hydra` (build, add, tune,
 remove, export a Hydra)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,18 +16,34 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     from core.handoff import LMSTUDIO_PUBLISHER
 
     p.add_argument("--model", required=True, help="adapted model folder, or a project folder (its final model)")
-    p.add_argument("--out", help="destination .gguf file (required unless --lmstudio; with --lmstudio only its name "
-                   "counts)")
-    p.add_argument("--type", choices=export.TYPES, default=export.ExportSettings.type,
-                   help="f32 (exact), f16 (half the size), q8_0 (a quarter, nearly lossless)")
+    p.add_argument(
+        "--out", help="destination .gguf file (required unless --lmstudio; with --lmstudio only its name counts)"
+    )
+    p.add_argument(
+        "--type",
+        choices=export.TYPES,
+        default=export.ExportSettings.type,
+        help="f32 (exact), f16 (half the size), q8_0 (a quarter, nearly lossless)",
+    )
     p.add_argument("--name", help="model name stored in the file (default: the folder's name)")
     p.add_argument("--language", action="append", default=[], help="language code stored in the file (repeatable)")
-    p.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile beside the file (the model's "
-                   "chat template as Ollama's TEMPLATE) and print the `ollama create` command")
-    p.add_argument("--lmstudio", metavar="DIR", help=f"put the file into LM Studio's models folder DIR, as "
-                   f"DIR/{LMSTUDIO_PUBLISHER}/MODEL/FILE.gguf (LM Studio's default folder: ~/.lmstudio/models)")
-    p.add_argument("--force", action="store_true", help="replace the destination file, and a README.md or Modelfile "
-                   "beside it, if they exist")
+    p.add_argument(
+        "--ollama",
+        action="store_true",
+        help="also write an Ollama Modelfile beside the file (the model's "
+        "chat template as Ollama's TEMPLATE) and print the `ollama create` command",
+    )
+    p.add_argument(
+        "--lmstudio",
+        metavar="DIR",
+        help=f"put the file into LM Studio's models folder DIR, as "
+        f"DIR/{LMSTUDIO_PUBLISHER}/MODEL/FILE.gguf (LM Studio's default folder: ~/.lmstudio/models)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the destination file, and a README.md or Modelfile beside it, if they exist",
+    )
 
 
 def _export(a: argparse.Namespace, bars: ProgressBars) -> None:
@@ -40,20 +57,28 @@ def _export(a: argparse.Namespace, bars: ProgressBars) -> None:
     if not a.out and not a.lmstudio:
         raise TweetyError("say where the file goes: --out FILE.gguf, or --lmstudio DIR (LM Studio's models folder)")
     facts = handoff.folder_facts(named, a.name)
-    given = handoff.HandOff(ollama=a.ollama, lmstudio=a.lmstudio,
-                            system=handoff.translation_system(facts.source_name, facts.language))
+    given = handoff.HandOff(
+        ollama=a.ollama, lmstudio=a.lmstudio, system=handoff.translation_system(facts.source_name, facts.language)
+    )
     out = handoff.destination(a.out or f"{facts.name}-{a.type}.gguf", facts.name, given)
     handoff.check_destination(out, given, a.force)  # before a byte is written
     stages.check_space_for_gguf(model, out, a.type)
-    result = export.export_gguf(model, out, export.ExportSettings(
-        type=a.type, name=a.name, languages=tuple(a.language), overwrite=a.force), progress=bars)
+    result = export.export_gguf(
+        model,
+        out,
+        export.ExportSettings(type=a.type, name=a.name, languages=tuple(a.language), overwrite=a.force),
+        progress=bars,
+    )
     bars.close()
-    done = handoff.hand_off(result.path, replace(facts, language=facts.language or next(iter(a.language), "")),
-                            given, overwrite=a.force)
+    done = handoff.hand_off(
+        result.path, replace(facts, language=facts.language or next(iter(a.language), "")), given, overwrite=a.force
+    )
     for w in [*result.warnings, *done.warnings]:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"Wrote {result.path} ({result.type}, {result.bytes / 1e6:,.1f} MB, {result.tensors} tensors, "
-          f"{result.seconds:.1f} s) and its model card {done.card}")
+    print(
+        f"Wrote {result.path} ({result.type}, {result.bytes / 1e6:,.1f} MB, {result.tensors} tensors, "
+        f"{result.seconds:.1f} s) and its model card {done.card}"
+    )
     if a.lmstudio:
         print(f"LM Studio lists it under My Models as {result.path.parent.parent.name}/{result.path.parent.name}")
     if done.ollama_command:
@@ -76,31 +101,53 @@ def _hydra_arguments(p: argparse.ArgumentParser) -> None:
     h = hydra_sub.add_parser("build", help="a new Hydra from the source model and adapted models")
     add_source(h)
     h.add_argument("--source-language", default="en", help="language code of the source model (default en)")
-    h.add_argument("--language", action="append", required=True, metavar="CODE=DIR",
-                   help="an adapted model folder and its language code, e.g. es=adapted (repeatable)")
-    h.add_argument("--examples", nargs=3, action="append", default=[], metavar=("CODE", "SOURCE_FILE", "TARGET_FILE"),
-                   help="a parallel corpus (one line each side) whose short pairs make few-shot translation prompts "
-                   "for language CODE (repeatable; advised: chrF 12.9 → 15.3 on the demo)")
+    h.add_argument(
+        "--language",
+        action="append",
+        required=True,
+        metavar="CODE=DIR",
+        help="an adapted model folder and its language code, e.g. es=adapted (repeatable)",
+    )
+    h.add_argument(
+        "--examples",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("CODE", "SOURCE_FILE", "TARGET_FILE"),
+        help="a parallel corpus (one line each side) whose short pairs make few-shot translation prompts "
+        "for language CODE (repeatable; advised: chrF 12.9 → 15.3 on the demo)",
+    )
     h.add_argument("--out", required=True, help="the new Hydra folder")
     h = hydra_sub.add_parser("add", help="add a language to a Hydra folder")
     h.add_argument("--hydra", required=True)
     h.add_argument("--language", required=True, metavar="CODE=DIR")
-    h.add_argument("--examples", nargs=2, metavar=("SOURCE_FILE", "TARGET_FILE"),
-                   help="a parallel corpus whose short pairs make few-shot translation prompts")
+    h.add_argument(
+        "--examples",
+        nargs=2,
+        metavar=("SOURCE_FILE", "TARGET_FILE"),
+        help="a parallel corpus whose short pairs make few-shot translation prompts",
+    )
     h = hydra_sub.add_parser("finetune", help="train one language's table and head to translate into it")
     h.add_argument("--hydra", required=True)
     h.add_argument("--language", required=True, metavar="CODE")
     g = h.add_mutually_exclusive_group(required=True)
     g.add_argument("--parallel", nargs=2, metavar=("SOURCE_FILE", "TARGET_FILE"), help="real translation pairs")
-    g.add_argument("--back-translate", metavar="TEXT_FILE",
-                   help="target-language text only: the Hydra translates it into the source language and trains on "
-                   "those synthetic pairs")
+    g.add_argument(
+        "--back-translate",
+        metavar="TEXT_FILE",
+        help="target-language text only: the Hydra translates it into the source language and trains on "
+        "those synthetic pairs",
+    )
     h.add_argument("--lines", type=int, default=400, help="pairs (or lines) drawn at random from the file")
     h.add_argument("--steps", type=int, default=hydra_tuning("steps"))
     h.add_argument("--batch-size", type=int, default=hydra_tuning("batch_size"), help="pairs per step")
     h.add_argument("--lr", type=float, default=hydra_tuning("lr"))
-    h.add_argument("--tied", action="store_true", help="keep one table for reading and writing (half the file; by "
-                   "default the language gets a writing head of its own, which translated better)")
+    h.add_argument(
+        "--tied",
+        action="store_true",
+        help="keep one table for reading and writing (half the file; by "
+        "default the language gets a writing head of its own, which translated better)",
+    )
     h = hydra_sub.add_parser("remove", help="remove a language from a Hydra folder")
     h.add_argument("--hydra", required=True)
     h.add_argument("--language", required=True, metavar="CODE")
@@ -132,27 +179,41 @@ def _translate(a: argparse.Namespace, bars: ProgressBars) -> int:
     if a.text:
         text = runtime.translate(llm, a.text, a.source, a.target)
         if not text:
-            print("(no translation: the model ended its answer at once — a model fresh from adaptation often "
-                  "needs fine-tuning first)", file=sys.stderr)
+            print(
+                "(no translation: the model ended its answer at once — a model fresh from adaptation often "
+                "needs fine-tuning first)",
+                file=sys.stderr,
+            )
         print(text)
         return 0
-    return _translate_file(a, bars, lambda out, **kw: runtime.translate_file(
-        llm, a.input, out, a.source, a.target, **kw))
+    return _translate_file(
+        a, bars, lambda out, **kw: runtime.translate_file(llm, a.input, out, a.source, a.target, **kw)
+    )
 
 
 def _add_runtime(p: argparse.ArgumentParser, hydra: bool = False) -> None:
     if hydra:  # translate: a GGUF, or a Hydra (core.hydra) that reads the source language and writes the target's
         g = p.add_mutually_exclusive_group(required=True)
         g.add_argument("--gguf", help="GGUF file written by `tweety export`")
-        g.add_argument("--hydra", help="Hydra folder (core.hydra.save_hydra): zero-shot translation, the reply "
-                       "written with the target language's embeddings and head")
-        g.add_argument("--model", metavar="PROJECT", help="project folder: its translation memory and its best "
-                       "translator (measured on its held-out pairs); --input may be a .txt or a gettext .po/.pot")
+        g.add_argument(
+            "--hydra",
+            help="Hydra folder (core.hydra.save_hydra): zero-shot translation, the reply "
+            "written with the target language's embeddings and head",
+        )
+        g.add_argument(
+            "--model",
+            metavar="PROJECT",
+            help="project folder: its translation memory and its best "
+            "translator (measured on its held-out pairs); --input may be a .txt or a gettext .po/.pot",
+        )
     else:
         p.add_argument("--gguf", required=True, help="GGUF file written by `tweety export`")
     p.add_argument("--ctx", type=int, default=runtime.RuntimeSettings.n_ctx, help="context length in tokens")
-    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores minus one: on a busy machine "
-                   "more threads are slower)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads (default: physical cores minus one: on a busy machine more threads are slower)",
+    )
 
 
 def _runtime(a: argparse.Namespace, **kw):
@@ -186,7 +247,6 @@ def chat_loop(chat: runtime.Chat) -> None:
         print()
 
 
-
 def _language_folder(value: str) -> tuple[str, str]:
     code, sep, folder = value.partition("=")
     if not sep or not code or not folder:
@@ -205,8 +265,12 @@ def _hydra(a: argparse.Namespace, bars: ProgressBars) -> None:
 
     if a.hydra_command == "build":
         examples = {code: hydra.corpus_examples(src, tgt) for code, src, tgt in a.examples}
-        model = hydra.build_hydra(a.source_model, dict(map(_language_folder, a.language)),
-                                  source_language=a.source_language, examples=examples)
+        model = hydra.build_hydra(
+            a.source_model,
+            dict(map(_language_folder, a.language)),
+            source_language=a.source_language,
+            examples=examples,
+        )
         hydra.save_hydra(model, a.out)
         print(f"Hydra with {', '.join(model.languages)} written to {a.out}")
     elif a.hydra_command == "add":
@@ -219,8 +283,9 @@ def _hydra(a: argparse.Namespace, bars: ProgressBars) -> None:
         hydra.remove_language(a.hydra, a.language)
         print(f"Removed {a.language} from {a.hydra}")
     else:
-        result = hydra.export_hydra_gguf(a.hydra, a.out, export.ExportSettings(type=a.type, overwrite=a.force),
-                                         progress=bars)
+        result = hydra.export_hydra_gguf(
+            a.hydra, a.out, export.ExportSettings(type=a.type, overwrite=a.force), progress=bars
+        )
         bars.close()
         print(f"Wrote {result.path} ({result.type}, {result.bytes / 1e6:,.1f} MB)")
 
@@ -232,17 +297,35 @@ def _hydra_finetune(a: argparse.Namespace, bars: ProgressBars) -> None:
     settings = hydra.HydraTuning(steps=a.steps, batch_size=a.batch_size, lr=a.lr, untie=not a.tied)
     cancel = CancelToken()
     with ctrl_c_cancels(cancel):
-        pairs = stages.hydra_pairs(model, a.language, lines=a.lines, back_translate=a.back_translate,
-                                   parallel=resources.Resource(resources.PARALLEL, tuple(a.parallel))
-                                   if a.parallel else None, progress=bars, cancel=cancel)
+        pairs = stages.hydra_pairs(
+            model,
+            a.language,
+            lines=a.lines,
+            back_translate=a.back_translate,
+            parallel=resources.Resource(resources.PARALLEL, tuple(a.parallel)) if a.parallel else None,
+            progress=bars,
+            cancel=cancel,
+        )
         losses = hydra.finetune_language(model, a.language, pairs, settings, progress=bars, cancel=cancel)
     bars.close()
     last = sum(losses[-10:]) / len(losses[-10:])
-    hydra.save_language(a.hydra, model, a.language, tuned={
-        "pairs": len(pairs), "from": "parallel" if a.parallel else "back-translation", "steps": a.steps,
-        "untied": not a.tied, "first_loss": round(losses[0], 4), "last_loss": round(last, 4)})
-    print(f"Tuned {a.language} on {len(pairs):,} pairs: loss {losses[0]:.2f} → {last:.2f} (mean of the last 10 "
-          f"steps); written to {a.hydra}")
+    hydra.save_language(
+        a.hydra,
+        model,
+        a.language,
+        tuned={
+            "pairs": len(pairs),
+            "from": "parallel" if a.parallel else "back-translation",
+            "steps": a.steps,
+            "untied": not a.tied,
+            "first_loss": round(losses[0], 4),
+            "last_loss": round(last, 4),
+        },
+    )
+    print(
+        f"Tuned {a.language} on {len(pairs):,} pairs: loss {losses[0]:.2f} → {last:.2f} (mean of the last 10 "
+        f"steps); written to {a.hydra}"
+    )
 
 
 def _translate_hydra(a: argparse.Namespace, bars: ProgressBars) -> int:
@@ -258,8 +341,13 @@ def _translate_hydra(a: argparse.Namespace, bars: ProgressBars) -> int:
             print("(no translation: the model ended its answer at once)", file=sys.stderr)
         print(text)
         return 0
-    return _translate_file(a, bars, lambda out, **kw: hydra.translate_file(
-        model, a.input, out, a.source, a.target, max_new_tokens=a.max_tokens, **kw))
+    return _translate_file(
+        a,
+        bars,
+        lambda out, **kw: hydra.translate_file(
+            model, a.input, out, a.source, a.target, max_new_tokens=a.max_tokens, **kw
+        ),
+    )
 
 
 def _translate_project(a: argparse.Namespace, bars: ProgressBars) -> int:
@@ -304,13 +392,16 @@ def _translate_file(a: argparse.Namespace, bars: ProgressBars, translate_file) -
     return 0
 
 
-
-
 COMMANDS = [
     Command("export", "write an adapted model as a GGUF file for llama.cpp", _export_arguments, _export),
     Command("chat", "chat with an exported GGUF (Ctrl-C stops a reply, Ctrl-D quits)", _chat_arguments, _chat),
-    Command("hydra", "build or change a Hydra: one body, a vocabulary table and head per language",
-            _hydra_arguments, _hydra),
-    Command("translate", "translate text or a file with an exported GGUF or a Hydra folder", _translate_arguments,
-            _translate),
+    Command(
+        "hydra", "build or change a Hydra: one body, a vocabulary table and head per language", _hydra_arguments, _hydra
+    ),
+    Command(
+        "translate",
+        "translate text or a file with an exported GGUF or a Hydra folder",
+        _translate_arguments,
+        _translate,
+    ),
 ]

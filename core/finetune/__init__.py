@@ -24,19 +24,65 @@ The package reads bottom to top: `settings` (FinetuneSettings, the learning-rate
 their order), `ranks` (everything that differs with several processes), `checkpoint` (the `training/` folder: resume
 state, checkpoints, logs), `loop` (the run). Everything public is importable from `core.finetune` itself.
 """
-from core.finetune.checkpoint import (TRAINING, RunState, StepRecord, checkpoint_dir, checkpoint_state, fresh_output,
-                                      load_checkpoint, plot_curve, resumable_state, save_checkpoint, write_logs)
+
+from core.finetune.checkpoint import (
+    TRAINING,
+    RunState,
+    StepRecord,
+    checkpoint_dir,
+    checkpoint_state,
+    fresh_output,
+    load_checkpoint,
+    plot_curve,
+    resumable_state,
+    save_checkpoint,
+    write_logs,
+)
 from core.finetune.data import BlockOrder, pack_blocks, training_pieces
 from core.finetune.loop import FinetuneResult, finetune, trainable_names
 from core.finetune.ranks import Ranks
-from core.finetune.settings import (CPU_TOKENS_PER_S_135M, EVAL_TOKENS_PER_S_135M, GPU_TOKENS_PER_S_135M, PRESETS,
-                                   SCHEDULES, STAGES, FinetuneSettings, estimate_seconds, known_fields, learning_rate,
-                                   required_fields)
+from core.finetune.settings import (
+    CPU_TOKENS_PER_S_135M,
+    EVAL_TOKENS_PER_S_135M,
+    GPU_TOKENS_PER_S_135M,
+    PRESETS,
+    SCHEDULES,
+    STAGES,
+    FinetuneSettings,
+    estimate_seconds,
+    known_fields,
+    learning_rate,
+    required_fields,
+)
 
 __all__ = [
-    "CPU_TOKENS_PER_S_135M", "EVAL_TOKENS_PER_S_135M", "GPU_TOKENS_PER_S_135M", "PRESETS", "estimate_seconds",
-    "SCHEDULES", "STAGES", "TRAINING", "BlockOrder", "FinetuneResult", "FinetuneSettings",
-    "Ranks", "RunState", "StepRecord", "checkpoint_dir", "checkpoint_state", "finetune", "fresh_output",
-    "known_fields", "learning_rate", "load_checkpoint", "pack_blocks", "plot_curve", "required_fields",
-    "resumable_state", "save_checkpoint", "trainable_names", "training_pieces", "write_logs",
+    "CPU_TOKENS_PER_S_135M",
+    "EVAL_TOKENS_PER_S_135M",
+    "GPU_TOKENS_PER_S_135M",
+    "PRESETS",
+    "estimate_seconds",
+    "SCHEDULES",
+    "STAGES",
+    "TRAINING",
+    "BlockOrder",
+    "FinetuneResult",
+    "FinetuneSettings",
+    "Ranks",
+    "RunState",
+    "StepRecord",
+    "checkpoint_dir",
+    "checkpoint_state",
+    "finetune",
+    "fresh_output",
+    "known_fields",
+    "learning_rate",
+    "load_checkpoint",
+    "pack_blocks",
+    "plot_curve",
+    "required_fields",
+    "resumable_state",
+    "save_checkpoint",
+    "trainable_names",
+    "training_pieces",
+    "write_logs",
 ]

@@ -6,6 +6,7 @@ keys it lacks take their defaults (a setting added since then counts as its defa
 uses the same settings); a state without what resuming needs (the model, the texts' hashes, the settings) is refused
 with a TweetyError saying so.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,6 +29,7 @@ TRAINING = "training"  # sub-folder of the output with logs and the checkpoint
 @dataclass(frozen=True)
 class StepRecord:
     """One optimizer step of the curve (`heldout_bpb` only on evaluation steps)."""
+
     step: int
     loss: float
     lr: float
@@ -40,6 +42,7 @@ class StepRecord:
 @dataclass
 class RunState:
     """What `state.json` holds: enough to resume exactly and to refuse resuming something else."""
+
     settings: dict
     model: str
     text_sha256: str
@@ -57,25 +60,35 @@ class RunState:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise TweetyError(f"the checkpoint state is damaged ({e})", path=path,
-                              fix="start the fine-tuning again in a new folder") from None
+            raise TweetyError(
+                f"the checkpoint state is damaged ({e})", path=path, fix="start the fine-tuning again in a new folder"
+            ) from None
         curve = data.get("curve", []) if isinstance(data, dict) else None
         if not isinstance(curve, list) or not all(isinstance(r, dict) for r in curve):
-            raise TweetyError("the checkpoint state is damaged (not a run's state)", path=path,
-                              fix="start the fine-tuning again in a new folder")
+            raise TweetyError(
+                "the checkpoint state is damaged (not a run's state)",
+                path=path,
+                fix="start the fine-tuning again in a new folder",
+            )
         missing = [name for name in required_fields(RunState) if name not in data] + sorted(
-            {name for r in curve for name in required_fields(StepRecord) if name not in r})
+            {name for r in curve for name in required_fields(StepRecord) if name not in r}
+        )
         if missing or not isinstance(data["settings"], dict):
             lacks = f"it lacks {', '.join(missing)}" if missing else "its settings are not a table"
-            raise TweetyError(f"the checkpoint was written by another version of Tweety Studio ({lacks}), so this "
-                              "version cannot resume it", path=path,
-                              fix="start the fine-tuning again (in a new folder, or without resume)")
+            raise TweetyError(
+                f"the checkpoint was written by another version of Tweety Studio ({lacks}), so this "
+                "version cannot resume it",
+                path=path,
+                fix="start the fine-tuning again (in a new folder, or without resume)",
+            )
         try:
-            return RunState(**{**known_fields(RunState, data),
-                               "curve": [StepRecord(**known_fields(StepRecord, r)) for r in curve]})
+            return RunState(
+                **{**known_fields(RunState, data), "curve": [StepRecord(**known_fields(StepRecord, r)) for r in curve]}
+            )
         except TypeError as e:  # cannot happen with the checks above; kept a plain message if it ever does
-            raise TweetyError(f"the checkpoint state is damaged ({e})", path=path,
-                              fix="start the fine-tuning again in a new folder") from None
+            raise TweetyError(
+                f"the checkpoint state is damaged ({e})", path=path, fix="start the fine-tuning again in a new folder"
+            ) from None
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -94,9 +107,11 @@ def fresh_output(out: Path) -> None:
     s = checkpoint_state(out)
     if s is not None:
         if not s.finished:
-            raise TweetyError(f"this folder holds an unfinished fine-tuning run (step {s.step} of "
-                              f"{s.settings.get('steps', '?')})", path=out,
-                              fix="resume it, or choose another output folder")
+            raise TweetyError(
+                f"this folder holds an unfinished fine-tuning run (step {s.step} of {s.settings.get('steps', '?')})",
+                path=out,
+                fix="resume it, or choose another output folder",
+            )
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -106,20 +121,24 @@ def fresh_output(out: Path) -> None:
 def resumable_state(out: Path, fresh: RunState) -> RunState:
     saved = checkpoint_state(out)
     if saved is None:
-        raise TweetyError("there is no fine-tuning run to resume in this folder", path=out,
-                          fix="start a new run (without resume)")
+        raise TweetyError(
+            "there is no fine-tuning run to resume in this folder", path=out, fix="start a new run (without resume)"
+        )
     # A setting the checkpoint's version did not have ran at its default (what that version did).
     defaults = asdict(FinetuneSettings())
-    changed = [k for k in fresh.settings
-               if k != "steps" and saved.settings.get(k, defaults.get(k)) != fresh.settings[k]]
+    changed = [
+        k for k in fresh.settings if k != "steps" and saved.settings.get(k, defaults.get(k)) != fresh.settings[k]
+    ]
     if saved.model != fresh.model:
         changed.append(f"model ({saved.model})")
     if saved.text_sha256 != fresh.text_sha256 or saved.heldout_sha256 != fresh.heldout_sha256:
         changed.append("training or held-out text")
     if changed:
-        raise TweetyError("the checkpoint was made with different " + ", ".join(changed),
-                          path=checkpoint_dir(out) / "state.json",
-                          fix="resume with the same model, files and settings (only the number of steps may change)")
+        raise TweetyError(
+            "the checkpoint was made with different " + ", ".join(changed),
+            path=checkpoint_dir(out) / "state.json",
+            fix="resume with the same model, files and settings (only the number of steps may change)",
+        )
     if saved.step >= fresh.settings["steps"]:
         raise TweetyError(f"the run already has {saved.step} steps", path=out, fix="ask for more steps to continue")
     saved.settings, saved.finished = fresh.settings, False
@@ -163,8 +182,11 @@ def load_checkpoint(ckpt: Path, model, names: set[str]) -> dict:
     except (OSError, ValueError) as e:
         raise TweetyError(f"the checkpoint is damaged ({e})", path=ckpt, fix="start again in a new folder") from None
     if set(weights) != names:
-        raise TweetyError("the checkpoint's tensors do not match this model", path=ckpt,
-                          fix="resume with the model the run started from")
+        raise TweetyError(
+            "the checkpoint's tensors do not match this model",
+            path=ckpt,
+            fix="resume with the model the run started from",
+        )
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in weights.items():
@@ -185,8 +207,16 @@ def write_logs(folder: Path, state: RunState) -> None:
         for r in state.curve:
             w.writerow(["" if getattr(r, c) is None else getattr(r, c) for c in columns])
     with atomic_file(folder / "log.json") as tmp:
-        tmp.write_text(json.dumps({"settings": state.settings, "initial_bpb": state.initial_bpb,
-                                   "curve": [asdict(r) for r in state.curve]}, indent=1))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "settings": state.settings,
+                    "initial_bpb": state.initial_bpb,
+                    "curve": [asdict(r) for r in state.curve],
+                },
+                indent=1,
+            )
+        )
     with atomic_file(folder / "curve.png") as tmp:
         plot_curve(state, tmp)
 

@@ -9,6 +9,7 @@ template — exactly what llama.cpp renders at chat time, the template's default
 is followed by the template's end-of-turn token; 13 to 16 of the 20 replies then end by themselves. Every token is
 trained: leaving the template's preamble or the prompts out of the targets, or one-line replies, measured no better.
 """
+
 from __future__ import annotations
 
 import random
@@ -21,8 +22,16 @@ PIECE_LINES = 32  # raw text is tokenized in pieces of this many lines
 PASSAGE_LINES = 4  # a conversation is made of this many consecutive lines
 
 
-def pack_blocks(tokenizer, lines: list[str], block_size: int, *, chat_share: float = 0.0, seed: int = 0,
-                path: str | Path = "", report: Reporter | None = None):
+def pack_blocks(
+    tokenizer,
+    lines: list[str],
+    block_size: int,
+    *,
+    chat_share: float = 0.0,
+    seed: int = 0,
+    path: str | Path = "",
+    report: Reporter | None = None,
+):
     """All text as one token stream cut into full blocks of `block_size`, each opened by the document-start token
     (the remainder shorter than a block is dropped); `chat_share` of its passages as conversations (see the module).
     Returns a LongTensor [blocks, block_size]."""
@@ -39,10 +48,12 @@ def pack_blocks(tokenizer, lines: list[str], block_size: int, *, chat_share: flo
     step = block_size - 1
     n = len(ids) // step
     if n == 0:
-        raise TweetyError(f"the training text is shorter than one block ({len(ids):,} tokens; a block holds "
-                          f"{step:,} text tokens)", path=path or None,
-                          fix="add more target-language text or lower the block size")
-    blocks = torch.tensor(ids[:n * step], dtype=torch.long).view(n, step)
+        raise TweetyError(
+            f"the training text is shorter than one block ({len(ids):,} tokens; a block holds {step:,} text tokens)",
+            path=path or None,
+            fix="add more target-language text or lower the block size",
+        )
+    blocks = torch.tensor(ids[: n * step], dtype=torch.long).view(n, step)
     return torch.cat([torch.full((n, 1), start, dtype=torch.long), blocks], dim=1)
 
 
@@ -51,8 +62,11 @@ def training_pieces(tokenizer, lines: list[str], chat_share: float, seed: int) -
     passages of PASSAGE_LINES lines, drawn with `seed` — the passage as a conversation in the tokenizer's chat
     template. A tokenizer without a chat template (a base model) gets raw text only."""
     passages = range(0, len(lines), PASSAGE_LINES)
-    chosen = (set(random.Random(seed).sample(range(len(passages)), round(chat_share * len(passages))))
-              if getattr(tokenizer, "chat_template", None) else set())
+    chosen = (
+        set(random.Random(seed).sample(range(len(passages)), round(chat_share * len(passages))))
+        if getattr(tokenizer, "chat_template", None)
+        else set()
+    )
     pieces: list[str] = []
     raw: list[str] = []
 
@@ -62,7 +76,7 @@ def training_pieces(tokenizer, lines: list[str], chat_share: float, seed: int) -
             raw.clear()
 
     for k, first in enumerate(passages):
-        passage = lines[first:first + PASSAGE_LINES]
+        passage = lines[first : first + PASSAGE_LINES]
         said = [line.strip() for line in passage if line.strip()]
         if k in chosen and len(said) >= 2:
             flush()

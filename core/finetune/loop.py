@@ -5,6 +5,7 @@ Stages (the paper's recipe): `embeddings` trains the input embeddings and the LM
 body frozen; `outer-layers` also trains the first and last N transformer layers and the final norm. The optimizer only
 ever sees trainable parameters, so a 7B body costs no optimizer memory.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from core.errors import TweetyError
-from core.finetune.checkpoint import (RunState, StepRecord, checkpoint_dir, fresh_output, load_checkpoint,
-                                      resumable_state, save_checkpoint)
+from core.finetune.checkpoint import (
+    RunState,
+    StepRecord,
+    checkpoint_dir,
+    fresh_output,
+    load_checkpoint,
+    resumable_state,
+    save_checkpoint,
+)
 from core.finetune.data import BlockOrder, pack_blocks
 from core.finetune.ranks import Ranks
 from core.finetune.settings import FinetuneSettings, learning_rate
@@ -42,6 +50,7 @@ class FinetuneResult:
 
 # --- which parameters train -----------------------------------------------------------------------------------------
 
+
 def trainable_names(model, settings: FinetuneSettings) -> list[str]:
     """Parameter names the stage trains (a tied head is the embedding matrix itself, named once)."""
     layers = model.config.num_hidden_layers
@@ -61,9 +70,18 @@ def trainable_names(model, settings: FinetuneSettings) -> list[str]:
 
 # --- the run --------------------------------------------------------------------------------------------------------
 
-def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None, out_dir: str | Path,
-             settings: FinetuneSettings = FinetuneSettings(), *, resume: bool = False,
-             progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> FinetuneResult:
+
+def finetune(
+    model_dir: str | Path,
+    text: str | Path,
+    heldout: str | Path | None,
+    out_dir: str | Path,
+    settings: FinetuneSettings = FinetuneSettings(),
+    *,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> FinetuneResult:
     """Fine-tune the model in `model_dir` on the target text file `text`, evaluating on `heldout`; write `out_dir`.
 
     `resume=True` continues the unfinished (or finished, with more steps) run in `out_dir` from its checkpoint; its
@@ -77,8 +95,17 @@ def finetune(model_dir: str | Path, text: str | Path, heldout: str | Path | None
         ranks.leave()
 
 
-def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSettings, resume: bool,
-              progress: ProgressFn | None, cancel: CancelToken | None, ranks: Ranks) -> FinetuneResult:
+def _finetune(
+    model_dir: Path,
+    text,
+    heldout,
+    out: Path,
+    settings: FinetuneSettings,
+    resume: bool,
+    progress: ProgressFn | None,
+    cancel: CancelToken | None,
+    ranks: Ranks,
+) -> FinetuneResult:
     import torch
 
     from core import resources
@@ -86,8 +113,11 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
     from core.models import load_model
 
     if settings.batch_size % ranks.world:
-        raise TweetyError(f"the batch size ({settings.batch_size}) must be a multiple of the number of training "
-                          f"processes ({ranks.world})", fix="change the batch size or the number of processes")
+        raise TweetyError(
+            f"the batch size ({settings.batch_size}) must be a multiple of the number of training "
+            f"processes ({ranks.world})",
+            fix="change the batch size or the number of processes",
+        )
     # Ranks > 0 never report; with several ranks a cancel is honoured only once all ranks agree on it (see
     # Ranks.step_done), never by one rank alone in the middle of a collective.
     if ranks.rank:
@@ -96,8 +126,12 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
     ckpt = checkpoint_dir(out)
     lines = resources.read_lines(text)
     heldout_text = resources.head_bytes(resources.read_text(heldout), settings.eval_max_bytes) if heldout else None
-    state = RunState(asdict(settings), str(Path(model_dir).resolve()), resources.sha256_file(text),
-                     resources.sha256_file(heldout) if heldout else None)
+    state = RunState(
+        asdict(settings),
+        str(Path(model_dir).resolve()),
+        resources.sha256_file(text),
+        resources.sha256_file(heldout) if heldout else None,
+    )
     if resume:
         state = ranks.on_rank0(lambda: resumable_state(out, state))
     else:
@@ -117,31 +151,52 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
     optimizer_state = load_checkpoint(ckpt, model, names) if state.step else None
     ranks.shard(model, names)
     params = [p for name, p in model.named_parameters() if name in names]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay,
-                                  fused=True)
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay, fused=True
+    )
     if optimizer_state:
         optimizer.load_state_dict(ranks.shard_like(optimizer_state, params))
 
     report(1, 4, "reading text")
-    blocks = pack_blocks(tokenizer, lines, settings.block_size, chat_share=settings.chat_share, seed=settings.seed,
-                         path=text, report=Reporter(progress, local_cancel, "Fine-tuning: reading text"))
+    blocks = pack_blocks(
+        tokenizer,
+        lines,
+        settings.block_size,
+        chat_share=settings.chat_share,
+        seed=settings.seed,
+        path=text,
+        report=Reporter(progress, local_cancel, "Fine-tuning: reading text"),
+    )
     order = BlockOrder(len(blocks), settings.seed)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda")
-                else contextlib.nullcontext())
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
 
     def evaluate() -> float | None:
         if not heldout_text:
             return None
         with autocast:
-            bpb = bits_per_byte(model, tokenizer, heldout_text, progress=progress, cancel=local_cancel,
-                                stage="Fine-tuning: measuring held-out text").bits_per_byte
+            bpb = bits_per_byte(
+                model,
+                tokenizer,
+                heldout_text,
+                progress=progress,
+                cancel=local_cancel,
+                stage="Fine-tuning: measuring held-out text",
+            ).bits_per_byte
         model.train()
         return bpb
 
     resumed_from = state.step
-    log.info("fine-tuning %s: %d blocks of %d tokens, %d trainable tensors (%s parameters) on %s (rank %d of %d)",
-             model_dir, len(blocks), settings.block_size, len(params), f"{sum(p.numel() for p in params):,}", device,
-             ranks.rank, ranks.world)
+    log.info(
+        "fine-tuning %s: %d blocks of %d tokens, %d trainable tensors (%s parameters) on %s (rank %d of %d)",
+        model_dir,
+        len(blocks),
+        settings.block_size,
+        len(params),
+        f"{sum(p.numel() for p in params):,}",
+        device,
+        ranks.rank,
+        ranks.world,
+    )
     # The held-out measure before training (the curve's step 0) costs as much as several steps; a fresh single-process
     # run takes it after its first step, from a copy of the trainable weights as they were, so that training is seen
     # to start at once (the first step came ~100 s after Start when it was measured first).
@@ -152,8 +207,12 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
         else:
             report(2, 4, f"measuring held-out text ({len(heldout_text):,} characters) before training")
             state.initial_bpb = evaluate()
-            report(0, settings.steps, f"held-out {state.initial_bpb:.3f} bits/byte before training",
-                   {"step": 0, "heldout_bpb": state.initial_bpb})
+            report(
+                0,
+                settings.steps,
+                f"held-out {state.initial_bpb:.3f} bits/byte before training",
+                {"step": 0, "heldout_bpb": state.initial_bpb},
+            )
     report(3, 4, "first step")
     tokens_per_step = settings.batch_size * settings.grad_accum * settings.block_size
     mine = slice(ranks.rank * settings.batch_size // ranks.world, (ranks.rank + 1) * settings.batch_size // ranks.world)
@@ -176,8 +235,9 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
                 # Targets shifted left and the last position ignored: the logits are used as they are, no copy of
                 # a [batch, block-1, vocab] slice.
                 targets = torch.nn.functional.pad(x[:, 1:], (0, 1), value=-100)
-                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                                                         ignore_index=-100)
+                loss = torch.nn.functional.cross_entropy(
+                    logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100
+                )
                 (loss / settings.grad_accum).backward()
                 loss_sum += loss.detach()
             if settings.clip:
@@ -192,12 +252,19 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
             state.step += 1
             state.seconds += dt
             session_steps, session_seconds = session_steps + 1, session_seconds + dt
-            record = StepRecord(state.step, round(loss_value, 5), lr, state.step * tokens_per_step,
-                                round(state.seconds, 3), round(session_steps * tokens_per_step / session_seconds, 1))
+            record = StepRecord(
+                state.step,
+                round(loss_value, 5),
+                lr,
+                state.step * tokens_per_step,
+                round(state.seconds, 3),
+                round(session_steps * tokens_per_step / session_seconds, 1),
+            )
             state.curve.append(record)
             if state.step % settings.eval_every == 0 or state.step == settings.steps:
-                report(state.step, settings.steps, f"step {state.step:,} of {settings.steps:,}: measuring held-out "
-                                                   "text")
+                report(
+                    state.step, settings.steps, f"step {state.step:,} of {settings.steps:,}: measuring held-out text"
+                )
                 bpb = evaluate()
                 if bpb is not None:
                     record = state.curve[-1] = replace(record, heldout_bpb=round(bpb, 5))
@@ -205,14 +272,22 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
                 save_checkpoint(ckpt, model, optimizer, names, state, ranks)
             wall = (time.monotonic() - session_start) / session_steps
             eta = wall * (settings.steps - state.step)
-            report(state.step, settings.steps, f"step {state.step:,} of {settings.steps:,} · {_message(record)}",
-                   {k: v for k, v in asdict(record).items() if v is not None} | {"eta_s": eta})
+            report(
+                state.step,
+                settings.steps,
+                f"step {state.step:,} of {settings.steps:,} · {_message(record)}",
+                {k: v for k, v in asdict(record).items() if v is not None} | {"eta_s": eta},
+            )
             if before_training is not None:  # after the first step is shown (see before_training)
                 report(state.step, settings.steps, "measuring held-out text before training (as the weights were)")
                 state.initial_bpb = _evaluate_with(model, before_training, evaluate)
                 before_training = None
-                report(state.step, settings.steps, f"held-out {state.initial_bpb:.3f} bits/byte before training",
-                       {"step": 0, "heldout_bpb": state.initial_bpb})
+                report(
+                    state.step,
+                    settings.steps,
+                    f"held-out {state.initial_bpb:.3f} bits/byte before training",
+                    {"step": 0, "heldout_bpb": state.initial_bpb},
+                )
             if stop:
                 raise Cancelled()
     except Cancelled:
@@ -238,9 +313,16 @@ def _finetune(model_dir: Path, text, heldout, out: Path, settings: FinetuneSetti
         _write_model(model, tokenizer, model_dir, out, settings)
     ranks.barrier()  # every rank returns once the model is written
     bpbs = [r.heldout_bpb for r in state.curve if r.heldout_bpb is not None]
-    return FinetuneResult(out, state.step, state.initial_bpb, bpbs[-1] if bpbs else None, state.seconds,
-                          state.step * tokens_per_step / state.seconds if state.seconds else 0.0, resumed_from,
-                          state.curve)
+    return FinetuneResult(
+        out,
+        state.step,
+        state.initial_bpb,
+        bpbs[-1] if bpbs else None,
+        state.seconds,
+        state.step * tokens_per_step / state.seconds if state.seconds else 0.0,
+        resumed_from,
+        state.curve,
+    )
 
 
 def _evaluate_with(model, weights: dict, evaluate) -> float | None:

@@ -4,6 +4,7 @@ averaging gradients once per step, gathering full tensors for checkpoints, agree
 output-folder checks on rank 0 only. A plain run is world 1, where each of these does nothing (or the one-process
 thing), so the loop has a single path.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ from core.jobs import CancelToken
 class Ranks:
     """This process's place in a `torchrun` launch. A plain run is world 1, where every method does nothing (or the
     single-process thing), so the training loop has one path."""
+
     rank: int = 0
     world: int = 1
     device: str = "cpu"
@@ -74,8 +76,12 @@ class Ranks:
         state = {}
         for index, values in optimizer_state["state"].items():
             p = params[index]
-            state[index] = {k: distribute_tensor(v.to(self.device), p.device_mesh, p.placements, src_data_rank=None)
-                            if v.shape == p.shape else v for k, v in values.items()}
+            state[index] = {
+                k: distribute_tensor(v.to(self.device), p.device_mesh, p.placements, src_data_rank=None)
+                if v.shape == p.shape
+                else v
+                for k, v in values.items()
+            }
         return {"state": state, "param_groups": optimizer_state["param_groups"]}
 
     def sync_gradients(self, model, last_micro_batch: bool) -> None:
@@ -102,8 +108,9 @@ class Ranks:
         import torch
         import torch.distributed as dist
 
-        both = torch.stack([loss.float(), torch.tensor(float(cancel is not None and cancel.cancelled),
-                                                       device=loss.device)])
+        both = torch.stack(
+            [loss.float(), torch.tensor(float(cancel is not None and cancel.cancelled), device=loss.device)]
+        )
         dist.all_reduce(both)
         return float(both[0]) / self.world, bool(both[1] > 0)
 

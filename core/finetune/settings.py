@@ -4,6 +4,7 @@ Settings travel as plain dicts (in a checkpoint's `state.json`, in a distributed
 back with `FinetuneSettings.from_dict`, which takes a dict written by another version of Tweety Studio: keys this
 version does not know are dropped (with a warning), keys it lacks take their defaults.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,8 +85,11 @@ def known_fields(cls, data: dict) -> dict:
 
 def required_fields(cls) -> list[str]:
     """The fields of the dataclass `cls` that have no default."""
-    return [f.name for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    return [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
 
 
 # The wizard's presets: a first look that finishes in minutes on a laptop CPU, and a run worth keeping on a GPU.
@@ -111,8 +115,9 @@ def heldout_tokens(settings: FinetuneSettings) -> int:
     return int(HELDOUT_TOKENS_PER_BYTE * settings.eval_max_bytes) if settings.eval_max_bytes else 30_000
 
 
-def estimate_seconds(settings: FinetuneSettings, tokens_per_s: float, heldout_tokens: int = 0,
-                     eval_tokens_per_s: float | None = None) -> float:
+def estimate_seconds(
+    settings: FinetuneSettings, tokens_per_s: float, heldout_tokens: int = 0, eval_tokens_per_s: float | None = None
+) -> float:
     """Wall time of a run: its training tokens at `tokens_per_s`, plus the held-out measurements (before the first
     step, every `eval_every` steps and at the end) of `heldout_tokens` each at `eval_tokens_per_s` (default: 3 ×
     the training rate — a forward pass without the backward)."""

@@ -2,6 +2,7 @@
 model folders: its metadata (language, licence, base model, inputs and their sha256, model-index) and plain-words text
 from what a project's record (project.json) says, every recorded measurement included.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,6 +36,7 @@ class Metric:
 @dataclass(frozen=True)
 class CardFacts:
     """What a model card says, gathered from a project's record (`card_facts`)."""
+
     name: str
     this_model: str = ADAPTED  # ADAPTED or FINETUNED: which measured model the card describes
     language: str = ""  # ISO 639 code
@@ -81,39 +83,60 @@ def _source(spec: str) -> tuple[str, str | None, tuple[str | None, str | None, s
     return card.name, base, (key or "other", None if key else licence.name, licence.url or None, licence.name)
 
 
-def card_facts(state: ProjectState, *, name: str, this_model: str | None = None, gguf: str | None = None,
-               ollama: str | None = None) -> CardFacts:
+def card_facts(
+    state: ProjectState, *, name: str, this_model: str | None = None, gguf: str | None = None, ollama: str | None = None
+) -> CardFacts:
     """The facts of a project's record (project.json: the project's own, or a model folder's copy, which records
     no measurements): source, licence, inputs and their sha256, settings, and every recorded measurement."""
     finetuned = "finetune" in state.stages or "finetune" in state.settings
     this_model = this_model or (FINETUNED if finetuned else ADAPTED)
     inputs = state.inputs
-    heldout = Path(inputs.heldout_text).name if inputs and inputs.heldout_text else (
-        f"the last 5% of {Path(inputs.target_text).name}" if inputs and inputs.target_text else "held-out text")
+    heldout = (
+        Path(inputs.heldout_text).name
+        if inputs and inputs.heldout_text
+        else (f"the last 5% of {Path(inputs.target_text).name}" if inputs and inputs.target_text else "held-out text")
+    )
     metrics: list[Metric] = []
     evaluated = state.stages.get("evaluate")
     if evaluated is not None:
         for model, result in evaluated.summary.items():
             if isinstance(result, dict):
-                metrics += [Metric(model, kind, round(float(result[kind]), 4), heldout) for kind in (BPB, TPB)
-                            if kind in result]
+                metrics += [
+                    Metric(model, kind, round(float(result[kind]), 4), heldout) for kind in (BPB, TPB) if kind in result
+                ]
     translation = state.stages.get("translation")
     if translation is not None:
         pairs = inputs.parallel[0].files[0] if inputs and inputs.parallel else "the parallel corpus"
-        where = f"{translation.summary.get('pairs', 0)} held-out pairs of {Path(pairs).name}, " \
-                f"{translation.summary.get('direction', '')}"
-        metrics += [Metric(translator, CHRF, round(float(score["chrf"]), 2), where, "translation")
-                    for translator, score in (translation.summary.get("scores") or {}).items()]
+        where = (
+            f"{translation.summary.get('pairs', 0)} held-out pairs of {Path(pairs).name}, "
+            f"{translation.summary.get('direction', '')}"
+        )
+        metrics += [
+            Metric(translator, CHRF, round(float(score["chrf"]), 2), where, "translation")
+            for translator, score in (translation.summary.get("scores") or {}).items()
+        ]
     tuned = state.settings.get("finetune") or {}
     source_name, base, (licence, licence_name, link, title) = _source(state.source_model)
     return CardFacts(
-        name=name, this_model=this_model, language=state.language or "",
-        language_name=inputs.language_name if inputs else "", source_model=state.source_model,
-        source_name=source_name, base_model=base, licence=licence, licence_name=licence_name, licence_link=link,
+        name=name,
+        this_model=this_model,
+        language=state.language or "",
+        language_name=inputs.language_name if inputs else "",
+        source_model=state.source_model,
+        source_name=source_name,
+        base_model=base,
+        licence=licence,
+        licence_name=licence_name,
+        licence_link=link,
         licence_title=title,
-        vocabulary=state.vocabulary, init_method=(state.settings.get("init") or {}).get("method"),
+        vocabulary=state.vocabulary,
+        init_method=(state.settings.get("init") or {}).get("method"),
         finetune=f"{tuned.get('stage')}, {tuned.get('steps')} steps" if tuned and this_model == FINETUNED else None,
-        inputs=tuple(sorted(state.inputs_sha256.items())), metrics=tuple(metrics), gguf=gguf, ollama=ollama)
+        inputs=tuple(sorted(state.inputs_sha256.items())),
+        metrics=tuple(metrics),
+        gguf=gguf,
+        ollama=ollama,
+    )
 
 
 def folder_facts(folder: str | Path, name: str | None = None) -> CardFacts:
@@ -134,66 +157,108 @@ _KIND_WORDS = {BPB: "bits per byte", TPB: "tokens per byte", CHRF: "chrF"}
 def _eval_results(facts: CardFacts) -> list:
     from huggingface_hub import EvalResult
 
-    return [EvalResult(task_type=m.task, dataset_type=re.sub(r"[^\w.-]+", "-", m.dataset).strip("-"),
-                       dataset_name=m.dataset, metric_type=m.kind, metric_value=m.value,
-                       metric_name=f"{_KIND_WORDS[m.kind]}, {m.model}"
-                                   + (" (this model)" if m.model in (facts.this_model, *MODEL_TRANSLATORS) else ""))
-            for m in facts.metrics]
+    return [
+        EvalResult(
+            task_type=m.task,
+            dataset_type=re.sub(r"[^\w.-]+", "-", m.dataset).strip("-"),
+            dataset_name=m.dataset,
+            metric_type=m.kind,
+            metric_value=m.value,
+            metric_name=f"{_KIND_WORDS[m.kind]}, {m.model}"
+            + (" (this model)" if m.model in (facts.this_model, *MODEL_TRANSLATORS) else ""),
+        )
+        for m in facts.metrics
+    ]
 
 
 def _body(facts: CardFacts) -> str:
     language = facts.language_name or facts.language or "a new language"
-    lines = [f"{CARD_MARKER}: it replaces this file when the model changes; delete this line to keep your edits. -->",
-             "", f"# {facts.name}", "",
-             f"{facts.source_name or 'A language model'} adapted to {language} with Tweety Studio.", "",
-             "## How it was made", ""]
-    lines.append("- **Vocabulary**: " + (
-        f"the source model's own, extended with tokens learnt from {language} text." if facts.vocabulary == "extend"
-        else f"replaced by a new one learnt from {language} text, so texts are cut into fewer, more natural pieces."))
-    lines.append("- **Start**: each new token starts from the source model's embeddings of the tokens it translates "
-                 f"(trans-tokenization{f', method {facts.init_method}' if facts.init_method else ''}).")
-    lines.append(f"- **Training**: {facts.finetune}." if facts.finetune else
-                 "- **Training**: none yet — this is the model as initialised, before fine-tuning.")
+    lines = [
+        f"{CARD_MARKER}: it replaces this file when the model changes; delete this line to keep your edits. -->",
+        "",
+        f"# {facts.name}",
+        "",
+        f"{facts.source_name or 'A language model'} adapted to {language} with Tweety Studio.",
+        "",
+        "## How it was made",
+        "",
+    ]
+    lines.append(
+        "- **Vocabulary**: "
+        + (
+            f"the source model's own, extended with tokens learnt from {language} text."
+            if facts.vocabulary == "extend"
+            else f"replaced by a new one learnt from {language} text, so texts are cut into fewer, more natural pieces."
+        )
+    )
+    lines.append(
+        "- **Start**: each new token starts from the source model's embeddings of the tokens it translates "
+        f"(trans-tokenization{f', method {facts.init_method}' if facts.init_method else ''})."
+    )
+    lines.append(
+        f"- **Training**: {facts.finetune}."
+        if facts.finetune
+        else "- **Training**: none yet — this is the model as initialised, before fine-tuning."
+    )
     if facts.inputs:
         lines += ["", "Input files (sha256):", "", "| file | sha256 |", "|---|---|"]
         lines += [f"| {name} | `{digest}` |" for name, digest in facts.inputs]
     lines += ["", "## Results", ""]
     reading = [m for m in facts.metrics if m.kind in (BPB, TPB)]
     if reading:
-        lines += [f"Measured on {reading[0].dataset}, text no model trained on. Bits per byte: how surprised a model "
-                  "is by the text (lower is better); tokens per byte: how finely it is cut (lower is shorter).", "",
-                  "| model | bits per byte | tokens per byte |", "|---|---:|---:|"]
+        lines += [
+            f"Measured on {reading[0].dataset}, text no model trained on. Bits per byte: how surprised a model "
+            "is by the text (lower is better); tokens per byte: how finely it is cut (lower is shorter).",
+            "",
+            "| model | bits per byte | tokens per byte |",
+            "|---|---:|---:|",
+        ]
         for model in dict.fromkeys(m.model for m in reading):
             values = {m.kind: m.value for m in reading if m.model == model}
             mark = " (this model)" if model == facts.this_model else ""
             lines.append(f"| {model}{mark} | {values.get(BPB, '—')} | {values.get(TPB, '—')} |")
     chrf = [m for m in facts.metrics if m.kind == CHRF]
     if chrf:
-        lines += ["", f"Translation, chrF on {chrf[0].dataset} (higher is better):", "", "| translator | chrF |",
-                  "|---|---:|"] + [f"| {m.model} | {m.value} |" for m in sorted(chrf, key=lambda m: -m.value)]
+        lines += [
+            "",
+            f"Translation, chrF on {chrf[0].dataset} (higher is better):",
+            "",
+            "| translator | chrF |",
+            "|---|---:|",
+        ] + [f"| {m.model} | {m.value} |" for m in sorted(chrf, key=lambda m: -m.value)]
     if not reading and not chrf:
         lines.append("Nothing measured yet (the wizard's Evaluate page, or `tweety eval`, measures it).")
-    lines += ["", "## What to expect", "",
-              f"The model writes {language} words and phrases; a small model's sentences wander, it may mix in the "
-              "source model's language, and its facts are not to be trusted. Adapting a bigger model and training "
-              "longer improves all of this.", "", "## Limits", "",
-              "- Measured only on the held-out text above: other kinds of text may read worse.",
-              "- Not evaluated for safety or bias beyond what the source model was.",
-              "- Inherits the source model's licence and its limits."]
+    lines += [
+        "",
+        "## What to expect",
+        "",
+        f"The model writes {language} words and phrases; a small model's sentences wander, it may mix in the "
+        "source model's language, and its facts are not to be trusted. Adapting a bigger model and training "
+        "longer improves all of this.",
+        "",
+        "## Limits",
+        "",
+        "- Measured only on the held-out text above: other kinds of text may read worse.",
+        "- Not evaluated for safety or bias beyond what the source model was.",
+        "- Inherits the source model's licence and its limits.",
+    ]
     if facts.gguf or facts.ollama:
         lines += ["", "## Run it", ""]
         if facts.gguf:
             lines.append(f"- `{facts.gguf}` runs in llama.cpp and the apps built on it (LM Studio, Ollama).")
         if facts.ollama:
-            lines.append(f"- Ollama: `{facts.ollama}` (from this folder), then `ollama run "
-                         f"{facts.ollama.split()[2]}`.")
+            lines.append(f"- Ollama: `{facts.ollama}` (from this folder), then `ollama run {facts.ollama.split()[2]}`.")
     lines += ["", "## Licence", ""]
     if facts.licence == "gemma":
-        lines.append("Gemma is provided under and subject to the Gemma Terms of Use found at "
-                     "[ai.google.dev/gemma/terms](https://ai.google.dev/gemma/terms).")
+        lines.append(
+            "Gemma is provided under and subject to the Gemma Terms of Use found at "
+            "[ai.google.dev/gemma/terms](https://ai.google.dev/gemma/terms)."
+        )
     elif facts.licence:
-        lines.append(f"The source model's licence: {facts.licence_title or facts.licence_name or facts.licence}"
-                     + (f" ({facts.licence_link})." if facts.licence_link else "."))
+        lines.append(
+            f"The source model's licence: {facts.licence_title or facts.licence_name or facts.licence}"
+            + (f" ({facts.licence_link})." if facts.licence_link else ".")
+        )
     else:
         lines.append("The source model's licence is not known to Tweety Studio: check it before sharing this model.")
     return "\n".join(lines) + "\n"
@@ -205,11 +270,18 @@ def model_card(facts: CardFacts):
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(
-        language=[facts.language] if facts.language else None, license=facts.licence,
-        license_name=facts.licence_name, license_link=facts.licence_link, base_model=facts.base_model,
-        datasets=[name for name, _ in facts.inputs] or None, tags=["tweety-studio", "trans-tokenization", "gguf"],
-        pipeline_tag="text-generation", model_name=facts.name, eval_results=_eval_results(facts) or None,
-        inputs_sha256=dict(facts.inputs) or None)
+        language=[facts.language] if facts.language else None,
+        license=facts.licence,
+        license_name=facts.licence_name,
+        license_link=facts.licence_link,
+        base_model=facts.base_model,
+        datasets=[name for name, _ in facts.inputs] or None,
+        tags=["tweety-studio", "trans-tokenization", "gguf"],
+        pipeline_tag="text-generation",
+        model_name=facts.name,
+        eval_results=_eval_results(facts) or None,
+        inputs_sha256=dict(facts.inputs) or None,
+    )
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}", body=_body(facts))
 
 

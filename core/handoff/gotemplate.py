@@ -5,18 +5,22 @@ Ollama passes (core.handoff.ollama.ollama_values), it must give the same text as
 When it was written, `go_render` reproduced the expected outputs of Ollama's own template tests for the 15 of its
 built-in templates inside this subset (45 conversations); tests/test_handoff.py checks Go's rules case by case.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+
 class GoTemplateError(ValueError):
     """A template outside the subset `go_render` executes, or one Go would refuse."""
 
 
-_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>-?\d+)|(?P<var>\$[A-Za-z0-9_]*(?:\.[A-Za-z_]\w*)*)'
-                    r'|(?P<field>(?:\.[A-Za-z_]\w*)+|\.)|(?P<ident>[A-Za-z_]\w*)|(?P<op>:=|=|,|\(|\)))')
+_TOKEN = re.compile(
+    r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>-?\d+)|(?P<var>\$[A-Za-z0-9_]*(?:\.[A-Za-z_]\w*)*)'
+    r"|(?P<field>(?:\.[A-Za-z_]\w*)+|\.)|(?P<ident>[A-Za-z_]\w*)|(?P<op>:=|=|,|\(|\)))"
+)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"'}
 
 
@@ -39,7 +43,7 @@ def _lex(template: str) -> list[tuple[str, str]]:
         end = template.find("}}", start)
         if end < 0:
             raise GoTemplateError("unclosed action")
-        inner = template[start + 2:end]
+        inner = template[start + 2 : end]
         if inner[:1] == "-" and inner[1:2].isspace():
             text, inner = text.rstrip(" \t\r\n"), inner[1:]
         trim_next = inner[-1:] == "-" and inner[-2:-1].isspace()
@@ -104,7 +108,7 @@ def _parse_expr(tokens: list[tuple[str, str, bool]]) -> Any:
                     raise GoTemplateError("unclosed parenthesis")
                 depth += {"(": 1, ")": -1}.get(tokens[j][1], 0) if tokens[j][0] == "op" else 0
                 j += 1
-            inner = _parse_expr(tokens[i:j - 1])
+            inner = _parse_expr(tokens[i : j - 1])
             i = j
             names: tuple[str, ...] = ()
             if i < len(tokens) and tokens[i][0] == "field" and tokens[i][2]:  # (x).Field
@@ -152,8 +156,9 @@ def _parse(template: str) -> list[_Node]:
             else:
                 toks = _tokens(text)
                 if len(toks) > 2 and toks[0][0] == "var" and toks[1][1] in (":=", "="):
-                    nodes.append(_Node("assign", expr=_parse_expr(toks[2:]), names=(toks[0][1],),
-                                       declare=toks[1][1] == ":="))
+                    nodes.append(
+                        _Node("assign", expr=_parse_expr(toks[2:]), names=(toks[0][1],), declare=toks[1][1] == ":=")
+                    )
                 else:
                     nodes.append(_Node("output", expr=_parse_expr(toks)))
         if until:
@@ -180,7 +185,7 @@ def _parse(template: str) -> list[_Node]:
         if ":=" in [t[1] for t in toks]:
             split = [t[1] for t in toks].index(":=")
             names = [t[1] for t in toks[:split] if t[0] == "var"]
-            toks = toks[split + 1:]
+            toks = toks[split + 1 :]
         node = _Node("range", expr=_parse_expr(toks), names=tuple(names))
         node.body, stop = block(("end", "else"))
         if stop != "end":
@@ -261,7 +266,7 @@ def _eval(expr: Any, dot: Any, scope: _Scope) -> Any:
         return value(args[0])[value(args[1])]
     if name == "slice" and len(args) in (2, 3):
         items = value(args[0])
-        return items[value(args[1]):value(args[2]) if len(args) == 3 else None]
+        return items[value(args[1]) : value(args[2]) if len(args) == 3 else None]
     raise GoTemplateError(f"function {name} with {len(args)} arguments is outside the supported subset")
 
 

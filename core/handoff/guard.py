@@ -3,6 +3,7 @@
 Files are written atomically (core.jobs.atomic_file) and never over a user's file: a Modelfile or README.md that
 Tweety Studio wrote carries its marker line and may be replaced; any other is refused unless `overwrite`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,6 +28,8 @@ def _ours(path: Path, marker: str) -> bool:
 def check_free(path: Path, marker: str, overwrite: bool) -> None:
     """Refuse `path` when it holds a file Tweety Studio did not write (unless `overwrite`)."""
     if path.exists() and not overwrite and not _ours(path, marker):
-        raise TweetyError(f"{path.name} exists and was not written by Tweety Studio; Tweety Studio never overwrites "
-                          "your files", path=path, fix="move it away or export into another folder (or confirm "
-                          "replacing it: --force)")
+        raise TweetyError(
+            f"{path.name} exists and was not written by Tweety Studio; Tweety Studio never overwrites your files",
+            path=path,
+            fix="move it away or export into another folder (or confirm replacing it: --force)",
+        )

@@ -17,6 +17,7 @@ Differences that remain, on purpose: the prompt starts without a BOS token when 
 template trims each message (`| trim`), which Go templates cannot: messages with leading or trailing spaces reach a
 Gemma model as typed.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,10 +36,17 @@ Message = dict[str, str]
 # Conversations every TEMPLATE must render exactly as the Jinja template does: with a system prompt and two user
 # turns, without one, a single turn, and contents with inner line breaks and non-ASCII text.
 PROBES: tuple[tuple[Message, ...], ...] = (
-    ({"role": "system", "content": "You are a careful translator."}, {"role": "user", "content": "Good morning."},
-     {"role": "assistant", "content": "Buenos días."}, {"role": "user", "content": "And good night?"}),
-    ({"role": "user", "content": "¿Quién eres?"}, {"role": "assistant", "content": "Un modelo.\nPequeño."},
-     {"role": "user", "content": "Cuéntame más."}),
+    (
+        {"role": "system", "content": "You are a careful translator."},
+        {"role": "user", "content": "Good morning."},
+        {"role": "assistant", "content": "Buenos días."},
+        {"role": "user", "content": "And good night?"},
+    ),
+    (
+        {"role": "user", "content": "¿Quién eres?"},
+        {"role": "assistant", "content": "Un modelo.\nPequeño."},
+        {"role": "user", "content": "Cuéntame más."},
+    ),
     ({"role": "system", "content": "Answer in Spanish.\nBe brief."}, {"role": "user", "content": "Hello"}),
     ({"role": "user", "content": "Hola"},),
 )
@@ -46,13 +54,19 @@ PROBES: tuple[tuple[Message, ...], ...] = (
 
 # --- Jinja, as transformers renders it ------------------------------------------------------------------------------
 
+
 def render_chat(chat_template: str, messages: Sequence[Message], *, bos_token: str = "", eos_token: str = "") -> str:
     """The prompt `chat_template` makes of `messages`, with the generation prompt, rendered by transformers' own
     renderer (sandboxed Jinja with trim_blocks and lstrip_blocks, `raise_exception`, `tojson`)."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    rendered, _ = render_jinja_template(conversations=[list(messages)], chat_template=chat_template,
-                                        add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token)
+    rendered, _ = render_jinja_template(
+        conversations=[list(messages)],
+        chat_template=chat_template,
+        add_generation_prompt=True,
+        bos_token=bos_token,
+        eos_token=eos_token,
+    )
     return rendered[0]
 
 
@@ -75,6 +89,7 @@ def ollama_values(messages: Sequence[Message], system: str | None = None) -> dic
 
 # --- the Jinja template's shape → an Ollama TEMPLATE -----------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ChatShape:
     kind: str  # "chatml" | "gemma"
@@ -88,6 +103,7 @@ SHAPES = (ChatShape("chatml", "<|im_start|>", "<|im_end|>"), ChatShape("gemma", 
 @dataclass(frozen=True)
 class OllamaTemplate:
     """A Go TEMPLATE (None: the chat template could not be carried over; `reason` says why) and the stop strings."""
+
     template: str | None
     stops: tuple[str, ...] = ()
     shape: str = ""
@@ -101,21 +117,31 @@ def _literal(text: str) -> str:
 
 def _chatml(prefix: str, default_system: str | None, s: ChatShape) -> str:
     # Without a system message first, the template's own default system prompt opens the conversation.
-    opening = (f'{{{{ if and (eq $i 0) (ne $m.Role "system") }}}}{s.turn_start}system\n'
-               f"{_literal(default_system)}{s.turn_end}\n{{{{ end }}}}") if default_system is not None else ""
-    return (f"{_literal(prefix)}{{{{ range $i, $m := .Messages }}}}{opening}"
-            f"{s.turn_start}{{{{ $m.Role }}}}\n{{{{ $m.Content }}}}{s.turn_end}\n{{{{ end }}}}"
-            f"{s.turn_start}assistant\n")
+    opening = (
+        (
+            f'{{{{ if and (eq $i 0) (ne $m.Role "system") }}}}{s.turn_start}system\n'
+            f"{_literal(default_system)}{s.turn_end}\n{{{{ end }}}}"
+        )
+        if default_system is not None
+        else ""
+    )
+    return (
+        f"{_literal(prefix)}{{{{ range $i, $m := .Messages }}}}{opening}"
+        f"{s.turn_start}{{{{ $m.Role }}}}\n{{{{ $m.Content }}}}{s.turn_end}\n{{{{ end }}}}"
+        f"{s.turn_start}assistant\n"
+    )
 
 
 def _gemma(prefix: str, joiner: str, s: ChatShape) -> str:
     # A leading system message is not a turn: its text opens the first turn after it, then `joiner`.
-    return (f"{_literal(prefix)}{{{{ range $i, $m := .Messages }}}}"
-            f'{{{{ if or (ne $i 0) (ne $m.Role "system") }}}}'
-            f'{s.turn_start}{{{{ if eq $m.Role "assistant" }}}}model{{{{ else }}}}{{{{ $m.Role }}}}{{{{ end }}}}\n'
-            f'{{{{ if and (eq $i 1) (eq (index $.Messages 0).Role "system") }}}}'
-            f"{{{{ (index $.Messages 0).Content }}}}{_literal(joiner)}{{{{ end }}}}"
-            f"{{{{ $m.Content }}}}{s.turn_end}\n{{{{ end }}}}{{{{ end }}}}{s.turn_start}model\n")
+    return (
+        f"{_literal(prefix)}{{{{ range $i, $m := .Messages }}}}"
+        f'{{{{ if or (ne $i 0) (ne $m.Role "system") }}}}'
+        f'{s.turn_start}{{{{ if eq $m.Role "assistant" }}}}model{{{{ else }}}}{{{{ $m.Role }}}}{{{{ end }}}}\n'
+        f'{{{{ if and (eq $i 1) (eq (index $.Messages 0).Role "system") }}}}'
+        f"{{{{ (index $.Messages 0).Content }}}}{_literal(joiner)}{{{{ end }}}}"
+        f"{{{{ $m.Content }}}}{s.turn_end}\n{{{{ end }}}}{{{{ end }}}}{s.turn_start}model\n"
+    )
 
 
 def ollama_template(chat_template: str | None, bos_token: str = "") -> OllamaTemplate:
@@ -133,13 +159,16 @@ def ollama_template(chat_template: str | None, bos_token: str = "") -> OllamaTem
         return OllamaTemplate(None, reason=f"the chat template cannot be rendered here ({e})")
     shape = next((s for s in SHAPES if s.turn_start in one and s.turn_end in chat_template), None)
     if shape is None:
-        return OllamaTemplate(None, reason="the chat template has neither ChatML (<|im_start|>) nor Gemma "
-                                           "(<start_of_turn>) turns, the two shapes carried over to Ollama")
-    prefix = one[:one.index(shape.turn_start)]
-    rest = one[len(prefix):]
+        return OllamaTemplate(
+            None,
+            reason="the chat template has neither ChatML (<|im_start|>) nor Gemma "
+            "(<start_of_turn>) turns, the two shapes carried over to Ollama",
+        )
+    prefix = one[: one.index(shape.turn_start)]
+    rest = one[len(prefix) :]
     if shape.kind == "chatml":
         opening = f"{shape.turn_start}system\n"
-        default = rest[len(opening):rest.index(shape.turn_end)] if rest.startswith(opening) else None
+        default = rest[len(opening) : rest.index(shape.turn_end)] if rest.startswith(opening) else None
         template = _chatml(prefix, default, shape)
     else:
         system, user = PROBES[2][0]["content"], PROBES[2][1]["content"]
@@ -148,22 +177,28 @@ def ollama_template(chat_template: str | None, bos_token: str = "") -> OllamaTem
         except Exception as e:
             return OllamaTemplate(None, reason=f"the chat template refuses a system prompt ({e})")
         start = both.find(system)
-        joiner = both[start + len(system):both.find(user, start)] if start >= 0 else "\n\n"
+        joiner = both[start + len(system) : both.find(user, start)] if start >= 0 else "\n\n"
         template = _gemma(prefix, joiner, shape)
     for messages in PROBES:
         try:
             expected = jinja(messages)
             got = go_render(template, ollama_values(messages))
         except Exception as e:  # the Jinja template refused the conversation, or the Go template failed
-            return OllamaTemplate(None, (shape.turn_end,), shape.kind,
-                                  f"the {shape.kind} template could not be checked ({e})")
+            return OllamaTemplate(
+                None, (shape.turn_end,), shape.kind, f"the {shape.kind} template could not be checked ({e})"
+            )
         if got != expected:
-            return OllamaTemplate(None, (shape.turn_end,), shape.kind, f"the chat template is {shape.kind}-like but "
-                                  f"renders differently from the standard {shape.kind} turns")
+            return OllamaTemplate(
+                None,
+                (shape.turn_end,),
+                shape.kind,
+                f"the chat template is {shape.kind}-like but renders differently from the standard {shape.kind} turns",
+            )
     return OllamaTemplate(template, (shape.turn_end,), shape.kind)
 
 
 # --- the Modelfile ------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Modelfile:
@@ -187,8 +222,10 @@ def _gguf_chat(gguf: Path) -> tuple[str | None, str]:
 
 def _quoted(text: str) -> str:
     if '"""' in text:
-        raise TweetyError("the text contains three double quotes in a row, which a Modelfile cannot hold",
-                          fix="write the system prompt without \"\"\"")
+        raise TweetyError(
+            "the text contains three double quotes in a row, which a Modelfile cannot hold",
+            fix='write the system prompt without """',
+        )
     return f'"""{text}"""'
 
 
@@ -197,15 +234,20 @@ def modelfile(gguf: str | Path, *, system: str | None = None) -> Modelfile:
     gguf = Path(gguf)
     template = ollama_template(*_gguf_chat(gguf))
     source = f"./{gguf.name}"
-    lines = [f"{MODELFILE_MARKER} for {gguf.name}; it replaces this file at the next export (delete this line to "
-             "keep your edits).", f"# Create the Ollama model: {ollama_command(gguf.stem, gguf.parent / MODELFILE)}",
-             f'FROM "{source}"' if " " in source else f"FROM {source}"]
+    lines = [
+        f"{MODELFILE_MARKER} for {gguf.name}; it replaces this file at the next export (delete this line to "
+        "keep your edits).",
+        f"# Create the Ollama model: {ollama_command(gguf.stem, gguf.parent / MODELFILE)}",
+        f'FROM "{source}"' if " " in source else f"FROM {source}",
+    ]
     if template.template is not None:
         lines.append(f"# The model's chat template ({template.shape}), in Ollama's Go template syntax.")
         lines.append(f"TEMPLATE {_quoted(template.template)}")
     else:
-        lines.append(f"# No TEMPLATE: {template.reason}. Ollama picks its closest built-in template from the chat "
-                     "template stored in the file; check a reply or two.")
+        lines.append(
+            f"# No TEMPLATE: {template.reason}. Ollama picks its closest built-in template from the chat "
+            "template stored in the file; check a reply or two."
+        )
     lines += [f'PARAMETER stop "{stop}"' for stop in template.stops]
     if system:
         lines.append(f"SYSTEM {_quoted(system)}")

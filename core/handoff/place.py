@@ -1,6 +1,7 @@
 """Where an export goes and what goes beside it: LM Studio's models folder and its layout, the hand-offs asked for
 (`HandOff`), and writing them after an export (`hand_off`: the Modelfile and the model card).
 """
+
 from __future__ import annotations
 
 import re
@@ -17,6 +18,7 @@ LMSTUDIO_PUBLISHER = "tweety-studio"
 
 
 # --- LM Studio ------------------------------------------------------------------------------------------------------
+
 
 def lmstudio_models_dir() -> Path:
     """LM Studio's models folder: ~/.lmstudio/models on Linux, macOS and Windows (LM Studio 0.3 and later); the
@@ -40,10 +42,12 @@ def lmstudio_path(models_dir: str | Path, model: str, file_name: str, publisher:
 
 # --- an export and its hand-offs -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class HandOff:
     """What goes with an export: the model card always; an Ollama Modelfile; the file placed in LM Studio's models
     folder (`lmstudio`: that folder) instead of at the given path."""
+
     ollama: bool = False
     lmstudio: str | Path | None = None
     publisher: str = LMSTUDIO_PUBLISHER
@@ -84,8 +88,9 @@ def hand_off(gguf: str | Path, facts: CardFacts, handoff: HandOff, *, overwrite:
             tmp.write_text(made.text, encoding="utf-8")
         command = ollama_command(gguf.stem, modelfile_path)
         if made.template.template is None:
-            warnings.append(f"the Modelfile has no TEMPLATE: {made.template.reason}; Ollama will pick its closest "
-                            "built-in template")
+            warnings.append(
+                f"the Modelfile has no TEMPLATE: {made.template.reason}; Ollama will pick its closest built-in template"
+            )
     # The card sits beside the Modelfile: its command names it from there.
     beside = ollama_command(gguf.stem, MODELFILE) if command else None
     card = write_model_card(gguf.parent, replace(facts, gguf=gguf.name, ollama=beside), overwrite=overwrite)

@@ -16,19 +16,72 @@ The package reads bottom to top:
 
 Everything public is importable from `core.hydra` itself (`from core import hydra; hydra.build_hydra(...)`).
 """
+
 from core.hydra.gguf import GGUF_LAYOUT_KEY, export_hydra_gguf, generate_gguf, gguf_layout
 from core.hydra.model import EMBED, HEAD, Generation, GenerationSettings, Hydra, Language, Segment, TextFn
-from core.hydra.prompt import (EXAMPLES, NO_REPEAT, TranslationPrompt, choose_examples, corpus_examples, reply_limit,
-                               translate, translate_batch, translate_file, translation_segments)
-from core.hydra.store import (FORMAT, HYDRA_FILE, add_language, build_hydra, load_hydra, read_config, read_language,
-                              remove_language, save_hydra, save_language)
+from core.hydra.prompt import (
+    EXAMPLES,
+    NO_REPEAT,
+    TranslationPrompt,
+    choose_examples,
+    corpus_examples,
+    reply_limit,
+    translate,
+    translate_batch,
+    translate_file,
+    translation_segments,
+)
+from core.hydra.store import (
+    FORMAT,
+    HYDRA_FILE,
+    add_language,
+    build_hydra,
+    load_hydra,
+    read_config,
+    read_language,
+    remove_language,
+    save_hydra,
+    save_language,
+)
 from core.hydra.tuning import HydraTuning, TuningState, back_translate, finetune_language, reply_loss, tuning_checkpoint
 
 __all__ = [
-    "EMBED", "EXAMPLES", "FORMAT", "GGUF_LAYOUT_KEY", "HEAD", "HYDRA_FILE", "NO_REPEAT", "Generation",
-    "GenerationSettings", "Hydra", "HydraTuning", "Language", "Segment", "TextFn", "TranslationPrompt", "TuningState",
-    "add_language", "back_translate", "build_hydra", "choose_examples", "corpus_examples", "export_hydra_gguf",
-    "finetune_language", "generate_gguf", "gguf_layout", "load_hydra", "read_config", "read_language",
-    "remove_language", "reply_limit", "reply_loss", "save_hydra", "save_language", "translate", "translate_batch",
-    "translate_file", "translation_segments", "tuning_checkpoint",
+    "EMBED",
+    "EXAMPLES",
+    "FORMAT",
+    "GGUF_LAYOUT_KEY",
+    "HEAD",
+    "HYDRA_FILE",
+    "NO_REPEAT",
+    "Generation",
+    "GenerationSettings",
+    "Hydra",
+    "HydraTuning",
+    "Language",
+    "Segment",
+    "TextFn",
+    "TranslationPrompt",
+    "TuningState",
+    "add_language",
+    "back_translate",
+    "build_hydra",
+    "choose_examples",
+    "corpus_examples",
+    "export_hydra_gguf",
+    "finetune_language",
+    "generate_gguf",
+    "gguf_layout",
+    "load_hydra",
+    "read_config",
+    "read_language",
+    "remove_language",
+    "reply_limit",
+    "reply_loss",
+    "save_hydra",
+    "save_language",
+    "translate",
+    "translate_batch",
+    "translate_file",
+    "translation_segments",
+    "tuning_checkpoint",
 ]

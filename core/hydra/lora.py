@@ -8,6 +8,7 @@ The body is every language's in a Hydra, so an adapter is kept apart from it (`H
 body by core.hydra.store) and is on the body only while the Hydra translates in the direction it was trained for
 (`use`): the base weights are never changed, and reading another language, or the other direction, is as before.
 """
+
 from __future__ import annotations
 
 from core.errors import TweetyError
@@ -39,8 +40,10 @@ def attach(hydra, key: str, weights: dict | None = None, *, seed: int = 0) -> di
     if weights is not None:
         if set(weights) != set(params):
             detach_tuner(hydra, tuner)
-            raise TweetyError(f"the {key} translation adapter does not fit this model's body",
-                              fix="teach the Hydra to translate again")
+            raise TweetyError(
+                f"the {key} translation adapter does not fit this model's body",
+                fix="teach the Hydra to translate again",
+            )
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(weights[name])

@@ -4,6 +4,7 @@ Forward passes read a prompt made of segments, each in one language's vocabulary
 generation writes with one language's head and reads back what it wrote with the same language's table. Reading and
 checking an adapted model's folder (`read_language`) is core.hydra.store's.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,6 +23,7 @@ TextFn = Callable[[str], None]
 @dataclass(frozen=True)
 class Language:
     """One language's vocabulary: its tokenizer and tables (`head` is `embeddings` itself when tied)."""
+
     code: str
     tokenizer: object
     embeddings: object  # torch.Tensor [vocab, hidden]
@@ -41,6 +43,7 @@ class Language:
 @dataclass(frozen=True)
 class Segment:
     """A run of token ids in one language's vocabulary (read with that language's embeddings)."""
+
     language: str
     ids: tuple[int, ...]
 
@@ -79,8 +82,9 @@ class Hydra:
         # and read around those layers, so the Hydra does both itself (both None for the other families).
         self.embed_scale = getattr(model.get_input_embeddings(), "embed_scale", None)
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
-        self.languages[source_language] = Language(source_language, source_tokenizer, embeddings,
-                                                   embeddings if head is embeddings else head)
+        self.languages[source_language] = Language(
+            source_language, source_tokenizer, embeddings, embeddings if head is embeddings else head
+        )
 
     # ---- building -------------------------------------------------------------------------------------------------
     def add(self, language: Language) -> Language:
@@ -92,13 +96,17 @@ class Hydra:
 
     def check_free(self, code: str, where: str | Path = "") -> None:
         if code in self.languages:
-            raise TweetyError(f"the Hydra already has a language {code!r}", path=Path(where) if where else None,
-                              fix="remove it first, or choose another language code")
+            raise TweetyError(
+                f"the Hydra already has a language {code!r}",
+                path=Path(where) if where else None,
+                fix="remove it first, or choose another language code",
+            )
 
     def remove_language(self, code: str) -> None:
         if code == self.source_language:
-            raise TweetyError(f"{code!r} is the source language: its tables are the source model's own",
-                              fix="remove another language")
+            raise TweetyError(
+                f"{code!r} is the source language: its tables are the source model's own", fix="remove another language"
+            )
         self.language(code)
         del self.languages[code]
 
@@ -114,8 +122,10 @@ class Hydra:
     def language(self, code: str) -> Language:
         """The language `code`, or a TweetyError naming the languages the Hydra has."""
         if code not in self.languages:
-            raise TweetyError(f"the Hydra has no language {code!r} (it has {', '.join(self.languages)})",
-                              fix="use one of its language codes, or add the language first")
+            raise TweetyError(
+                f"the Hydra has no language {code!r} (it has {', '.join(self.languages)})",
+                fix="use one of its language codes, or add the language first",
+            )
         return self.languages[code]
 
     # ---- forward --------------------------------------------------------------------------------------------------
@@ -132,8 +142,10 @@ class Hydra:
         for s in segments:
             table = self.language(s.language).embeddings
             if s.ids and max(s.ids) >= table.shape[0]:
-                raise TweetyError(f"token id {max(s.ids)} is outside the {s.language!r} vocabulary "
-                                  f"({table.shape[0]:,} tokens)", fix="tokenize each segment with its own language")
+                raise TweetyError(
+                    f"token id {max(s.ids)} is outside the {s.language!r} vocabulary ({table.shape[0]:,} tokens)",
+                    fix="tokenize each segment with its own language",
+                )
             parts.append(self.rows(torch.tensor(s.ids, dtype=torch.long), table))
         return torch.cat(parts).unsqueeze(0)
 
@@ -165,8 +177,13 @@ class Hydra:
 
         # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns until 5.40).
         name = "cache" if "cache" in inspect.signature(self.model.model.forward).parameters else "past_key_values"
-        out = self.model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                               use_cache=cache is not None, **{name: cache})
+        out = self.model.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=cache is not None,
+            **{name: cache},
+        )
         return out.last_hidden_state
 
     def logits(self, segments: list[Segment], language: str):
@@ -188,19 +205,32 @@ class Hydra:
                 ids.add(i)
         return ids
 
-    def generate(self, segments: list[Segment], language: str, settings: GenerationSettings = GenerationSettings(),
-                 *, stop_ids: set[int] | None = None, on_text: TextFn | None = None,
-                 cancel: CancelToken | None = None) -> Generation:
+    def generate(
+        self,
+        segments: list[Segment],
+        language: str,
+        settings: GenerationSettings = GenerationSettings(),
+        *,
+        stop_ids: set[int] | None = None,
+        on_text: TextFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Generation:
         """Continue `segments` in `language`: each token chosen from `language`'s head and fed back through
         `language`'s embeddings, with the KV cache. Text streams through `on_text`; a set cancel token stops before
         the next token, keeping what was generated."""
-        return self.generate_batch([segments], language, settings, stop_ids=stop_ids, on_text=on_text,
-                                   cancel=cancel)[0]
+        return self.generate_batch([segments], language, settings, stop_ids=stop_ids, on_text=on_text, cancel=cancel)[0]
 
-    def generate_batch(self, prompts: list[list[Segment]], language: str,
-                       settings: GenerationSettings = GenerationSettings(), *, stop_ids: set[int] | None = None,
-                       limits: list[int] | None = None, on_text: TextFn | None = None,
-                       cancel: CancelToken | None = None) -> list[Generation]:
+    def generate_batch(
+        self,
+        prompts: list[list[Segment]],
+        language: str,
+        settings: GenerationSettings = GenerationSettings(),
+        *,
+        stop_ids: set[int] | None = None,
+        limits: list[int] | None = None,
+        on_text: TextFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[Generation]:
         """`generate` for several prompts at once (left-padded; a finished row leaves the batch), each reply at most
         `limits[i]` tokens (default: settings.max_new_tokens). `on_text` streams the first row's text."""
         import torch
@@ -208,14 +238,16 @@ class Hydra:
         lang = self.language(language)
         stops = self.stop_ids(language) if stop_ids is None else set(stop_ids)
         g = torch.Generator().manual_seed(settings.seed)
-        replies = [_Reply(lang.tokenizer, settings, limit, on_text if i == 0 else None)
-                   for i, limit in enumerate(limits or [settings.max_new_tokens] * len(prompts))]
+        replies = [
+            _Reply(lang.tokenizer, settings, limit, on_text if i == 0 else None)
+            for i, limit in enumerate(limits or [settings.max_new_tokens] * len(prompts))
+        ]
         rows = [self.embed(p)[0] for p in prompts]
         width = max(len(r) for r in rows)
         embeds = torch.zeros(len(rows), width, rows[0].shape[1], dtype=rows[0].dtype)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
         for i, r in enumerate(rows):
-            embeds[i, width - len(r):], mask[i, width - len(r):] = r, 1
+            embeds[i, width - len(r) :], mask[i, width - len(r) :] = r, 1
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         active = [i for i, r in enumerate(replies) if r.limit > 0]
         embeds, mask, positions = embeds[active], mask[active], positions[active]
@@ -274,20 +306,20 @@ class _Reply:
         # Hold back an incomplete UTF-8 character (a byte token's half) until it is whole.
         ready = len(text) if self.finish == "stop" else len(text.rstrip("\ufffd"))
         if self.on_text is not None and ready > self.sent:
-            self.on_text(text[self.sent:ready])
+            self.on_text(text[self.sent : ready])
         self.sent = max(self.sent, ready)
         return self.finish == "stop" or len(self.ids) >= self.limit
 
     def result(self) -> Generation:
-        return Generation(self.ids, self.text[:self.sent] if self.finish == "cancelled" else self.text, self.finish)
+        return Generation(self.ids, self.text[: self.sent] if self.finish == "cancelled" else self.text, self.finish)
 
 
 def _repeats(ids: list[int], n: int) -> list[int]:
     """Tokens that would repeat an n-gram already in `ids` (no_repeat_ngram: a greedy small model's loops)."""
     if len(ids) < n:
         return []
-    tail = ids[len(ids) - n + 1:]
-    return [ids[j + n - 1] for j in range(len(ids) - n + 1) if ids[j:j + n - 1] == tail]
+    tail = ids[len(ids) - n + 1 :]
+    return [ids[j + n - 1] for j in range(len(ids) - n + 1) if ids[j : j + n - 1] == tail]
 
 
 def _choose(logits, settings: GenerationSettings, generator) -> int:

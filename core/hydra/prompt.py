@@ -1,6 +1,7 @@
 """Translating with a Hydra: the few-shot prompt (example pairs, each side read with its own language's table), the
 choice of example pairs, and greedy translation of a text, a batch of texts or a whole file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,9 @@ def corpus_examples(source_path: str | Path, target_path: str | Path | None = No
     return choose_examples(corpus.source, corpus.target)
 
 
-def translation_segments(hydra: Hydra, text: str, source: str, target: str,
-                         examples: list[tuple[str, str]] | None = None) -> TranslationPrompt:
+def translation_segments(
+    hydra: Hydra, text: str, source: str, target: str, examples: list[tuple[str, str]] | None = None
+) -> TranslationPrompt:
     """The translation prompt, tokenized in the source language; only texts in another language are read with their
     own language's table. With example pairs (`examples`, or by default the Hydra's own for this direction) it is a
     few-shot `English: … / Spanish: …` prompt: the examples' target side, read with the target language's table,
@@ -58,8 +60,13 @@ def translation_segments(hydra: Hydra, text: str, source: str, target: str,
     parts: list[tuple[str, str]] = []
     if examples:
         for s, t in examples:
-            parts += [(base_code, f"{src}: "), (source, s), (base_code, f"\n{tgt}:"), (target, f" {t}"),
-                      (base_code, "\n\n")]
+            parts += [
+                (base_code, f"{src}: "),
+                (source, s),
+                (base_code, f"\n{tgt}:"),
+                (target, f" {t}"),
+                (base_code, "\n\n"),
+            ]
         parts += [(base_code, f"{src}: "), (source, text), (base_code, f"\n{tgt}:")]
     else:
         if template:
@@ -88,22 +95,41 @@ def reply_limit(hydra: Hydra, text: str, source: str, max_new_tokens: int) -> in
     return min(max_new_tokens, 2 * len(hydra.segment(source, text).ids) + 16)
 
 
-def translate(hydra: Hydra, text: str, source: str, target: str, *, max_new_tokens: int = 256,
-              examples: list[tuple[str, str]] | None = None, on_text: TextFn | None = None,
-              cancel: CancelToken | None = None) -> str:
+def translate(
+    hydra: Hydra,
+    text: str,
+    source: str,
+    target: str,
+    *,
+    max_new_tokens: int = 256,
+    examples: list[tuple[str, str]] | None = None,
+    on_text: TextFn | None = None,
+    cancel: CancelToken | None = None,
+) -> str:
     """Greedy zero-shot translation of one text: the prompt read in the source language, the reply written with
     `target`'s head and embeddings."""
     use_adapter(hydra, source, target)
     prompt = translation_segments(hydra, text, source, target, examples)
-    settings = GenerationSettings(max_new_tokens=reply_limit(hydra, text, source, max_new_tokens),
-                                  stop_strings=prompt.stop_strings, no_repeat_ngram=NO_REPEAT)
+    settings = GenerationSettings(
+        max_new_tokens=reply_limit(hydra, text, source, max_new_tokens),
+        stop_strings=prompt.stop_strings,
+        no_repeat_ngram=NO_REPEAT,
+    )
     return hydra.generate(prompt.segments, target, settings, on_text=on_text, cancel=cancel).text.strip()
 
 
-def translate_batch(hydra: Hydra, texts: list[str], source: str, target: str, *, max_new_tokens: int = 256,
-                    examples: list[tuple[str, str]] | None = None, batch_size: int = 8,
-                    examples_each: Sequence[list[tuple[str, str]]] | None = None,
-                    cancel: CancelToken | None = None) -> list[str]:
+def translate_batch(
+    hydra: Hydra,
+    texts: list[str],
+    source: str,
+    target: str,
+    *,
+    max_new_tokens: int = 256,
+    examples: list[tuple[str, str]] | None = None,
+    batch_size: int = 8,
+    examples_each: Sequence[list[tuple[str, str]]] | None = None,
+    cancel: CancelToken | None = None,
+) -> list[str]:
     """`translate` for many texts, `batch_size` at a time (texts of similar length together); empty texts stay
     empty. `examples_each`: each text's own example pairs (a translation memory's matches), instead of `examples`
     for all. Greedy replies equal `translate`'s up to float rounding in the padded batch."""
@@ -112,10 +138,13 @@ def translate_batch(hydra: Hydra, texts: list[str], source: str, target: str, *,
     todo = sorted((i for i, t in enumerate(texts) if t.strip()), key=lambda i: len(texts[i]))
     settings = GenerationSettings(stop_strings=("\n",), no_repeat_ngram=NO_REPEAT)
     for start in range(0, len(todo), batch_size):
-        group = todo[start:start + batch_size]
-        prompts = [translation_segments(hydra, texts[i], source, target,
-                                        examples_each[i] if examples_each is not None else examples).segments
-                   for i in group]
+        group = todo[start : start + batch_size]
+        prompts = [
+            translation_segments(
+                hydra, texts[i], source, target, examples_each[i] if examples_each is not None else examples
+            ).segments
+            for i in group
+        ]
         limits = [reply_limit(hydra, texts[i], source, max_new_tokens) for i in group]
         replies = hydra.generate_batch(prompts, target, settings, limits=limits, cancel=cancel)
         for i, reply in zip(group, replies):
@@ -123,18 +152,42 @@ def translate_batch(hydra: Hydra, texts: list[str], source: str, target: str, *,
     return out
 
 
-def translate_file(hydra: Hydra, in_path: str | Path, out_path: str | Path, source: str, target: str, *,
-                   max_new_tokens: int = 256, batch_size: int = 8, overwrite: bool = False,
-                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> int:
+def translate_file(
+    hydra: Hydra,
+    in_path: str | Path,
+    out_path: str | Path,
+    source: str,
+    target: str,
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> int:
     """Translate a text file line by line into `out_path`, `batch_size` lines at a time (atomic and resumable: see
     core.translation.translate_lines_to_file)."""
-    identity = hashlib.sha256(json.dumps(
-        # The head's sum tells a tuned language (core.hydra.finetune_language) from the same one before tuning.
-        {"hydra": sorted((c, lang.origin, lang.vocab_size, lang.examples,
-                          round(float(lang.head.detach().float().sum()), 3)) for c, lang in hydra.languages.items()),
-         "model": getattr(hydra.model.config, "_name_or_path", "")}).encode()).hexdigest()
+    identity = hashlib.sha256(
+        json.dumps(
+            # The head's sum tells a tuned language (core.hydra.finetune_language) from the same one before tuning.
+            {
+                "hydra": sorted(
+                    (c, lang.origin, lang.vocab_size, lang.examples, round(float(lang.head.detach().float().sum()), 3))
+                    for c, lang in hydra.languages.items()
+                ),
+                "model": getattr(hydra.model.config, "_name_or_path", ""),
+            }
+        ).encode()
+    ).hexdigest()
     return translate_lines_to_file(
-        read_lines(in_path), lambda lines: translate_batch(hydra, lines, source, target, max_new_tokens=max_new_tokens,
-                                                           batch_size=batch_size, cancel=cancel), out_path,
-        key=f"hydra {identity} {source}->{target} {max_new_tokens}", batch_size=batch_size, overwrite=overwrite,
-        progress=progress, cancel=cancel)
+        read_lines(in_path),
+        lambda lines: translate_batch(
+            hydra, lines, source, target, max_new_tokens=max_new_tokens, batch_size=batch_size, cancel=cancel
+        ),
+        out_path,
+        key=f"hydra {identity} {source}->{target} {max_new_tokens}",
+        batch_size=batch_size,
+        overwrite=overwrite,
+        progress=progress,
+        cancel=cancel,
+    )

@@ -8,6 +8,7 @@ state (`state.json`), replaced atomically — and a run started again with the s
 starting tables continues from it, drawing the batches the uninterrupted run would have drawn. Anything else
 starts over, saying what changed. No pickles: nothing in the folder can run code when read.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,15 +75,22 @@ class HydraTuning:
             raise TweetyError("bad Hydra tuning settings: " + "; ".join(problems), fix="change the settings")
 
 
-def back_translate(hydra: Hydra, code: str, lines: list[str], *, batch_size: int = 8,
-                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> list[tuple[str, str]]:
+def back_translate(
+    hydra: Hydra,
+    code: str,
+    lines: list[str],
+    *,
+    batch_size: int = 8,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[tuple[str, str]]:
     """Synthetic pairs (source-language text, line) for target-language `lines` only: each line translated into the
     Hydra's source language by the Hydra itself (read with `code`'s table, written with the source head)."""
     report = Reporter(progress, cancel, "Back-translating")
     pairs = []
     for start in range(0, len(lines), batch_size):
         report(start, len(lines), f"line {start + 1:,} of {len(lines):,}")
-        batch = lines[start:start + batch_size]
+        batch = lines[start : start + batch_size]
         out = translate_batch(hydra, batch, code, hydra.source_language, batch_size=batch_size, cancel=cancel)
         pairs += [(s, t) for s, t in zip(out, batch) if s and t.strip()]
     report(len(lines), len(lines), f"{len(pairs):,} pairs")
@@ -92,6 +100,7 @@ def back_translate(hydra: Hydra, code: str, lines: list[str], *, batch_size: int
 @dataclass
 class TuningState:
     """What a tuning's checkpoint says in `state.json`: the run it belongs to and where that run stands."""
+
     key: dict  # what a run must match to continue this one (`_run_key`)
     steps: int  # of the whole run
     step: int = 0  # steps done
@@ -110,14 +119,25 @@ def tuning_checkpoint(folder: str | Path) -> TuningState | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         return TuningState(**{name: data[name] for name in TuningState.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise TweetyError(f"the stopped tuning's checkpoint is damaged ({e})", path=path,
-                          fix="delete the folder; the tuning then starts over") from None
+        raise TweetyError(
+            f"the stopped tuning's checkpoint is damaged ({e})",
+            path=path,
+            fix="delete the folder; the tuning then starts over",
+        ) from None
 
 
-def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], settings: HydraTuning = HydraTuning(),
-                      *, examples_of: ExamplesFn | None = None, checkpoint: str | Path | None = None,
-                      run_key: dict[str, str] | None = None, progress: ProgressFn | None = None,
-                      cancel: CancelToken | None = None) -> list[float]:
+def finetune_language(
+    hydra: Hydra,
+    code: str,
+    pairs: list[tuple[str, str]],
+    settings: HydraTuning = HydraTuning(),
+    *,
+    examples_of: ExamplesFn | None = None,
+    checkpoint: str | Path | None = None,
+    run_key: dict[str, str] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[float]:
     """Train what `settings.trains` names — `code`'s embedding table and head (a tied language gets a head of its
     own unless `settings.untie` is off), and/or a LoRA adapter for the direction source → `code` (the body's own
     weights stay every language's) — to write the second text of each pair when prompted to translate the first (in
@@ -141,8 +161,9 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
     settings.check()
     lang = hydra.language(code)
     if code == hydra.source_language:
-        raise TweetyError(f"{code!r} is the source language: its tables are the body's own",
-                          fix="tune another language")
+        raise TweetyError(
+            f"{code!r} is the source language: its tables are the body's own", fix="tune another language"
+        )
     if not pairs:
         raise TweetyError("there are no translation pairs to train on", fix="give a parallel corpus or target text")
     report = Reporter(progress, cancel, f"Tuning {code}")
@@ -193,8 +214,12 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
             if checkpoint is not None and run.step % every == 0 and run.step < settings.steps:
                 _save_checkpoint(checkpoint, run, trained, optimizer, rng)
                 saved = run.step
-            report(run.step, settings.steps, f"step {run.step} of {settings.steps}, loss {run.losses[-1]:.3f}",
-                   {"step": run.step, "loss": run.losses[-1]})
+            report(
+                run.step,
+                settings.steps,
+                f"step {run.step} of {settings.steps}, loss {run.losses[-1]:.3f}",
+                {"step": run.step, "loss": run.losses[-1]},
+            )
     except BaseException as e:
         hydra.languages[code] = lang
         lora.detach(hydra)  # the direction's old adapter, if any, goes back on when it next translates
@@ -206,8 +231,9 @@ def finetune_language(hydra: Hydra, code: str, pairs: list[tuple[str, str]], set
     if "tables" in settings.trains:
         dtype = lang.embeddings.dtype
         tuned_embeddings = embeddings.detach().to(dtype)
-        hydra.languages[code] = replace(lang, embeddings=tuned_embeddings,
-                                        head=tuned_embeddings if tied else head.detach().to(dtype))
+        hydra.languages[code] = replace(
+            lang, embeddings=tuned_embeddings, head=tuned_embeddings if tied else head.detach().to(dtype)
+        )
     if "lora" in settings.trains:
         hydra.adapters[key] = lora.weights_of(adapter)
         lora.detach(hydra)
@@ -225,22 +251,39 @@ def _run_key(lang, pairs: list[tuple[str, str]], settings: HydraTuning, extra: d
         tables.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())  # the bytes, whatever the dtype
     pairs_hash = hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()
     tuning = {k: v for k, v in asdict(settings).items() if k != "checkpoint_every"}
-    return {"language": lang.code, "settings": tuning, "pairs": pairs_hash, "tables": tables.hexdigest(),
-            **(extra or {})}
+    return {
+        "language": lang.code,
+        "settings": tuning,
+        "pairs": pairs_hash,
+        "tables": tables.hexdigest(),
+        **(extra or {}),
+    }
 
 
-_SETTING_WORDS = {"steps": "the number of steps", "batch_size": "the pairs per step", "lr": "the learning rate",
-                  "warmup_steps": "the warm-up steps", "seed": "the seed", "untie": "whether the head is untied",
-                  "trains": "what it trains", "lora_lr": "the adapter's learning rate"}
-_KEY_WORDS = {"pairs": "the training pairs", "tables": "the tables it starts from (the model was made again or "
-              "tuned since)"}
+_SETTING_WORDS = {
+    "steps": "the number of steps",
+    "batch_size": "the pairs per step",
+    "lr": "the learning rate",
+    "warmup_steps": "the warm-up steps",
+    "seed": "the seed",
+    "untie": "whether the head is untied",
+    "trains": "what it trains",
+    "lora_lr": "the adapter's learning rate",
+}
+_KEY_WORDS = {
+    "pairs": "the training pairs",
+    "tables": "the tables it starts from (the model was made again or tuned since)",
+}
 
 
 def _changes(saved: dict, now: dict) -> list[str]:
     """What differs between a stopped run's key and this run's, in the user's words."""
     was, settings = saved.get("settings") or {}, now["settings"]
-    words = [f"{_SETTING_WORDS.get(k, k.replace('_', ' '))} ({was.get(k)}, now {v})"
-             for k, v in settings.items() if was.get(k) != v]
+    words = [
+        f"{_SETTING_WORDS.get(k, k.replace('_', ' '))} ({was.get(k)}, now {v})"
+        for k, v in settings.items()
+        if was.get(k) != v
+    ]
     if saved.get("language") != now["language"]:
         words.append(f"the language ({saved.get('language')}, now {now['language']})")
     for k in sorted((set(saved) | set(now)) - {"settings", "language"}):
@@ -272,8 +315,9 @@ def _continued(folder: Path, fresh: TuningState, tables: dict, optimizer, rng, r
         return start_over(f"the stopped tuning's checkpoint in {folder} cannot be read ({e})")
     changed = _changes(saved.key, fresh.key)
     if changed:
-        return start_over(f"the tuning stopped at step {saved.step} of {saved.steps} had other settings — "
-                          + ", ".join(changed))
+        return start_over(
+            f"the tuning stopped at step {saved.step} of {saved.steps} had other settings — " + ", ".join(changed)
+        )
     if set(stored) != set(tables) or any(stored[n].shape != t.shape for n, t in tables.items()):
         return start_over(f"the stopped tuning's checkpoint in {folder} does not fit these tables")
     state: dict[int, dict] = {}
