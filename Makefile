@@ -55,11 +55,13 @@ app: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 # The inner loop: every test not marked slow (tests/conftest.py SLOW), about 2 minutes on 2 cores.
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -m "not slow"
 
 # The guide's screenshots (docs/screenshots), from the wizard's walk-through test.
