@@ -335,9 +335,14 @@ def test_cli_export_for_lmstudio_with_ollama(target_tokenizer, tmp_path, capsys)
     assert (folder / "tiny.gguf").is_file() and (folder / "README.md").is_file()
     assert f"ollama create tiny -f {folder / 'Modelfile'}" in out and "tweety-studio/tiny" in out
     assert 'TEMPLATE """' in (folder / "Modelfile").read_text()
+    # A README.md of the user's stays; the card goes beside it under the file's name (a source checkout's README).
     (folder / "README.md").write_text("mine\n")
-    assert main(["export", "--model", str(model), "--out", str(folder / "again.gguf")]) == 2  # a TweetyError
-    assert "never overwrites" in capsys.readouterr().err and not (folder / "again.gguf").exists()
+    assert main(["export", "--model", str(model), "--out", str(folder / "again.gguf")]) == 0
+    assert "written as again.README.md" in capsys.readouterr().err
+    assert (folder / "README.md").read_text() == "mine\n" and H.CARD_MARKER in (folder / "again.README.md").read_text()
+    (folder / "again.README.md").write_text("mine too\n")  # … and that one is the user's too: refused
+    assert main(["export", "--model", str(model), "--out", str(folder / "again.gguf"), "--type", "q8_0"]) == 2
+    assert "never overwrites" in capsys.readouterr().err
 
 
 def test_export_page_writes_the_modelfile_and_exports_for_lmstudio(qtbot, target_tokenizer, tmp_path, monkeypatch):

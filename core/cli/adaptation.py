@@ -527,7 +527,8 @@ def _finetune(a: argparse.Namespace, bars: ProgressBars) -> int:
         return 130
     bars.close()
     if result.initial_bpb is not None:
-        print(f"held-out bits per byte {result.initial_bpb:.4f} → {result.final_bpb:.4f}")
+        sample = f" (its first {settings.eval_max_bytes:,} bytes)" if settings.eval_max_bytes else ""
+        print(f"held-out bits per byte{sample} {result.initial_bpb:.4f} → {result.final_bpb:.4f}")
     print(
         f"{result.steps} steps, {result.tokens_per_s:,.0f} tokens/s; model written to {result.out} "
         f"(curve: {result.out}/{finetune.TRAINING}/curve.png)"

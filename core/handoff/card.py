@@ -285,9 +285,10 @@ def model_card(facts: CardFacts):
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}", body=_body(facts))
 
 
-def write_model_card(folder: str | Path, facts: CardFacts, *, overwrite: bool = False) -> Path:
-    """README.md in `folder`, atomically; a README.md Tweety Studio did not write is refused (unless `overwrite`)."""
-    path = Path(folder) / CARD
+def write_model_card(folder: str | Path, facts: CardFacts, *, overwrite: bool = False, name: str = CARD) -> Path:
+    """README.md (or `name`) in `folder`, atomically; a file there Tweety Studio did not write is refused (unless
+    `overwrite`)."""
+    path = Path(folder) / name
     check_free(path, CARD_MARKER, overwrite)
     text = str(model_card(facts))
     with atomic_file(path) as tmp:

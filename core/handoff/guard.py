@@ -25,9 +25,14 @@ def _ours(path: Path, marker: str) -> bool:
         return False
 
 
+def is_free(path: Path, marker: str) -> bool:
+    """Nothing at `path`, or a file Tweety Studio wrote."""
+    return not path.exists() or _ours(path, marker)
+
+
 def check_free(path: Path, marker: str, overwrite: bool) -> None:
     """Refuse `path` when it holds a file Tweety Studio did not write (unless `overwrite`)."""
-    if path.exists() and not overwrite and not _ours(path, marker):
+    if not overwrite and not is_free(path, marker):
         raise TweetyError(
             f"{path.name} exists and was not written by Tweety Studio; Tweety Studio never overwrites your files",
             path=path,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.errors import TweetyError
 from core.handoff.card import CardFacts, write_model_card
-from core.handoff.guard import CARD, CARD_MARKER, MODELFILE, MODELFILE_MARKER, check_free
+from core.handoff.guard import CARD, CARD_MARKER, MODELFILE, MODELFILE_MARKER, check_free, is_free
 from core.handoff.ollama import modelfile, ollama_command
 from core.jobs import atomic_file
 
@@ -60,9 +60,16 @@ def destination(out: str | Path, model: str, handoff: HandOff) -> Path:
     return lmstudio_path(handoff.lmstudio, model, out.name, handoff.publisher) if handoff.lmstudio else out
 
 
+def card_path(gguf: Path, overwrite: bool) -> Path:
+    """Where the model card beside `gguf` goes: README.md, or `<name>.README.md` where a README.md of the user's is
+    there (a folder of the user's own files, a source checkout): the card must not cost the export."""
+    readme = gguf.parent / CARD
+    return readme if overwrite or is_free(readme, CARD_MARKER) else gguf.parent / f"{gguf.stem}.{CARD}"
+
+
 def check_destination(gguf: Path, handoff: HandOff, overwrite: bool) -> None:
     """Before exporting: the card and Modelfile beside `gguf` must not be a user's files."""
-    check_free(gguf.parent / CARD, CARD_MARKER, overwrite)
+    check_free(card_path(gguf, overwrite), CARD_MARKER, overwrite)
     if handoff.ollama:
         check_free(gguf.parent / MODELFILE, MODELFILE_MARKER, overwrite)
 
@@ -93,5 +100,13 @@ def hand_off(gguf: str | Path, facts: CardFacts, handoff: HandOff, *, overwrite:
             )
     # The card sits beside the Modelfile: its command names it from there.
     beside = ollama_command(gguf.stem, MODELFILE) if command else None
-    card = write_model_card(gguf.parent, replace(facts, gguf=gguf.name, ollama=beside), overwrite=overwrite)
+    path = card_path(gguf, overwrite)
+    if path.name != CARD:
+        warnings.append(
+            f"{CARD} beside the file is not Tweety Studio's, so the model card was written as {path.name} (name it "
+            f"{CARD} where you publish the model)"
+        )
+    card = write_model_card(
+        gguf.parent, replace(facts, gguf=gguf.name, ollama=beside), overwrite=overwrite, name=path.name
+    )
     return HandOffResult(card, modelfile_path, command, tuple(warnings))
