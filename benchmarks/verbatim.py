@@ -5,7 +5,11 @@ computed once per model (cached under OUT/KEY); each variant only rewrites rows 
 
 Variants: `verbatim` every verbatim token keeps its source row; `verbatim<N` only when it has fewer than N alignment
 links; `verbatim∉aligned` only when the verbatim source token is not among its aligned sources; `blend W` the row is
-W × the verbatim row + (1 − W) × the alignment's.
+W × the verbatim row + (1 − W) × the alignment's; `default` the mapping `tweety adapt` makes now (its spelling
+share chosen from the target text, core.mapping.spelling_share_for); `pieces≤K` every aligned token the source spells
+in at most K pieces takes its FVT row (K = 1 is `verbatim`; K → ∞ is FVT), the others keep the alignment's;
+`pieces≤K<N` the same, only under N alignment links; `pieces≤K mix W` the others W × their FVT row + (1 − W) × the
+alignment's.
 
 Usage: python benchmarks/verbatim.py [--models smollm2,gemma] [--vocab 16000] [--train-lines 30423]
                                      [--max-bytes 20000] [--threads 2] [--out demo-output/verbatim]
@@ -59,6 +63,9 @@ def main() -> None:
     p.add_argument("--variants", default="fvt,transtok,verbatim,verbatim<100,verbatim<500,verbatim∉aligned,blend 0.5")
     p.add_argument("--out", default=str(ROOT / "demo-output" / "verbatim"))
     p.add_argument("--json")
+    p.add_argument("--parallel", nargs=2, metavar=("SOURCE", "TARGET"), help="another corpus (default: the demo's)")
+    p.add_argument("--target-text", help="the tokenizer's training text (default: the corpus's target side)")
+    p.add_argument("--heldout-text", help="held-out target text (default: the demo's)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -66,9 +73,10 @@ def main() -> None:
     gemma = models.gemma_gguf()
     if gemma is not None:
         specs["gemma"] = ("Gemma 3 270M", str(gemma))
-    corpus = resources.read_parallel(DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz")
+    corpus = resources.read_parallel(*(a.parallel or (DEMO / "bible.train.en.gz", DEMO / "bible.train.es.gz")))
     corpus = type(corpus)(corpus.source[: a.train_lines], corpus.target[: a.train_lines])
-    heldout = resources.head_bytes(resources.read_text(DEMO / "bible.heldout.es.gz"), a.max_bytes)
+    tokenizer_text = resources.read_lines(a.target_text) if a.target_text else corpus.target
+    heldout = resources.head_bytes(resources.read_text(a.heldout_text or DEMO / "bible.heldout.es.gz"), a.max_bytes)
     results: dict[str, dict[str, float]] = {}
     for key in a.models.split(","):
         if key not in specs:
@@ -82,7 +90,7 @@ def main() -> None:
             timed(
                 "train tokenizer",
                 tokenizer.train_tokenizer,
-                corpus.target,
+                tokenizer_text,
                 source_tok,
                 work / "tokenizer",
                 tokenizer.TokenizerSettings(vocab_size=a.vocab),
@@ -91,10 +99,16 @@ def main() -> None:
         if not (work / "alignment").exists():
             timed("align", align.align_corpus, corpus, source_tok, target_tok, work / "alignment")
         counts = align.load_counts(work / "alignment")
-        base = timed("map", mapping.build_mapping, source_tok, target_tok, alignment_counts=counts)
+        # the product's thresholds for the corpus's pair length (long verse pairs: 20 / 5, as before)
+        evidence = mapping.Evidence(
+            "alignment", mapping.ALIGNMENT_KIND, counts, tokens_per_pair=align.tokens_per_pair(work / "alignment")
+        )
+        base = timed("map", mapping.build_mapping, source_tok, target_tok, evidence=[evidence])
         fvt = mapping.fvt_mapping(source_tok, target_tok)
         verbatim = verbatim_tokens(fvt, base)
         has = verbatim >= 0
+        pieces = np.diff(fvt.matrix.indptr)
+        aligned = np.isin(base.origin, [Origin.ALIGNMENT, Origin.ALIGNMENT_AND_DICTIONARY])
         links = np.asarray(counts.sum(axis=1)).ravel()
         aligned_to_it = np.array(
             [
@@ -113,12 +127,26 @@ def main() -> None:
                 m = fvt
             elif v == "transtok":
                 m = base
+            elif v == "default":  # what `tweety adapt` does now: the spelling share chosen from the target text
+                share = mapping.spelling_share_for(source_tok, "\n".join(tokenizer_text))
+                print(f"  default: spelling share {share}", flush=True)
+                chosen = mapping.MappingSettings(spelling_share=share)
+                m = mapping.build_mapping(source_tok, target_tok, evidence=[evidence], settings=chosen)
             elif v == "verbatim":
                 m = variant(base, fvt, verbatim, has)
             elif v.startswith("verbatim<"):
                 m = variant(base, fvt, verbatim, has & (links < float(v[len("verbatim<") :])))
             elif v == "verbatim∉aligned":
                 m = variant(base, fvt, verbatim, has & ~aligned_to_it)
+            elif v.startswith("pieces≤"):
+                rule, _, mix = v[len("pieces≤") :].partition(" mix ")
+                k, _, n = rule.partition("<")
+                use = aligned & (pieces <= int(k)) & (links < (float(n) if n else np.inf))
+                w = np.where(use, 1.0, np.where(aligned, float(mix or 0), 0.0))
+                m = Mapping(
+                    sp.csr_matrix(sp.diags(1 - w) @ base.matrix + sp.diags(w) @ fvt.matrix, dtype=np.float32),
+                    base.origin,
+                )
             elif v.startswith("blend "):
                 m = variant(base, fvt, verbatim, has, float(v.split()[1]))
             else:
@@ -129,8 +157,8 @@ def main() -> None:
         del model
     variants = a.variants.split(",")
     print(
-        f"\nStep-0 bits per byte, held-out Spanish (first {len(heldout.encode()):,} bytes), vocabulary {a.vocab:,}, "
-        f"{len(corpus.source):,} verse pairs:\n"
+        f"\nStep-0 bits per byte, held-out text (first {len(heldout.encode()):,} bytes), vocabulary {a.vocab:,}, "
+        f"{len(corpus.source):,} pairs:\n"
     )
     print("| source | " + " | ".join(variants) + " |")
     print("|---|" + "---:|" * len(variants))

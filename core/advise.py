@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from core.jobs import CancelToken, ProgressFn
+from core.mapping import COMPACT_SPELLING
 from core.resources import head_bytes
 
 KEEP, EXTEND, REPLACE = "keep", "extend", "replace"
@@ -24,7 +25,7 @@ SAMPLE_BYTES = 12_000  # a sample big enough to be stable (±2% on the demo) and
 # spends about 0.25).
 READS_WELL = 1.9  # bits per character
 READS_POORLY = 3.0
-COMPACT = 0.33  # tokens per character
+COMPACT = COMPACT_SPELLING  # tokens per character; the same line decides whether a source keeps its own spellings
 
 
 @dataclass(frozen=True)

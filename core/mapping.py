@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from core.dictionary import DictionarySettings, word_counts
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
-from core.resources import DictionaryEntry, OverrideLine
+from core.resources import DictionaryEntry, OverrideLine, head_bytes
 from core.tokenizer import byte_level_chars, is_byte_level, piece_bytes
 
 log = logging.getLogger(__name__)
@@ -80,13 +80,13 @@ class MappingSettings:
     # mixed, corpus + FreeDict read the held-out text worse than the corpus alone (2.275 against 2.216 bits/byte,
     # README "A dictionary alone"). False mixes every resource by weight.
     dictionary_fills_gaps: bool = True
-    # A target token the source vocabulary holds whole (its bytes are one source token: `▁casa` → Gemma's `▁casa`,
-    # the ▁/Ġ space markers matched through bytes) keeps that source row unless it has at least this many alignment
-    # links: a multilingual source already knows the word, and the alignment would send it to an English row.
-    # 0 turns the rule off. Measured at step 0 (docs/results/verbatim.md, demo verses, 20 kB held out): Gemma 3
-    # 270M FVT 1.806, trans-tokenization 2.182, every verbatim token kept 1.827; SmolLM2 2.608, 2.262, 2.469 (kept
-    # under 100 links: 2.257). Not a default yet: no setting beats FVT on Gemma and helps SmolLM2.
-    verbatim_min_links: int = 0
+    # Where the source already reads the language, its own spelling of a token beats the alignment's English rows: a
+    # target token the source spells in at most SPELLING_PIECES of its tokens keeps that spelling (its FVT row), and
+    # every other aligned token takes this share of its spelling row, the rest from the alignment. None: chosen from
+    # the target text (`spelling_share_for`: SPELLING_SHARE for a source that spells it compactly, else 0, off).
+    # Measured at step 0 with Gemma 3 270M (docs/results/verbatim.md), FVT · the alignment alone · this: Spanish
+    # verses 1.666 · 2.045 · 1.664, German software strings 1.865 · 2.054 · 1.857.
+    spelling_share: float | None = None
 
 
 ALIGNMENT_KIND, DICTIONARY_KIND = "alignment", "dictionary"
@@ -98,6 +98,28 @@ ALIGNMENT_KIND, DICTIONARY_KIND = "alignment", "dictionary"
 # Software strings (German, Ukrainian, Russian: 6-7 tokens a pair): a link has few candidates, and even one is worth
 # more than the token's spelling (2 / 1: 0.85×, 0.83×, 0.87× FVT against 0.89×, 0.92×, 0.98× with 20 / 5).
 SHORT_PAIRS, LONG_PAIRS = (8.0, 2, 1), (32.0, 20, 5)
+
+
+# Source tokens a character of the target text below which the source spells the language compactly, as a vocabulary
+# made for it does (about 0.25): Gemma 3 270M spends 0.28 on Spanish, 0.30 on German; SmolLM2 0.40 and 0.42, and
+# 0.81 on Ukrainian (docs/results/advise.md). core.advise's "compact" is the same line.
+COMPACT_SPELLING = 0.33
+# Chosen on Gemma 3 270M (docs/results/verbatim.md): the one variant that read better than FVT on the Spanish
+# sample, all the Spanish held-out text and German. Only the tokens spelled whole kept, the others 3/4 spelling: 1.804
+# on the sample and 1.838 on German, but 1.667 on all the Spanish (FVT 1.666); ≤ 2 pieces kept, the others from the
+# alignment alone: 1.801, 1.862.
+SPELLING_PIECES, SPELLING_SHARE = 2, 0.5
+SPELLING_SAMPLE_BYTES = 12_000
+
+
+def spelling_share_for(source_tokenizer, text: str) -> float:
+    """`MappingSettings.spelling_share` from the data: SPELLING_SHARE where the source spells a sample of the target
+    text compactly (it reads the language), else 0."""
+    sample = head_bytes(text, SPELLING_SAMPLE_BYTES)
+    if not sample:
+        return 0.0
+    tokens = sum(len(ids) for ids in source_tokenizer(sample.splitlines(), add_special_tokens=False)["input_ids"])
+    return SPELLING_SHARE if tokens / len(sample) <= COMPACT_SPELLING else 0.0
 
 
 def alignment_thresholds(tokens_per_pair: float) -> tuple[int, int]:
@@ -332,18 +354,6 @@ def fvt_rows(
     return m, is_special, no_letters
 
 
-def _verbatim(candidates: np.ndarray, target_tokenizer, source_tokenizer) -> np.ndarray:
-    """Those of `candidates` whose bytes are exactly one source token (an FVT row of one entry may also be a
-    piece spelled by one source token twice: `ll` → `l` `l`)."""
-    to_source = SourceBytes(source_tokenizer)
-    target_byte_level = is_byte_level(target_tokenizer)
-    pieces = target_tokenizer.convert_ids_to_tokens(candidates.tolist())
-    return np.array(
-        [t for t, piece in zip(candidates, pieces) if len(to_source(piece_bytes(piece, target_byte_level))) == 1],
-        dtype=np.int64,
-    )
-
-
 def _normalised_evidence(e: Evidence, shape: tuple[int, int], settings: MappingSettings) -> sp.csr_matrix:
     if e.counts.shape != shape:
         raise TweetyError(
@@ -441,13 +451,10 @@ def build_mapping(
     origin[kinds[ALIGNMENT_KIND]] = Origin.ALIGNMENT
     origin[kinds[DICTIONARY_KIND]] = Origin.DICTIONARY
     origin[kinds[ALIGNMENT_KIND] & kinds[DICTIONARY_KIND]] = Origin.ALIGNMENT_AND_DICTIONARY
-    if settings.verbatim_min_links > 0:
-        links = sum(
-            (np.asarray(e.counts.sum(axis=1)).ravel() for e in evidence if e.kind == ALIGNMENT_KIND), np.zeros(vt)
-        )
-        weak = np.isin(origin, [Origin.ALIGNMENT, Origin.ALIGNMENT_AND_DICTIONARY]) & ~no_letters
-        weak &= (links < settings.verbatim_min_links) & (np.diff(fvt.indptr) == 1)
-        origin[_verbatim(np.flatnonzero(weak), target_tokenizer, source_tokenizer)] = Origin.FVT
+    aligned = np.isin(origin, [Origin.ALIGNMENT, Origin.ALIGNMENT_AND_DICTIONARY]) & ~no_letters
+    share = settings.spelling_share or 0.0
+    if share:  # a token the source spells in few pieces keeps that spelling
+        origin[aligned & (np.diff(fvt.indptr) <= SPELLING_PIECES)] = Origin.FVT
     origin[no_letters] = Origin.IDENTICAL
     fvt = _normalise_rows(without_removed(fvt))
     origin[np.diff(fvt.indptr) == 0] = Origin.MEAN
@@ -458,9 +465,10 @@ def build_mapping(
     use_evidence &= ~overridden
     fallback = ~use_evidence & ~overridden
 
-    parts = {e.name: _row_scale(w, use_evidence.astype(np.float64)) for e, w in zip(evidence, weighted)}
+    spelled = np.where(use_evidence & aligned, share, 0.0)  # the spelling's share of an aligned token's row
+    parts = {e.name: _row_scale(w, use_evidence * (1.0 - spelled)) for e, w in zip(evidence, weighted)}
     parts[OVERRIDE] = replaced
-    parts[FALLBACK] = _row_scale(fvt, fallback.astype(np.float64))
+    parts[FALLBACK] = _row_scale(fvt, fallback + spelled)
     parts = {name: _float32(part) for name, part in parts.items()}
     matrix = _float32(sum(parts.values(), sp.csr_matrix((vt, vs), dtype=np.float32)))
     return Mapping(matrix, origin, parts)

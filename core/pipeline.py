@@ -108,6 +108,7 @@ def adapt(
             progress=progress,
             cancel=cancel,
         )
-        coverage = {k: v for k, v in project.state.stages["map"].summary.items() if k != "resources"}
+        origins = {o.label for o in mapping.Origin}
+        coverage = {k: v for k, v in project.state.stages["map"].summary.items() if k in origins}
         seconds = {name: record.seconds for name, record in project.state.stages.items()}
     return AdaptResult(Path(settings.out), seconds, coverage, Project.open(settings.out))

@@ -246,6 +246,9 @@ def build_mapping(
         for o in resources.read_overrides(f)
     ]
     found = evidence(layout, inputs, source_tok, target_tok, aligned=aligned)
+    if settings.spelling_share is None and inputs.target_text:
+        text = resources.read_text(inputs.target_text)
+        settings = replace(settings, spelling_share=mapping.spelling_share_for(source_tok, text))
     m = write_mapping(
         layout.mapping_dir,
         found,
@@ -257,7 +260,8 @@ def build_mapping(
         progress=progress,
         cancel=cancel,
     )
-    return m, clock.record("work/mapping", {**m.coverage(), "resources": m.shares()})
+    details = {**m.coverage(), "resources": m.shares(), "spelling_share": settings.spelling_share}
+    return m, clock.record("work/mapping", details)
 
 
 def write_mapping(

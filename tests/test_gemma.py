@@ -122,7 +122,11 @@ def test_sentencepiece_pieces_map_exactly_through_bytes(adapted, tokenizers):
     assert source_pieces[ids[0]].startswith("▁")
     assert [source_pieces[i] for i in to_source(b"\xc3")] == ["<0xC3>"]
     coverage = adapted[0].coverage
-    assert coverage["special"] == 7 and coverage["alignment"] > 20 and coverage["mean"] == 0
+    assert coverage["special"] == 7 and coverage["mean"] == 0
+    # Gemma reads Spanish, so the mapping keeps its own spellings (docs/results/verbatim.md): an aligned token it
+    # spells in one or two pieces starts from them — every one of this small vocabulary's aligned tokens
+    assert adapted[0].project.state.stages["map"].summary["spelling_share"] == 0.5
+    assert coverage["alignment"] < 20 < coverage["fvt"]
 
 
 def test_turn_tokens_and_chat_template_are_carried(adapted, tokenizers):

@@ -160,27 +160,40 @@ def test_alignment_counts_for_other_vocabularies_are_refused(synthetic, target_t
         build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts)
 
 
-def test_verbatim_token_with_weak_alignment_keeps_its_source_row(target_tokenizer, source_tokenizer):
+def test_a_source_that_reads_the_language_keeps_its_own_spellings(target_tokenizer, source_tokenizer):
     import scipy.sparse as sp
 
-    from core.mapping import MappingSettings
+    from core.mapping import fvt_mapping
 
     src = source_tokenizer.get_vocab()
-    weak, strong = _single(target_tokenizer, " de"), _single(target_tokenizer, " la")
-    assert "Ġde" in src and "Ġla" in src  # both spelled whole by SmolLM2
+    whole = _single(target_tokenizer, " de")  # SmolLM2 spells it whole: Ġde
+    spelling = fvt_mapping(source_tokenizer, target_tokenizer).matrix
+    pieces = np.diff(spelling.indptr)
+    split = next(t for t in range(len(target_tokenizer)) if pieces[t] >= 3 and target_tokenizer.decode([t]).isalpha())
     counts = sp.lil_matrix((len(target_tokenizer), len(source_tokenizer)))
-    counts[weak, src["Ġof"]] = 30  # enough to pass the alignment thresholds, not to overrule the spelling
-    counts[strong, src["Ġthe"]] = 900
+    two = next(t for t in range(len(target_tokenizer)) if pieces[t] == 2 and target_tokenizer.decode([t]).isalpha())
+    counts[whole, src["Ġof"]] = counts[two, src["Ġof"]] = counts[split, src["Ġthe"]] = 900
     counts = sp.csr_matrix(counts)
 
-    def top(m: Mapping, t: int) -> str:
-        row = m.matrix[t]
-        return source_tokenizer.convert_ids_to_tokens(int(row.indices[np.argmax(row.data)]))
-
     before = build_mapping(source_tokenizer, target_tokenizer, alignment_counts=counts)
-    assert (top(before, weak), top(before, strong)) == ("Ġof", "Ġthe")
+    assert before.matrix[whole, src["Ġof"]] == before.matrix[split, src["Ġthe"]] == 1.0
     m = build_mapping(
-        source_tokenizer, target_tokenizer, alignment_counts=counts, settings=MappingSettings(verbatim_min_links=100)
+        source_tokenizer, target_tokenizer, alignment_counts=counts, settings=MappingSettings(spelling_share=0.5)
     )
-    assert top(m, weak) == "Ġde" and m.matrix[weak].nnz == 1 and m.origin[weak] == Origin.FVT
-    assert top(m, strong) == "Ġthe" and m.origin[strong] == Origin.ALIGNMENT
+    assert m.matrix[whole].nnz == 1 and m.matrix[whole, src["Ġde"]] == 1.0 and m.origin[whole] == Origin.FVT
+    assert (m.matrix[two] != spelling[two]).nnz == 0 and m.origin[two] == Origin.FVT  # two pieces: its spelling
+    # a token of three pieces: half from the alignment, half from its spelling; still counted as aligned
+    assert m.matrix[split, src["Ġthe"]] == pytest.approx(0.5 + 0.5 * spelling[split, src["Ġthe"]])
+    assert m.matrix[split].sum() == pytest.approx(1.0) and m.matrix[split].nnz == pieces[split] + 1
+    assert m.origin[split] == Origin.ALIGNMENT
+    untouched = np.flatnonzero(~np.isin(before.origin, [Origin.ALIGNMENT, Origin.ALIGNMENT_AND_DICTIONARY]))
+    assert (before.matrix[untouched] != m.matrix[untouched]).nnz == 0
+
+
+def test_whether_spellings_count_follows_how_compactly_the_source_spells_the_text(source_tokenizer, pairs):
+    from core.mapping import SPELLING_SHARE, spelling_share_for
+
+    english, spanish = ("\n".join(side) for side in pairs)
+    assert spelling_share_for(source_tokenizer, english) == SPELLING_SHARE  # SmolLM2 reads English: ~0.22 a character
+    assert spelling_share_for(source_tokenizer, spanish) == 0  # ~0.40: it does not read Spanish
+    assert spelling_share_for(source_tokenizer, "") == 0

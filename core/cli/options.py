@@ -293,10 +293,25 @@ def add_mapping_options(p: argparse.ArgumentParser) -> None:
         "pair length, 2 to 20)",
     )
     p.add_argument("--top-k", type=int, default=d.top_k, help="source tokens kept per target token")
+    p.add_argument(
+        "--spelling-share",
+        type=float,
+        metavar="S",
+        default=d.spelling_share,
+        help="where the source model already reads the language: the share of an aligned token's start taken from "
+        f"its spelling in the source's own tokens, the rest from the alignment; a token it spells in at most "
+        f"{mapping.SPELLING_PIECES} tokens starts from that spelling alone (default: {mapping.SPELLING_SHARE} where "
+        "the source model spells the target text compactly, else 0, off)",
+    )
 
 
 def mapping_settings(a: argparse.Namespace) -> mapping.MappingSettings:
-    return mapping.MappingSettings(min_pair_count=a.min_pair_count, min_token_count=a.min_token_count, top_k=a.top_k)
+    return mapping.MappingSettings(
+        min_pair_count=a.min_pair_count,
+        min_token_count=a.min_token_count,
+        top_k=a.top_k,
+        spelling_share=a.spelling_share,
+    )
 
 
 def need(a: argparse.Namespace, *names: str) -> None:
