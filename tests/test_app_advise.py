@@ -20,8 +20,14 @@ def test_the_data_page_advises_before_adapting(qtbot, window, tmp_path):
     assert not w.busy and "target-language text first" in page.error.text()
 
     page.rows["target"].set_path(write_lines(tmp_path / "uk.txt", UKRAINIAN.splitlines()))
+    w.resize(1280, 600)  # the page is taller than the window: the answer must be scrolled into view
     button(page, "Is adapting worth it?").click()
     wait_job(qtbot, w)
+
+    def in_sight() -> bool:
+        return page.visibleRegion().contains(page.advice.mapTo(page, page.advice.rect().bottomLeft()))
+
+    qtbot.waitUntil(in_sight, timeout=2000)  # scrolled once the layout has made room for the answer
     shown = page.advice.text()
     assert "Replace its vocabulary" in shown and "tokens a character" in shown, shown
     assert f"{len(read_text(tmp_path / 'uk.txt')):,} characters" in shown and not page.error.text()

@@ -310,9 +310,15 @@ class DataPage(Page):
         project = self.project
         self.error.clear()
         self.advice.setText("Measuring the source model on your text…")
+        self.bring_into_view(self.advice)
+
+        def show(advice) -> None:
+            self.advice.setText(advice_text(advice))
+            self.bring_into_view(self.advice)
+
         self.run(
             lambda progress, cancel: project.advise(text, progress=progress, cancel=cancel),
-            lambda advice: self.advice.setText(advice_text(advice)),
+            show,
             "Measuring the source model",
             on_error=lambda message: (self.advice.clear(), self.error.setText(message)),
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QTableWidget,
@@ -252,6 +253,22 @@ class Page(QWidget):
         return self.ctx.project
 
     def build(self) -> None: ...
+
+    def bring_into_view(self, widget: QWidget) -> None:
+        """Scroll the page until `widget` shows, once the layout has made room for its new text: the window scrolls a
+        page taller than itself, and a result that appears below the fold would go unseen (found in a walk at
+        1280×800: "Is adapting worth it?" answered out of sight)."""
+
+        def scroll() -> None:
+            area = self.parentWidget()
+            while area is not None and not isinstance(area, QScrollArea):
+                area = area.parentWidget()
+            if area is not None:
+                area.ensureWidgetVisible(widget)
+
+        # A word-wrapped label settles its height over more than one layout pass: scroll again once it has.
+        for ms in (0, 150):
+            QTimer.singleShot(ms, widget, scroll)  # not called once the widget is gone
 
     def project_changed(self) -> None:
         """A project was opened: show what it already has."""
