@@ -85,7 +85,7 @@ class MappingSettings:
     # every other aligned token takes this share of its spelling row, the rest from the alignment. None: chosen from
     # the target text (`spelling_share_for`: SPELLING_SHARE for a source that spells it compactly, else 0, off).
     # Measured at step 0 with Gemma 3 270M (docs/results/verbatim.md), FVT · the alignment alone · this: Spanish
-    # verses 1.666 · 2.045 · 1.664, German software strings 1.865 · 2.054 · 1.857.
+    # verses 1.666 · 2.043 · 1.664, German software strings 1.865 · 2.054 · 1.857.
     spelling_share: float | None = None
 
 

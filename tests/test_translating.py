@@ -173,46 +173,25 @@ def test_project_measures_its_translators_and_translates_a_file_with_the_best(pr
 
     src = write_lines(tmp_path / "in.en", ["And God said unto them,", "", "the earth"])
     out = tmp_path / "out.es"
-    assert (
-        main(
-            [
-                "translate",
-                "--model",
-                str(project),
-                "--from",
-                "en",
-                "--to",
-                "es",
-                "--input",
-                str(src),
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    args = [
+        "translate",
+        "--model",
+        str(project),
+        "--from",
+        "en",
+        "--to",
+        "es",
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+    ]
+    assert main(args) == 0
     lines = out.read_text(encoding="utf-8").split("\n")
     assert len(lines) == 4 and lines[1] == "" and lines[0] and lines[2]
     assert f"translated by: {best}" in capsys.readouterr().err
     # never over a user's file
-    assert (
-        main(
-            [
-                "translate",
-                "--model",
-                str(project),
-                "--from",
-                "en",
-                "--to",
-                "es",
-                "--input",
-                str(src),
-                "--output",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert main(args) == 2
 
 
 def test_project_translates_a_po_catalogue(project, tmp_path):
