@@ -7,7 +7,8 @@ Evidence, in order of authority:
 3. translation resources — any number of aligned parallel corpora (link counts; pairs seen fewer than
    `min_pair_count` times are dropped, tokens with fewer than `min_token_count` links get no alignment evidence) and
    dictionaries — each normalised per token and mixed by the resource's weight;
-4. otherwise FVT: the source tokenization of the target token's own bytes.
+4. otherwise FVT: the source tokenization of the target token's own bytes. Where the source already reads the
+   language (`MappingSettings.spelling_share`), aligned tokens also take their FVT row, whole or in part.
 On top of all that, the linguist's overrides file (see `OVERRIDES_HELP`) replaces rows and removes links.
 The result is a sparse row-stochastic matrix (target vocab × source vocab): every operation is a sparse matrix
 operation or one pass over the target vocabulary, so 128k-token vocabularies are fine (no O(V²) work). The matrix is
