@@ -148,6 +148,24 @@ def project(module_tmp):
     return verse_project(module_tmp("translating"))
 
 
+def translate_file_args(project, src, out) -> list[str]:
+    """`tweety translate` of the file `src` (text or .po) into `out`, English to Spanish, with the project's best
+    translator."""
+    return [
+        "translate",
+        "--model",
+        str(project),
+        "--from",
+        "en",
+        "--to",
+        "es",
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+    ]
+
+
 def test_project_measures_its_translators_and_translates_a_file_with_the_best(project, tmp_path, capsys):
     from core.cli import main
     from core.project import Project
@@ -173,19 +191,7 @@ def test_project_measures_its_translators_and_translates_a_file_with_the_best(pr
 
     src = write_lines(tmp_path / "in.en", ["And God said unto them,", "", "the earth"])
     out = tmp_path / "out.es"
-    args = [
-        "translate",
-        "--model",
-        str(project),
-        "--from",
-        "en",
-        "--to",
-        "es",
-        "--input",
-        str(src),
-        "--output",
-        str(out),
-    ]
+    args = translate_file_args(project, src, out)
     assert main(args) == 0
     lines = out.read_text(encoding="utf-8").split("\n")
     assert len(lines) == 4 and lines[1] == "" and lines[0] and lines[2]
@@ -208,24 +214,7 @@ def test_project_translates_a_po_catalogue(project, tmp_path):
         encoding="utf-8",
     )
     out = tmp_path / "es.po"
-    assert (
-        main(
-            [
-                "translate",
-                "--model",
-                str(project),
-                "--from",
-                "en",
-                "--to",
-                "es",
-                "--input",
-                str(po),
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(translate_file_args(project, po, out)) == 0
     text = out.read_text(encoding="utf-8")
     assert "%s" in text.split('msgid "God said %s unto the earth"')[1]
     assert subprocess.run([shutil.which("msgfmt") or "msgfmt", "--check", "-o", "/dev/null", str(out)]).returncode == 0
@@ -295,22 +284,7 @@ def test_translate_with_a_project_resumes_after_a_kill(project, tmp_path):
     lines = [f"And God said unto Noah, the {n} sons of the earth shall go out" for n in range(1, 25)]
     src = write_lines(tmp_path / "in.en", lines)
     out = tmp_path / "out.es"
-    command = [
-        sys.executable,
-        "-m",
-        "core.cli",
-        "translate",
-        "--model",
-        str(project),
-        "--from",
-        "en",
-        "--to",
-        "es",
-        "--input",
-        str(src),
-        "--output",
-        str(out),
-    ]
+    command = [sys.executable, "-m", "core.cli", *translate_file_args(project, src, out)]
     partial = tmp_path / ".out.es.partial"
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
