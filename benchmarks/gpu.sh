@@ -65,7 +65,8 @@ for key in smollm2 gemma; do
     --full-eval-bytes "$FULL_EVAL_BYTES" --json "$OUT/finetune-$key.json"
 done
 echo "== aligners: torch (GPU if any) vs fast_align"
-"$PY" benchmarks/align_speed.py --lines "$ALIGN_LINES" --tokenizer "$OUT/smollm2/model" --json "$OUT/align.json"
+"$PY" benchmarks/align_speed.py --lines "$ALIGN_LINES" --tokenizer "$OUT/smollm2/model" --json "$OUT/align.json" \
+  ${FAST_ALIGN_BIN:+--fast-align-bin "$FAST_ALIGN_BIN"}
 "$PY" - "$OUT" <<'PYEOF'
 # One summary of the figures the parts wrote.
 import json, sys
