@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from core import calibrate
 from core.errors import TweetyError
 from core.jobs import CancelToken, ProgressFn, Reporter, atomic_dir
 from core.mapping import Mapping, Origin, fvt_mapping
-from core.models import family, safetensors_headers, tied_embeddings, weight_files
+from core.models import family, load_model, safetensors_headers, tied_embeddings, weight_files
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,15 @@ METHODS = ("transtok", "fvt", "mean", "random")
 class InitSettings:
     method: str = "transtok"
     seed: int = 0
+    # How far the new tokens' predicted frequencies move toward the target text's (core.calibrate; 0: off). None:
+    # the default share for trans-tokenization, none for the baselines, which stay the methods as published.
+    calibration: float | None = None
+
+    @property
+    def calibration_share(self) -> float:
+        if self.calibration is not None:
+            return self.calibration
+        return calibrate.SHARE if self.method == "transtok" else 0.0
 
 
 def mapping_for_method(method: str, mapping: Mapping, source_tokenizer, target_tokenizer) -> Mapping:
@@ -217,14 +227,18 @@ def initialise_folder(
     out_dir: str | Path,
     settings: InitSettings = InitSettings(),
     *,
+    text: str | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> Path:
     """Write the adapted model into `out_dir` (atomically) from a Hugging Face source folder with safetensors
     weights (one file or shards with an index), without loading the model. Same tensors as `initialise` followed
-    by `save_adapted`, except that the stored dtype is kept (bf16 stays bf16)."""
+    by `save_adapted`, except that the stored dtype is kept (bf16 stays bf16). With the target `text`, the new rows
+    are then calibrated on it (`settings.calibration_share`; this loads the written model once)."""
     with atomic_dir(out_dir) as tmp:
-        write_initialised(source_folder, mapping, target_tokenizer, tmp, settings, progress=progress, cancel=cancel)
+        write_initialised(
+            source_folder, mapping, target_tokenizer, tmp, settings, text=text, progress=progress, cancel=cancel
+        )
     return Path(out_dir)
 
 
@@ -235,6 +249,7 @@ def write_initialised(
     folder: Path,
     settings: InitSettings = InitSettings(),
     *,
+    text: str | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> None:
@@ -273,14 +288,22 @@ def write_initialised(
         computed[head_name] = computed[embeddings_name] if tied else new_out.to("cpu", dtype)
     del new_in, new_out
     report(2, 2, "writing the model")
-    total = 0
-    for f, tensors in stored.items():
-        if computed.keys() & tensors.keys():
-            total += _write_safetensors(folder / f.name, tensors, computed, report)
-        else:  # a shard of body layers only: the very same file (the kernel copies it)
-            report.check()
-            shutil.copyfile(f, folder / f.name)
-            total += sum(t.end - t.start for t in tensors.values())
+
+    def write_weights() -> int:
+        total = 0
+        for f, tensors in stored.items():
+            if computed.keys() & tensors.keys():
+                (folder / f.name).unlink(missing_ok=True)  # a new file: the calibration's model may still map the old
+                total += _write_safetensors(folder / f.name, tensors, computed, report)
+            elif not (folder / f.name).exists():  # a shard of body layers only: the very same file
+                report.check()
+                shutil.copyfile(f, folder / f.name)
+                total += sum(t.end - t.start for t in tensors.values())
+            else:
+                total += sum(t.end - t.start for t in tensors.values())
+        return total
+
+    total = write_weights()
     if index_path.exists():
         index = json.loads(index_path.read_text())
         index.setdefault("metadata", {})["total_size"] = total
@@ -296,3 +319,16 @@ def write_initialised(
     if generation is not None:
         (folder / "generation_config.json").write_text(json.dumps(generation, indent=2))
     write_tokenizer(target_tokenizer, folder)
+    share = settings.calibration_share
+    if share and text:
+        model = load_model(folder)[0]  # float32 on the CPU: what the stages run on; a GPU when there is one
+        model.to(calibrate.device())
+        offsets = calibrate.frequency_offsets(
+            model, target_tokenizer, text, share, report=Reporter(progress, cancel, "Calibrating frequencies")
+        )
+        del model
+        row = head_name if not tied else embeddings_name
+        computed[row] = (computed[row].float() + offsets).to(dtype)
+        if tied and head_name in computed:
+            computed[head_name] = computed[embeddings_name]
+        write_weights()

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from core import align, extend, init, mapping, models, resources, tokenizer
+from core import align, calibrate, extend, init, mapping, models, resources, tokenizer
 from core.dictionary import DictionarySettings
 from core.errors import TweetyError, plain_os_error
-from core.jobs import CancelToken, ProgressFn, require_free_space
+from core.jobs import CancelToken, ProgressFn, Reporter, require_free_space
 from core.layout import EXTEND, REPLACE, VOCABULARIES, Inputs, Layout, ProjectState, StageRecord
 
 
@@ -346,15 +346,19 @@ def initialise_folder(
     source_folder = models.resolve(state.source_model)
     check_space_for_model(source_folder, out)
     m = mapping.Mapping.load(mapping_dir)
+    # The new tokens' frequencies are calibrated on the target text (core.calibrate), when there is one.
+    text = resources.read_text(state.inputs.target_text) if state.inputs and state.inputs.target_text else None
+    share = settings.calibration_share if text else 0.0
     if state.vocabulary == EXTEND:
         model = model if model is not None else models.load_model(source_folder)[0]
         summary = extend_rows(
-            m, model, source_tok, target_tok, state.inputs, extension, out, progress=progress, cancel=cancel
+            m, model, source_tok, target_tok, state.inputs, extension, out, share, progress=progress, cancel=cancel
         )
     else:
         m = init.mapping_for_method(settings.method, m, source_tok, target_tok)
-        init.initialise_folder(source_folder, m, target_tok, out, settings, progress=progress, cancel=cancel)
+        init.initialise_folder(source_folder, m, target_tok, out, settings, text=text, progress=progress, cancel=cancel)
         summary = {"method": settings.method}
+    summary["calibration"] = share
     replace(state, stages={}).save(out)
     return summary
 
@@ -367,12 +371,13 @@ def extend_rows(
     inputs: Inputs,
     extension: extend.ExtensionSettings,
     out: Path,
+    calibration: float = 0.0,
     *,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> dict:
-    """The extended model (`model`, the source model, is changed): source rows kept, new rows trans-tokenized and
-    lowered by the source-language probe."""
+    """The extended model (`model`, the source model, is changed): source rows kept, new rows trans-tokenized,
+    lowered by the source-language probe and, with a `calibration` share, calibrated on the target text."""
     summary = {"method": "transtok", "kept": len(source_tok), "source_penalty": extension.source_penalty}
     if extension.source_penalty:
         corpus = inputs.parallel[0].read()
@@ -381,6 +386,10 @@ def extend_rows(
     extended = init.initialise(model, m, init.InitSettings(), progress=progress, cancel=cancel)
     if extension.source_penalty:
         extend.penalise_new_rows(extended, len(source_tok), -extension.source_penalty * w)
+    if calibration:
+        text = resources.read_text(inputs.target_text)
+        report = Reporter(progress, cancel, "Calibrating frequencies")
+        calibrate.calibrate(extended, target_tok, text, calibration, first_row=len(source_tok), report=report)
     init.save_adapted(extended, target_tok, out)
     return summary
 

@@ -46,6 +46,7 @@ FLOORS: list[tuple[str, list[str]]] = [
             "core.align",
             "core.dictionary",
             "core.mapping",
+            "core.calibrate",
             "core.init",
             "core.extend",
             "core.finetune",

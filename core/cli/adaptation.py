@@ -8,7 +8,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from core import align, extend, finetune, init, models, pipeline, resources, stages, tokenizer
+from core import align, calibrate, extend, finetune, init, models, pipeline, resources, stages, tokenizer
 from core.cli.options import (
     Command,
     ProgressBars,
@@ -34,7 +34,7 @@ from core.cli.options import (
 from core.errors import TweetyError
 from core.evaluate import bits_per_byte
 from core.jobs import Cancelled, CancelToken
-from core.layout import EXTEND, REPLACE, ProjectState
+from core.layout import EXTEND, REPLACE, Inputs, ProjectState
 from core.project import Project
 
 
@@ -55,6 +55,13 @@ def _add_init(p, skips_alignment: bool = False) -> None:
         + (" (and skip the alignment)" if skips_alignment else ""),
     )
     p.add_argument("--seed", type=int, default=0, help="random: the seed of its rows")
+    p.add_argument(
+        "--calibration",
+        type=float,
+        metavar="SHARE",
+        help="how far the new tokens' predicted frequencies move toward their frequencies in the target text: "
+        f"0 off, 1 all the way (default {calibrate.SHARE} for transtok, 0 for the baselines)",
+    )
 
 
 def _extend_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,7 +120,7 @@ def _run_pipeline(a: argparse.Namespace, bars: ProgressBars, vocabulary: str) ->
         settings = pipeline.AdaptSettings(
             **common,
             tokenizer=tokenizer.TokenizerSettings(vocab_size=a.vocab_size, model_type=a.tokenizer_model),
-            init=init.InitSettings(method=a.init, seed=a.seed),
+            init=init.InitSettings(method=a.init, seed=a.seed, calibration=a.calibration),
         )
     result = pipeline.adapt(settings, progress=bars)
     bars.close()
@@ -285,18 +292,23 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="target tokenizer folder")
     p.add_argument("--mapping", help="folder written by `tweety map`")
     p.add_argument("--out")
+    p.add_argument(
+        "--target-text",
+        help="the target text the new tokens' frequencies are calibrated on (without it, they are not calibrated)",
+    )
     _add_init(add_baselines(p))
 
 
 def _init(a: argparse.Namespace, bars: ProgressBars) -> None:
-    settings = init.InitSettings(method=a.init, seed=a.seed)
+    settings = init.InitSettings(method=a.init, seed=a.seed, calibration=a.calibration)
     if a.project:
         out = Project.open(a.project).initialise(settings, progress=bars)
     else:
         need(a, "tokenizer", "mapping", "out")
         source_tok, target_tok = models.load_tokenizer(a.source_model), tokenizer.load_tokenizer(a.tokenizer)
         # The folders' provenance, as a project's model carries it: the source model and the settings.
-        state = ProjectState(source_model=str(a.source_model), settings={"init": asdict(settings)})
+        inputs = Inputs(target_text=a.target_text) if a.target_text else None
+        state = ProjectState(source_model=str(a.source_model), settings={"init": asdict(settings)}, inputs=inputs)
         stages.initialise_folder(a.out, a.mapping, state, source_tok, target_tok, settings, progress=bars)
         out = a.out
     print(f"Initialised model written to {out}")
