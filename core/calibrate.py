@@ -85,7 +85,14 @@ def frequency_offsets(model, tokenizer, text: str, share: float = SHARE, *, firs
             hidden += h.double().sum(0).cpu()
             positions += h.shape[0]
     model.train(was_training)
-    bias = (counts / counts.sum()).log() - (probs / positions).log()
+    marginal = probs / positions
+    bias = (counts / counts.sum()).log() - marginal.log()
+    # Special tokens (a chat template's markers, its end of turn) are never in the text, but the chat needs them:
+    # they move by the average shift of the tokens the model predicted, so that their share stays what it was (kept
+    # as they were, the end of turn took twice its share at the start of a reply, and replies came out empty).
+    special = torch.zeros(vocab, dtype=torch.bool)
+    special[[i for i in set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder) if i < vocab]] = True
+    bias[special] = float((marginal[~special] * bias[~special]).sum() / marginal[~special].sum())
     bias[:first_row] = 0
     mean = hidden / positions
     offsets = (share * bias[:, None] * mean[None, :] / (mean @ mean)).float()

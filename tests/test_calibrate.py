@@ -45,12 +45,19 @@ def test_calibration_matches_the_texts_frequencies_and_reads_held_out_text_bette
     assert after < 0.95 * before, (before, after)
 
 
-def test_only_rows_from_first_row_move_and_all_along_one_direction(fvt_model, target_tokenizer):
+def test_rows_before_first_row_stay_special_tokens_move_together_and_all_along_one_direction(
+    fvt_model, target_tokenizer
+):
     text = "\n".join(demo_lines("bible.train.es.gz", 400))
     model = copy.deepcopy(fvt_model[0])
     offsets = calibrate.frequency_offsets(model, target_tokenizer, text, first_row=300)
     assert offsets.shape == model.get_input_embeddings().weight.shape
     assert not offsets[:300].any()  # an extension's source tokens keep their rows exactly
+    offsets = calibrate.frequency_offsets(model, target_tokenizer, text)
+    special = sorted(target_tokenizer.added_tokens_decoder)  # chat markers, end of turn: never in the text
+    # ... all moved by one shift (the average of the tokens the model predicted).
+    shifts = offsets[special] @ offsets[400] / (offsets[400] @ offsets[400])
+    assert torch.allclose(shifts, shifts[0].expand_as(shifts))
     moved = offsets[300:]
     assert moved.abs().sum(1).gt(0).all()
     # One shared direction (the mean last hidden state), one coefficient per token: the offsets have rank 1.

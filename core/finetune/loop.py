@@ -151,6 +151,7 @@ def _finetune(
     optimizer_state = load_checkpoint(ckpt, model, names) if state.step else None
     ranks.shard(model, names)
     params = [p for name, p in model.named_parameters() if name in names]
+    rows = AbsentRows.of(model, names) if settings.absent_rows_stay and ranks.world == 1 else None
     optimizer = torch.optim.AdamW(
         params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay, fused=True
     )
@@ -230,6 +231,8 @@ def _finetune(
                 ranks.sync_gradients(model, micro == settings.grad_accum - 1)
                 first = (state.step * settings.grad_accum + micro) * settings.batch_size
                 x = blocks[order.indices(first, settings.batch_size)[mine]].to(device, non_blocking=True)
+                if rows is not None:
+                    rows.seen(x)
                 with autocast:
                     logits = model(input_ids=x).logits
                 # Targets shifted left and the last position ignored: the logits are used as they are, no copy of
@@ -240,9 +243,13 @@ def _finetune(
                 )
                 (loss / settings.grad_accum).backward()
                 loss_sum += loss.detach()
+            if rows is not None:
+                rows.drop_gradients()
             if settings.clip:
                 torch.nn.utils.clip_grad_norm_(params, settings.clip)
             optimizer.step()
+            if rows is not None:
+                rows.restore()
             optimizer.zero_grad(set_to_none=True)
             # One device sync per step; with several ranks also the one all-reduce of the loss and the cancel flag.
             loss_value, stop = ranks.step_done(loss_sum / settings.grad_accum, cancel)
@@ -323,6 +330,43 @@ def _finetune(
         resumed_from,
         state.curve,
     )
+
+
+class AbsentRows:
+    """The vocabulary rows (embeddings, head) of the tokens a step's sequences do not hold, kept as they were: their
+    gradients dropped before the step, their values put back after it (Adam's momentum would still move them)."""
+
+    def __init__(self, matrices: list):
+        import torch
+
+        self.matrices = matrices
+        self.present = torch.zeros(matrices[0].shape[0], dtype=torch.bool, device=matrices[0].device)
+        self.kept: list = []
+
+    @staticmethod
+    def of(model, names: set[str]) -> AbsentRows | None:
+        vocab = model.get_input_embeddings().weight.shape[0]
+        matrices = [p for name, p in model.named_parameters() if name in names and p.dim() == 2 and len(p) == vocab]
+        return AbsentRows(matrices) if matrices else None
+
+    def seen(self, ids) -> None:
+        self.present[ids.flatten()] = True
+
+    def drop_gradients(self) -> None:
+        absent = ~self.present
+        for p in self.matrices:
+            if p.grad is not None:
+                p.grad[absent] = 0
+        self.kept = [(absent, p.detach()[absent].clone()) for p in self.matrices]
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for p, (absent, rows) in zip(self.matrices, self.kept):
+                p[absent] = rows
+        self.kept = []
+        self.present.zero_()
 
 
 def _evaluate_with(model, weights: dict, evaluate) -> float | None:
