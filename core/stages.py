@@ -346,13 +346,25 @@ def initialise_folder(
     source_folder = models.resolve(state.source_model)
     check_space_for_model(source_folder, out)
     m = mapping.Mapping.load(mapping_dir)
-    # The new tokens' frequencies are calibrated on the target text (core.calibrate), when there is one.
-    text = resources.read_text(state.inputs.target_text) if state.inputs and state.inputs.target_text else None
-    share = settings.calibration_share if text else 0.0
+    # The new tokens' frequencies are calibrated on the target text (core.calibrate), when there is one; it is read
+    # once, here, and only when it is used.
+    has_text = bool(state.inputs and state.inputs.target_text)
+    share = settings.calibration_share if has_text else 0.0
+    text = resources.read_text(state.inputs.target_text) if share else None
     if state.vocabulary == EXTEND:
         model = model if model is not None else models.load_model(source_folder)[0]
         summary = extend_rows(
-            m, model, source_tok, target_tok, state.inputs, extension, out, share, progress=progress, cancel=cancel
+            m,
+            model,
+            source_tok,
+            target_tok,
+            state.inputs,
+            extension,
+            out,
+            share,
+            text,
+            progress=progress,
+            cancel=cancel,
         )
     else:
         m = init.mapping_for_method(settings.method, m, source_tok, target_tok)
@@ -372,12 +384,13 @@ def extend_rows(
     extension: extend.ExtensionSettings,
     out: Path,
     calibration: float = 0.0,
+    text: str | None = None,
     *,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> dict:
     """The extended model (`model`, the source model, is changed): source rows kept, new rows trans-tokenized,
-    lowered by the source-language probe and, with a `calibration` share, calibrated on the target text."""
+    lowered by the source-language probe and, with a `calibration` share, calibrated on the target `text`."""
     summary = {"method": "transtok", "kept": len(source_tok), "source_penalty": extension.source_penalty}
     if extension.source_penalty:
         corpus = inputs.parallel[0].read()
@@ -386,8 +399,7 @@ def extend_rows(
     extended = init.initialise(model, m, init.InitSettings(), progress=progress, cancel=cancel)
     if extension.source_penalty:
         extend.penalise_new_rows(extended, len(source_tok), -extension.source_penalty * w)
-    if calibration:
-        text = resources.read_text(inputs.target_text)
+    if calibration and text:
         report = Reporter(progress, cancel, "Calibrating frequencies")
         calibrate.calibrate(extended, target_tok, text, calibration, first_row=len(source_tok), report=report)
     init.save_adapted(extended, target_tok, out)
