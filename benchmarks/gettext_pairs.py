@@ -1,5 +1,5 @@
-"""English → German, French, Ukrainian or Russian software-string translation pairs, rebuilt from Debian's gettext
-catalogues; for Russian also translated running text (manuals) with a held-out slice.
+"""English → German, French, Finnish, Hungarian, Ukrainian or Russian software-string translation pairs, rebuilt
+from Debian's gettext catalogues; for Russian also translated running text (manuals) with a held-out slice.
 
 For benchmarking translation on software strings — menus, messages, dialogs — the kind of text Tweety's translation
 memory and `tweety translate` on .po files are meant for. Nothing of it is bundled with the studio: the script
@@ -21,10 +21,10 @@ then removed, so no held-out line can be retrieved from or trained on.
 
 Writes, under `--out` (default /tmp/gettext/<lang>): train.en, train.<lang>, heldout.en, heldout.<lang> (one pair a
 line, UTF-8) and target.<lang> (the training target side: running text for `tweety adapt --target-text`); also
-fetches FreeDict (dict-freedict-eng-deu / -fra / -rus) for `--dictionary` and prints the adapt and evaluate
-commands. `--baselines` adds the chrF (sacrebleu) on the held-out pairs of copying the English, and of the translation
-memory: the target side of the training pair whose English side is the most similar (BM25 top-1, bm25s, lower-cased
-words).
+fetches FreeDict (dict-freedict-eng-deu / -fin / -fra / -hun / -rus) for `--dictionary` and prints the adapt and
+evaluate commands. `--baselines` adds the chrF (sacrebleu) on the held-out pairs of copying the English, and of the
+translation memory: the target side of the training pair whose English side is the most similar (BM25 top-1, bm25s,
+lower-cased words).
 
 Running text (`--language ru`; RUNNING lists the packages): the translated manuals Debian ships — man pages
 (manpages-ru, manpages-ru-dev, rendered by groff with one paragraph a line), LibreOffice's and GIMP's help and the
@@ -36,7 +36,7 @@ of their path, until their lines found in no other document and no pair hold `--
 that also occurs in a training document or in the pairs is dropped, so no held-out line is ever trained on. Also
 writes text.<lang> (the training running text) and target.heldout.<lang> (the held-out running text, for
 `--heldout-text` and `tweety eval`); target.<lang> is then the pairs' target side followed by the running text.
-Usage: python benchmarks/gettext_pairs.py [--language de|fr|uk|ru] [--heldout 300] [--heldout-bytes 100000]
+Usage: python benchmarks/gettext_pairs.py [--language de|fr|fi|hu|uk|ru] [--heldout 300] [--heldout-bytes 100000]
        [--work DIR] [--out DIR] [--baselines]
 """
 
@@ -100,7 +100,13 @@ PACKAGES = (  # Debian 12 packages that ship their .mo catalogues themselves (no
     "filezilla-common",
 )  # left out: e2fsprogs, parted, debconf (their catalogues are in separate packages); inkscape, gnucash-common,
 #    vlc-l10n (another 20,000 pairs: over the 25,000–60,000 wanted); libgtk-4-common (mostly libgtk-3-common's)
-FREEDICT = {"de": "dict-freedict-eng-deu", "fr": "dict-freedict-eng-fra", "ru": "dict-freedict-eng-rus"}
+FREEDICT = {
+    "de": "dict-freedict-eng-deu",
+    "fi": "dict-freedict-eng-fin",
+    "fr": "dict-freedict-eng-fra",
+    "hu": "dict-freedict-eng-hun",
+    "ru": "dict-freedict-eng-rus",
+}
 MAX_CHARS = 300
 HELDOUT_WORDS = (6, 40)
 LETTER = re.compile(r"[^\W\d_]")

@@ -86,6 +86,35 @@ def test_embeddings_stage_trains_only_embeddings_and_lowers_heldout_bpb(small, t
     assert bits_per_byte(model, tok, held).bits_per_byte == pytest.approx(result.final_bpb, abs=1e-4)
 
 
+def test_the_model_written_is_calibrated_and_the_checkpoint_keeps_the_trained_weights(small, tmp_path):
+    """The fine-tune ends with a frequency calibration on the training text (core.calibrate): the model written reads
+    held-out text better than the same run's trained weights, which the checkpoint keeps for a resumed run."""
+    runs = {
+        share: finetune(
+            small / "model",
+            small / "train.es",
+            small / "heldout.es",
+            tmp_path / str(share),
+            FinetuneSettings(steps=4, calibration=share, **QUICK),
+        )
+        for share in (0.0, 1.0)
+    }
+    plain, calibrated = runs[0.0], runs[1.0]
+    assert [r.loss for r in calibrated.curve] == [r.loss for r in plain.curve]
+    assert calibrated.final_bpb < plain.final_bpb - 0.05
+    assert not torch.equal(
+        tensors(tmp_path / "0.0")["model.embed_tokens.weight"], tensors(tmp_path / "1.0")["model.embed_tokens.weight"]
+    )
+
+    def trained(share):
+        return load_file(tmp_path / str(share) / "training" / "checkpoint" / "trainable.safetensors")
+
+    assert torch.equal(trained(0.0)["model.embed_tokens.weight"], trained(1.0)["model.embed_tokens.weight"])
+    assert torch.equal(
+        trained(0.0)["model.embed_tokens.weight"], tensors(tmp_path / "0.0")["model.embed_tokens.weight"]
+    )
+
+
 def test_outer_layers_stage_trains_first_and_last_layers(small, tmp_path):
     finetune(
         small / "model",

@@ -444,6 +444,14 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
         "as chat turns in the model's own template, so that chat replies end by themselves (0: raw text "
         "only)",
     )
+    p.add_argument(
+        "--calibration",
+        type=float,
+        default=d.calibration,
+        metavar="SHARE",
+        help="after the last step, move each token's predicted frequency this far toward its frequency in the "
+        "training text (0: off; one process only)",
+    )
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-max-bytes", type=int, default=d.eval_max_bytes, help="cut held-out text (0: all)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -500,6 +508,7 @@ def _finetune(a: argparse.Namespace, bars: ProgressBars) -> int:
         eval_max_bytes=a.eval_max_bytes,
         checkpoint_every=a.checkpoint_every,
         chat_share=a.chat_share,
+        calibration=a.calibration,
         seed=a.seed,
         device=a.device,
     )

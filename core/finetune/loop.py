@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from core.calibrate import calibrate
 from core.errors import TweetyError
 from core.finetune.checkpoint import (
     RunState,
@@ -303,6 +304,19 @@ def _finetune(
         raise
     state.finished = True
     trained = save_checkpoint(ckpt, model, optimizer, names, state, ranks)
+    final_bpb = None
+    if settings.calibration and ranks.world == 1:
+        # The checkpoint keeps the weights as trained (a resumed run trains on from them); the model written is
+        # calibrated, and its held-out figure is the one reported as final.
+        with autocast:
+            calibrate(
+                model,
+                tokenizer,
+                "\n".join(lines),
+                settings.calibration,
+                report=Reporter(progress, local_cancel, "Fine-tuning: calibrating frequencies"),
+            )
+        final_bpb = evaluate()
     if ranks.world > 1:
         # A sharded model cannot save itself (save_pretrained does not gather FSDP shards): rank 0 writes a fresh
         # copy of the model with the trained tensors put in, which is what the single-process branch writes.
@@ -324,7 +338,7 @@ def _finetune(
         out,
         state.step,
         state.initial_bpb,
-        bpbs[-1] if bpbs else None,
+        final_bpb if final_bpb is not None else bpbs[-1] if bpbs else None,
         state.seconds,
         state.step * tokens_per_step / state.seconds if state.seconds else 0.0,
         resumed_from,
