@@ -536,11 +536,15 @@ class FineTunePage(Page):
                 f"Stopped at step {run.step:,} of {run.settings['steps']:,}. Resume continues from there."
             )
         else:
+            # The model written is calibrated after the last step (FinetuneSettings.calibration): its figure is the
+            # recorded one; the curve's last point is the trained weights' before it.
             bpbs = [r.heldout_bpb for r in run.curve if r.heldout_bpb is not None]
+            final = record.summary.get("final_bpb") if record and record.summary.get("steps") == run.step else None
+            final = final if final is not None else bpbs[-1] if bpbs else None
             self.status.setText(
                 f"Done: {run.step:,} steps; held-out bits per byte {run.initial_bpb:.3f} → "
-                f"{bpbs[-1]:.3f}. Resume with more steps to train further."
-                if bpbs and run.initial_bpb is not None
+                f"{final:.3f}. Resume with more steps to train further."
+                if final is not None and run.initial_bpb is not None
                 else f"Done: {run.step:,} steps."
             )
 
