@@ -196,7 +196,7 @@ def test_end_to_end(qtbot, window, files, tmp_path):
     (_, before), (_, after) = ft.points["bpb"][0], ft.points["bpb"][-1]
     assert after < before and "Done: 30 steps" in ft.status.text()
     final = w.project.state.stages["finetune"].summary["final_bpb"]  # the calibrated model's (written after the curve)
-    assert final < before and f"→ {final:.3f}." in ft.status.text()
+    assert final < before and f"→ {final:.3f} (the chart's last point {after:.3f}, then calibrated" in ft.status.text()
     assert ft.estimate.text().startswith("about ") and "measured in this project" in ft.estimate.text()
     shot(w, 6, "finetune")
 

@@ -206,6 +206,7 @@ class FineTunePage(Page):
         for b in (self.start_button, self.resume_button, self.pause_button):
             row.addWidget(b)
         self.status = QLabel()
+        self.status.setWordWrap(True)
         row.addWidget(self.status, 1)
         self.layout_.addLayout(row)
         folded.addWidget(cluster, 1)
@@ -541,9 +542,15 @@ class FineTunePage(Page):
             bpbs = [r.heldout_bpb for r in run.curve if r.heldout_bpb is not None]
             final = record.summary.get("final_bpb") if record and record.summary.get("steps") == run.step else None
             final = final if final is not None else bpbs[-1] if bpbs else None
+            # Said, so that the figure and the chart's last point do not seem to disagree.
+            calibrated = (
+                f" (the chart's last point {bpbs[-1]:.3f}, then calibrated to the text's word frequencies)"
+                if bpbs and final is not None and round(final, 3) != round(bpbs[-1], 3)
+                else ""
+            )
             self.status.setText(
                 f"Done: {run.step:,} steps; held-out bits per byte {run.initial_bpb:.3f} → "
-                f"{final:.3f}. Resume with more steps to train further."
+                f"{final:.3f}{calibrated}. Resume with more steps to train further."
                 if final is not None and run.initial_bpb is not None
                 else f"Done: {run.step:,} steps."
             )
