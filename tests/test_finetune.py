@@ -174,6 +174,19 @@ def test_cancelled_run_resumes_to_the_uninterrupted_curve(small, tmp_path):
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
 
 
+def test_a_run_stopped_before_its_model_was_written_resumes_to_write_it(small, tmp_path):
+    settings = FinetuneSettings(steps=2, **QUICK)
+    whole = finetune(small / "model", small / "train.es", None, tmp_path / "ft", settings)
+    written = tensors(tmp_path / "ft")
+    (tmp_path / "ft" / "config.json").unlink()  # killed after the last checkpoint, before config.json (written last)
+    resumed = finetune(small / "model", small / "train.es", None, tmp_path / "ft", settings, resume=True)
+    assert resumed.steps == whole.steps == 2 and (tmp_path / "ft" / "config.json").exists()
+    for name, tensor in tensors(tmp_path / "ft").items():
+        torch.testing.assert_close(tensor, written[name], atol=1e-6, rtol=0)
+    with pytest.raises(TweetyError, match="already has 2 steps"):  # once written, the same steps are refused again
+        finetune(small / "model", small / "train.es", None, tmp_path / "ft", settings, resume=True)
+
+
 def test_checkpoint_from_another_version_resumes_or_is_refused_plainly(small, tmp_path):
     """state.json written by another version: unknown keys are dropped, missing ones take their defaults (a setting
     the older version lacked counts as its default), and a state without what resuming needs is a TweetyError —

@@ -139,7 +139,10 @@ def resumable_state(out: Path, fresh: RunState) -> RunState:
             path=checkpoint_dir(out) / "state.json",
             fix="resume with the same model, files and settings (only the number of steps may change)",
         )
-    if saved.step >= fresh.settings["steps"]:
+    # A run stopped after its last checkpoint but before its model was written (the closing calibration comes in
+    # between; config.json is written last) resumes to write it.
+    steps, written = fresh.settings["steps"], (out / "config.json").exists()
+    if saved.step > steps or (saved.step == steps and written):
         raise TweetyError(f"the run already has {saved.step} steps", path=out, fix="ask for more steps to continue")
     saved.settings, saved.finished = fresh.settings, False
     return saved
